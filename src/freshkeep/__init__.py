@@ -1,0 +1,69 @@
+"""freshkeep: keep derived data fresh in async Python services, and know when it is not.
+
+The names below are the public API. Integrations (SQLAlchemy, Starlette/FastAPI, the CLI) live in
+:mod:`freshkeep.integrations` and import their optional dependencies only when imported.
+"""
+
+from __future__ import annotations
+
+from freshkeep.buses.local import LocalBus as LocalBus
+from freshkeep.core.clock import Clock as Clock
+from freshkeep.core.clock import SystemClock as SystemClock
+from freshkeep.core.entry import Entry as Entry
+from freshkeep.core.entry import Read as Read
+from freshkeep.core.entry import Status as Status
+from freshkeep.core.policy import Policy as Policy
+from freshkeep.core.revision import Revision as Revision
+from freshkeep.core.revision import RevisionSource as RevisionSource
+from freshkeep.core.revision import RevisionTracker as RevisionTracker
+from freshkeep.exceptions import BuildError as BuildError
+from freshkeep.exceptions import ConfigurationError as ConfigurationError
+from freshkeep.exceptions import DuplicateViewError as DuplicateViewError
+from freshkeep.exceptions import EncodeError as EncodeError
+from freshkeep.exceptions import FreshkeepError as FreshkeepError
+from freshkeep.exceptions import MissingDependencyError as MissingDependencyError
+from freshkeep.exceptions import PrincipalRequiredError as PrincipalRequiredError
+from freshkeep.exceptions import RevisionSourceError as RevisionSourceError
+from freshkeep.exceptions import StoreError as StoreError
+from freshkeep.exceptions import UnavailableError as UnavailableError
+from freshkeep.exceptions import UnknownViewError as UnknownViewError
+from freshkeep.keeper import Keeper as Keeper
+from freshkeep.ports import Bus as Bus
+from freshkeep.settings import Settings as Settings
+from freshkeep.stores.memory import MemoryStore as MemoryStore
+from freshkeep.views import BuildContext as BuildContext
+from freshkeep.views import Section as Section
+from freshkeep.views import View as View
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuildContext",
+    "BuildError",
+    "Bus",
+    "Clock",
+    "ConfigurationError",
+    "DuplicateViewError",
+    "EncodeError",
+    "Entry",
+    "FreshkeepError",
+    "Keeper",
+    "LocalBus",
+    "MemoryStore",
+    "MissingDependencyError",
+    "Policy",
+    "PrincipalRequiredError",
+    "Read",
+    "Revision",
+    "RevisionSource",
+    "RevisionSourceError",
+    "RevisionTracker",
+    "Section",
+    "Settings",
+    "Status",
+    "StoreError",
+    "SystemClock",
+    "UnavailableError",
+    "UnknownViewError",
+    "View",
+]

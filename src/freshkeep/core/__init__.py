@@ -1,0 +1,1 @@
+"""Pure decisions and mechanisms: no adapter, framework or driver is imported here."""

@@ -1,0 +1,199 @@
+"""Encoded entries: what a store keeps, and what a read returns.
+
+An entry holds its value already encoded (orjson bytes) with its ETag and revision header, so a
+hit re-serializes nothing. A composite value is made of sections; each section keeps its own
+bytes, fingerprint and build time, so rebuilding one section splices new bytes into the body
+without touching the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from freshkeep.core.revision import Revision, is_older
+from freshkeep.exceptions import EncodeError
+
+Status = Literal["hit", "section", "stale", "miss", "error-stale"]
+"""How a read was answered.
+
+``hit``: the entry matched the revisions. ``section``: some sections were rebuilt in line.
+``stale``: served past a change, refresh scheduled. ``miss``: built now. ``error-stale``: the
+builder failed and the last good value was served.
+"""
+
+Fingerprint = tuple[Revision, ...]
+"""The revisions one section was built from, in the order of the section's sources."""
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def encode(value: Any) -> bytes:
+    """Encode a built value as JSON bytes, or raise :class:`EncodeError` naming the problem."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except TypeError as exc:
+        raise EncodeError(f"value cannot be encoded as JSON: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SectionEntry:
+    """One built section: its encoded bytes, the revisions it was built from, when."""
+
+    body: bytes
+    fingerprint: Fingerprint
+    built_at: float
+    """Wall-clock seconds when the build read its revisions."""
+    built_mono: float
+    """Monotonic seconds when the build read its revisions (for ages and bounds)."""
+
+
+def _key_token(key: object) -> bytes:
+    try:
+        return orjson.dumps(key, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return repr(key).encode()
+
+
+def compute_etag(view: str, key: object, vector: Mapping[str, Revision]) -> str:
+    """A weak ETag from the view, key and revision vector: the same in every process."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(view.encode())
+    h.update(b"\x00")
+    h.update(_key_token(key))
+    for source in sorted(vector):
+        h.update(b"\x00")
+        h.update(source.encode())
+        h.update(b"=")
+        h.update(str(vector[source]).encode())
+    return f'W/"{h.hexdigest()}"'
+
+
+def format_revision(vector: Mapping[str, Revision]) -> str:
+    """The revision vector as a header value: ``source=rev,source=rev`` sorted by source."""
+    return ",".join(f"{s}={vector[s]}" for s in sorted(vector))
+
+
+def splice(bodies: list[bytes]) -> bytes:
+    """Merge encoded JSON objects into one object (their keys must be disjoint)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    inner = [b[1:-1] for b in bodies if len(b) > 2]
+    return b"{" + b",".join(inner) + b"}"
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """A built value: per-section parts, and the body, ETag and revision derived from them."""
+
+    view: str
+    key: object
+    sections: Mapping[str, SectionEntry]
+    sources: Mapping[str, tuple[str, ...]]
+    """The sources of each section, in fingerprint order."""
+    body: bytes = field(init=False)
+    etag: str = field(init=False)
+    revision: str = field(init=False)
+    vector: dict[str, Revision] = field(init=False)
+    built_at: float = field(init=False)
+    built_mono: float = field(init=False)
+    epoch: int = field(default=-1, init=False)
+    """The tracker epoch at which this entry was last found current (hit-path shortcut)."""
+    hit: Read = field(init=False)
+    """The prebuilt result of a hit on this entry, so a hit allocates nothing."""
+
+    def __post_init__(self) -> None:
+        vector: dict[str, Revision] = {}
+        for name, part in self.sections.items():
+            for source, rev in zip(self.sources[name], part.fingerprint, strict=True):
+                old = vector.get(source)
+                vector[source] = rev if old is None or is_older(rev, old) else old
+        self.vector = vector
+        self.body = splice([part.body for part in self.sections.values()])
+        self.etag = compute_etag(self.view, self.key, vector)
+        self.revision = format_revision(vector)
+        self.built_at = min(p.built_at for p in self.sections.values())
+        self.built_mono = min(p.built_mono for p in self.sections.values())
+        self.hit = Read("hit", self)
+
+    @property
+    def size(self) -> int:
+        """Bytes this entry holds (the body counted once per section and once merged)."""
+        parts = sum(len(p.body) for p in self.sections.values())
+        return parts + (len(self.body) if len(self.sections) > 1 else 0)
+
+    def fingerprints(self) -> dict[str, Fingerprint]:
+        """The fingerprint of each section."""
+        return {name: part.fingerprint for name, part in self.sections.items()}
+
+    def is_older_than(self, other: Entry) -> bool:
+        """Whether some source of this entry is at an older revision than in ``other``.
+
+        A store uses it as compare-and-set: it never replaces ``other`` with an older entry.
+        """
+        theirs = other.vector
+        return any(
+            source in theirs and is_older(rev, theirs[source])
+            for source, rev in self.vector.items()
+        )
+
+
+class Read:
+    """The result of reading a view: status and the encoded entry served."""
+
+    __slots__ = ("_value", "collapsed", "entry", "error", "status")
+
+    def __init__(
+        self,
+        status: Status,
+        entry: Entry,
+        *,
+        collapsed: bool = False,
+        error: BaseException | None = None,
+    ) -> None:
+        self.status: Status = status
+        self.entry = entry
+        self.collapsed = collapsed
+        """Whether this read waited on a build another read started."""
+        self.error = error
+        """For ``error-stale``: why the build failed."""
+        self._value: Any = _UNSET
+
+    @property
+    def body(self) -> bytes:
+        """The encoded JSON body."""
+        return self.entry.body
+
+    @property
+    def etag(self) -> str:
+        """The weak ETag of the entry served."""
+        return self.entry.etag
+
+    @property
+    def revision(self) -> str:
+        """The revision vector of the entry served, as a header value."""
+        return self.entry.revision
+
+    @property
+    def built_at(self) -> float:
+        """Wall-clock time when the oldest section of the entry served was built."""
+        return self.entry.built_at
+
+    @property
+    def value(self) -> Any:
+        """The decoded value (decoded once, on first access)."""
+        if self._value is _UNSET:
+            self._value = orjson.loads(self.entry.body)
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Read({self.status!r}, view={self.entry.view!r}, revision={self.revision!r})"
+
+
+_UNSET: Any = object()

@@ -1,0 +1,202 @@
+"""Sources, revisions and the process's view of them.
+
+A *source* is a named thing that changes (``table:tasks``). Its *revision* is a comparable token:
+an ``int`` counter for tables written through freshkeep's hooks, a ``str`` for watermarks of tables
+other programs write. A source never written has revision ``0``.
+
+:class:`RevisionTracker` holds this process's snapshot of revisions. Revisions reach it three ways:
+pushed by the write hooks after a local commit (``local=True``: read-your-writes, a read after it
+must rebuild), pushed by a bus from other processes, or read from the database by a probe. Every
+change of the snapshot bumps ``epoch``, so a read whose entry was validated at the current epoch
+needs no comparison at all: that is the hit path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, Protocol
+
+from freshkeep.core.clock import SYSTEM_CLOCK, Clock, SystemClock
+from freshkeep.exceptions import RevisionSourceError
+
+Revision = int | str
+"""A source's revision: an ``int`` counter, or a ``str`` watermark."""
+
+
+class RevisionSource(Protocol):
+    """Reads the current revisions of sources, all in one round trip."""
+
+    async def read(self, sources: Collection[str]) -> dict[str, Revision]:
+        """Return the committed revision of each source (``0`` for one never written)."""
+        ...
+
+
+def is_newer(old: Revision | None, new: Revision) -> bool:
+    """Whether ``new`` should replace ``old`` in a snapshot.
+
+    Counters only move forward, so a lower counter (a probe that raced a push) is ignored.
+    Watermarks are not ordered: any different value replaces the old one.
+    """
+    if old is None:
+        return True
+    if isinstance(old, int) and isinstance(new, int):
+        return new > old
+    return new != old
+
+
+def is_older(old: Revision, new: Revision) -> bool:
+    """Whether ``old`` is known to be strictly older than ``new`` (only counters are ordered)."""
+    return isinstance(old, int) and isinstance(new, int) and old < new
+
+
+class RevisionTracker:
+    """This process's snapshot of source revisions, with its bounds.
+
+    ``resync_interval`` bounds how long a snapshot is trusted without reading the database:
+    a pushed revision that was lost is caught within that time.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_timer",
+        "_inflight",
+        "_source",
+        "epoch",
+        "floor",
+        "fresh_until",
+        "probes",
+        "resync_interval",
+        "snapshot",
+        "sources",
+        "timed",
+    )
+
+    def __init__(
+        self,
+        source: RevisionSource | None,
+        *,
+        resync_interval: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._source = source
+        self._clock = clock
+        self._inflight: asyncio.Future[None] | None = None
+        self.resync_interval = resync_interval
+        self.snapshot: dict[str, Revision] = {}
+        self.floor: dict[str, Revision] = {}
+        self.sources: set[str] = set()
+        self.epoch = 0
+        self.fresh_until = float("-inf")
+        self.probes = 0
+        self._timer: Any = None
+        self.timed = source is None or isinstance(clock, SystemClock) or hasattr(clock, "call_at")
+        """Whether the end of the resync interval bumps ``epoch`` (a timer on the event loop,
+        or the clock's ``call_at``). Without it, every read checks the clock itself."""
+
+    @property
+    def has_source(self) -> bool:
+        """Whether revisions can be read from a database at all."""
+        return self._source is not None
+
+    def register(self, sources: Iterable[str]) -> None:
+        """Add sources to those read by every resync."""
+        new = set(sources) - self.sources
+        if new:
+            self.sources |= new
+            self.fresh_until = float("-inf")  # their revisions are not known yet
+
+    def current(self, sources: Iterable[str]) -> tuple[Revision, ...]:
+        """The snapshot's revisions of ``sources``, in order."""
+        snap = self.snapshot
+        return tuple(snap.get(s, 0) for s in sources)
+
+    def apply(self, revisions: Mapping[str, Revision], *, local: bool = False) -> bool:
+        """Merge revisions into the snapshot; return whether anything changed.
+
+        ``local=True`` marks revisions committed by this process: an entry older than them
+        must be rebuilt before it is served, even under stale-while-revalidate.
+        """
+        changed = False
+        snap = self.snapshot
+        for source, rev in revisions.items():
+            if is_newer(snap.get(source), rev):
+                snap[source] = rev
+                changed = True
+            if local and is_newer(self.floor.get(source), rev):
+                self.floor[source] = rev
+                changed = True
+        if changed:
+            self.epoch += 1
+        return changed
+
+    def must_rebuild(self, sources: Iterable[str], built: Iterable[Revision]) -> bool:
+        """Whether an entry built at ``built`` is older than a revision committed here."""
+        floor = self.floor
+        if not floor:
+            return False
+        for source, rev in zip(sources, built, strict=True):
+            wanted = floor.get(source)
+            if wanted is not None and is_older(rev, wanted):
+                return True
+        return False
+
+    def is_fresh(self) -> bool:
+        """Whether the snapshot is within ``resync_interval`` of the last read."""
+        return self._clock.monotonic() < self.fresh_until
+
+    def _arm(self, deadline: float) -> None:
+        """Bump ``epoch`` at ``deadline``, so the hit path notices the interval ended without
+        reading the clock."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        call_at = getattr(self._clock, "call_at", None)
+        if call_at is not None:
+            self._timer = call_at(deadline, self._expire)
+        elif isinstance(self._clock, SystemClock):
+            delay = max(0.0, deadline - self._clock.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.epoch += 1
+
+    async def resync(self, sources: Collection[str] | None = None) -> None:
+        """Read revisions from the source; concurrent callers share one read.
+
+        Without ``sources``, every registered source is read and the snapshot's interval restarts.
+        """
+        if self._source is None:
+            self.fresh_until = float("inf")
+            return
+        if sources is None and self._inflight is not None:
+            await asyncio.shield(self._inflight)
+            return
+        wanted = self.sources if sources is None else sources
+        started = self._clock.monotonic()
+        fut: asyncio.Future[None] | None = None
+        if sources is None:
+            fut = self._inflight = asyncio.get_running_loop().create_future()
+        try:
+            try:
+                revisions = await self._source.read(wanted)
+            except RevisionSourceError:
+                raise
+            except Exception as exc:
+                raise RevisionSourceError(f"reading revisions failed: {exc!r}") from exc
+            self.probes += 1
+            self.apply(revisions)
+            if sources is None:
+                self.fresh_until = started + self.resync_interval
+                self._arm(self.fresh_until)
+            if fut is not None:
+                fut.set_result(None)
+        except BaseException as exc:
+            if fut is not None:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            if fut is not None:
+                self._inflight = None

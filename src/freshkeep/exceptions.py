@@ -1,0 +1,86 @@
+"""Every error freshkeep raises on purpose derives from :class:`FreshkeepError`.
+
+The tree::
+
+    FreshkeepError
+    ├── ConfigurationError          a view, policy or setting that cannot work
+    │   ├── UnknownViewError        no view registered under that name
+    │   ├── DuplicateViewError      a view name registered twice
+    │   └── PrincipalRequiredError  a shared view asked to cache a per-user response
+    ├── MissingDependencyError      an optional extra is not installed (also an ImportError)
+    ├── EncodeError                 a builder returned something that is not JSON-encodable
+    ├── UnavailableError            no value within its bounds can be served
+    │   ├── BuildError              a builder raised and no servable entry exists
+    │   └── RevisionSourceError     the revisions could not be read
+    └── StoreError                  a store failed (always caught on the read path)
+
+Each class's docstring is its default message. Errors from drivers are wrapped with
+``raise ... from exc`` so the original stays on ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class FreshkeepError(Exception):
+    """freshkeep failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or "").strip())
+
+
+class ConfigurationError(FreshkeepError):
+    """The configuration cannot work."""
+
+
+class UnknownViewError(ConfigurationError, KeyError):
+    """No view is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class DuplicateViewError(ConfigurationError):
+    """A view with that name is already registered."""
+
+
+class PrincipalRequiredError(ConfigurationError):
+    """A shared view refused to cache a response for an authenticated request.
+
+    Key the view by principal (``per_principal=True``) or declare it ``public=True``.
+    """
+
+
+class MissingDependencyError(FreshkeepError, ImportError):
+    """An optional dependency is not installed."""
+
+
+class EncodeError(FreshkeepError, TypeError):
+    """A builder returned a value that cannot be encoded as JSON."""
+
+
+class UnavailableError(FreshkeepError):
+    """No value within its bounds can be served."""
+
+
+class BuildError(UnavailableError):
+    """A builder failed and no entry within ``stale_if_error`` exists."""
+
+    def __init__(self, message: str | None = None, *, view: str = "", key: object = None) -> None:
+        super().__init__(message)
+        self.view = view
+        self.key = key
+
+
+class RevisionSourceError(UnavailableError):
+    """The revisions of the sources could not be read."""
+
+
+class StoreError(FreshkeepError):
+    """A store operation failed."""
+
+
+def missing_extra(extra: str, module: str) -> MissingDependencyError:
+    """Return the error raised when ``module`` is missing; it names the extra to install."""
+    return MissingDependencyError(
+        f"{module!r} is not installed; install it with: pip install 'freshkeep[{extra}]'"
+    )

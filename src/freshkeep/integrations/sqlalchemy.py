@@ -1,0 +1,385 @@
+"""SQLAlchemy 2 integration: revision counters bumped in the writing transaction.
+
+- :class:`SQLAlchemyRevisions` reads the counters of many sources in one query (and, for tables
+  other programs write, ``MAX(updated_at)`` + ``COUNT(*)`` watermarks).
+- :func:`track` installs the write hooks on a session factory (sync or async): every table a
+  flush, an ORM bulk statement or a Core DML statement run through the session touched is
+  bumped **at** ``before_commit``, **in** the writing transaction; the new revisions are applied
+  to the keeper **after** commit (read-your-writes) and published to its bus; a rollback changes
+  and publishes nothing.
+- :func:`bump` marks sources changed by raw SQL run in a session.
+
+Source names: ``table:<table name>`` (see :func:`table_source`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from freshkeep.core.revision import Revision
+from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
+
+try:
+    from sqlalchemy import (
+        BigInteger,
+        Column,
+        Connection,
+        Engine,
+        MetaData,
+        String,
+        Table,
+        func,
+        inspect,
+        select,
+        update,
+    )
+    from sqlalchemy import event as sa_event
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+    from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
+    from sqlalchemy.orm.attributes import get_history
+    from sqlalchemy.sql.expression import ColumnElement, FromClause
+    from sqlalchemy.util.concurrency import await_only, in_greenlet
+except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
+    raise missing_extra("sqlalchemy", "sqlalchemy") from exc
+
+from freshkeep.keeper import Keeper
+
+REVISION_TABLE = "freshkeep_revisions"
+
+metadata = MetaData()
+"""The metadata of freshkeep's own tables."""
+
+revisions_table = Table(
+    REVISION_TABLE,
+    metadata,
+    Column("source", String(255), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+"""One row per source: its counter. A source without a row has revision 0."""
+
+
+def table_source(obj: Any) -> str:
+    """The source name of a table, a mapped class or a table name: ``table:<name>``."""
+    if isinstance(obj, str):
+        return obj if obj.startswith("table:") else f"table:{obj}"
+    if isinstance(obj, Table):
+        return f"table:{obj.fullname}"
+    mapper = inspect(obj, raiseerr=False)
+    table = getattr(mapper, "local_table", None)
+    if isinstance(table, Table):
+        return f"table:{table.fullname}"
+    raise ConfigurationError(f"not a table, a mapped class or a table name: {obj!r}")
+
+
+def _upsert(conn: Connection, sources: list[str]) -> dict[str, Revision]:
+    """Increment the counters of ``sources`` in ``conn``'s transaction, in a stable order."""
+    t = revisions_table
+    dialect = conn.dialect.name
+    rows: list[dict[str, Any]] = [{"source": s, "revision": 1} for s in sorted(set(sources))]
+    if dialect == "postgresql":
+        pg = postgresql.insert(t).values(rows)
+        pg_stmt = pg.on_conflict_do_update(
+            index_elements=[t.c.source], set_={"revision": t.c.revision + 1}
+        ).returning(t.c.source, t.c.revision)
+        return {r.source: int(r.revision) for r in conn.execute(pg_stmt)}
+    if dialect == "sqlite":
+        lite = sqlite.insert(t).values(rows)
+        lite_stmt = lite.on_conflict_do_update(
+            index_elements=[t.c.source], set_={"revision": t.c.revision + 1}
+        ).returning(t.c.source, t.c.revision)
+        return {r.source: int(r.revision) for r in conn.execute(lite_stmt)}
+    out: dict[str, Revision] = {}
+    for row in rows:  # portable fallback: UPDATE, then INSERT the first revision
+        res = conn.execute(
+            update(t).where(t.c.source == row["source"]).values(revision=t.c.revision + 1)
+        )
+        if res.rowcount == 0:
+            conn.execute(t.insert().values(row))
+        out[row["source"]] = int(
+            conn.execute(select(t.c.revision).where(t.c.source == row["source"])).scalar_one()
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A table other programs write: its revision is ``COUNT(*)`` and ``MAX(column)``.
+
+    Limits (why counters are the default): a transaction that commits *after* a newer one was
+    read leaves ``MAX`` unchanged if its timestamps are older, and a delete plus an insert in the
+    same interval leave ``COUNT`` unchanged; either is missed until the next change. Updates
+    that do not move ``column`` are missed entirely.
+    """
+
+    table: FromClause
+    column: ColumnElement[Any]
+
+
+class SQLAlchemyRevisions:
+    """Reads (and bumps) revision counters through a SQLAlchemy engine, sync or async.
+
+    ``watermarks`` maps source names to :class:`Watermark` for tables freshkeep's hooks never
+    see; they are read in one more query, with their limits.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Engine,
+        *,
+        watermarks: Mapping[str, Watermark] | None = None,
+    ) -> None:
+        if not isinstance(engine, AsyncEngine | Engine):
+            raise ConfigurationError(f"expected a SQLAlchemy Engine or AsyncEngine, not {engine!r}")
+        self.engine = engine
+        self.watermarks = dict(watermarks or {})
+        self.queries = 0
+
+    async def read(self, sources: Collection[str]) -> dict[str, Revision]:
+        """Read the revision of every source: counters in one query, watermarks in one more."""
+        try:
+            if isinstance(self.engine, AsyncEngine):
+                async with self.engine.connect() as conn:
+                    return cast(dict[str, Revision], await conn.run_sync(self._read, sources))
+            return await asyncio.to_thread(self._read_sync, sources)
+        except Exception as exc:
+            raise RevisionSourceError(f"reading revisions failed: {exc}") from exc
+
+    def _read_sync(self, sources: Collection[str]) -> dict[str, Revision]:
+        assert isinstance(self.engine, Engine)
+        with self.engine.connect() as conn:
+            return self._read(conn, sources)
+
+    def _read(self, conn: Connection, sources: Collection[str]) -> dict[str, Revision]:
+        counters = [s for s in sources if s not in self.watermarks]
+        marks = [s for s in sources if s in self.watermarks]
+        out: dict[str, Revision] = dict.fromkeys(counters, 0)
+        if counters:
+            t = revisions_table
+            self.queries += 1
+            for source, rev in conn.execute(
+                select(t.c.source, t.c.revision).where(t.c.source.in_(counters))
+            ):
+                out[source] = int(rev)
+        if marks:
+            cols = []
+            for s in marks:
+                w = self.watermarks[s]
+                cols.append(select(func.count()).select_from(w.table).scalar_subquery())
+                cols.append(select(func.max(w.column)).select_from(w.table).scalar_subquery())
+            self.queries += 1
+            row = conn.execute(select(*cols)).one()
+            for i, s in enumerate(marks):
+                out[s] = f"{row[2 * i]}@{row[2 * i + 1]}"
+        conn.rollback()
+        return out
+
+    async def bump(self, sources: Iterable[str]) -> dict[str, Revision]:
+        """Increment counters in a transaction of their own; return the new revisions."""
+        srcs = list(sources)
+        if isinstance(self.engine, AsyncEngine):
+            async with self.engine.begin() as conn:
+                return cast(dict[str, Revision], await conn.run_sync(_upsert, srcs))
+
+        def run() -> dict[str, Revision]:
+            assert isinstance(self.engine, Engine)
+            with self.engine.begin() as conn:
+                return _upsert(conn, srcs)
+
+        return await asyncio.to_thread(run)
+
+    async def create_table(self) -> None:
+        """Create freshkeep's revision table if it does not exist."""
+        if isinstance(self.engine, AsyncEngine):
+            async with self.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+        else:
+            await asyncio.to_thread(metadata.create_all, self.engine)
+
+
+# -- write hooks ---------------------------------------------------------------------------
+
+_PENDING = "freshkeep.pending"
+_REVS = "freshkeep.revisions"
+
+
+@dataclass(eq=False)
+class Tracking:
+    """The hooks :func:`track` installed; :meth:`remove` uninstalls them."""
+
+    keeper: Keeper
+    target: Any
+    tables: frozenset[str] | None
+    _listeners: list[tuple[str, Any]] = field(default_factory=list)
+
+    def source_of(self, table: Any) -> str | None:
+        """The source of ``table`` if it is tracked."""
+        if not isinstance(table, Table):
+            return None
+        if table.fullname == REVISION_TABLE:
+            return None
+        if self.tables is not None and table.fullname not in self.tables:
+            return None
+        return f"table:{table.fullname}"
+
+    @staticmethod
+    def pending(session: Session) -> set[str]:
+        """The sources this session changed in its current transaction."""
+        return cast(set[str], session.info.setdefault(_PENDING, set()))
+
+    # event handlers ------------------------------------------------------------------------
+
+    def _after_flush(self, session: Session, ctx: UOWTransaction) -> None:
+        pending = self.pending(session)
+        for objs, check in ((session.new, False), (session.dirty, True), (session.deleted, False)):
+            for obj in objs:
+                if check and not session.is_modified(obj):
+                    continue
+                mapper = inspect(obj).mapper
+                for table in mapper.tables:
+                    src = self.source_of(table)
+                    if src is not None:
+                        pending.add(src)
+                for rel in mapper.relationships:  # many-to-many association rows
+                    if rel.secondary is not None and (
+                        not check or get_history(obj, rel.key).has_changes()
+                    ):
+                        src = self.source_of(rel.secondary)
+                        if src is not None:
+                            pending.add(src)
+
+    def _do_orm_execute(self, state: ORMExecuteState) -> None:
+        if not (state.is_insert or state.is_update or state.is_delete):
+            return
+        pending = self.pending(state.session)
+        mapper = state.bind_mapper
+        tables = list(mapper.tables) if mapper is not None else []
+        if not tables:
+            table = getattr(state.statement, "table", None)
+            tables = [table] if table is not None else []
+        for table in tables:
+            src = self.source_of(table)
+            if src is not None:
+                pending.add(src)
+
+    def _before_commit(self, session: Session) -> None:
+        session.flush()  # commit flushes after this event: flush now to see every change
+        pending = self.pending(session)
+        if not pending:
+            return
+        conn = session.connection()
+        try:
+            revs = _upsert(conn, list(pending))
+        except Exception as exc:
+            exc.add_note(
+                f"freshkeep could not bump revisions of {sorted(pending)}: does the "
+                f"{REVISION_TABLE!r} table exist? (freshkeep migrate, or create_table())"
+            )
+            raise
+        pending.clear()
+        session.info.setdefault(_REVS, {}).update(revs)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.in_nested_transaction():
+            return  # a savepoint was released: the outer transaction has not committed yet
+        revs = session.info.pop(_REVS, None)
+        session.info.pop(_PENDING, None)
+        if not revs:
+            return
+        keeper = self.keeper
+        keeper.committed(revs)
+        if in_greenlet():  # an AsyncSession: await the publish inside its commit
+            await_only(keeper.bus.publish(revs))
+        else:
+            keeper.bus.publish_nowait(revs)
+
+    def _after_transaction_end(self, session: Session, transaction: Any) -> None:
+        if transaction.parent is None:  # the root ended: a rollback forgets everything
+            session.info.pop(_PENDING, None)
+            session.info.pop(_REVS, None)
+
+    def install(self) -> None:
+        for name, fn in (
+            ("after_flush", self._after_flush),
+            ("do_orm_execute", self._do_orm_execute),
+            ("before_commit", self._before_commit),
+            ("after_commit", self._after_commit),
+            ("after_transaction_end", self._after_transaction_end),
+        ):
+            sa_event.listen(self.target, name, fn)
+            self._listeners.append((name, fn))
+
+    def remove(self) -> None:
+        """Uninstall the hooks."""
+        for name, fn in self._listeners:
+            sa_event.remove(self.target, name, fn)
+        self._listeners.clear()
+
+
+def _event_target(target: Any) -> Any:
+    if isinstance(target, async_sessionmaker):
+        # Events live on the sync Session an AsyncSession wraps. Give this factory a class
+        # of its own so the hooks do not reach sessions made elsewhere.
+        base = target.kw.get("sync_session_class", Session)
+        cls = type(f"Tracked{base.__name__}", (base,), {})
+        target.kw["sync_session_class"] = cls
+        return cls
+    if isinstance(target, sessionmaker):
+        return target
+    if isinstance(target, type) and issubclass(target, AsyncSession):
+        return target.sync_session_class
+    if isinstance(target, type) and issubclass(target, Session):
+        return target
+    if isinstance(target, AsyncSession):
+        return target.sync_session
+    if isinstance(target, Session):
+        return target
+    raise ConfigurationError(
+        "track() needs a sessionmaker, an async_sessionmaker, a Session or AsyncSession "
+        f"(class or instance), not {target!r}"
+    )
+
+
+def track(keeper: Keeper, target: Any, models: Iterable[Any] | None = None) -> Tracking:
+    """Install freshkeep's write hooks on ``target`` for ``models`` (all tables if ``None``).
+
+    ``target`` is a ``sessionmaker``, an ``async_sessionmaker``, or a Session / AsyncSession
+    class or instance. ``models`` are mapped classes, tables or table names; tables of
+    inheritance parents and many-to-many association tables touched through a model count too.
+    After this, views of ``keeper`` default to ``probe="interval"``.
+    """
+    tables: frozenset[str] | None = None
+    if models is not None:
+        names: set[str] = set()
+        for m in models:
+            if isinstance(m, str):
+                names.add(m.removeprefix("table:"))
+                continue
+            mapper = inspect(m, raiseerr=False)
+            if mapper is not None and hasattr(mapper, "tables"):
+                names.update(t.fullname for t in mapper.tables if isinstance(t, Table))
+                for rel in mapper.relationships:
+                    if isinstance(rel.secondary, Table):
+                        names.add(rel.secondary.fullname)
+            elif isinstance(m, Table):
+                names.add(m.fullname)
+            else:
+                raise ConfigurationError(f"not a mapped class, table or table name: {m!r}")
+        tables = frozenset(names)
+    tracking = Tracking(keeper, _event_target(target), tables)
+    tracking.install()
+    keeper.hooks_installed()
+    return tracking
+
+
+def bump(session: Session | AsyncSession, *sources: Any) -> None:
+    """Mark ``sources`` changed in ``session``'s transaction (after raw SQL writes).
+
+    They are bumped at its commit with the rest, by the :func:`track` installed on it.
+    ``sources`` are source names, tables or mapped classes.
+    """
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    Tracking.pending(sync).update(table_source(s) for s in sources)

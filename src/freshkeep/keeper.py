@@ -1,0 +1,239 @@
+"""The :class:`Keeper`: revisions, the store, the bus, and the views built on them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from freshkeep.buses.local import LocalBus
+from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.core.policy import Policy
+from freshkeep.core.revision import Revision, RevisionSource, RevisionTracker
+from freshkeep.exceptions import ConfigurationError, DuplicateViewError, UnknownViewError
+from freshkeep.ports import Bus
+from freshkeep.settings import Settings
+from freshkeep.stores.memory import MemoryStore
+from freshkeep.views import Builder, Probe, Section, View
+
+
+@runtime_checkable
+class Bumper(Protocol):
+    """A revision source that can also bump counters in a transaction of its own."""
+
+    async def bump(self, sources: Iterable[str]) -> dict[str, Revision]:
+        """Increment the counters of ``sources``; return their new revisions."""
+        ...
+
+
+@dataclass(slots=True)
+class KeeperStats:
+    """Counters of a keeper."""
+
+    commits: int = 0
+    """Commits whose revisions reached this keeper from its own write hooks."""
+    remote_revisions: int = 0
+    """Messages of revisions received from the bus."""
+    probe_errors: int = 0
+    """Reads whose revision probe failed."""
+
+
+class Keeper:
+    """Keeps derived data fresh: one per application (per database).
+
+    ``revisions`` reads source revisions (for SQLAlchemy:
+    :class:`freshkeep.integrations.sqlalchemy.SQLAlchemyRevisions`); without it, revisions are
+    only learned from :meth:`publish` and the bus. ``store`` is this process's memory store;
+    ``bus`` carries revisions between processes (an in-process :class:`LocalBus` by default).
+    """
+
+    def __init__(
+        self,
+        revisions: RevisionSource | None = None,
+        *,
+        store: MemoryStore | None = None,
+        bus: Bus | None = None,
+        probe: Probe | None = None,
+        resync_interval: float | None = None,
+        policy: Policy | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.load()
+        s = self.settings
+        interval = s.resync_interval if resync_interval is None else resync_interval
+        if interval <= 0:
+            raise ConfigurationError(f"resync_interval must be > 0, not {interval!r}")
+        probe = probe if probe is not None else s.probe
+        if probe not in (None, "always", "interval"):
+            raise ConfigurationError(f"probe must be 'always' or 'interval', not {probe!r}")
+        self.clock = clock
+        self.revisions = revisions
+        self.tracker = RevisionTracker(revisions, resync_interval=interval, clock=clock)
+        self.store = (
+            store
+            if store is not None
+            else MemoryStore(max_entries=s.memory_max_entries, max_bytes=s.memory_max_bytes)
+        )
+        self.bus: Bus = bus if bus is not None else LocalBus()
+        self.default_policy = (
+            policy if policy is not None else Policy.strict(stale_if_error=s.stale_if_error)
+        )
+        self.stats = KeeperStats()
+        self._probe = probe
+        self._hooks = False
+        self._views: dict[str, View] = {}
+        self._unsubscribe = self.bus.subscribe(self._on_bus)
+
+    # -- views ---------------------------------------------------------------------------
+
+    def view(
+        self,
+        name: str,
+        build: Builder | None = None,
+        *,
+        sources: Iterable[str] = (),
+        sections: Mapping[str, Section] | None = None,
+        policy: Policy | None = None,
+        probe: Probe | None = None,
+        per_principal: bool = False,
+        public: bool = False,
+    ) -> View:
+        """Register and return a view.
+
+        Either one ``build`` with its ``sources``, or ``sections``: ``{name: Section(build,
+        sources)}`` whose dict values are merged into one JSON object. ``per_principal``
+        keys entries by the reader; ``public`` declares the value the same for everyone.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
+        if name in self._views:
+            raise DuplicateViewError(f"a view named {name!r} is already registered")
+        if (build is None) == (sections is None):
+            raise ConfigurationError(
+                f"view {name!r}: give either build= and sources=, or sections="
+            )
+        if sections is None:
+            assert build is not None
+            sections = {"default": Section(build, sources)}
+        elif sources:
+            raise ConfigurationError(f"view {name!r}: sources belong to each Section")
+        v = View(
+            self,
+            name,
+            sections,
+            policy=policy if policy is not None else self.default_policy,
+            probe=probe,
+            per_principal=per_principal,
+            public=public,
+        )
+        self._views[name] = v
+        self._apply_probe(v)
+        return v
+
+    def get_view(self, name: str) -> View:
+        """The view registered under ``name``."""
+        try:
+            return self._views[name]
+        except KeyError:
+            known = ", ".join(sorted(self._views)) or "none"
+            raise UnknownViewError(f"no view named {name!r} (registered: {known})") from None
+
+    @property
+    def views(self) -> Mapping[str, View]:
+        """Every registered view, by name."""
+        return dict(self._views)
+
+    @property
+    def probe(self) -> Probe:
+        """The probe mode of views that do not set their own."""
+        if self._probe is not None:
+            return self._probe
+        return "interval" if self._hooks or self.revisions is None else "always"
+
+    def hooks_installed(self) -> None:
+        """Called by write hooks once they push revisions: views default to ``interval``."""
+        self._hooks = True
+        for v in self._views.values():
+            self._apply_probe(v)
+
+    def _apply_probe(self, v: View) -> None:
+        mode = v.probe if v.probe is not None else self.probe
+        v._probe_always = mode == "always" and self.revisions is not None
+
+    # -- revisions -------------------------------------------------------------------------
+
+    def committed(self, revisions: Mapping[str, Revision]) -> None:
+        """Apply revisions committed by this process (read-your-writes), without publishing."""
+        self.stats.commits += 1
+        self.tracker.apply(revisions, local=True)
+
+    async def publish(self, revisions: Mapping[str, Revision]) -> None:
+        """Apply revisions committed by this process and publish them to the bus."""
+        self.committed(revisions)
+        await self.bus.publish(revisions)
+
+    def publish_nowait(self, revisions: Mapping[str, Revision]) -> None:
+        """:meth:`publish` from synchronous code."""
+        self.committed(revisions)
+        self.bus.publish_nowait(revisions)
+
+    async def bump(self, *sources: str) -> dict[str, Revision]:
+        """Bump ``sources`` in a transaction of their own, then publish: for writes freshkeep's
+        hooks cannot see (raw SQL on another connection, files, remote systems)."""
+        if not sources:
+            return {}
+        revs: dict[str, Revision]
+        if isinstance(self.revisions, Bumper):
+            revs = await self.revisions.bump(sources)
+        elif self.revisions is None:
+            snap = self.tracker.snapshot
+            revs = {}
+            for s in sources:
+                old = snap.get(s, 0)
+                revs[s] = (old if isinstance(old, int) else 0) + 1
+        else:
+            raise ConfigurationError(
+                f"the revision source {type(self.revisions).__name__} cannot bump counters"
+            )
+        await self.publish(revs)
+        return revs
+
+    async def resync(self) -> None:
+        """Read every registered source's revision now (tests, or after a bus outage)."""
+        await self.tracker.resync()
+
+    def _on_bus(self, revisions: Mapping[str, Revision]) -> None:
+        self.stats.remote_revisions += 1
+        self.tracker.apply(revisions)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def wait_idle(self) -> None:
+        """Wait until no view has a build in flight."""
+        while any(v.in_flight for v in self._views.values()):
+            await asyncio.gather(*(v.wait_idle() for v in self._views.values()))
+
+    async def aclose(self) -> None:
+        """Wait for builds in flight and detach from the bus."""
+        await self.wait_idle()
+        self._unsubscribe()
+
+    def snapshot_stats(self) -> dict[str, Any]:
+        """Counters of the keeper and every view, as plain data."""
+        return {
+            "probe": self.probe,
+            "resync_interval": self.tracker.resync_interval,
+            "probes": self.tracker.probes,
+            "commits": self.stats.commits,
+            "remote_revisions": self.stats.remote_revisions,
+            "probe_errors": self.stats.probe_errors,
+            "store": {
+                "entries": len(self.store),
+                "bytes": self.store.bytes,
+                "evictions": self.store.evictions,
+                "rejected": self.store.rejected,
+            },
+            "views": {name: v.snapshot_stats() for name, v in self._views.items()},
+        }

@@ -1,0 +1,103 @@
+"""The in-process store: an LRU bounded by entry count and by bytes.
+
+It is every process's L1. Its operations are synchronous (a hit must not leave the process, nor
+even yield to the event loop) and it applies compare-and-set on fingerprints: an entry is never
+replaced by one built from older revisions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+from freshkeep.core.entry import Entry
+from freshkeep.exceptions import ConfigurationError
+
+
+class MemoryStore:
+    """An LRU of :class:`~freshkeep.core.entry.Entry`, bounded by ``max_entries`` and ``max_bytes``.
+
+    Several keepers may share one instance (as several processes share a Redis store).
+    """
+
+    __slots__ = ("_data", "bytes", "evictions", "max_bytes", "max_entries", "rejected")
+
+    def __init__(self, *, max_entries: int = 10_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        if max_entries < 1:
+            raise ConfigurationError(f"max_entries must be >= 1, not {max_entries!r}")
+        if max_bytes < 1:
+            raise ConfigurationError(f"max_bytes must be >= 1, not {max_bytes!r}")
+        self._data: OrderedDict[Hashable, Entry] = OrderedDict()
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evictions = 0
+        self.rejected = 0
+        """Puts refused because the stored entry was built from newer revisions."""
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
+
+    def get(self, key: Hashable) -> Entry | None:
+        """Return the entry for ``key`` and mark it recently used."""
+        entry = self._data.get(key)
+        if entry is not None:
+            self._data.move_to_end(key)
+        return entry
+
+    def lru_accessors(
+        self,
+    ) -> tuple[Callable[[Hashable], Entry | None], Callable[[Hashable], None]]:
+        """``(lookup, touch)``: the dict lookup and the recency update, for a hot path that
+        calls them directly (``touch`` only after ``lookup`` found the key)."""
+        return self._data.get, self._data.move_to_end
+
+    def peek(self, key: Hashable) -> Entry | None:
+        """Return the entry for ``key`` without touching its recency."""
+        return self._data.get(key)
+
+    def put(self, key: Hashable, entry: Entry) -> Entry:
+        """Store ``entry`` unless the stored one is newer; return the entry now stored.
+
+        An entry larger than ``max_bytes`` is not stored (the current one is dropped, since it
+        is older) and ``entry`` is returned as it is.
+        """
+        old = self._data.get(key)
+        if old is not None:
+            if old is entry:
+                self._data.move_to_end(key)
+                return old
+            if entry.is_older_than(old):
+                self.rejected += 1
+                return old
+            self._remove(key, old)
+        size = entry.size
+        if size > self.max_bytes:
+            return entry
+        self._data[key] = entry
+        self.bytes += size
+        while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
+            _, e = self._data.popitem(last=False)
+            self.bytes -= e.size
+            self.evictions += 1
+        return entry
+
+    def delete(self, key: Hashable) -> bool:
+        """Remove ``key``; return whether it was there."""
+        old = self._data.get(key)
+        if old is None:
+            return False
+        self._remove(key, old)
+        return True
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self._data.clear()
+        self.bytes = 0
+
+    def _remove(self, key: Hashable, entry: Entry) -> None:
+        del self._data[key]
+        self.bytes -= entry.size

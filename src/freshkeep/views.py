@@ -1,0 +1,421 @@
+"""Cached views: revision-gated, sectioned, single-flight, stale-while-revalidate.
+
+A :class:`View` is created by :meth:`freshkeep.Keeper.view`. Reading it (:meth:`View.get`) is
+one of: a hit (no I/O when revisions are pushed), a rebuild of the changed sections, a stale
+serve with one background refresh, a full build, or, when a build fails, the last good value
+within ``stale_if_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, assert_never
+
+from freshkeep.core.clock import SystemClock
+from freshkeep.core.entry import Entry, Read, SectionEntry, Status, compute_etag, encode
+from freshkeep.core.policy import (
+    Hit,
+    Miss,
+    Policy,
+    RebuildSections,
+    ServeStale,
+    decide,
+    may_serve_on_error,
+)
+from freshkeep.core.revision import Revision
+from freshkeep.core.singleflight import SingleFlight
+from freshkeep.exceptions import (
+    BuildError,
+    ConfigurationError,
+    EncodeError,
+    FreshkeepError,
+    UnavailableError,
+)
+
+if TYPE_CHECKING:
+    from freshkeep.keeper import Keeper
+
+log = logging.getLogger("freshkeep.views")
+
+Probe = Literal["always", "interval"]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a builder is told about the build it runs."""
+
+    view: str
+    section: str
+    key: Any
+    principal: str | None
+    revisions: Mapping[str, Revision]
+    """The revisions of the section's sources, read before the builder was called."""
+
+
+Builder = Callable[[BuildContext], Awaitable[Any]]
+"""``async def build(ctx) -> value``: a JSON-encodable value (or pre-encoded ``bytes``)."""
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Section:
+    """A named part of a view's value with its own sources and builder."""
+
+    build: Builder
+    sources: tuple[str, ...]
+
+    def __init__(self, build: Builder, sources: Iterable[str]) -> None:
+        srcs = tuple(sorted(set(sources)))
+        for s in srcs:
+            if not isinstance(s, str) or not s:
+                raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
+        object.__setattr__(self, "build", build)
+        object.__setattr__(self, "sources", srcs)
+
+
+@dataclass(slots=True)
+class ViewStats:
+    """Counters of one view (read by health checks and metrics)."""
+
+    reads: dict[str, int] = field(default_factory=dict)
+    builds: dict[str, int] = field(default_factory=dict)
+    build_seconds: dict[str, float] = field(default_factory=dict)
+    build_errors: int = 0
+    background_refreshes: int = 0
+    collapsed: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_build_at: float | None = None
+
+
+class View:
+    """A cached, revision-gated view. Create it with :meth:`freshkeep.Keeper.view`."""
+
+    def __init__(
+        self,
+        keeper: Keeper,
+        name: str,
+        sections: Mapping[str, Section],
+        *,
+        policy: Policy,
+        probe: Probe | None,
+        per_principal: bool,
+        public: bool,
+        retry_backoff: float = 1.0,
+        max_retry_backoff: float = 30.0,
+    ) -> None:
+        if not sections:
+            raise ConfigurationError(f"view {name!r} needs at least one section")
+        if per_principal and public:
+            raise ConfigurationError(f"view {name!r} cannot be both per_principal and public")
+        if probe not in (None, "always", "interval"):
+            raise ConfigurationError(f"probe must be 'always' or 'interval', not {probe!r}")
+        self.name = name
+        self.sections: dict[str, Section] = dict(sections)
+        self.sources: tuple[str, ...] = tuple(
+            sorted({s for x in sections.values() for s in x.sources})
+        )
+        self.policy = policy
+        self.probe = probe
+        self.per_principal = per_principal
+        self.public = public
+        self.stats = ViewStats()
+        self._keeper = keeper
+        self._tracker = keeper.tracker
+        self._store = keeper.store
+        self._clock = keeper.clock
+        # The hit path calls these directly: C functions, no Python frame in between.
+        self._mono = (
+            time.monotonic if isinstance(keeper.clock, SystemClock) else keeper.clock.monotonic
+        )
+        self._lookup, self._touch = self._store.lru_accessors()
+        self._section_sources = {n: s.sources for n, s in self.sections.items()}
+        self._section_keys: dict[str, frozenset[str]] = {}
+        self._flights: SingleFlight[Hashable, tuple[Entry, Status]] = SingleFlight(self._on_error)
+        self._retry_at: dict[Hashable, tuple[float, float]] = {}
+        self._retry_backoff = retry_backoff
+        self._max_retry_backoff = max_retry_backoff
+        self._hits = 0
+        self._probe_always = False
+        self._none_key: Hashable = (name, None)
+        self._tracker.register(self.sources)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get(
+        self, key: Hashable = None, *, principal: str | None = None, refresh: bool = False
+    ) -> Read:
+        """Read the view for ``key`` (and ``principal``, for per-principal views).
+
+        ``refresh=True`` rebuilds every section now (single-flight) after reading fresh
+        revisions. Raises :class:`~freshkeep.exceptions.UnavailableError` when no value within
+        the policy's bounds can be served.
+        """
+        if self.per_principal:
+            ck = self._cache_key(key, principal)
+        else:
+            ck = self._none_key if key is None else (self.name, key)
+        # The hit path: the entry was found current at the tracker's epoch, and the epoch has
+        # not moved since (no revision changed, the resync deadline has not passed).
+        entry = self._lookup(ck)
+        if entry is not None and entry.epoch == self._tracker.epoch and not refresh:
+            self._touch(ck)
+            self._hits += 1
+            return entry.hit
+        tracker = self._tracker
+        if self._probe_always or tracker.fresh_until <= self._mono():
+            try:
+                await tracker.resync(self.sources if self._probe_always else None)
+            except UnavailableError as exc:
+                # Rule 7: a failing database fails no read that an entry within
+                # stale_if_error can answer.
+                self._keeper.stats.probe_errors += 1
+                return self._on_failed_read(ck, exc)
+            entry = self._lookup(ck)
+        return await self._read(ck, key, principal, entry, refresh)
+
+    @property
+    def keeper(self) -> Keeper:
+        """The keeper this view belongs to."""
+        return self._keeper
+
+    async def current_etag(self, key: Hashable = None, *, principal: str | None = None) -> str:
+        """The ETag a read of ``key`` would carry if it were built from the current revisions.
+
+        Reads revisions as :meth:`get` does (so it costs no I/O when they are pushed) and runs
+        no builder: a conditional request whose ETag matches is answered ``304`` from this.
+        """
+        self._cache_key(key, principal)  # validates principal
+        tracker = self._tracker
+        if self._probe_always or tracker.fresh_until <= self._mono():
+            await tracker.resync(self.sources if self._probe_always else None)
+        vector = dict(zip(self.sources, tracker.current(self.sources), strict=True))
+        return compute_etag(self.name, self._identity(key, principal), vector)
+
+    def _identity(self, key: Hashable, principal: str | None) -> Hashable:
+        return (principal, key) if self.per_principal else key
+
+    def peek(self, key: Hashable = None, *, principal: str | None = None) -> Entry | None:
+        """The stored entry for ``key``, without any freshness check."""
+        return self._store.peek(self._cache_key(key, principal))
+
+    def invalidate(self, key: Hashable = None, *, principal: str | None = None) -> bool:
+        """Drop the stored entry for ``key``; return whether there was one."""
+        return self._store.delete(self._cache_key(key, principal))
+
+    async def wait_idle(self) -> None:
+        """Wait for builds in flight (background refreshes included) to end."""
+        await self._flights.wait_all()
+
+    @property
+    def in_flight(self) -> int:
+        """How many builds of this view are running."""
+        return len(self._flights)
+
+    def snapshot_stats(self) -> dict[str, Any]:
+        """The view's counters as plain data."""
+        s = self.stats
+        reads = dict(s.reads)
+        reads["hit"] = reads.get("hit", 0) + self._hits
+        return {
+            "view": self.name,
+            "sources": list(self.sources),
+            "policy": {
+                "mode": self.policy.mode,
+                "max_stale": self.policy.max_stale,
+                "stale_if_error": self.policy.stale_if_error,
+            },
+            "reads": reads,
+            "builds": dict(s.builds),
+            "build_seconds": dict(s.build_seconds),
+            "build_errors": s.build_errors,
+            "background_refreshes": s.background_refreshes,
+            "collapsed": s.collapsed,
+            "last_error": s.last_error,
+            "last_error_at": s.last_error_at,
+            "last_build_at": s.last_build_at,
+            "in_flight": self.in_flight,
+        }
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _cache_key(self, key: Hashable, principal: str | None) -> Hashable:
+        if self.per_principal:
+            if principal is None:
+                raise ConfigurationError(f"view {self.name!r} is per-principal: pass principal=")
+            return (self.name, principal, key)
+        return self._none_key if key is None else (self.name, key)
+
+    def _count(self, status: Status) -> None:
+        reads = self.stats.reads
+        reads[status] = reads.get(status, 0) + 1
+
+    async def _read(
+        self,
+        ck: Hashable,
+        key: Hashable,
+        principal: str | None,
+        entry: Entry | None,
+        refresh: bool,
+    ) -> Read:
+        tracker = self._tracker
+        for _ in range(3):
+            age = self._mono() - entry.built_mono if entry is not None else 0.0
+            decision = decide(
+                entry,
+                tracker.current,
+                tracker.must_rebuild,
+                age=age,
+                policy=self.policy,
+                refresh=refresh,
+            )
+            if isinstance(decision, Hit):
+                assert entry is not None
+                if not self._probe_always and tracker.timed:
+                    entry.epoch = tracker.epoch
+                self._hits += 1
+                return entry.hit
+            if isinstance(decision, ServeStale):
+                assert entry is not None
+                self._refresh_in_background(ck, key, principal, decision.sections)
+                self._count("stale")
+                return Read("stale", entry)
+            if isinstance(decision, Miss):
+                sections = tuple(self.sections)
+            elif isinstance(decision, RebuildSections):
+                sections = decision.sections
+            else:  # pragma: no cover - exhaustive
+                assert_never(decision)
+            try:
+                task, leader = self._flights.start(
+                    ck, partial(self._build, ck, key, principal, sections, refresh)
+                )
+                built, status = await asyncio.shield(task)
+            except FreshkeepError as exc:
+                if isinstance(exc, ConfigurationError):
+                    raise
+                return self._on_failed_read(ck, exc)
+            except Exception as exc:
+                return self._on_failed_read(ck, exc)
+            if leader:
+                self._count(status)
+                return Read(status, built)
+            # A waiter: the build it joined may have read revisions older than this read saw.
+            entry, refresh = built, False
+            age = self._mono() - built.built_mono
+            if isinstance(
+                decide(built, tracker.current, tracker.must_rebuild, age=age, policy=Policy()),
+                Hit,
+            ):
+                self._count(status)
+                self.stats.collapsed += 1
+                return Read(status, built, collapsed=True)
+        # Revisions kept moving under us; serve the newest build we waited for.
+        assert entry is not None
+        self._count("miss")
+        return Read("miss", entry, collapsed=True)
+
+    def _on_failed_read(self, ck: Hashable, exc: BaseException) -> Read:
+        entry = self._store.peek(ck)
+        if entry is not None and may_serve_on_error(
+            entry, age=self._mono() - entry.built_mono, policy=self.policy
+        ):
+            self._count("error-stale")
+            return Read("error-stale", entry, error=exc)
+        if isinstance(exc, UnavailableError):
+            raise exc
+        raise BuildError(
+            f"view {self.name!r} could not be built and no value within stale_if_error "
+            f"({self.policy.stale_if_error:g}s) exists: {exc!r}",
+            view=self.name,
+            key=ck,
+        ) from exc
+
+    def _refresh_in_background(
+        self, ck: Hashable, key: Hashable, principal: str | None, sections: tuple[str, ...]
+    ) -> None:
+        if self._flights.running(ck) is not None:
+            return
+        retry = self._retry_at.get(ck)
+        if retry is not None and self._mono() < retry[0]:
+            return
+        self._flights.start(ck, partial(self._build, ck, key, principal, sections, False))
+        self.stats.background_refreshes += 1
+
+    async def _build(
+        self,
+        ck: Hashable,
+        key: Hashable,
+        principal: str | None,
+        sections: tuple[str, ...],
+        refresh: bool,
+    ) -> tuple[Entry, Status]:
+        tracker = self._tracker
+        if refresh and tracker.has_source:
+            await tracker.resync(self.sources)  # a forced refresh reads fresh revisions
+        base = self._store.peek(ck)
+        parts: dict[str, SectionEntry] = dict(base.sections) if base is not None else {}
+        wanted = set(sections) | (set(self.sections) - set(parts))
+        multi = len(self.sections) > 1
+        for name, section in self.sections.items():
+            if name not in wanted:
+                continue
+            # Rule 3: the revisions are read before the data.
+            fingerprint = tracker.current(section.sources)
+            built_at, built_mono = self._clock.time(), self._mono()
+            ctx = BuildContext(
+                self.name,
+                name,
+                key,
+                principal,
+                dict(zip(section.sources, fingerprint, strict=True)),
+            )
+            started = time.perf_counter()
+            value = await section.build(ctx)
+            elapsed = time.perf_counter() - started
+            if multi:
+                self._check_section_value(name, value)
+            parts[name] = SectionEntry(encode(value), fingerprint, built_at, built_mono)
+            s = self.stats
+            s.builds[name] = s.builds.get(name, 0) + 1
+            s.build_seconds[name] = elapsed
+            s.last_build_at = built_at
+        entry = Entry(
+            self.name,
+            self._identity(key, principal),
+            {n: parts[n] for n in self.sections},
+            self._section_sources,
+        )
+        stored = self._store.put(ck, entry)
+        self._retry_at.pop(ck, None)
+        status: Status = "miss" if len(wanted) == len(self.sections) else "section"
+        return stored, status
+
+    def _check_section_value(self, name: str, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise EncodeError(
+                f"section {name!r} of view {self.name!r} must return a dict (its keys are merged "
+                f"into the view's JSON object), not {type(value).__name__}"
+            )
+        keys = frozenset(value)
+        for other, other_keys in self._section_keys.items():
+            if other != name and keys & other_keys:
+                dup = ", ".join(sorted(map(str, keys & other_keys)))
+                raise EncodeError(
+                    f"sections {other!r} and {name!r} of view {self.name!r} both return {dup}"
+                )
+        self._section_keys[name] = keys
+
+    def _on_error(self, ck: Hashable, exc: BaseException) -> None:
+        s = self.stats
+        s.build_errors += 1
+        s.last_error = f"{type(exc).__name__}: {exc}"
+        s.last_error_at = self._clock.time()
+        prev = self._retry_at.get(ck)
+        backoff = self._retry_backoff if prev is None else min(prev[1] * 2, self._max_retry_backoff)
+        self._retry_at[ck] = (self._mono() + backoff, backoff)
+        log.warning("build of view %r failed: %s", self.name, s.last_error)
