@@ -25,8 +25,9 @@ REQUIRE_SERVICES = os.environ.get("FRESHKEEP_REQUIRE_SERVICES") == "1"
 
 def _reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 1):
+        with socket.create_connection(address, 1):
             return True
     except OSError:
         return False

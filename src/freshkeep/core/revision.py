@@ -59,9 +59,9 @@ class RevisionTracker:
 
     __slots__ = (
         "_clock",
-        "_timer",
         "_inflight",
         "_source",
+        "_timer",
         "epoch",
         "floor",
         "fresh_until",

@@ -1,0 +1,160 @@
+"""Serving a view over HTTP: headers, conditional requests, refresh, errors, principals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from freshkeep import BuildContext, Keeper, Policy, PrincipalRequiredError, Settings
+from freshkeep.integrations.starlette import cache_status, endpoint, etag_matches, serve
+from freshkeep.testing import MemoryRevisions
+
+
+class App:
+    def __init__(self, **settings: Any) -> None:
+        self.revs = MemoryRevisions()
+        self.keeper = Keeper(
+            self.revs, probe="always", settings=Settings(**settings), policy=Policy.strict()
+        )
+        self.calls = 0
+        self.fail = False
+
+        async def build(ctx: BuildContext) -> dict[str, Any]:
+            self.calls += 1
+            if self.fail:
+                raise RuntimeError("builder broke")
+            return {"n": self.calls, "who": ctx.principal}
+
+        self.shared = self.keeper.view("shared", build, sources=["t:a"])
+        self.public = self.keeper.view("public", build, sources=["t:a"], public=True)
+        self.mine = self.keeper.view("mine", build, sources=["t:a"], per_principal=True)
+
+        async def mine(request: Request) -> Response:
+            return await serve(request, self.mine, principal=request.headers.get("x-user"))
+
+        self.app = Starlette(
+            routes=[
+                Route("/shared", endpoint(self.shared)),
+                Route("/public", endpoint(self.public)),
+                Route("/mine", mine),
+            ]
+        )
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[tuple[App, httpx.AsyncClient]]:
+    a = App()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=a.app), base_url="http://t"
+    ) as client:
+        yield a, client
+
+
+async def test_miss_then_hit_with_headers(hub: tuple[App, httpx.AsyncClient]) -> None:
+    a, client = hub
+    r1 = await client.get("/shared")
+    assert r1.status_code == 200 and r1.json() == {"n": 1, "who": None}
+    assert r1.headers["x-freshkeep-cache"] == "miss"
+    assert r1.headers["x-freshkeep-revision"] == "t:a=0"
+    assert r1.headers["cache-status"] == "freshkeep; fwd=miss; stored"
+    assert r1.headers["cache-control"] == "no-cache"
+    r2 = await client.get("/shared")
+    assert r2.headers["x-freshkeep-cache"] == "hit" and r2.headers["etag"] == r1.headers["etag"]
+    assert r2.headers["cache-status"] == "freshkeep; hit" and a.calls == 1
+
+
+async def test_conditional_request_is_304_without_building(
+    hub: tuple[App, httpx.AsyncClient],
+) -> None:
+    a, client = hub
+    etag = (await client.get("/shared")).headers["etag"]
+    await a.keeper.bump("t:a")  # the entry is now outdated, but the client's ETag is not current
+    r = await client.get("/shared", headers={"If-None-Match": etag})
+    assert r.status_code == 200 and a.calls == 2
+    current = r.headers["etag"]
+    r304 = await client.get("/shared", headers={"If-None-Match": f'"x", {current}'})
+    assert r304.status_code == 304 and r304.content == b"" and r304.headers["etag"] == current
+    a.revs.revisions["t:a"] = 5  # changed elsewhere: the ETag is computed, nothing is built
+    fresh_etag = await a.shared.current_etag()
+    r304 = await client.get("/shared", headers={"If-None-Match": fresh_etag})
+    assert r304.status_code == 304 and a.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [("/shared?refresh=true", {}), ("/shared", {"Cache-Control": "no-cache"})],
+)
+async def test_refresh_forces_a_stored_rebuild(
+    hub: tuple[App, httpx.AsyncClient], path: str, headers: dict[str, str]
+) -> None:
+    _a, client = hub
+    await client.get("/shared")
+    r = await client.get(path, headers=headers)
+    assert r.headers["x-freshkeep-cache"] == "miss" and r.json()["n"] == 2
+    assert r.headers["cache-status"] == "freshkeep; fwd=request; stored"
+    assert (await client.get("/shared")).headers["x-freshkeep-cache"] == "hit"
+
+
+async def test_no_servable_value_is_a_503_with_json(hub: tuple[App, httpx.AsyncClient]) -> None:
+    a, client = hub
+    a.fail = True
+    r = await client.get("/shared")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["error"] == "unavailable" and body["view"] == "shared"
+    assert "builder broke" in body["detail"]
+
+
+async def test_authenticated_request_to_a_shared_view_is_refused(
+    hub: tuple[App, httpx.AsyncClient],
+) -> None:
+    a, client = hub
+    with pytest.raises(PrincipalRequiredError, match="per_principal=True"):
+        await client.get("/shared", headers={"Authorization": "Bearer x"})
+    assert a.calls == 0
+    r = await client.get("/public", headers={"Authorization": "Bearer x"})
+    assert r.status_code == 200
+
+
+async def test_per_principal_views_are_private(hub: tuple[App, httpx.AsyncClient]) -> None:
+    _a, client = hub
+    alice = await client.get("/mine", headers={"x-user": "alice", "Authorization": "a"})
+    bob = await client.get("/mine", headers={"x-user": "bob", "Authorization": "b"})
+    assert alice.json()["who"] == "alice" and bob.json()["who"] == "bob"
+    assert alice.headers["cache-control"] == "private, no-cache"
+    assert alice.headers["etag"] != bob.headers["etag"]
+
+
+async def test_header_names_come_from_settings() -> None:
+    a = App(header_cache="X-Cache", header_revision="X-Rev", cache_status_name="edge")
+    transport = httpx.ASGITransport(app=a.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        r = await c.get("/shared")
+    assert r.headers["x-cache"] == "miss" and r.headers["x-rev"] == "t:a=0"
+    assert r.headers["cache-status"].startswith("edge; ")
+
+
+def test_etag_matching_is_weak() -> None:
+    assert etag_matches('"abc"', 'W/"abc"')
+    assert etag_matches('W/"x", W/"abc"', 'W/"abc"')
+    assert etag_matches("*", 'W/"abc"')
+    assert not etag_matches('W/"abd"', 'W/"abc"')
+
+
+async def test_cache_status_of_every_status() -> None:
+    a = App()
+    read = await a.shared.get()
+    read.status = "section"
+    assert cache_status(read, "fk") == "fk; fwd=partial; stored"
+    read.status, read.collapsed = "stale", True
+    expected = "fk; hit; fwd=stale; detail=stale-while-revalidate; collapsed"
+    assert cache_status(read, "fk") == expected
+    read.status, read.collapsed = "error-stale", False
+    assert cache_status(read, "fk") == "fk; hit; fwd=stale; detail=stale-if-error"
