@@ -32,9 +32,11 @@ class KeeperStats:
     """Counters of a keeper."""
 
     commits: int = 0
-    """Commits whose revisions reached this keeper from its own write hooks."""
+    """Commits of this process applied to the keeper (write hooks, :meth:`Keeper.publish`,
+    :meth:`Keeper.bump`)."""
     remote_revisions: int = 0
-    """Messages of revisions received from the bus."""
+    """Messages of revisions received from the bus (on a :class:`LocalBus`, this process's
+    own publishes included)."""
     probe_errors: int = 0
     """Reads whose revision probe failed."""
 
@@ -99,12 +101,15 @@ class Keeper:
         probe: Probe | None = None,
         per_principal: bool = False,
         public: bool = False,
+        version: str = "",
     ) -> View:
         """Register and return a view.
 
         Either one ``build`` with its ``sources``, or ``sections``: ``{name: Section(build,
         sources)}`` whose dict values are merged into one JSON object. ``per_principal``
         keys entries by the reader; ``public`` declares the value the same for everyone.
+        ``version`` is part of the ETag: change it when a builder's output changes for the
+        same data, so clients holding an old ETag get the new output.
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
@@ -127,6 +132,9 @@ class Keeper:
             probe=probe,
             per_principal=per_principal,
             public=public,
+            version=version,
+            retry_backoff=self.settings.retry_backoff,
+            max_retry_backoff=self.settings.max_retry_backoff,
         )
         self._views[name] = v
         self._apply_probe(v)

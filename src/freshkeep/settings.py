@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     stale_if_error: float = Field(
         300.0, ge=0, description="Default seconds an entry may be served after a failed build."
     )
+    retry_backoff: float = Field(
+        1.0, gt=0, description="Seconds before a failed background refresh is tried again."
+    )
+    max_retry_backoff: float = Field(
+        30.0, gt=0, description="Cap of the doubling retry backoff of background refreshes."
+    )
     memory_max_entries: int = Field(10_000, ge=1, description="Entries kept in memory (LRU).")
     memory_max_bytes: int = Field(
         256 * 1024 * 1024, ge=1, description="Bytes of entries kept in memory (LRU)."

@@ -60,7 +60,7 @@ class _Timer:
 
 class MemoryRevisions:
     """A :class:`~freshkeep.core.revision.RevisionSource` held in a dict: counters another
-    "process" can move behind the keeper's back (``set`` / ``bump`` without publishing).
+    "process" can move behind the keeper's back (assign to ``revisions[source]``).
 
     ``fail`` makes reads raise, to test a database outage; ``reads`` counts reads.
     """

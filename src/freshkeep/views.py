@@ -105,6 +105,7 @@ class View:
         probe: Probe | None,
         per_principal: bool,
         public: bool,
+        version: str = "",
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 30.0,
     ) -> None:
@@ -123,6 +124,7 @@ class View:
         self.probe = probe
         self.per_principal = per_principal
         self.public = public
+        self.version = version
         self.stats = ViewStats()
         self._keeper = keeper
         self._tracker = keeper.tracker
@@ -194,7 +196,7 @@ class View:
         if self._probe_always or tracker.fresh_until <= self._mono():
             await tracker.resync(self.sources if self._probe_always else None)
         vector = dict(zip(self.sources, tracker.current(self.sources), strict=True))
-        return compute_etag(self.name, self._identity(key, principal), vector)
+        return compute_etag(self.name, self._identity(key, principal), vector, self.version)
 
     def _identity(self, key: Hashable, principal: str | None) -> Hashable:
         return (principal, key) if self.per_principal else key
@@ -264,7 +266,7 @@ class View:
     ) -> Read:
         tracker = self._tracker
         for _ in range(3):
-            age = self._mono() - entry.built_mono if entry is not None else 0.0
+            age = self._mono() - entry.confirmed_mono if entry is not None else 0.0
             decision = decide(
                 entry,
                 tracker.current,
@@ -275,6 +277,7 @@ class View:
             )
             if isinstance(decision, Hit):
                 assert entry is not None
+                entry.confirmed_mono = max(entry.confirmed_mono, tracker.confirmed_at())
                 if not self._probe_always and tracker.timed:
                     entry.epoch = tracker.epoch
                 self._hits += 1
@@ -306,7 +309,7 @@ class View:
                 return Read(status, built)
             # A waiter: the build it joined may have read revisions older than this read saw.
             entry, refresh = built, False
-            age = self._mono() - built.built_mono
+            age = self._mono() - built.confirmed_mono
             if isinstance(
                 decide(built, tracker.current, tracker.must_rebuild, age=age, policy=Policy()),
                 Hit,
@@ -322,7 +325,7 @@ class View:
     def _on_failed_read(self, ck: Hashable, exc: BaseException) -> Read:
         entry = self._store.peek(ck)
         if entry is not None and may_serve_on_error(
-            entry, age=self._mono() - entry.built_mono, policy=self.policy
+            entry, age=self._mono() - entry.confirmed_mono, policy=self.policy
         ):
             self._count("error-stale")
             return Read("error-stale", entry, error=exc)
@@ -389,6 +392,7 @@ class View:
             self._identity(key, principal),
             {n: parts[n] for n in self.sections},
             self._section_sources,
+            self.version,
         )
         stored = self._store.put(ck, entry)
         self._retry_at.pop(ck, None)

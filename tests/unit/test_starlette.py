@@ -18,10 +18,13 @@ from freshkeep.testing import MemoryRevisions
 
 
 class App:
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, policy: Policy | None = None, **settings: Any) -> None:
         self.revs = MemoryRevisions()
         self.keeper = Keeper(
-            self.revs, probe="always", settings=Settings(**settings), policy=Policy.strict()
+            self.revs,
+            probe="always",
+            settings=Settings(**settings),
+            policy=policy or Policy.strict(),
         )
         self.calls = 0
         self.fail = False
@@ -158,3 +161,28 @@ async def test_cache_status_of_every_status() -> None:
     assert cache_status(read, "fk") == expected
     read.status, read.collapsed = "error-stale", False
     assert cache_status(read, "fk") == "fk; hit; fwd=stale; detail=stale-if-error"
+
+
+async def test_conditional_request_during_an_outage_serves_error_stale() -> None:
+    a = App(Policy.strict(stale_if_error=60))
+    transport = httpx.ASGITransport(app=a.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        first = await c.get("/public")
+        a.revs.fail = ConnectionError("db down")
+        r = await c.get("/public", headers={"If-None-Match": '"other"'})
+        assert r.status_code == 200 and r.headers["x-freshkeep-cache"] == "error-stale"
+        assert r.content == first.content
+        r = await c.get("/public", headers={"If-None-Match": first.headers["etag"]})
+        assert r.status_code == 304  # the client already holds what would be served
+
+
+async def test_an_empty_session_is_anonymous() -> None:
+    a = App()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["session"] = {}
+        await a.app(scope, receive, send)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/shared")).status_code == 200

@@ -275,3 +275,26 @@ async def test_keeper_without_revision_source_learns_from_publish() -> None:
     assert (await view.get()).status == "miss" and b.calls == 2
     stats = keeper.snapshot_stats()
     assert stats["views"]["v"]["reads"] == {"miss": 2, "hit": 1}
+
+
+async def test_bounds_count_from_the_last_confirmation_not_the_build(
+    revs: MemoryRevisions, clock: FakeClock
+) -> None:
+    keeper = Keeper(revs, clock=clock, probe="always")
+    view, _, _ = two_sections(keeper, Policy.strict(stale_if_error=30))
+    await view.get()
+    for _ in range(10):  # an hour of reads that find the entry current
+        clock.advance(360)
+        assert (await view.get()).status == "hit"
+    revs.fail = ConnectionError("db down")
+    assert (await view.get()).status == "error-stale"  # confirmed 0 s ago, built 1 h ago
+    clock.advance(31)
+    with pytest.raises(RevisionSourceError):
+        await view.get()
+
+
+async def test_version_is_part_of_the_etag(revs: MemoryRevisions) -> None:
+    b = Builder("x")
+    v1 = Keeper(revs).view("v", b, sources=["t:a"])
+    v2 = Keeper(revs).view("v", b, sources=["t:a"], version="2")
+    assert (await v1.get()).etag != (await v2.get()).etag

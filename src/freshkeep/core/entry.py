@@ -61,10 +61,13 @@ def _key_token(key: object) -> bytes:
         return repr(key).encode()
 
 
-def compute_etag(view: str, key: object, vector: Mapping[str, Revision]) -> str:
-    """A weak ETag from the view, key and revision vector: the same in every process."""
+def compute_etag(view: str, key: object, vector: Mapping[str, Revision], version: str = "") -> str:
+    """A weak ETag from the view (and its version), key and revision vector: the same in every
+    process and after a restart."""
     h = hashlib.blake2b(digest_size=12)
     h.update(view.encode())
+    h.update(b"\x00")
+    h.update(version.encode())
     h.update(b"\x00")
     h.update(_key_token(key))
     for source in sorted(vector):
@@ -97,12 +100,18 @@ class Entry:
     sections: Mapping[str, SectionEntry]
     sources: Mapping[str, tuple[str, ...]]
     """The sources of each section, in fingerprint order."""
+    version: str = ""
+    """The view's version (part of the ETag)."""
     body: bytes = field(init=False)
     etag: str = field(init=False)
     revision: str = field(init=False)
     vector: dict[str, Revision] = field(init=False)
     built_at: float = field(init=False)
     built_mono: float = field(init=False)
+    confirmed_mono: float = field(init=False)
+    """Monotonic seconds when this entry was last known to match the revisions: its build, or
+    a later check that found it current. Bounds (``max_stale``, ``stale_if_error``) count from
+    here: what is served is at most that much older than the sources."""
     epoch: int = field(default=-1, init=False)
     """The tracker epoch at which this entry was last found current (hit-path shortcut)."""
     hit: Read = field(init=False)
@@ -116,10 +125,11 @@ class Entry:
                 vector[source] = rev if old is None or is_older(rev, old) else old
         self.vector = vector
         self.body = splice([part.body for part in self.sections.values()])
-        self.etag = compute_etag(self.view, self.key, vector)
+        self.etag = compute_etag(self.view, self.key, vector, self.version)
         self.revision = format_revision(vector)
         self.built_at = min(p.built_at for p in self.sections.values())
         self.built_mono = min(p.built_mono for p in self.sections.values())
+        self.confirmed_mono = self.built_mono
         self.hit = Read("hit", self)
 
     @property

@@ -27,8 +27,11 @@ class Policy:
       as long as the entry is at most ``max_stale`` seconds old. A change committed by this
       process is always rebuilt in line (read-your-writes).
 
-    ``stale_if_error``: when a build fails, serve the last good entry if it is at most that many
-    seconds old; ``0`` never serves a value after a failed build.
+    ``stale_if_error``: when a build fails (or revisions cannot be read), serve the last good
+    entry if it is at most that many seconds old; ``0`` never serves a value after a failure.
+
+    Ages count from when the entry was last known current (its build, or a later read that
+    found it matching the revisions), so they bound how stale what is served can be.
     """
 
     mode: Mode = "strict"
@@ -54,9 +57,11 @@ class Policy:
     def swr(cls, max_stale: float, *, stale_if_error: float | None = None) -> Policy:
         """Serve stale for up to ``max_stale`` seconds while one background rebuild runs.
 
-        ``stale_if_error`` defaults to ``max_stale``.
+        ``stale_if_error`` defaults to five minutes, or ``max_stale`` if that is longer.
         """
-        return cls("swr", max_stale, max_stale if stale_if_error is None else stale_if_error)
+        if stale_if_error is None:
+            stale_if_error = max(300.0, max_stale)
+        return cls("swr", max_stale, stale_if_error)
 
 
 @dataclass(frozen=True, slots=True)

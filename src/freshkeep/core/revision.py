@@ -14,11 +14,16 @@ needs no comparison at all: that is the hit path.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock, SystemClock
 from freshkeep.exceptions import RevisionSourceError
+
+_EPOCHS = itertools.count(1)
+"""Epochs are unique across trackers, so an entry validated by one keeper is never taken as
+validated by another that shares its store."""
 
 Revision = int | str
 """A source's revision: an ``int`` counter, or a ``str`` watermark."""
@@ -69,6 +74,7 @@ class RevisionTracker:
         "resync_interval",
         "snapshot",
         "sources",
+        "synced_mono",
         "timed",
     )
 
@@ -86,9 +92,11 @@ class RevisionTracker:
         self.snapshot: dict[str, Revision] = {}
         self.floor: dict[str, Revision] = {}
         self.sources: set[str] = set()
-        self.epoch = 0
+        self.epoch = next(_EPOCHS)
         self.fresh_until = float("-inf")
         self.probes = 0
+        self.synced_mono = float("-inf")
+        """When the last successful read of revisions started."""
         self._timer: Any = None
         self.timed = source is None or isinstance(clock, SystemClock) or hasattr(clock, "call_at")
         """Whether the end of the resync interval bumps ``epoch`` (a timer on the event loop,
@@ -127,7 +135,7 @@ class RevisionTracker:
                 self.floor[source] = rev
                 changed = True
         if changed:
-            self.epoch += 1
+            self.epoch = next(_EPOCHS)
         return changed
 
     def must_rebuild(self, sources: Iterable[str], built: Iterable[Revision]) -> bool:
@@ -140,6 +148,12 @@ class RevisionTracker:
             if wanted is not None and is_older(rev, wanted):
                 return True
         return False
+
+    def confirmed_at(self) -> float:
+        """Monotonic time as of which the snapshot is known to match the source."""
+        if self._source is None:
+            return self._clock.monotonic()  # revisions only move by publish: always current
+        return self.synced_mono
 
     def is_fresh(self) -> bool:
         """Whether the snapshot is within ``resync_interval`` of the last read."""
@@ -160,7 +174,7 @@ class RevisionTracker:
 
     def _expire(self) -> None:
         self._timer = None
-        self.epoch += 1
+        self.epoch = next(_EPOCHS)
 
     async def resync(self, sources: Collection[str] | None = None) -> None:
         """Read revisions from the source; concurrent callers share one read.
@@ -169,6 +183,7 @@ class RevisionTracker:
         """
         if self._source is None:
             self.fresh_until = float("inf")
+            self.synced_mono = self._clock.monotonic()
             return
         if sources is None and self._inflight is not None:
             await asyncio.shield(self._inflight)
@@ -186,6 +201,7 @@ class RevisionTracker:
             except Exception as exc:
                 raise RevisionSourceError(f"reading revisions failed: {exc!r}") from exc
             self.probes += 1
+            self.synced_mono = max(self.synced_mono, started)
             self.apply(revisions)
             if sources is None:
                 self.fresh_until = started + self.resync_interval

@@ -10,7 +10,7 @@
   was served) and the standard RFC 9211 ``Cache-Status``; names come from the keeper's settings;
 - no value within the policy's bounds: ``503`` with a JSON body, never a traceback.
 
-A request that carries an ``Authorization`` header or a session is refused
+A request that carries an ``Authorization`` header or a non-empty session is refused
 (:class:`~freshkeep.exceptions.PrincipalRequiredError`) unless the view is per-principal or
 declared public: a shared entry must never hold one user's data.
 """
@@ -62,7 +62,7 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 
 
 def _is_authenticated(request: Request) -> bool:
-    return "authorization" in request.headers or "session" in request.scope
+    return "authorization" in request.headers or bool(request.scope.get("session"))
 
 
 def cache_status(read: Read, name: str, *, refresh: bool = False) -> str:
@@ -94,11 +94,15 @@ async def serve(
     refresh = wants_refresh(request)
     private = view.per_principal
     inm = request.headers.get("if-none-match")
-    try:
-        if inm and not refresh:
+    if inm and not refresh:
+        try:
             etag = await view.current_etag(key, principal=principal)
+        except UnavailableError:
+            pass  # the read below serves error-stale within its bounds, or answers 503
+        else:
             if etag_matches(inm, etag):
                 return _not_modified(etag, private, s.cache_status_name)
+    try:
         read = await view.get(key, principal=principal, refresh=refresh)
     except UnavailableError as exc:
         return JSONResponse(
