@@ -1,0 +1,262 @@
+"""The hub's HTTP endpoints: a small REST API for writes, and the cached summary.
+
+Every write goes through an ORM session of the hub's (tracked) session factory, so its commit
+bumps the revisions of the tables it touched and the next read of ``/state/summary`` rebuilds
+exactly the sections that depend on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, TypeVar, cast
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from freshkeep.demo.hub import Hub
+from freshkeep.demo.models import (
+    Base,
+    Comment,
+    Decision,
+    Member,
+    ProgressEvent,
+    Task,
+    Topic,
+    Workstream,
+    task_labels,
+    utcnow,
+)
+from freshkeep.demo.schemas import (
+    DecisionIn,
+    DecisionOut,
+    ProgressIn,
+    ProgressOut,
+    TaskIn,
+    TaskOut,
+    TaskPatch,
+    TopicIn,
+    TopicOut,
+    WorkstreamIn,
+    WorkstreamOut,
+)
+from freshkeep.integrations.starlette import serve
+
+M = TypeVar("M", bound=Base)
+
+ENDPOINTS: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/state/summary", "the cached summary (ETag, 304, ?refresh=true)"),
+    ("GET", "/state/stats", "counters of the keeper and its views"),
+    ("GET", "/topics", "list topics"),
+    ("POST", "/topics", "create a topic {name}"),
+    ("POST", "/workstreams", "create a workstream {topic_id, name}"),
+    ("POST", "/tasks", "create a task {workstream_id, title, status}"),
+    ("GET", "/tasks/{id}", "read a task"),
+    ("PATCH", "/tasks/{id}", "change a task {status?, title?}"),
+    ("DELETE", "/tasks/{id}", "delete a task"),
+    ("POST", "/decisions", "record a decision {topic_id, title, status, blocking}"),
+    ("POST", "/progress", "post a progress event {topic_id, event_type, summary, author}"),
+    ("GET", "/docs", "interactive API docs (OpenAPI at /openapi.json)"),
+)
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "an id does not exist"}}
+
+
+def get_hub(request: Request) -> Hub:
+    """The hub of the application serving ``request``."""
+    return cast(Hub, request.app.state.hub)
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_hub(request).sessionmaker() as session:
+        yield session
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+
+router = APIRouter()
+
+
+async def _get(session: AsyncSession, model: type[M], ident: int, what: str) -> M:
+    obj = await session.get(model, ident)
+    if obj is None:
+        raise HTTPException(404, detail=f"{what} {ident} does not exist")
+    return obj
+
+
+async def _task_out(session: AsyncSession, task: Task) -> TaskOut:
+    topic_id = await session.scalar(
+        select(Workstream.topic_id).where(Workstream.id == task.workstream_id)
+    )
+    fields = {name: getattr(task, name) for name in TaskOut.model_fields if name != "topic_id"}
+    return TaskOut.model_validate(fields | {"topic_id": topic_id})
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> dict[str, Any]:
+    return {
+        "service": "freshkeep demo hub",
+        "endpoints": [{"method": m, "path": p, "what": w} for m, p, w in ENDPOINTS],
+    }
+
+
+@router.get(
+    "/state/summary",
+    tags=["state"],
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the summary"},
+        304: {"description": "If-None-Match matched the current ETag"},
+        503: {"description": "no value within the view's bounds can be served"},
+    },
+)
+async def state_summary(request: Request, hub: HubDep) -> Response:
+    """Topics, totals, blocking decisions and the newest progress, cached by freshkeep.
+
+    Headers: ``ETag``, ``X-Freshkeep-Cache`` (hit, section, stale, miss, error-stale),
+    ``X-Freshkeep-Revision`` and ``Cache-Status``. ``?refresh=true`` or ``Cache-Control:
+    no-cache`` rebuild it now.
+    """
+    return await serve(request, hub.summary)
+
+
+@router.get("/state/stats", tags=["state"])
+async def state_stats(hub: HubDep) -> dict[str, Any]:
+    """Counters of the keeper and of every view (reads by status, builds per section)."""
+    return hub.keeper.snapshot_stats()
+
+
+@router.get("/topics", tags=["topics"])
+async def list_topics(session: SessionDep) -> list[TopicOut]:
+    topics = await session.scalars(select(Topic).order_by(Topic.id))
+    return [TopicOut.model_validate(t) for t in topics]
+
+
+@router.get("/topics/{topic_id}", tags=["topics"], responses=_NOT_FOUND)
+async def get_topic(topic_id: int, session: SessionDep) -> TopicOut:
+    return TopicOut.model_validate(await _get(session, Topic, topic_id, "topic"))
+
+
+@router.post(
+    "/topics",
+    tags=["topics"],
+    status_code=201,
+    responses={409: {"description": "a topic with that name exists"}},
+)
+async def create_topic(body: TopicIn, session: SessionDep) -> TopicOut:
+    if await session.scalar(select(Topic.id).where(Topic.name == body.name)) is not None:
+        raise HTTPException(409, detail=f"a topic named {body.name!r} already exists")
+    topic = Topic(name=body.name, description=body.description)
+    session.add(topic)
+    try:
+        await session.commit()
+    except IntegrityError:  # created concurrently under the same name
+        await session.rollback()
+        raise HTTPException(409, detail=f"a topic named {body.name!r} already exists") from None
+    return TopicOut.model_validate(topic)
+
+
+@router.post("/workstreams", tags=["workstreams"], status_code=201, responses=_NOT_FOUND)
+async def create_workstream(body: WorkstreamIn, session: SessionDep) -> WorkstreamOut:
+    await _get(session, Topic, body.topic_id, "topic")
+    if body.owner_id is not None:
+        await _get(session, Member, body.owner_id, "member")
+    ws = Workstream(topic_id=body.topic_id, name=body.name, owner_id=body.owner_id)
+    session.add(ws)
+    await session.commit()
+    return WorkstreamOut.model_validate(ws)
+
+
+@router.post("/tasks", tags=["tasks"], status_code=201, responses=_NOT_FOUND)
+async def create_task(body: TaskIn, session: SessionDep) -> TaskOut:
+    await _get(session, Workstream, body.workstream_id, "workstream")
+    if body.assignee_id is not None:
+        await _get(session, Member, body.assignee_id, "member")
+    now = utcnow()
+    task = Task(
+        workstream_id=body.workstream_id,
+        title=body.title,
+        status=body.status,
+        assignee_id=body.assignee_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(task)
+    await session.commit()
+    return await _task_out(session, task)
+
+
+@router.get("/tasks/{task_id}", tags=["tasks"], responses=_NOT_FOUND)
+async def get_task(task_id: int, session: SessionDep) -> TaskOut:
+    return await _task_out(session, await _get(session, Task, task_id, "task"))
+
+
+@router.patch("/tasks/{task_id}", tags=["tasks"], responses=_NOT_FOUND)
+async def patch_task(task_id: int, body: TaskPatch, session: SessionDep) -> TaskOut:
+    task = await _get(session, Task, task_id, "task")
+    if body.status is not None:
+        task.status = body.status
+    if body.title is not None:
+        task.title = body.title
+    if session.is_modified(task):
+        task.updated_at = utcnow()
+    await session.commit()
+    return await _task_out(session, task)
+
+
+@router.delete("/tasks/{task_id}", tags=["tasks"], status_code=204, responses=_NOT_FOUND)
+async def delete_task(task_id: int, session: SessionDep) -> Response:
+    """Delete a task with its comments and labels; its progress events stay, without it."""
+    task = await _get(session, Task, task_id, "task")
+    await session.execute(delete(Comment).where(Comment.task_id == task_id))
+    await session.execute(delete(task_labels).where(task_labels.c.task_id == task_id))
+    await session.execute(
+        update(ProgressEvent).where(ProgressEvent.task_id == task_id).values(task_id=None)
+    )
+    await session.delete(task)
+    await session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/decisions", tags=["decisions"], status_code=201, responses=_NOT_FOUND)
+async def create_decision(body: DecisionIn, session: SessionDep) -> DecisionOut:
+    await _get(session, Topic, body.topic_id, "topic")
+    now = utcnow()
+    decision = Decision(
+        topic_id=body.topic_id,
+        title=body.title,
+        status=body.status,
+        blocking=body.blocking,
+        created_at=now,
+        decided_at=now if body.status == "decided" else None,
+    )
+    session.add(decision)
+    await session.commit()
+    return DecisionOut.model_validate(decision)
+
+
+@router.post("/progress", tags=["progress"], status_code=201, responses=_NOT_FOUND)
+async def create_progress(body: ProgressIn, session: SessionDep) -> ProgressOut:
+    await _get(session, Topic, body.topic_id, "topic")
+    if body.task_id is not None:
+        task = await _get(session, Task, body.task_id, "task")
+        topic_id = await session.scalar(
+            select(Workstream.topic_id).where(Workstream.id == task.workstream_id)
+        )
+        if topic_id != body.topic_id:
+            raise HTTPException(
+                422, detail=f"task {task.id} belongs to topic {topic_id}, not {body.topic_id}"
+            )
+    event = ProgressEvent(
+        topic_id=body.topic_id,
+        task_id=body.task_id,
+        event_type=body.event_type,
+        summary=body.summary,
+        author=body.author,
+        created_at=utcnow(),
+    )
+    session.add(event)
+    await session.commit()
+    return ProgressOut.model_validate(event)

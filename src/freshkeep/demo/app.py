@@ -1,0 +1,89 @@
+"""The hub's FastAPI application: :func:`create_app`, and :func:`hub_app` to run it in-process.
+
+Run it with ``freshkeep demo``, or with uvicorn directly::
+
+    uvicorn --factory freshkeep.demo.app:create_app
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+from freshkeep.exceptions import missing_extra
+
+try:
+    from fastapi import FastAPI
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise missing_extra("demo", exc.name or "fastapi") from exc
+
+from freshkeep.demo.api import router
+from freshkeep.demo.hub import Hub
+from freshkeep.settings import Settings
+
+
+def create_app(
+    database_url: str | None = None, *, seed_tasks: int | None = None, **keeper_kwargs: Any
+) -> FastAPI:
+    """The hub as a FastAPI application.
+
+    ``database_url``: an async SQLAlchemy URL or a SQLite file path (default: the
+    ``FRESHKEEP_DATABASE_URL`` setting, ``sqlite+aiosqlite:///freshkeep-demo.db``).
+    ``seed_tasks``: how many tasks to seed into an empty database at start-up (default 10,000;
+    ``0`` seeds nothing; a database that holds data is never seeded). ``keeper_kwargs`` go to
+    :class:`freshkeep.Keeper` (``probe``, ``resync_interval``, ``settings``, ``store``...).
+
+    Tables are created and data seeded when the application starts (its lifespan). A URL that
+    cannot work raises :class:`~freshkeep.exceptions.ConfigurationError` here; a database that
+    cannot be reached raises it at start-up.
+    """
+    if database_url is None:
+        settings = keeper_kwargs.get("settings")
+        database_url = (
+            settings if isinstance(settings, Settings) else Settings.load()
+        ).database_url
+    hub = Hub.create(database_url, seed_tasks=seed_tasks, **keeper_kwargs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = FastAPI(
+        title="freshkeep demo hub",
+        summary="Topics, workstreams, tasks, decisions and progress, with a cached summary.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.include_router(router)
+    return app
+
+
+def get_hub(app: FastAPI) -> Hub:
+    """The hub behind an application made by :func:`create_app`."""
+    return cast(Hub, app.state.hub)
+
+
+@asynccontextmanager
+async def hub_app(
+    database_url: str | None = None, *, seed_tasks: int | None = None, **keeper_kwargs: Any
+) -> AsyncIterator[FastAPI]:
+    """:func:`create_app`, started (tables, seed) for the duration of the ``async with``.
+
+    For tests and scripts that call the app in-process (``httpx.ASGITransport`` does not run
+    the lifespan).
+    """
+    app = create_app(database_url, seed_tasks=seed_tasks, **keeper_kwargs)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def _version() -> str:
+    from freshkeep import __version__
+
+    return __version__
