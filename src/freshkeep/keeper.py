@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -35,8 +36,7 @@ class KeeperStats:
     """Commits of this process applied to the keeper (write hooks, :meth:`Keeper.publish`,
     :meth:`Keeper.bump`)."""
     remote_revisions: int = 0
-    """Messages of revisions received from the bus (on a :class:`LocalBus`, this process's
-    own publishes included)."""
+    """Messages of revisions received from other keepers through the bus."""
     probe_errors: int = 0
     """Reads whose revision probe failed."""
 
@@ -83,6 +83,8 @@ class Keeper:
             policy if policy is not None else Policy.strict(stale_if_error=s.stale_if_error)
         )
         self.stats = KeeperStats()
+        self.instance_id = uuid.uuid4().hex
+        """Identifies this keeper's messages on the bus."""
         self._probe = probe
         self._hooks = False
         self._views: dict[str, View] = {}
@@ -180,12 +182,12 @@ class Keeper:
     async def publish(self, revisions: Mapping[str, Revision]) -> None:
         """Apply revisions committed by this process and publish them to the bus."""
         self.committed(revisions)
-        await self.bus.publish(revisions)
+        await self.bus.publish(revisions, origin=self.instance_id)
 
     def publish_nowait(self, revisions: Mapping[str, Revision]) -> None:
         """:meth:`publish` from synchronous code."""
         self.committed(revisions)
-        self.bus.publish_nowait(revisions)
+        self.bus.publish_nowait(revisions, origin=self.instance_id)
 
     async def bump(self, *sources: str) -> dict[str, Revision]:
         """Bump ``sources`` in a transaction of their own, then publish: for writes freshkeep's
@@ -212,7 +214,9 @@ class Keeper:
         """Read every registered source's revision now (tests, or after a bus outage)."""
         await self.tracker.resync()
 
-    def _on_bus(self, revisions: Mapping[str, Revision]) -> None:
+    def _on_bus(self, revisions: Mapping[str, Revision], origin: str) -> None:
+        if origin == self.instance_id:
+            return  # applied already, as this process's own commit
         self.stats.remote_revisions += 1
         self.tracker.apply(revisions)
 
@@ -227,6 +231,7 @@ class Keeper:
         """Wait for builds in flight and detach from the bus."""
         await self.wait_idle()
         self._unsubscribe()
+        self.tracker.close()
 
     def snapshot_stats(self) -> dict[str, Any]:
         """Counters of the keeper and every view, as plain data."""

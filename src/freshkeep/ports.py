@@ -15,18 +15,19 @@ from typing import Protocol
 
 from freshkeep.core.revision import Revision, RevisionSource
 
-Listener = Callable[[Mapping[str, Revision]], None]
-"""Called with the revisions of one published commit."""
+Listener = Callable[[Mapping[str, Revision], str], None]
+"""Called with the revisions of one published commit and the id of the keeper that published
+it (so a keeper can skip its own)."""
 
 
 class Bus(Protocol):
     """Publishes committed revisions to every subscribed process (at-most-once)."""
 
-    async def publish(self, revisions: Mapping[str, Revision]) -> None:
-        """Deliver ``revisions`` to the subscribers."""
+    async def publish(self, revisions: Mapping[str, Revision], *, origin: str = "") -> None:
+        """Deliver ``revisions`` (published by the keeper ``origin``) to the subscribers."""
         ...
 
-    def publish_nowait(self, revisions: Mapping[str, Revision]) -> None:
+    def publish_nowait(self, revisions: Mapping[str, Revision], *, origin: str = "") -> None:
         """Deliver from synchronous code (a sync session's commit), best effort."""
         ...
 

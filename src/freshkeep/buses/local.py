@@ -25,16 +25,16 @@ class LocalBus:
         self.published = 0
         self.errors = 0
 
-    async def publish(self, revisions: Mapping[str, Revision]) -> None:
+    async def publish(self, revisions: Mapping[str, Revision], *, origin: str = "") -> None:
         """Deliver ``revisions`` to every listener."""
-        self.publish_nowait(revisions)
+        self.publish_nowait(revisions, origin=origin)
 
-    def publish_nowait(self, revisions: Mapping[str, Revision]) -> None:
+    def publish_nowait(self, revisions: Mapping[str, Revision], *, origin: str = "") -> None:
         """Deliver ``revisions`` to every listener, from synchronous code."""
         self.published += 1
         for listener in tuple(self._listeners):
             try:
-                listener(revisions)
+                listener(revisions, origin)
             except Exception:
                 self.errors += 1
                 log.exception("bus listener %r failed", listener)

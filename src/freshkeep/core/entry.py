@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -32,12 +33,24 @@ Fingerprint = tuple[Revision, ...]
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
+def _default(obj: Any) -> Any:
+    # Databases return Decimal for SUM/NUMERIC (PostgreSQL does for SUM of integers).
+    if isinstance(obj, Decimal):
+        return int(obj) if obj == obj.to_integral_value() else float(obj)
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
 def encode(value: Any) -> bytes:
-    """Encode a built value as JSON bytes, or raise :class:`EncodeError` naming the problem."""
+    """Encode a built value as JSON bytes, or raise :class:`EncodeError` naming the problem.
+
+    orjson encodes dicts, lists, str, int, float, bool, None, datetimes, UUIDs, dataclasses and
+    enums natively; ``Decimal`` becomes an int when integral, else a float. ``bytes`` are taken
+    as already encoded JSON.
+    """
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     try:
-        return orjson.dumps(value, option=_ORJSON_OPTIONS)
+        return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
     except TypeError as exc:
         raise EncodeError(f"value cannot be encoded as JSON: {exc}") from exc
 

@@ -172,6 +172,13 @@ class RevisionTracker:
             delay = max(0.0, deadline - self._clock.monotonic())
             self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
 
+    def close(self) -> None:
+        """Cancel the resync timer (the keeper is shutting down)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.fresh_until = float("-inf")
+
     def _expire(self) -> None:
         self._timer = None
         self.epoch = next(_EPOCHS)

@@ -17,7 +17,12 @@ from freshkeep.demo.models import TRACKED, Base
 from freshkeep.demo.seed import DEFAULT_SEED_TASKS, SeedReport, seed
 from freshkeep.demo.summary import register_summary
 from freshkeep.exceptions import ConfigurationError
-from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, Tracking, track
+from freshkeep.integrations.sqlalchemy import (
+    SQLAlchemyRevisions,
+    Tracking,
+    sqlite_transactions,
+    track,
+)
 from freshkeep.keeper import Keeper
 from freshkeep.views import View
 
@@ -61,7 +66,8 @@ def display_url(url: str | URL) -> str:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
+    """An async engine for ``url``; SQLite gets foreign keys, WAL, a busy timeout and real
+    transactions."""
     try:
         engine = _create_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -80,6 +86,7 @@ def create_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
 
+        sqlite_transactions(engine)  # real savepoints: see its docstring
     return engine
 
 

@@ -2,11 +2,13 @@
 
 - :class:`SQLAlchemyRevisions` reads the counters of many sources in one query (and, for tables
   other programs write, ``MAX(updated_at)`` + ``COUNT(*)`` watermarks).
-- :func:`track` installs the write hooks on a session factory (sync or async): every table a
-  flush, an ORM bulk statement or a Core DML statement run through the session touched is
-  bumped **at** ``before_commit``, **in** the writing transaction; the new revisions are applied
-  to the keeper **after** commit (read-your-writes) and published to its bus; a rollback changes
-  and publishes nothing.
+- :func:`track` installs the write hooks on a session factory (sync or async): every table an
+  INSERT, UPDATE or DELETE statement on the session's connection wrote (a flush, an ORM bulk
+  or legacy bulk operation, a Core DML statement, also through ``session.connection()``) is
+  bumped **at** ``before_commit``, **in** the writing transaction; the new revisions are
+  applied to the keeper **after** commit (read-your-writes) and published to its bus; a
+  rollback changes and publishes nothing. Raw SQL (``text()``, ``exec_driver_sql``) is not
+  parsed.
 - :func:`bump` marks sources changed by raw SQL run in a session.
 
 Source names: ``table:<table name>`` (see :func:`table_source`).
@@ -15,6 +17,8 @@ Source names: ``table:<table name>`` (see :func:`table_source`).
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -39,14 +43,16 @@ try:
     from sqlalchemy import event as sa_event
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-    from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
-    from sqlalchemy.orm.attributes import get_history
+    from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
     from sqlalchemy.sql.expression import ColumnElement, FromClause
+    from sqlalchemy.sql.util import find_tables
     from sqlalchemy.util.concurrency import await_only, in_greenlet
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
 from freshkeep.keeper import Keeper
+
+log = logging.getLogger("freshkeep.sqlalchemy")
 
 REVISION_TABLE = "freshkeep_revisions"
 
@@ -200,20 +206,95 @@ class SQLAlchemyRevisions:
             await asyncio.to_thread(metadata.create_all, self.engine)
 
 
+def sqlite_transactions(engine: AsyncEngine | Engine) -> None:
+    """Give a SQLite engine real transactions (SQLAlchemy's documented recipe).
+
+    Python's sqlite3 driver (and aiosqlite on top of it) emits ``BEGIN`` only before the first
+    INSERT/UPDATE/DELETE: a ``SAVEPOINT`` issued first opens the transaction itself and its
+    ``RELEASE`` commits everything, so an outer rollback undoes nothing, and the counters
+    freshkeep bumps at the real commit would miss those writes. This turns the driver's own
+    transaction handling off and emits ``BEGIN`` when SQLAlchemy begins one. Other dialects
+    are left alone.
+    """
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    if sync.dialect.name != "sqlite":
+        return
+
+    def no_driver_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    def begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    sa_event.listen(sync, "connect", no_driver_transactions)
+    sa_event.listen(sync, "begin", begin)
+
+
 # -- write hooks ---------------------------------------------------------------------------
 
 _PENDING = "freshkeep.pending"
 _REVS = "freshkeep.revisions"
+_COMMITTING = "freshkeep.committing"
+_CONNS = "freshkeep.connections"
+
+
+def _bump_now(session: Session) -> None:
+    """Bump the pending sources of ``session`` in its transaction; keep their revisions for
+    :meth:`Tracking._after_commit`."""
+    pending = Tracking.pending(session)
+    if not pending:
+        return
+    sources = sorted(pending)
+    pending.clear()  # a failure aborts the transaction: nothing is left to bump
+    try:
+        revs = _upsert(session.connection(), sources)
+    except Exception as exc:
+        exc.add_note(
+            f"freshkeep could not bump revisions of {sources}: does the "
+            f"{REVISION_TABLE!r} table exist? (SQLAlchemyRevisions.create_table() creates it)"
+        )
+        raise
+    session.info.setdefault(_REVS, {}).update(revs)
+
+
+def _mark(session: Session, sources: Collection[str]) -> None:
+    """Add ``sources`` to what ``session``'s transaction changed.
+
+    Normally they are bumped at ``before_commit``. A change made after that (by a
+    ``before_commit`` listener that runs after freshkeep's, or by a flush the commit itself
+    runs) is bumped at once: the transaction is committing, and a change left pending then
+    would be forgotten with it.
+    """
+    if not sources:
+        return
+    Tracking.pending(session).update(sources)
+    if session.info.get(_COMMITTING):
+        _bump_now(session)
 
 
 @dataclass(eq=False)
 class Tracking:
-    """The hooks :func:`track` installed; :meth:`remove` uninstalls them."""
+    """The hooks :func:`track` installed; :meth:`remove` uninstalls them.
+
+    Writes are seen as statements: when a tracked session begins a transaction on a
+    connection, statements executed on that connection until the transaction ends are
+    watched (one listener per engine). A DML statement marks its table; an ORM UPDATE that
+    changes nothing emits no statement and marks nothing.
+
+    ``publish_errors`` counts commits whose revisions could not be published to the bus (the
+    commit stands, the keeper of this process has them; other processes learn them at their
+    next resync).
+    """
 
     keeper: Keeper
     target: Any
     tables: frozenset[str] | None
+    publish_errors: int = 0
     _listeners: list[tuple[str, Any]] = field(default_factory=list)
+    _engines: list[Engine] = field(default_factory=list)
+    _writers: weakref.WeakKeyDictionary[Connection, weakref.ref[Session]] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     def source_of(self, table: Any) -> str | None:
         """The source of ``table`` if it is tracked."""
@@ -225,86 +306,96 @@ class Tracking:
             return None
         return f"table:{table.fullname}"
 
+    def sources_of(self, target: Any) -> set[str]:
+        """The tracked sources a DML statement's target writes (a table, or an alias or a
+        join of tables)."""
+        if isinstance(target, Table):
+            src = self.source_of(target)
+            return set() if src is None else {src}
+        if not isinstance(target, FromClause):
+            return set()
+        found = (self.source_of(t) for t in find_tables(target, include_aliases=True))
+        return {src for src in found if src is not None}
+
     @staticmethod
     def pending(session: Session) -> set[str]:
-        """The sources this session changed in its current transaction."""
+        """The sources this session changed in its current transaction, not bumped yet."""
         return cast(set[str], session.info.setdefault(_PENDING, set()))
 
     # event handlers ------------------------------------------------------------------------
 
-    def _after_flush(self, session: Session, ctx: UOWTransaction) -> None:
-        pending = self.pending(session)
-        for objs, check in ((session.new, False), (session.dirty, True), (session.deleted, False)):
-            for obj in objs:
-                if check and not session.is_modified(obj):
-                    continue
-                mapper = inspect(obj).mapper
-                for table in mapper.tables:
-                    src = self.source_of(table)
-                    if src is not None:
-                        pending.add(src)
-                for rel in mapper.relationships:  # many-to-many association rows
-                    if rel.secondary is not None and (
-                        not check or get_history(obj, rel.key).has_changes()
-                    ):
-                        src = self.source_of(rel.secondary)
-                        if src is not None:
-                            pending.add(src)
+    def _after_begin(
+        self, session: Session, transaction: SessionTransaction, connection: Connection
+    ) -> None:
+        engine = connection.engine
+        if not any(e is engine for e in self._engines):
+            sa_event.listen(engine, "before_execute", self._before_execute)
+            self._engines.append(engine)
+        self._writers[connection] = weakref.ref(session)
+        session.info.setdefault(_CONNS, []).append(connection)
 
-    def _do_orm_execute(self, state: ORMExecuteState) -> None:
-        if not (state.is_insert or state.is_update or state.is_delete):
+    def _before_execute(
+        self,
+        conn: Connection,
+        clause: Any,
+        multiparams: Any,
+        params: Any,
+        execution_options: Any,
+    ) -> None:
+        ref = self._writers.get(conn)
+        if ref is None or not getattr(clause, "is_dml", False):
             return
-        pending = self.pending(state.session)
-        mapper = state.bind_mapper
-        tables = list(mapper.tables) if mapper is not None else []
-        if not tables:
-            table = getattr(state.statement, "table", None)
-            tables = [table] if table is not None else []
-        for table in tables:
-            src = self.source_of(table)
-            if src is not None:
-                pending.add(src)
+        session = ref()
+        if session is not None:
+            _mark(session, self.sources_of(getattr(clause, "table", None)))
 
     def _before_commit(self, session: Session) -> None:
-        session.flush()  # commit flushes after this event: flush now to see every change
-        pending = self.pending(session)
-        if not pending:
+        if session.in_nested_transaction():
+            # A savepoint is released: the transaction goes on. Bumping now would lock the
+            # counters until its end, and keep revisions a rollback of an enclosing savepoint
+            # undoes. Its changes stay pending until the outermost commit.
             return
-        conn = session.connection()
-        try:
-            revs = _upsert(conn, list(pending))
-        except Exception as exc:
-            exc.add_note(
-                f"freshkeep could not bump revisions of {sorted(pending)}: does the "
-                f"{REVISION_TABLE!r} table exist? (freshkeep migrate, or create_table())"
-            )
-            raise
-        pending.clear()
-        session.info.setdefault(_REVS, {}).update(revs)
+        session.flush()  # commit flushes after this event: flush now to see every change
+        session.info[_COMMITTING] = True
+        _bump_now(session)
 
     def _after_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
             return  # a savepoint was released: the outer transaction has not committed yet
         revs = session.info.pop(_REVS, None)
-        session.info.pop(_PENDING, None)
+        self._forget(session)
         if not revs:
             return
         keeper = self.keeper
         keeper.committed(revs)
-        if in_greenlet():  # an AsyncSession: await the publish inside its commit
-            await_only(keeper.bus.publish(revs))
-        else:
-            keeper.bus.publish_nowait(revs)
+        # The commit stands whatever the bus does (rule 7): a failed publish is counted and
+        # logged, never raised from commit().
+        try:
+            if in_greenlet():  # an AsyncSession: await the publish inside its commit
+                await_only(keeper.bus.publish(revs, origin=keeper.instance_id))
+            else:
+                keeper.bus.publish_nowait(revs, origin=keeper.instance_id)
+        except Exception:
+            self.publish_errors += 1
+            log.exception(
+                "publishing revisions %r failed; other processes see them at resync", revs
+            )
 
     def _after_transaction_end(self, session: Session, transaction: Any) -> None:
         if transaction.parent is None:  # the root ended: a rollback forgets everything
-            session.info.pop(_PENDING, None)
             session.info.pop(_REVS, None)
+            self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        info = session.info
+        info.pop(_PENDING, None)
+        info.pop(_COMMITTING, None)
+        for conn in info.pop(_CONNS, ()):
+            self._writers.pop(conn, None)
 
     def install(self) -> None:
         for name, fn in (
-            ("after_flush", self._after_flush),
-            ("do_orm_execute", self._do_orm_execute),
+            ("after_begin", self._after_begin),
             ("before_commit", self._before_commit),
             ("after_commit", self._after_commit),
             ("after_transaction_end", self._after_transaction_end),
@@ -317,13 +408,17 @@ class Tracking:
         for name, fn in self._listeners:
             sa_event.remove(self.target, name, fn)
         self._listeners.clear()
+        for engine in self._engines:
+            sa_event.remove(engine, "before_execute", self._before_execute)
+        self._engines.clear()
+        self._writers.clear()
 
 
 def _event_target(target: Any) -> Any:
     if isinstance(target, async_sessionmaker):
         # Events live on the sync Session an AsyncSession wraps. Give this factory a class
         # of its own so the hooks do not reach sessions made elsewhere.
-        base = target.kw.get("sync_session_class", Session)
+        base = target.kw.get("sync_session_class") or target.class_.sync_session_class
         cls = type(f"Tracked{base.__name__}", (base,), {})
         target.kw["sync_session_class"] = cls
         return cls
@@ -382,4 +477,4 @@ def bump(session: Session | AsyncSession, *sources: Any) -> None:
     ``sources`` are source names, tables or mapped classes.
     """
     sync = session.sync_session if isinstance(session, AsyncSession) else session
-    Tracking.pending(sync).update(table_source(s) for s in sources)
+    _mark(sync, [table_source(s) for s in sources])
