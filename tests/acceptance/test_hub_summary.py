@@ -196,6 +196,8 @@ async def test_empty_database(empty_hub: HubClient) -> None:
     fingerprint = entry.sections["core"].fingerprint
     assert len(fingerprint) == len(core_sources) > 0
     assert set(fingerprint) == {0}
+    again = await hub.summary()  # built from never-written tables, and still a cache entry
+    assert again.headers["x-freshkeep-cache"] == "hit" and again.content == r.content
     # From nothing to a first event, through the API.
     topic = await hub.post("/topics", {"name": "First"})
     ws = await hub.post("/workstreams", {"topic_id": topic["id"], "name": "API"})
