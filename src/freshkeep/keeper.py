@@ -16,7 +16,7 @@ from freshkeep.exceptions import ConfigurationError, DuplicateViewError, Unknown
 from freshkeep.ports import Bus
 from freshkeep.settings import Settings
 from freshkeep.stores.memory import MemoryStore
-from freshkeep.views import Builder, Probe, Section, View
+from freshkeep.views import Builder, PrincipalView, Probe, Section, View
 
 
 @runtime_checkable
@@ -126,7 +126,7 @@ class Keeper:
             sections = {"default": Section(build, sources)}
         elif sources:
             raise ConfigurationError(f"view {name!r}: sources belong to each Section")
-        v = View(
+        v = (PrincipalView if per_principal else View)(
             self,
             name,
             sections,

@@ -134,7 +134,7 @@ class View:
         self._mono = (
             time.monotonic if isinstance(keeper.clock, SystemClock) else keeper.clock.monotonic
         )
-        self._lookup, self._touch = self._store.lru_accessors()
+        self._lookup = self._store.hot_lookup()
         self._section_sources = {n: s.sources for n, s in self.sections.items()}
         self._section_keys: dict[str, frozenset[str]] = {}
         self._flights: SingleFlight[Hashable, tuple[Entry, Status]] = SingleFlight(self._on_error)
@@ -157,17 +157,24 @@ class View:
         revisions. Raises :class:`~freshkeep.exceptions.UnavailableError` when no value within
         the policy's bounds can be served.
         """
-        if self.per_principal:
-            ck = self._cache_key(key, principal)
-        else:
-            ck = self._none_key if key is None else (self.name, key)
+        ck = self._none_key if key is None else (self.name, key)
         # The hit path: the entry was found current at the tracker's epoch, and the epoch has
-        # not moved since (no revision changed, the resync deadline has not passed).
+        # not moved since (no revision changed, the resync deadline has not passed). One
+        # counter serves the hit count and the store's recency (second-chance eviction).
         entry = self._lookup(ck)
         if entry is not None and entry.epoch == self._tracker.epoch and not refresh:
-            self._touch(ck)
-            self._hits += 1
+            entry.hits += 1
             return entry.hit
+        return await self._get_slow(ck, key, principal, entry, refresh)
+
+    async def _get_slow(
+        self,
+        ck: Hashable,
+        key: Hashable,
+        principal: str | None,
+        entry: Entry | None,
+        refresh: bool,
+    ) -> Read:
         tracker = self._tracker
         if self._probe_always or tracker.fresh_until <= self._mono():
             try:
@@ -222,7 +229,7 @@ class View:
         """The view's counters as plain data."""
         s = self.stats
         reads = dict(s.reads)
-        reads["hit"] = reads.get("hit", 0) + self._hits
+        reads["hit"] = reads.get("hit", 0) + self._hits + self._store.hits_of(self.name)
         return {
             "view": self.name,
             "sources": list(self.sources),
@@ -423,3 +430,18 @@ class View:
         backoff = self._retry_backoff if prev is None else min(prev[1] * 2, self._max_retry_backoff)
         self._retry_at[ck] = (self._mono() + backoff, backoff)
         log.warning("build of view %r failed: %s", self.name, s.last_error)
+
+
+class PrincipalView(View):
+    """A view whose entries are keyed by principal (``per_principal=True``)."""
+
+    async def get(
+        self, key: Hashable = None, *, principal: str | None = None, refresh: bool = False
+    ) -> Read:
+        """Read the view for ``key`` as ``principal`` (required)."""
+        ck = self._cache_key(key, principal)
+        entry = self._lookup(ck)
+        if entry is not None and entry.epoch == self._tracker.epoch and not refresh:
+            entry.hits += 1
+            return entry.hit
+        return await self._get_slow(ck, key, principal, entry, refresh)

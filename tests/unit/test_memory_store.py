@@ -61,3 +61,34 @@ def test_delete_and_clear_keep_byte_count() -> None:
 def test_bounds_must_be_positive(kw: dict[str, int]) -> None:
     with pytest.raises(ConfigurationError):
         MemoryStore(**kw)
+
+
+def test_hit_path_hits_give_a_second_chance_at_eviction() -> None:
+    store = MemoryStore(max_entries=2)
+    lookup = store.hot_lookup()
+    store.put("a", entry(1))
+    store.put("b", entry(1))
+    hot = lookup("a")
+    assert hot is not None
+    hot.hits += 1  # what View.get does on a hit instead of moving the key
+    store.put("c", entry(1))
+    assert "a" in store and "b" not in store and "c" in store
+    store.put("d", entry(1))  # a went behind c when it got its second chance
+    assert "c" not in store and "a" in store
+    store.put("e", entry(1))  # a's hit was used up: now it is the oldest
+    assert "a" not in store and store.hits_of("v") == 1
+
+
+async def test_view_stats_count_hits_on_entries() -> None:
+    from freshkeep import BuildContext, Keeper
+
+    async def build(ctx: BuildContext) -> int:
+        return 1
+
+    keeper = Keeper()
+    view = keeper.view("v", build, sources=["t"])
+    for _ in range(5):
+        await view.get()
+    view.invalidate()
+    await view.get()
+    assert view.snapshot_stats()["reads"] == {"miss": 2, "hit": 4}

@@ -125,6 +125,10 @@ class Entry:
     """Monotonic seconds when this entry was last known to match the revisions: its build, or
     a later check that found it current. Bounds (``max_stale``, ``stale_if_error``) count from
     here: what is served is at most that much older than the sources."""
+    hits: int = field(default=0, init=False)
+    """Hits served from this entry by the hit path (also its recency, for eviction)."""
+    seen_hits: int = field(default=0, init=False)
+    """``hits`` when the store last considered evicting this entry."""
     epoch: int = field(default=-1, init=False)
     """The tracker epoch at which this entry was last found current (hit-path shortcut)."""
     hit: Read = field(init=False)

@@ -1,5 +1,9 @@
 """The in-process store: an LRU bounded by entry count and by bytes.
 
+Recency is kept two ways: :meth:`MemoryStore.get` moves a key to the end (exact LRU), and the
+hit path, which must not pay for that, only increments ``entry.hits``; eviction gives an entry
+hit since it was last considered a second chance (CLOCK), so hot entries stay.
+
 It is every process's L1. Its operations are synchronous (a hit must not leave the process, nor
 even yield to the event loop) and it applies compare-and-set on fingerprints: an entry is never
 replaced by one built from older revisions.
@@ -20,7 +24,15 @@ class MemoryStore:
     Several keepers may share one instance (as several processes share a Redis store).
     """
 
-    __slots__ = ("_data", "bytes", "evictions", "max_bytes", "max_entries", "rejected")
+    __slots__ = (
+        "_data",
+        "_retired_hits",
+        "bytes",
+        "evictions",
+        "max_bytes",
+        "max_entries",
+        "rejected",
+    )
 
     def __init__(self, *, max_entries: int = 10_000, max_bytes: int = 256 * 1024 * 1024) -> None:
         if max_entries < 1:
@@ -28,6 +40,7 @@ class MemoryStore:
         if max_bytes < 1:
             raise ConfigurationError(f"max_bytes must be >= 1, not {max_bytes!r}")
         self._data: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._retired_hits: dict[str, int] = {}
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -48,12 +61,16 @@ class MemoryStore:
             self._data.move_to_end(key)
         return entry
 
-    def lru_accessors(
-        self,
-    ) -> tuple[Callable[[Hashable], Entry | None], Callable[[Hashable], None]]:
-        """``(lookup, touch)``: the dict lookup and the recency update, for a hot path that
-        calls them directly (``touch`` only after ``lookup`` found the key)."""
-        return self._data.get, self._data.move_to_end
+    def hot_lookup(self) -> Callable[[Hashable], Entry | None]:
+        """The bare dict lookup, for a hit path that calls it directly. Such a caller marks a
+        hit by incrementing ``entry.hits`` instead of moving the key: eviction gives an entry
+        hit since it was last considered a second chance (the CLOCK approximation of LRU)."""
+        return self._data.get
+
+    def hits_of(self, view: str) -> int:
+        """Hits counted on the entries of ``view``, those evicted or replaced included."""
+        live = sum(e.hits for e in self._data.values() if e.view == view)
+        return live + self._retired_hits.get(view, 0)
 
     def peek(self, key: Hashable) -> Entry | None:
         """Return the entry for ``key`` without touching its recency."""
@@ -79,10 +96,16 @@ class MemoryStore:
             return entry
         self._data[key] = entry
         self.bytes += size
-        while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
-            _, e = self._data.popitem(last=False)
+        data = self._data
+        while len(data) > self.max_entries or self.bytes > self.max_bytes:
+            k, e = data.popitem(last=False)
+            if e.hits != e.seen_hits and e is not entry:
+                e.seen_hits = e.hits  # hit since last considered: a second chance
+                data[k] = e
+                continue
             self.bytes -= e.size
             self.evictions += 1
+            self._retire(e)
         return entry
 
     def delete(self, key: Hashable) -> bool:
@@ -95,9 +118,16 @@ class MemoryStore:
 
     def clear(self) -> None:
         """Remove every entry."""
+        for e in self._data.values():
+            self._retire(e)
         self._data.clear()
         self.bytes = 0
 
     def _remove(self, key: Hashable, entry: Entry) -> None:
         del self._data[key]
         self.bytes -= entry.size
+        self._retire(entry)
+
+    def _retire(self, entry: Entry) -> None:
+        if entry.hits:
+            self._retired_hits[entry.view] = self._retired_hits.get(entry.view, 0) + entry.hits
