@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     header_revision: str = Field(
         "X-Freshkeep-Revision", description="Header carrying the revision vector."
     )
+    header_min_revision: str = Field(
+        "X-Freshkeep-Min-Revision",
+        description="Request header carrying a causal token: the read is never older than it.",
+    )
     cache_status_name: str = Field(
         "freshkeep", description="Cache name in the RFC 9211 Cache-Status header."
     )

@@ -11,13 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, assert_never
 
 from freshkeep.core.clock import SystemClock
-from freshkeep.core.entry import Entry, Read, SectionEntry, Status, compute_etag, encode
+from freshkeep.core.entry import (
+    Entry,
+    Fingerprint,
+    Read,
+    SectionEntry,
+    Status,
+    compute_etag,
+    encode,
+)
 from freshkeep.core.policy import (
     Hit,
     Miss,
@@ -27,7 +35,7 @@ from freshkeep.core.policy import (
     decide,
     may_serve_on_error,
 )
-from freshkeep.core.revision import Revision
+from freshkeep.core.revision import Revision, is_older
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import (
     BuildError,
@@ -144,28 +152,41 @@ class View:
         self._hits = 0
         self._probe_always = False
         self._none_key: Hashable = (name, None)
+        self._source_set = frozenset(self.sources)
         self._tracker.register(self.sources)
 
     # -- reading --------------------------------------------------------------------------
 
     async def get(
-        self, key: Hashable = None, *, principal: str | None = None, refresh: bool = False
+        self,
+        key: Hashable = None,
+        *,
+        principal: str | None = None,
+        refresh: bool = False,
+        min_revision: Mapping[str, Revision] | None = None,
     ) -> Read:
         """Read the view for ``key`` (and ``principal``, for per-principal views).
 
         ``refresh=True`` rebuilds every section now (single-flight) after reading fresh
-        revisions. Raises :class:`~freshkeep.exceptions.UnavailableError` when no value within
-        the policy's bounds can be served.
+        revisions. ``min_revision`` is a causal token (the revisions a write produced, e.g.
+        from its response's ``X-Freshkeep-Revision``): the read is never answered from an entry
+        older than it, not even stale. Raises :class:`~freshkeep.exceptions.UnavailableError`
+        when no value within the policy's bounds can be served.
         """
         ck = self._none_key if key is None else (self.name, key)
         # The hit path: the entry was found current at the tracker's epoch, and the epoch has
         # not moved since (no revision changed, the resync deadline has not passed). One
         # counter serves the hit count and the store's recency (second-chance eviction).
         entry = self._lookup(ck)
-        if entry is not None and entry.epoch == self._tracker.epoch and not refresh:
+        if (
+            entry is not None
+            and entry.epoch == self._tracker.epoch
+            and not refresh
+            and min_revision is None
+        ):
             entry.hits += 1
             return entry.hit
-        return await self._get_slow(ck, key, principal, entry, refresh)
+        return await self._get_slow(ck, key, principal, entry, refresh, min_revision)
 
     async def _get_slow(
         self,
@@ -174,18 +195,41 @@ class View:
         principal: str | None,
         entry: Entry | None,
         refresh: bool,
+        min_revision: Mapping[str, Revision] | None,
     ) -> Read:
         tracker = self._tracker
-        if self._probe_always or tracker.fresh_until <= self._mono():
+        token: dict[str, Revision] | None = None
+        probe = self._probe_always or tracker.fresh_until <= self._mono()
+        if min_revision:
+            token = {s: r for s, r in min_revision.items() if s in self._source_set}
+            snap = tracker.snapshot
+            behind = any(is_older(snap.get(s, 0), r) for s, r in token.items())
+            probe = probe or behind
+        if probe:
             try:
-                await tracker.resync(self.sources if self._probe_always else None)
+                await tracker.resync(self.sources if self._probe_always or token else None)
             except UnavailableError as exc:
                 # Rule 7: a failing database fails no read that an entry within
                 # stale_if_error can answer.
                 self._keeper.stats.probe_errors += 1
                 return self._on_failed_read(ck, exc)
             entry = self._lookup(ck)
-        return await self._read(ck, key, principal, entry, refresh)
+        must_rebuild: Callable[[Sequence[str], Fingerprint], bool] = tracker.must_rebuild
+        if token:
+            # Never older than the token, but no newer than the database either: a token
+            # from the future must not force a rebuild on every read.
+            snap = tracker.snapshot
+            floor = {s: r for s, r in token.items() if not is_older(snap.get(s, 0), r)}
+
+            def below_token(sources: Sequence[str], fp: Fingerprint) -> bool:
+                return tracker.must_rebuild(sources, fp) or any(
+                    s in floor and is_older(rev, floor[s])
+                    for s, rev in zip(sources, fp, strict=True)
+                )
+
+            must_rebuild = below_token
+
+        return await self._read(ck, key, principal, entry, refresh, must_rebuild)
 
     @property
     def keeper(self) -> Keeper:
@@ -270,6 +314,7 @@ class View:
         principal: str | None,
         entry: Entry | None,
         refresh: bool,
+        must_rebuild: Callable[[Sequence[str], Fingerprint], bool],
     ) -> Read:
         tracker = self._tracker
         for _ in range(3):
@@ -277,7 +322,7 @@ class View:
             decision = decide(
                 entry,
                 tracker.current,
-                tracker.must_rebuild,
+                must_rebuild,
                 age=age,
                 policy=self.policy,
                 refresh=refresh,
@@ -436,12 +481,22 @@ class PrincipalView(View):
     """A view whose entries are keyed by principal (``per_principal=True``)."""
 
     async def get(
-        self, key: Hashable = None, *, principal: str | None = None, refresh: bool = False
+        self,
+        key: Hashable = None,
+        *,
+        principal: str | None = None,
+        refresh: bool = False,
+        min_revision: Mapping[str, Revision] | None = None,
     ) -> Read:
-        """Read the view for ``key`` as ``principal`` (required)."""
+        """Read the view for ``key`` as ``principal`` (required); see :meth:`View.get`."""
         ck = self._cache_key(key, principal)
         entry = self._lookup(ck)
-        if entry is not None and entry.epoch == self._tracker.epoch and not refresh:
+        if (
+            entry is not None
+            and entry.epoch == self._tracker.epoch
+            and not refresh
+            and min_revision is None
+        ):
             entry.hits += 1
             return entry.hit
-        return await self._get_slow(ck, key, principal, entry, refresh)
+        return await self._get_slow(ck, key, principal, entry, refresh, min_revision)

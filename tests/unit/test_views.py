@@ -298,3 +298,28 @@ async def test_version_is_part_of_the_etag(revs: MemoryRevisions) -> None:
     v1 = Keeper(revs).view("v", b, sources=["t:a"])
     v2 = Keeper(revs).view("v", b, sources=["t:a"], version="2")
     assert (await v1.get()).etag != (await v2.get()).etag
+
+
+async def test_a_causal_token_is_never_answered_stale(
+    revs: MemoryRevisions, clock: FakeClock
+) -> None:
+    keeper = Keeper(revs, clock=clock, probe="interval", resync_interval=60)
+    view, core, _ = two_sections(keeper, Policy.swr(60))
+    await view.get()
+    revs.revisions["t:a"] = 3  # written by another instance, not heard of here
+    assert (await view.get()).status == "hit"
+    core.value = 3
+    read = await view.get(min_revision={"t:a": 3, "t:other": 9})
+    assert read.status == "section" and read.value["core"] == 3
+    assert (await view.get()).status == "hit"
+
+
+async def test_a_token_from_the_future_does_not_rebuild_every_read(
+    revs: MemoryRevisions,
+) -> None:
+    keeper = Keeper(revs, probe="interval")
+    view, core, _ = two_sections(keeper)
+    await view.get()
+    for _ in range(3):
+        assert (await view.get(min_revision={"t:a": 99})).status == "hit"
+    assert core.calls == 1

@@ -96,6 +96,23 @@ def format_revision(vector: Mapping[str, Revision]) -> str:
     return ",".join(f"{s}={vector[s]}" for s in sorted(vector))
 
 
+def parse_revision(text: str) -> dict[str, Revision]:
+    """Parse a revision vector written by :func:`format_revision` (a causal token).
+
+    Raises :class:`ValueError` naming the part that is not ``source=revision``.
+    """
+    out: dict[str, Revision] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        source, sep, rev = part.rpartition("=")
+        if not sep or not source or not rev:
+            raise ValueError(f"not source=revision: {part!r}")
+        out[source] = int(rev) if rev.isdigit() else rev
+    return out
+
+
 def splice(bodies: list[bytes]) -> bytes:
     """Merge encoded JSON objects into one object (their keys must be disjoint)."""
     if len(bodies) == 1:

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from freshkeep.core.entry import format_revision
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.models import (
     Base,
@@ -41,6 +42,7 @@ from freshkeep.demo.schemas import (
     WorkstreamIn,
     WorkstreamOut,
 )
+from freshkeep.integrations.sqlalchemy import committed_revisions
 from freshkeep.integrations.starlette import serve
 
 M = TypeVar("M", bound=Base)
@@ -68,8 +70,18 @@ def get_hub(request: Request) -> Hub:
     return cast(Hub, request.app.state.hub)
 
 
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_hub(request).sessionmaker() as session:
+async def _session(request: Request, response: Response) -> AsyncIterator[AsyncSession]:
+    hub = get_hub(request)
+    async with hub.sessionmaker() as session:
+
+        def revision_header(sync_session: Any) -> None:
+            # A causal token: a read that sends it back as X-Freshkeep-Min-Revision is never
+            # answered from an entry older than this write, on any instance.
+            revs = committed_revisions(session)
+            if revs:
+                response.headers[hub.keeper.settings.header_revision] = format_revision(revs)
+
+        event.listen(session.sync_session, "after_commit", revision_header)
         yield session
 
 

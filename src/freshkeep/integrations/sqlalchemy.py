@@ -236,6 +236,7 @@ _PENDING = "freshkeep.pending"
 _REVS = "freshkeep.revisions"
 _COMMITTING = "freshkeep.committing"
 _CONNS = "freshkeep.connections"
+_COMMITTED = "freshkeep.committed"
 
 
 def _bump_now(session: Session) -> None:
@@ -366,6 +367,7 @@ class Tracking:
         self._forget(session)
         if not revs:
             return
+        session.info[_COMMITTED] = dict(revs)
         keeper = self.keeper
         keeper.committed(revs)
         # The commit stands whatever the bus does (rule 7): a failed publish is counted and
@@ -478,3 +480,13 @@ def bump(session: Session | AsyncSession, *sources: Any) -> None:
     """
     sync = session.sync_session if isinstance(session, AsyncSession) else session
     _mark(sync, [table_source(s) for s in sources])
+
+
+def committed_revisions(session: Session | AsyncSession) -> dict[str, Revision]:
+    """The revisions the last commit of ``session`` produced (empty if it bumped nothing).
+
+    Send them back to the client (``X-Freshkeep-Revision`` on a write's response): a read that
+    returns them as ``X-Freshkeep-Min-Revision`` is never answered from an older entry.
+    """
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    return dict(sync.info.get(_COMMITTED, {}))

@@ -8,6 +8,8 @@
   rebuild, which is stored;
 - ``X-Freshkeep-Cache`` (the read status), ``X-Freshkeep-Revision`` (the revision vector of what
   was served) and the standard RFC 9211 ``Cache-Status``; names come from the keeper's settings;
+- ``X-Freshkeep-Min-Revision`` (a causal token: the revision header of a write's response)
+  is never answered from an entry older than it, on any instance; a malformed one is ``400``;
 - no value within the policy's bounds: ``503`` with a JSON body, never a traceback.
 
 A request that carries an ``Authorization`` header or a non-empty session is refused
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from freshkeep.core.entry import Read, Status
+from freshkeep.core.entry import Read, Status, parse_revision
 from freshkeep.exceptions import PrincipalRequiredError, UnavailableError, missing_extra
 from freshkeep.views import View
 
@@ -92,9 +94,19 @@ async def serve(
         )
     s = view.keeper.settings
     refresh = wants_refresh(request)
+    min_revision = None
+    token = request.headers.get(s.header_min_revision)
+    if token:
+        try:
+            min_revision = parse_revision(token)
+        except ValueError as exc:
+            return JSONResponse(
+                {"error": "bad-request", "header": s.header_min_revision, "detail": str(exc)},
+                status_code=400,
+            )
     private = view.per_principal
     inm = request.headers.get("if-none-match")
-    if inm and not refresh:
+    if inm and not refresh and min_revision is None:
         try:
             etag = await view.current_etag(key, principal=principal)
         except UnavailableError:
@@ -103,7 +115,7 @@ async def serve(
             if etag_matches(inm, etag):
                 return _not_modified(etag, private, s.cache_status_name)
     try:
-        read = await view.get(key, principal=principal, refresh=refresh)
+        read = await view.get(key, principal=principal, refresh=refresh, min_revision=min_revision)
     except UnavailableError as exc:
         return JSONResponse(
             {"error": "unavailable", "view": view.name, "detail": str(exc)},
