@@ -18,17 +18,26 @@ from freshkeep.core.revision import RevisionSource as RevisionSource
 from freshkeep.core.revision import RevisionTracker as RevisionTracker
 from freshkeep.exceptions import BuildError as BuildError
 from freshkeep.exceptions import ConfigurationError as ConfigurationError
+from freshkeep.exceptions import CorruptEntryError as CorruptEntryError
+from freshkeep.exceptions import DuplicateNameError as DuplicateNameError
 from freshkeep.exceptions import DuplicateViewError as DuplicateViewError
 from freshkeep.exceptions import EncodeError as EncodeError
 from freshkeep.exceptions import FreshkeepError as FreshkeepError
 from freshkeep.exceptions import MissingDependencyError as MissingDependencyError
 from freshkeep.exceptions import PrincipalRequiredError as PrincipalRequiredError
+from freshkeep.exceptions import RemoteUnavailableError as RemoteUnavailableError
 from freshkeep.exceptions import RevisionSourceError as RevisionSourceError
 from freshkeep.exceptions import StoreError as StoreError
 from freshkeep.exceptions import UnavailableError as UnavailableError
 from freshkeep.exceptions import UnknownViewError as UnknownViewError
 from freshkeep.keeper import Keeper as Keeper
+from freshkeep.notify import ChangeNotifier as ChangeNotifier
+from freshkeep.notify import MemoryStateStore as MemoryStateStore
+from freshkeep.notify import Notice as Notice
+from freshkeep.notify import StateStore as StateStore
 from freshkeep.ports import Bus as Bus
+from freshkeep.remote import Remote as Remote
+from freshkeep.remote import RemoteRead as RemoteRead
 from freshkeep.settings import Settings as Settings
 from freshkeep.stores.memory import MemoryStore as MemoryStore
 from freshkeep.views import BuildContext as BuildContext
@@ -41,25 +50,34 @@ __all__ = [
     "BuildContext",
     "BuildError",
     "Bus",
+    "ChangeNotifier",
     "Clock",
     "ConfigurationError",
+    "CorruptEntryError",
+    "DuplicateNameError",
     "DuplicateViewError",
     "EncodeError",
     "Entry",
     "FreshkeepError",
     "Keeper",
     "LocalBus",
+    "MemoryStateStore",
     "MemoryStore",
     "MissingDependencyError",
+    "Notice",
     "Policy",
     "PrincipalRequiredError",
     "Read",
+    "Remote",
+    "RemoteRead",
+    "RemoteUnavailableError",
     "Revision",
     "RevisionSource",
     "RevisionSourceError",
     "RevisionTracker",
     "Section",
     "Settings",
+    "StateStore",
     "Status",
     "StoreError",
     "SystemClock",

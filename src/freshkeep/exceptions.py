@@ -6,13 +6,16 @@ The tree::
     ├── ConfigurationError          a view, policy or setting that cannot work
     │   ├── UnknownViewError        no view registered under that name
     │   ├── DuplicateViewError      a view name registered twice
+    │   ├── DuplicateNameError      a remote or notifier name registered twice
     │   └── PrincipalRequiredError  a shared view asked to cache a per-user response
     ├── MissingDependencyError      an optional extra is not installed (also an ImportError)
     ├── EncodeError                 a builder returned something that is not JSON-encodable
     ├── UnavailableError            no value within its bounds can be served
     │   ├── BuildError              a builder raised and no servable entry exists
-    │   └── RevisionSourceError     the revisions could not be read
+    │   ├── RevisionSourceError     the revisions could not be read
+    │   └── RemoteUnavailableError  a remote has no value and no fallback to serve
     └── StoreError                  a store failed (always caught on the read path)
+        └── CorruptEntryError       a stored entry is unreadable, tampered with or unsigned
 
 Each class's docstring is its default message. Errors from drivers are wrapped with
 ``raise ... from exc`` so the original stays on ``__cause__``.
@@ -41,6 +44,10 @@ class UnknownViewError(ConfigurationError, KeyError):
 
 class DuplicateViewError(ConfigurationError):
     """A view with that name is already registered."""
+
+
+class DuplicateNameError(ConfigurationError):
+    """A remote or notifier with that name is already registered."""
 
 
 class PrincipalRequiredError(ConfigurationError):
@@ -75,8 +82,21 @@ class RevisionSourceError(UnavailableError):
     """The revisions of the sources could not be read."""
 
 
+class RemoteUnavailableError(UnavailableError):
+    """A remote value could not be fetched, and nothing fetched before nor a fallback exists."""
+
+    def __init__(self, message: str | None = None, *, remote: str = "", key: object = None) -> None:
+        super().__init__(message)
+        self.remote = remote
+        self.key = key
+
+
 class StoreError(FreshkeepError):
     """A store operation failed."""
+
+
+class CorruptEntryError(StoreError):
+    """A stored entry is unreadable, tampered with, or unsigned while a secret is configured."""
 
 
 def missing_extra(extra: str, module: str) -> MissingDependencyError:

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from freshkeep.buses.local import LocalBus
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision, RevisionSource, RevisionTracker
-from freshkeep.exceptions import ConfigurationError, DuplicateViewError, UnknownViewError
+from freshkeep.exceptions import (
+    ConfigurationError,
+    DuplicateNameError,
+    DuplicateViewError,
+    FreshkeepError,
+    UnknownViewError,
+)
 from freshkeep.ports import Bus
+from freshkeep.remote import NO_FALLBACK, Remote, RemoteConfig
+from freshkeep.remote._config import from_env
 from freshkeep.settings import Settings
+from freshkeep.stores.base import Lock, SharedStore
 from freshkeep.stores.memory import MemoryStore
 from freshkeep.views import Builder, PrincipalView, Probe, Section, View
+
+if TYPE_CHECKING:
+    from freshkeep.notify import ChangeNotifier, Send, StateStore
+    from freshkeep.remote import Derive, Fetch
 
 
 @runtime_checkable
@@ -48,6 +61,10 @@ class Keeper:
     :class:`freshkeep.integrations.sqlalchemy.SQLAlchemyRevisions`); without it, revisions are
     only learned from :meth:`publish` and the bus. ``store`` is this process's memory store;
     ``bus`` carries revisions between processes (an in-process :class:`LocalBus` by default).
+    ``shared`` is a store every instance shares (L2, e.g.
+    :class:`~freshkeep.stores.redis.RedisStore`): a build is looked up there before it runs and
+    stored there after; ``lock`` (e.g. ``shared.lock()``) makes a rebuild single-flight across
+    instances (the others wait up to ``lock_wait`` seconds for its result).
     """
 
     def __init__(
@@ -61,6 +78,8 @@ class Keeper:
         policy: Policy | None = None,
         clock: Clock = SYSTEM_CLOCK,
         settings: Settings | None = None,
+        shared: SharedStore | None = None,
+        lock: Lock | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         s = self.settings
@@ -79,6 +98,12 @@ class Keeper:
             else MemoryStore(max_entries=s.memory_max_entries, max_bytes=s.memory_max_bytes)
         )
         self.bus: Bus = bus if bus is not None else LocalBus()
+        self.shared = shared
+        """The store shared by every instance (L2 behind :attr:`store`), or ``None``."""
+        self.build_lock = lock
+        """The lock that makes a rebuild single-flight across instances, or ``None``."""
+        self.lock_lease = s.lock_lease
+        self.lock_wait = s.lock_wait
         self.default_policy = (
             policy if policy is not None else Policy.strict(stale_if_error=s.stale_if_error)
         )
@@ -88,7 +113,49 @@ class Keeper:
         self._probe = probe
         self._hooks = False
         self._views: dict[str, View] = {}
+        self._remotes: dict[str, Remote] = {}
+        self._notifiers: dict[str, ChangeNotifier] = {}
         self._unsubscribe = self.bus.subscribe(self._on_bus)
+        self._bus_remover: Callable[[], Any] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, revisions: RevisionSource | None = None, *, settings: Settings | None = None, **kw: Any
+    ) -> Keeper:
+        """A keeper configured from URLs: ``FRESHKEEP_STORE_URL`` (``memory://`` or
+        ``redis://…``: a shared store, with its build lock) and ``FRESHKEEP_BUS_URL``
+        (``local://``, ``redis://…``, ``postgresql://…``). Switching from the embedded default
+        to the distributed mode is configuration, not code. Call :meth:`start` before serving
+        (it connects the bus) and :meth:`aclose` at shutdown. ``kw`` go to :class:`Keeper`.
+        """
+        from freshkeep.buses import bus_from_url
+        from freshkeep.stores.base import store_from_settings
+
+        s = settings if settings is not None else Settings.load()
+        shared = kw.pop("shared", None) or store_from_settings(s)
+        lock = kw.pop("lock", None)
+        if lock is None and shared is not None and hasattr(shared, "lock"):
+            lock = shared.lock()
+        bus = kw.pop("bus", None) or bus_from_url(s.bus_url, settings=s)
+        return cls(revisions, settings=s, shared=shared, lock=lock, bus=bus, **kw)
+
+    async def start(self) -> None:
+        """Connect the bus (if it is a network bus) and read revisions on every (re)connect,
+        so a message lost while disconnected is caught at once. Never raises for a bus that
+        cannot connect yet: it keeps retrying, and revisions are re-read every resync_interval.
+        """
+        on_connect = getattr(self.bus, "on_connect", None)
+        if on_connect is not None and self._bus_remover is None:
+            self._bus_remover = on_connect(self._resync_quietly)
+        start = getattr(self.bus, "start", None)
+        if start is not None:
+            await start()
+
+    async def _resync_quietly(self) -> None:
+        try:
+            await self.tracker.resync()
+        except FreshkeepError:
+            self.stats.probe_errors += 1
 
     # -- views ---------------------------------------------------------------------------
 
@@ -172,6 +239,103 @@ class Keeper:
         mode = v.probe if v.probe is not None else self.probe
         v._probe_always = mode == "always" and self.revisions is not None
 
+    # -- remote values and notifiers ---------------------------------------------------------
+
+    def remote(
+        self,
+        name: str,
+        fetch: Fetch | None = None,
+        *,
+        ttl: float,
+        fallback: Any = NO_FALLBACK,
+        derive: Derive | None = None,
+        swr: bool = False,
+        max_stale: float | None = None,
+        retry_backoff: float | None = None,
+        max_retry_backoff: float | None = None,
+        fetch_sync: Callable[[Any], Any] | None = None,
+    ) -> Remote:
+        """Register and return a remote value: ``fetch(key)`` (sync or async) per key, kept
+        ``ttl`` seconds (``0``: for the process lifetime), stale on error, with backoff.
+
+        ``fallback`` is served while nothing was ever fetched for a key and the fetch fails
+        (leave it out to raise ``RemoteUnavailableError`` instead). ``derive(value)`` returns
+        named lookups computed from the same fetch. ``swr`` serves an expired value and
+        refreshes it in the background. ``max_stale`` bounds how old a value may be served
+        (default: no bound). ``fetch_sync`` serves :meth:`Remote.get_sync` when ``fetch`` is
+        async. Every setting is overridable by ``FRESHKEEP_REMOTE_<NAME>_*`` (see
+        :func:`freshkeep.remote.env_prefix`); a bad one raises ``ConfigurationError``.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"a remote name must be a non-empty string, not {name!r}")
+        if name in self._remotes:
+            raise DuplicateNameError(f"a remote named {name!r} is already registered")
+        s = self.settings
+        try:
+            config = RemoteConfig(
+                ttl=ttl,
+                max_stale=max_stale,
+                swr=swr,
+                retry_backoff=s.retry_backoff if retry_backoff is None else retry_backoff,
+                max_retry_backoff=(
+                    s.max_retry_backoff if max_retry_backoff is None else max_retry_backoff
+                ),
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"remote {name!r}: {exc}") from exc
+        r = Remote(
+            self,
+            name,
+            fetch,
+            from_env(name, config),
+            fallback=fallback,
+            derive=derive,
+            fetch_sync=fetch_sync,
+        )
+        self._remotes[name] = r
+        return r
+
+    @property
+    def remotes(self) -> Mapping[str, Remote]:
+        """Every registered remote, by name."""
+        return dict(self._remotes)
+
+    def notifier(
+        self,
+        name: str,
+        send: Send,
+        *,
+        store: StateStore | None = None,
+        terminal: Callable[[Any], bool] | None = None,
+        problem: Callable[[Any], bool] | None = None,
+        confirm: int = 1,
+        notify_initial: bool = True,
+    ) -> ChangeNotifier:
+        """Register and return a :class:`~freshkeep.notify.ChangeNotifier` on this keeper's
+        clock; it shows in :meth:`snapshot_stats`."""
+        from freshkeep.notify import ChangeNotifier
+
+        return ChangeNotifier(
+            name,
+            send,
+            store=store,
+            terminal=terminal,
+            problem=problem,
+            confirm=confirm,
+            notify_initial=notify_initial,
+            keeper=self,
+        )
+
+    @property
+    def notifiers(self) -> Mapping[str, ChangeNotifier]:
+        """Every registered notifier, by name."""
+        return dict(self._notifiers)
+
+    def _add_notifier(self, notifier: ChangeNotifier) -> None:
+        if notifier.name in self._notifiers:
+            raise DuplicateNameError(f"a notifier named {notifier.name!r} is already registered")
+        self._notifiers[notifier.name] = notifier
+
     # -- revisions -------------------------------------------------------------------------
 
     def committed(self, revisions: Mapping[str, Revision]) -> None:
@@ -223,18 +387,31 @@ class Keeper:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def wait_idle(self) -> None:
-        """Wait until no view has a build in flight."""
-        while any(v.in_flight for v in self._views.values()):
-            await asyncio.gather(*(v.wait_idle() for v in self._views.values()))
+        """Wait until no view has a build, and no remote a fetch, in flight."""
+        while any(v.in_flight for v in self._views.values()) or any(
+            r.in_flight for r in self._remotes.values()
+        ):
+            await asyncio.gather(
+                *(v.wait_idle() for v in self._views.values()),
+                *(r.wait_idle() for r in self._remotes.values()),
+            )
 
     async def aclose(self) -> None:
-        """Wait for builds in flight and detach from the bus."""
+        """Wait for builds in flight, detach from the bus, close the shared store."""
         await self.wait_idle()
         self._unsubscribe()
+        if self._bus_remover is not None:
+            self._bus_remover()
+            self._bus_remover = None
         self.tracker.close()
+        close_bus = getattr(self.bus, "aclose", None)
+        if close_bus is not None:
+            await close_bus()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     def snapshot_stats(self) -> dict[str, Any]:
-        """Counters of the keeper and every view, as plain data."""
+        """Counters of the keeper and every view, remote and notifier, as plain data."""
         return {
             "probe": self.probe,
             "resync_interval": self.tracker.resync_interval,
@@ -249,4 +426,6 @@ class Keeper:
                 "rejected": self.store.rejected,
             },
             "views": {name: v.snapshot_stats() for name, v in self._views.items()},
+            "remotes": {name: r.snapshot_stats() for name, r in self._remotes.items()},
+            "notifiers": {name: n.snapshot_stats() for name, n in self._notifiers.items()},
         }

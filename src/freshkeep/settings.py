@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +16,57 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite+aiosqlite:///freshkeep-demo.db",
         description="SQLAlchemy URL of the database (revision counters, and the hub's data).",
+    )
+    store_url: str = Field(
+        "memory://",
+        description="Where entries are kept: memory:// (each process's own LRU store).",
+    )
+    store_prefix: str = Field(
+        "freshkeep:", description="Prefix of every key of the shared store (redis:// store_url)."
+    )
+    store_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key signing the shared store's entries; when set, unsigned or "
+        "tampered entries are misses. Use the same secret in every instance.",
+    )
+    store_ttl: float = Field(
+        3600.0, gt=0, description="Seconds an entry is kept in the shared store."
+    )
+    store_timeout: float = Field(
+        0.25, gt=0, description="Seconds a shared-store operation may take; then it is a miss."
+    )
+    store_backoff: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds the shared store is not asked again after a failure (misses).",
+    )
+    bus_url: str = Field(
+        "local://",
+        description="How revisions reach the other processes: local:// (this process only), "
+        "redis://host:port/db (pub/sub) or postgresql://user@host/db (LISTEN/NOTIFY).",
+    )
+    bus_channel: str | None = Field(
+        None,
+        description="Channel of the bus. Unset: 'freshkeep:revisions' on Redis, 'freshkeep' on "
+        "PostgreSQL (the channel of the change-capture triggers).",
+    )
+    bus_reconnect_backoff: float = Field(
+        0.5, gt=0, description="Seconds before the bus reconnects; doubles on each failure."
+    )
+    bus_max_reconnect_backoff: float = Field(
+        30.0, gt=0, description="Cap of the doubling reconnect backoff of the bus."
+    )
+    bus_connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds one connection attempt of the bus may take; also how long its "
+        "start() waits for the first subscribe.",
+    )
+    bus_publish_timeout: float = Field(
+        5.0, gt=0, description="Seconds a publish may take before it is counted as failed."
+    )
+    bus_ping_interval: float = Field(
+        5.0, gt=0, description="Seconds between health checks of the bus's listening connection."
     )
     probe: Literal["always", "interval"] | None = Field(
         None,
@@ -34,6 +85,15 @@ class Settings(BaseSettings):
     )
     max_retry_backoff: float = Field(
         30.0, gt=0, description="Cap of the doubling retry backoff of background refreshes."
+    )
+    lock_lease: float = Field(
+        30.0, gt=0, description="Seconds a cross-instance build lock is held at most."
+    )
+    lock_wait: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds an instance waits for another's build of the same entry before "
+        "building it itself.",
     )
     memory_max_entries: int = Field(10_000, ge=1, description="Entries kept in memory (LRU).")
     memory_max_bytes: int = Field(

@@ -47,6 +47,7 @@ from freshkeep.exceptions import (
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
+    from freshkeep.stores.base import SharedStore
 
 log = logging.getLogger("freshkeep.views")
 
@@ -95,6 +96,10 @@ class ViewStats:
     build_errors: int = 0
     background_refreshes: int = 0
     collapsed: int = 0
+    shared_hits: int = 0
+    """Builds answered from the shared store (another instance built it)."""
+    shared_waits: int = 0
+    """Builds that waited for another instance holding the build lock."""
     last_error: str | None = None
     last_error_at: float | None = None
     last_build_at: float | None = None
@@ -288,6 +293,8 @@ class View:
             "build_errors": s.build_errors,
             "background_refreshes": s.background_refreshes,
             "collapsed": s.collapsed,
+            "shared_hits": s.shared_hits,
+            "shared_waits": s.shared_waits,
             "last_error": s.last_error,
             "last_error_at": s.last_error_at,
             "last_build_at": s.last_build_at,
@@ -415,6 +422,106 @@ class View:
         base = self._store.peek(ck)
         parts: dict[str, SectionEntry] = dict(base.sections) if base is not None else {}
         wanted = set(sections) | (set(self.sections) - set(parts))
+        shared = self._keeper.shared
+        if shared is None:
+            return await self._build_sections(ck, key, principal, parts, wanted)
+        skey = self._shared_key(shared, key, principal)
+        if skey is None:
+            return await self._build_sections(ck, key, principal, parts, wanted)
+        if not refresh and self._adopt(await shared.get(skey), parts, wanted) and not wanted:
+            # Another instance built all of it: a hit from the shared store.
+            self.stats.shared_hits += 1
+            return self._store_built(ck, key, principal, parts), "hit"
+        lock, token = self._keeper.build_lock, None
+        if lock is not None:
+            try:
+                token = await lock.acquire(skey, self._keeper.lock_lease)
+            except FreshkeepError:
+                token = None  # the lock's store is down: build here
+            else:
+                if token is None:  # another instance is building it: wait for its entry
+                    self.stats.shared_waits += 1
+                    if await self._wait_for_shared(shared, skey, parts, wanted):
+                        self.stats.shared_hits += 1
+                        return self._store_built(ck, key, principal, parts), "hit"
+                elif not refresh and self._adopt(await shared.get(skey), parts, wanted):
+                    # It landed between our look and our lock: take it rather than rebuild.
+                    if not wanted:
+                        await lock.release(skey, token)
+                        token = None
+                        self.stats.shared_hits += 1
+                        return self._store_built(ck, key, principal, parts), "hit"
+        try:
+            entry, status = await self._build_sections(ck, key, principal, parts, wanted)
+            await shared.put(skey, entry)  # compare-and-set: a late build never wins
+            return entry, status
+        finally:
+            if lock is not None and token is not None:
+                try:
+                    await lock.release(skey, token)
+                except FreshkeepError:
+                    pass  # the lease expires by itself
+
+    def _shared_key(self, shared: SharedStore, key: Hashable, principal: str | None) -> str | None:
+        try:
+            return shared.key_for(self.name, self._identity(key, principal), version=self.version)
+        except FreshkeepError:
+            return None  # a key with no stable form across processes stays in this process
+
+    def _adopt(self, other: Entry | None, parts: dict[str, SectionEntry], wanted: set[str]) -> bool:
+        """Take from ``other`` (built by another instance) the wanted sections that match the
+        current revisions; return whether any was taken."""
+        if other is None or other.sources != self._section_sources or other.version != self.version:
+            return False
+        taken = False
+        for name in list(wanted):
+            part = other.sections.get(name)
+            if part is not None and part.fingerprint == self._tracker.current(
+                self._section_sources[name]
+            ):
+                parts[name] = part
+                wanted.discard(name)
+                taken = True
+        return taken
+
+    async def _wait_for_shared(
+        self, shared: SharedStore, skey: str, parts: dict[str, SectionEntry], wanted: set[str]
+    ) -> bool:
+        """Poll the shared store (bounded by ``lock_wait``) until another instance's build of
+        the wanted sections lands; return whether it did."""
+        deadline = self._mono() + self._keeper.lock_wait
+        delay = 0.01
+        while self._mono() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            self._adopt(await shared.get(skey), parts, wanted)
+            if not wanted:
+                return True
+        return False
+
+    def _store_built(
+        self, ck: Hashable, key: Hashable, principal: str | None, parts: dict[str, SectionEntry]
+    ) -> Entry:
+        entry = Entry(
+            self.name,
+            self._identity(key, principal),
+            {n: parts[n] for n in self.sections},
+            self._section_sources,
+            self.version,
+        )
+        self._retry_at.pop(ck, None)
+        return self._store.put(ck, entry)
+
+    async def _build_sections(
+        self,
+        ck: Hashable,
+        key: Hashable,
+        principal: str | None,
+        parts: dict[str, SectionEntry],
+        wanted: set[str],
+    ) -> tuple[Entry, Status]:
+        tracker = self._tracker
+        built = len(wanted)
         multi = len(self.sections) > 1
         for name, section in self.sections.items():
             if name not in wanted:
@@ -439,17 +546,8 @@ class View:
             s.builds[name] = s.builds.get(name, 0) + 1
             s.build_seconds[name] = elapsed
             s.last_build_at = built_at
-        entry = Entry(
-            self.name,
-            self._identity(key, principal),
-            {n: parts[n] for n in self.sections},
-            self._section_sources,
-            self.version,
-        )
-        stored = self._store.put(ck, entry)
-        self._retry_at.pop(ck, None)
-        status: Status = "miss" if len(wanted) == len(self.sections) else "section"
-        return stored, status
+        status: Status = "miss" if built == len(self.sections) else "section"
+        return self._store_built(ck, key, principal, parts), status
 
     def _check_section_value(self, name: str, value: Any) -> None:
         if not isinstance(value, dict):

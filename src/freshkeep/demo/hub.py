@@ -146,7 +146,7 @@ class Hub:
         url = normalize_url(database_url)
         engine = create_engine(url)
         sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-        keeper = Keeper(SQLAlchemyRevisions(engine), **keeper_kwargs)
+        keeper = Keeper.from_settings(SQLAlchemyRevisions(engine), **keeper_kwargs)
         tracking = track(keeper, sessionmaker, models=TRACKED)
         summary = register_summary(keeper, sessionmaker)
         return cls(url, engine, sessionmaker, keeper, tracking, summary, n)
@@ -167,6 +167,7 @@ class Hub:
                 log.info("seeded %s rows in %.2f s: %s", rows, report.seconds, report.counts)
             else:
                 log.info("not seeded: %s", report.reason)
+            await self.keeper.start()
             await self.keeper.resync()
         except BaseException:
             await self.engine.dispose()

@@ -1,4 +1,4 @@
-"""The ``freshkeep`` command line (typer + rich): ``freshkeep demo`` and ``freshkeep version``.
+"""The ``freshkeep`` command line (typer + rich): ``demo``, ``migrate`` and ``version``.
 
 ``freshkeep demo`` serves the reference hub (:mod:`freshkeep.demo`) with uvicorn. Its database
 is ``--db`` (an async SQLAlchemy URL or a SQLite file path), else ``FRESHKEEP_DATABASE_URL``,
@@ -115,6 +115,76 @@ def demo(
         highlight=False,
     )
     uvicorn.run(hub_app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
+
+
+@app.command()
+def migrate(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="PATH_OR_URL",
+            help="SQLAlchemy URL (sync or async driver) or SQLite file path. "
+            "Default: $FRESHKEEP_DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    revision: Annotated[
+        str, typer.Option(help="Alembic revision of freshkeep's tables to upgrade to.")
+    ] = "head",
+    triggers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--triggers",
+            metavar="TABLE",
+            help="PostgreSQL: install the change-capture trigger on TABLE (repeat, or "
+            "comma-separate). Raw SQL writes to it then bump its revision.",
+            show_default=False,
+        ),
+    ] = None,
+    remove_triggers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--remove-triggers",
+            metavar="TABLE",
+            help="PostgreSQL: drop the change-capture trigger of TABLE.",
+            show_default=False,
+        ),
+    ] = None,
+    channel: Annotated[
+        str, typer.Option(help="NOTIFY channel of the triggers (the PostgreSQL bus's channel).")
+    ] = "freshkeep",
+) -> None:
+    """Create or upgrade freshkeep's own tables (idempotent); optionally install triggers."""
+    try:
+        from freshkeep.integrations import migrate as migrations
+        from freshkeep.integrations import triggers as capture
+        from freshkeep.settings import Settings
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+
+    def split(values: list[str] | None) -> list[str]:
+        return [t.strip() for v in values or () for t in v.split(",") if t.strip()]
+
+    try:
+        url = migrations.normalize_url(db if db is not None else Settings.load().database_url)
+        result = migrations.upgrade(url, revision)
+        if result.changed:
+            for step in result.applied:
+                console.print(f"applied {step}", highlight=False)
+            console.print(f"freshkeep tables at revision {result.after}", highlight=False)
+        else:
+            console.print(f"already up to date (revision {result.after})", highlight=False)
+        if add := split(triggers):
+            done = capture.install_triggers(url, add, channel=channel)
+            console.print(f"triggers installed on: {', '.join(done)}", highlight=False)
+        if drop := split(remove_triggers):
+            done = capture.remove_triggers(url, drop)
+            console.print(f"triggers removed from: {', '.join(done)}", highlight=False)
+    except FreshkeepError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:  # a driver's error: a message, not a traceback
+        raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
 
 
 @app.command()

@@ -1,0 +1,130 @@
+"""A :class:`~freshkeep.notify.StateStore` in a SQL table, through SQLAlchemy (sync or async).
+
+The table ``freshkeep_notify_state(notifier, subject, state, confirmed_at)`` belongs to
+:data:`freshkeep.integrations.sqlalchemy.metadata`, so ``metadata.create_all`` (and
+:meth:`SQLAlchemyStateStore.create_table`) creates it beside freshkeep's other tables. States
+are canonical JSON text; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from freshkeep.exceptions import ConfigurationError, StoreError
+from freshkeep.integrations.sqlalchemy import metadata
+
+T = TypeVar("T")
+
+NOTIFY_STATE_TABLE = "freshkeep_notify_state"
+
+notify_state_table = Table(
+    NOTIFY_STATE_TABLE,
+    metadata,
+    Column("notifier", String(255), primary_key=True),
+    Column("subject", String(255), primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("confirmed_at", Float, nullable=False),
+)
+"""One row per (notifier, subject): its last confirmed state, as JSON text."""
+
+
+def _upsert(conn: Connection, row: dict[str, Any]) -> None:
+    t = notify_state_table
+    new = {"state": row["state"], "confirmed_at": row["confirmed_at"]}
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        pg = postgresql.insert(t).values(row)
+        conn.execute(pg.on_conflict_do_update(index_elements=[t.c.notifier, t.c.subject], set_=new))
+        return
+    if dialect == "sqlite":
+        lite = sqlite.insert(t).values(row)
+        conn.execute(
+            lite.on_conflict_do_update(index_elements=[t.c.notifier, t.c.subject], set_=new)
+        )
+        return
+    res = conn.execute(  # portable fallback: UPDATE, then INSERT
+        update(t).where(t.c.notifier == row["notifier"], t.c.subject == row["subject"]).values(new)
+    )
+    if res.rowcount == 0:
+        conn.execute(t.insert().values(row))
+
+
+class SQLAlchemyStateStore:
+    """Confirmed notifier states in the ``freshkeep_notify_state`` table.
+
+    Errors of the driver are raised as :class:`~freshkeep.exceptions.StoreError`.
+    """
+
+    def __init__(self, engine: AsyncEngine | Engine) -> None:
+        if not isinstance(engine, AsyncEngine | Engine):
+            raise ConfigurationError(f"expected a SQLAlchemy Engine or AsyncEngine, not {engine!r}")
+        self.engine = engine
+
+    async def create_table(self) -> None:
+        """Create freshkeep's tables (this one included) if they do not exist."""
+        await self._run(lambda conn: metadata.create_all(conn), write=True)
+
+    async def get(self, notifier: str, subject: str) -> bytes | None:
+        """The confirmed state of ``subject``, or ``None``."""
+        t = notify_state_table
+        query = select(t.c.state).where(t.c.notifier == notifier, t.c.subject == subject)
+        found = await self._run(lambda conn: conn.execute(query).scalar_one_or_none())
+        return None if found is None else str(found).encode()
+
+    async def get_all(self, notifier: str) -> dict[str, bytes]:
+        """Every confirmed state of ``notifier``."""
+        t = notify_state_table
+        query = select(t.c.subject, t.c.state).where(t.c.notifier == notifier)
+        rows = await self._run(lambda conn: list(conn.execute(query)))
+        return {r.subject: str(r.state).encode() for r in rows}
+
+    async def set(self, notifier: str, subject: str, state: bytes, confirmed_at: float) -> None:
+        """Record the confirmed state of ``subject`` (an upsert, in its own transaction)."""
+        row = {
+            "notifier": notifier,
+            "subject": subject,
+            "state": state.decode(),
+            "confirmed_at": confirmed_at,
+        }
+        await self._run(lambda conn: _upsert(conn, row), write=True)
+
+    async def delete(self, notifier: str, subject: str) -> None:
+        """Forget the confirmed state of ``subject``."""
+        t = notify_state_table
+        stmt = delete(t).where(t.c.notifier == notifier, t.c.subject == subject)
+        await self._run(lambda conn: conn.execute(stmt), write=True)
+
+    async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
+        try:
+            if isinstance(self.engine, AsyncEngine):
+                ctx = self.engine.begin() if write else self.engine.connect()
+                async with ctx as aconn:
+                    return cast(T, await aconn.run_sync(work))
+            return await asyncio.to_thread(self._run_sync, work, write)
+        except Exception as exc:
+            raise StoreError(f"SQL state store failed: {exc}") from exc
+
+    def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
+        assert isinstance(self.engine, Engine)
+        if write:
+            with self.engine.begin() as conn:
+                return work(conn)
+        with self.engine.connect() as conn:
+            return work(conn)

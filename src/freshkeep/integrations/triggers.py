@@ -1,0 +1,188 @@
+"""Opt-in PostgreSQL change capture: triggers that bump revisions on any write.
+
+freshkeep's write hooks see what the application writes through SQLAlchemy. Tables that other
+programs also write (``psql``, cron jobs, another service) can get a trigger instead:
+:func:`install_triggers` adds to each table a **statement-level** ``AFTER INSERT OR UPDATE OR
+DELETE OR TRUNCATE`` trigger that runs the PL/pgSQL function ``freshkeep_bump()``. The function
+upserts the table's counter in ``freshkeep_revisions`` (``source = 'table:' || TG_TABLE_NAME``,
+``revision + 1``), in the writing transaction, and sends ``pg_notify(channel, payload)`` with the
+new revision, in the bus's JSON format (``{"o": "trigger", "r": {"table:<name>": <revision>}}``),
+which PostgreSQL delivers on commit; a rollback bumps and sends nothing.
+
+Costs and limits, documented in the operator guide:
+
+- One bump per statement, even one that changes no row: over-invalidation, never under.
+- A table written by the ORM with :func:`~freshkeep.integrations.sqlalchemy.track` installed
+  **and** triggered is bumped twice per transaction; harmless (one extra rebuild at most).
+- The counter row is locked from the statement until the commit (not just at commit, as the
+  write hooks do): writers of one triggered table serialize on it, and transactions that write
+  several triggered tables in different orders can deadlock (PostgreSQL aborts one).
+
+The function is created in the schema of ``freshkeep_revisions`` and names that table with its
+schema, so writers with another ``search_path`` bump the same counters. All operations are
+idempotent (``CREATE OR REPLACE FUNCTION``, ``DROP TRIGGER IF EXISTS``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from freshkeep.exceptions import ConfigurationError
+from freshkeep.integrations.migrate import Target, run, run_async
+
+try:
+    from sqlalchemy import Connection, text
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    from freshkeep.exceptions import missing_extra
+
+    raise missing_extra("postgres", exc.name or "sqlalchemy") from exc
+
+FUNCTION = "freshkeep_bump"
+"""The name of the trigger function, and of the trigger on each table."""
+
+DEFAULT_CHANNEL = "freshkeep"
+"""The NOTIFY channel; the default of :class:`~freshkeep.buses.postgres.PostgresBus`."""
+
+_FUNCTION_SQL = """
+CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger
+LANGUAGE plpgsql AS $freshkeep$
+DECLARE
+    src text := 'table:' || TG_TABLE_NAME;
+    rev bigint;
+BEGIN
+    INSERT INTO {schema}.freshkeep_revisions AS r (source, revision) VALUES (src, 1)
+    ON CONFLICT (source) DO UPDATE SET revision = r.revision + 1
+    RETURNING r.revision INTO rev;
+    PERFORM pg_notify(
+        TG_ARGV[0],
+        json_build_object('o', 'trigger', 'r', json_build_object(src, rev))::text
+    );
+    RETURN NULL;
+END
+$freshkeep$
+"""
+
+
+def _check_postgres(conn: Connection) -> None:
+    if conn.dialect.name != "postgresql":
+        raise ConfigurationError(
+            f"change-capture triggers need PostgreSQL, not {conn.dialect.name!r}"
+        )
+
+
+def _qualified(conn: Connection, table: str) -> tuple[str, str]:
+    """The quoted name of ``table`` (``name`` or ``schema.name``) and its bare name."""
+    name = table.removeprefix("table:")
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 2 or not all(parts):
+        raise ConfigurationError(f"not a table name: {table!r}")
+    if parts[-1] == "freshkeep_revisions":
+        raise ConfigurationError("freshkeep_revisions itself cannot be triggered")
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    quoted = ".".join(quote(p) for p in parts)
+    if conn.execute(text("SELECT to_regclass(:t)"), {"t": quoted}).scalar() is None:
+        raise ConfigurationError(f"no table {name!r} (in the search_path {_search_path(conn)})")
+    return quoted, parts[-1]
+
+
+def _search_path(conn: Connection) -> str:
+    return str(conn.execute(text("SHOW search_path")).scalar())
+
+
+def _revisions_schema(conn: Connection) -> str:
+    schema = conn.execute(
+        text(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass('freshkeep_revisions')"
+        )
+    ).scalar()
+    if schema is None:
+        raise ConfigurationError(
+            "no freshkeep_revisions table in the search_path "
+            f"{_search_path(conn)}: run `freshkeep migrate` first"
+        )
+    return str(schema)
+
+
+def _install(conn: Connection, tables: list[str], channel: str) -> list[str]:
+    _check_postgres(conn)
+    if not channel or len(channel.encode()) > 63:
+        raise ConfigurationError(f"a NOTIFY channel has 1 to 63 bytes, not {channel!r}")
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    schema = quote(_revisions_schema(conn))
+    targets = [_qualified(conn, t) for t in tables]
+    conn.exec_driver_sql(_FUNCTION_SQL.format(schema=schema, function=FUNCTION))
+    literal = "'" + channel.replace("'", "''") + "'"
+    for quoted, _ in targets:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {FUNCTION} ON {quoted}")
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {FUNCTION} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+            f"ON {quoted} FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{FUNCTION}({literal})"
+        )
+    return [bare for _, bare in targets]
+
+
+def _remove(conn: Connection, tables: list[str]) -> list[str]:
+    _check_postgres(conn)
+    targets = [_qualified(conn, t) for t in tables]
+    for quoted, _ in targets:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {FUNCTION} ON {quoted}")
+    return [bare for _, bare in targets]
+
+
+def _triggered(conn: Connection) -> list[str]:
+    _check_postgres(conn)
+    rows = conn.execute(
+        text(
+            "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE t.tgname = :name AND NOT t.tgisinternal "
+            "AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1"
+        ),
+        {"name": FUNCTION},
+    )
+    return [str(r[0]) for r in rows]
+
+
+def install_triggers(
+    target: Target, tables: Iterable[str], *, channel: str = DEFAULT_CHANNEL
+) -> list[str]:
+    """Install (or replace) the change-capture trigger on each of ``tables``.
+
+    ``tables`` are names (``tasks``, ``table:tasks`` or ``schema.tasks``); the
+    ``freshkeep_revisions`` table must exist (``freshkeep migrate``). Notifications go to
+    ``channel``. Returns the bare table names, whose sources are ``table:<name>``. Raises
+    :class:`~freshkeep.exceptions.ConfigurationError` for a missing table or a database
+    that is not PostgreSQL (nothing is installed then).
+    """
+    names = list(tables)
+    return run(target, lambda conn: _install(conn, names, channel))
+
+
+def remove_triggers(target: Target, tables: Iterable[str]) -> list[str]:
+    """Drop the change-capture trigger of each of ``tables`` (idempotent)."""
+    names = list(tables)
+    return run(target, lambda conn: _remove(conn, names))
+
+
+def triggered_tables(target: Target) -> list[str]:
+    """The tables in the ``search_path`` that have the change-capture trigger."""
+    return run(target, _triggered)
+
+
+async def install_triggers_async(
+    target: Target, tables: Iterable[str], *, channel: str = DEFAULT_CHANNEL
+) -> list[str]:
+    """:func:`install_triggers` from async code."""
+    names = list(tables)
+    return await run_async(target, lambda conn: _install(conn, names, channel))
+
+
+async def remove_triggers_async(target: Target, tables: Iterable[str]) -> list[str]:
+    """:func:`remove_triggers` from async code."""
+    names = list(tables)
+    return await run_async(target, lambda conn: _remove(conn, names))
+
+
+async def triggered_tables_async(target: Target) -> list[str]:
+    """:func:`triggered_tables` from async code."""
+    return await run_async(target, _triggered)

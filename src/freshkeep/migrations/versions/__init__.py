@@ -1,0 +1,1 @@
+"""The revisions of freshkeep's migrations (one module per revision)."""

@@ -1,0 +1,173 @@
+"""freshkeep's own Alembic migrations: idempotent, adopt an existing table, keep to their own
+version table and schema, serialize concurrent runs; ``freshkeep migrate``."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from typer.testing import CliRunner
+
+from freshkeep.exceptions import ConfigurationError
+from freshkeep.integrations import cli
+from freshkeep.integrations import migrate as m
+from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_table
+from tests.conftest import PgSchema
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+
+
+def test_the_migrations_ship_in_the_package() -> None:
+    assert (m.MIGRATIONS / "env.py").is_file()
+    assert m.head() == "0001"
+
+
+def test_sqlite_upgrade_is_idempotent(tmp_path: Path) -> None:
+    path = str(tmp_path / "a.db")
+    assert m.current(path) is None
+    first = m.upgrade(f"sqlite+aiosqlite:///{path}")  # an async URL works from sync code
+    assert (first.before, first.after, first.changed) == (None, "0001", True)
+    assert first.applied[0].startswith("0001: Create the freshkeep_revisions table")
+    second = m.upgrade(path)
+    assert (second.before, second.after, second.changed) == ("0001", "0001", False)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert {"freshkeep_revisions", m.VERSION_TABLE} <= tables
+        assert "alembic_version" not in tables
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.db")
+    m.upgrade(path)
+    down = m.downgrade(path, "base")
+    assert (down.before, down.after, down.changed) == ("0001", None, True)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        assert not inspect(engine).has_table("freshkeep_revisions")
+    finally:
+        engine.dispose()
+    assert m.upgrade(path).after == "0001"
+
+
+async def test_adopts_a_table_create_table_made(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    try:
+        revisions = SQLAlchemyRevisions(engine)
+        await revisions.create_table()
+        await revisions.bump(["table:tasks"])
+        result = await m.upgrade_async(engine)
+        assert result.after == "0001" and result.changed
+        assert await m.current_async(engine) == "0001"
+        assert await revisions.read(["table:tasks"]) == {"table:tasks": 1}
+    finally:
+        await engine.dispose()
+
+
+def test_sync_api_refuses_async_targets_and_bad_urls() -> None:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    with pytest.raises(ConfigurationError, match="_async"):
+        m.upgrade(engine)
+    with pytest.raises(ConfigurationError, match="not a usable database URL"):
+        m.upgrade("nosuchdb://x")
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_in_the_search_path_schema(pg_schema: PgSchema) -> None:
+    engine = pg_schema.sync_engine()
+    try:
+        with engine.begin() as conn:  # the application's own Alembic version table
+            conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+            conn.execute(text("INSERT INTO alembic_version VALUES ('app0042')"))
+        assert m.upgrade(engine).after == "0001"
+        assert not m.upgrade(engine).changed
+        insp = inspect(engine)
+        names = set(insp.get_table_names(schema=pg_schema.name))
+        assert {"freshkeep_revisions", m.VERSION_TABLE, "alembic_version"} <= names
+        assert "freshkeep_revisions" not in insp.get_table_names(schema="public")
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "app0042"
+            assert m.current(conn) == "0001"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_async_engine_adopts_an_existing_table(pg_schema: PgSchema) -> None:
+    engine = pg_schema.async_engine()
+    try:
+        revisions = SQLAlchemyRevisions(engine)
+        await revisions.create_table()
+        await revisions.bump(["table:a", "table:a"])
+        assert (await m.upgrade_async(engine)).changed
+        assert not (await m.upgrade_async(engine)).changed
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(revisions_table))).all()
+        assert [tuple(r) for r in rows] == [("table:a", 1)]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+def test_concurrent_upgrades_apply_once(pg_schema: PgSchema) -> None:
+    engines = [pg_schema.sync_engine() for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            results = list(pool.map(m.upgrade, engines))
+        assert sorted(r.changed for r in results) == [False, False, False, True]
+        assert {r.after for r in results} == {"0001"}
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def test_cli_migrate_twice(tmp_path: Path) -> None:
+    db = str(tmp_path / "cli.db")
+    first = runner.invoke(cli.app, ["migrate", "--db", db], env=WIDE)
+    assert first.exit_code == 0, first.output
+    assert "applied 0001" in first.output and "revision 0001" in first.output
+    second = runner.invoke(cli.app, ["migrate"], env={**WIDE, "FRESHKEEP_DATABASE_URL": db})
+    assert second.exit_code == 0, second.output
+    assert "already up to date (revision 0001)" in second.output
+
+
+def test_cli_migrate_triggers_need_postgres(tmp_path: Path) -> None:
+    result = runner.invoke(
+        cli.app, ["migrate", "--db", str(tmp_path / "t.db"), "--triggers", "x"], env=WIDE
+    )
+    assert result.exit_code == 2
+    assert "need PostgreSQL" in result.output
+
+
+@pytest.mark.postgres
+def test_cli_migrate_with_triggers_on_postgres(pg_schema: PgSchema) -> None:
+    url = f"{pg_schema.sync_url}?options={quote(f'-csearch_path={pg_schema.name}')}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE a (id int)"))
+            conn.execute(text("CREATE TABLE b (id int)"))
+        args = ["migrate", "--db", url, "--triggers", "a,b"]
+        first = runner.invoke(cli.app, args, env=WIDE)
+        assert first.exit_code == 0, first.output
+        assert "triggers installed on: a, b" in first.output
+        again = runner.invoke(cli.app, [*args, "--remove-triggers", "b"], env=WIDE)
+        assert again.exit_code == 0, again.output
+        assert "already up to date" in again.output
+        assert "triggers removed from: b" in again.output
+        missing = runner.invoke(cli.app, ["migrate", "--db", url, "--triggers", "nope"], env=WIDE)
+        assert missing.exit_code == 2 and "no table 'nope'" in missing.output
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO a VALUES (1)"))
+            conn.execute(text("INSERT INTO b VALUES (1)"))
+            rows = conn.execute(text("SELECT source, revision FROM freshkeep_revisions"))
+            assert {tuple(r) for r in rows} == {("table:a", 1)}
+    finally:
+        engine.dispose()
