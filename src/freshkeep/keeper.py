@@ -411,8 +411,11 @@ class Keeper:
             await self.shared.aclose()
 
     def snapshot_stats(self) -> dict[str, Any]:
-        """Counters of the keeper and every view, remote and notifier, as plain data."""
+        """Counters of the keeper and every view, remote and notifier, as plain data; with the
+        status of the shared store and of a network bus (reachable, outages, last error)."""
+        bus_status = getattr(self.bus, "status", None)
         return {
+            "instance": self.instance_id,
             "probe": self.probe,
             "resync_interval": self.tracker.resync_interval,
             "probes": self.tracker.probes,
@@ -425,6 +428,8 @@ class Keeper:
                 "evictions": self.store.evictions,
                 "rejected": self.store.rejected,
             },
+            "shared": self.shared.status() if self.shared is not None else None,
+            "bus": bus_status() if callable(bus_status) else {"kind": "local"},
             "views": {name: v.snapshot_stats() for name, v in self._views.items()},
             "remotes": {name: r.snapshot_stats() for name, r in self._remotes.items()},
             "notifiers": {name: n.snapshot_stats() for name, n in self._notifiers.items()},
