@@ -18,27 +18,30 @@ from freshkeep.integrations import migrate as m
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_table
 from tests.conftest import PgSchema
 
+HEAD = "0002"
+
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 
 
 def test_the_migrations_ship_in_the_package() -> None:
     assert (m.MIGRATIONS / "env.py").is_file()
-    assert m.head() == "0001"
+    assert m.head() == HEAD
 
 
 def test_sqlite_upgrade_is_idempotent(tmp_path: Path) -> None:
     path = str(tmp_path / "a.db")
     assert m.current(path) is None
     first = m.upgrade(f"sqlite+aiosqlite:///{path}")  # an async URL works from sync code
-    assert (first.before, first.after, first.changed) == (None, "0001", True)
+    assert (first.before, first.after, first.changed) == (None, HEAD, True)
     assert first.applied[0].startswith("0001: Create the freshkeep_revisions table")
+    assert first.applied[1].startswith("0002: Create the freshkeep_notify_state table")
     second = m.upgrade(path)
-    assert (second.before, second.after, second.changed) == ("0001", "0001", False)
+    assert (second.before, second.after, second.changed) == (HEAD, HEAD, False)
     engine = create_engine(f"sqlite:///{path}")
     try:
         tables = set(inspect(engine).get_table_names())
-        assert {"freshkeep_revisions", m.VERSION_TABLE} <= tables
+        assert {"freshkeep_revisions", "freshkeep_notify_state", m.VERSION_TABLE} <= tables
         assert "alembic_version" not in tables
     finally:
         engine.dispose()
@@ -48,13 +51,13 @@ def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
     path = str(tmp_path / "b.db")
     m.upgrade(path)
     down = m.downgrade(path, "base")
-    assert (down.before, down.after, down.changed) == ("0001", None, True)
+    assert (down.before, down.after, down.changed) == (HEAD, None, True)
     engine = create_engine(f"sqlite:///{path}")
     try:
         assert not inspect(engine).has_table("freshkeep_revisions")
     finally:
         engine.dispose()
-    assert m.upgrade(path).after == "0001"
+    assert m.upgrade(path).after == HEAD
 
 
 async def test_adopts_a_table_create_table_made(tmp_path: Path) -> None:
@@ -64,8 +67,8 @@ async def test_adopts_a_table_create_table_made(tmp_path: Path) -> None:
         await revisions.create_table()
         await revisions.bump(["table:tasks"])
         result = await m.upgrade_async(engine)
-        assert result.after == "0001" and result.changed
-        assert await m.current_async(engine) == "0001"
+        assert result.after == HEAD and result.changed
+        assert await m.current_async(engine) == HEAD
         assert await revisions.read(["table:tasks"]) == {"table:tasks": 1}
     finally:
         await engine.dispose()
@@ -86,7 +89,7 @@ def test_postgres_upgrade_in_the_search_path_schema(pg_schema: PgSchema) -> None
         with engine.begin() as conn:  # the application's own Alembic version table
             conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
             conn.execute(text("INSERT INTO alembic_version VALUES ('app0042')"))
-        assert m.upgrade(engine).after == "0001"
+        assert m.upgrade(engine).after == HEAD
         assert not m.upgrade(engine).changed
         insp = inspect(engine)
         names = set(insp.get_table_names(schema=pg_schema.name))
@@ -94,7 +97,7 @@ def test_postgres_upgrade_in_the_search_path_schema(pg_schema: PgSchema) -> None
         assert "freshkeep_revisions" not in insp.get_table_names(schema="public")
         with engine.connect() as conn:
             assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "app0042"
-            assert m.current(conn) == "0001"
+            assert m.current(conn) == HEAD
     finally:
         engine.dispose()
 
@@ -122,7 +125,7 @@ def test_concurrent_upgrades_apply_once(pg_schema: PgSchema) -> None:
         with ThreadPoolExecutor(len(engines)) as pool:
             results = list(pool.map(m.upgrade, engines))
         assert sorted(r.changed for r in results) == [False, False, False, True]
-        assert {r.after for r in results} == {"0001"}
+        assert {r.after for r in results} == {HEAD}
     finally:
         for e in engines:
             e.dispose()
@@ -132,10 +135,11 @@ def test_cli_migrate_twice(tmp_path: Path) -> None:
     db = str(tmp_path / "cli.db")
     first = runner.invoke(cli.app, ["migrate", "--db", db], env=WIDE)
     assert first.exit_code == 0, first.output
-    assert "applied 0001" in first.output and "revision 0001" in first.output
+    assert "applied 0001" in first.output and "applied 0002" in first.output
+    assert f"revision {HEAD}" in first.output
     second = runner.invoke(cli.app, ["migrate"], env={**WIDE, "FRESHKEEP_DATABASE_URL": db})
     assert second.exit_code == 0, second.output
-    assert "already up to date (revision 0001)" in second.output
+    assert f"already up to date (revision {HEAD})" in second.output
 
 
 def test_cli_migrate_triggers_need_postgres(tmp_path: Path) -> None:
