@@ -52,8 +52,8 @@ def demo(args: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     py = ensure(VENV, "-e .[test]")
-    run(py, "-m", "ruff", "check", "src", "tests", "dev.py")
-    run(py, "-m", "ruff", "format", "--check", "src", "tests", "dev.py")
+    run(py, "-m", "ruff", "check", "src", "tests", "benchmarks", "dev.py")
+    run(py, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "dev.py")
     run(py, "-m", "mypy")
     bare = ensure(BARE, ".")  # no extras: the core imports, integrations name their extra
     run(bare, "-c", NO_EXTRAS_CHECK)
@@ -64,7 +64,13 @@ NO_EXTRAS_CHECK = """
 import importlib, freshkeep
 assert freshkeep.Keeper
 for mod, extra in [("freshkeep.integrations.sqlalchemy", "sqlalchemy"),
-                   ("freshkeep.integrations.starlette", "starlette")]:
+                   ("freshkeep.integrations.sqlalchemy_notify", "sqlalchemy"),
+                   ("freshkeep.integrations.migrate", "sqlalchemy"),
+                   ("freshkeep.integrations.starlette", "starlette"),
+                   ("freshkeep.integrations.cli", "cli"),
+                   ("freshkeep.stores.redis", "redis"),
+                   ("freshkeep.buses.redis", "redis"),
+                   ("freshkeep.buses.postgres", "postgres")]:
     try:
         importlib.import_module(mod)
     except freshkeep.MissingDependencyError as exc:

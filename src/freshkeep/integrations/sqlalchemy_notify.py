@@ -12,22 +12,26 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    Float,
-    String,
-    Table,
-    Text,
-    delete,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from freshkeep.exceptions import ConfigurationError, StoreError, missing_extra
 
-from freshkeep.exceptions import ConfigurationError, StoreError
+try:
+    from sqlalchemy import (
+        Column,
+        Connection,
+        Engine,
+        Float,
+        String,
+        Table,
+        Text,
+        delete,
+        select,
+        update,
+    )
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncEngine
+except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
+    raise missing_extra("sqlalchemy", "sqlalchemy") from exc
+
 from freshkeep.integrations.sqlalchemy import metadata
 
 T = TypeVar("T")
