@@ -20,7 +20,7 @@ try:
     from rich.panel import Panel
     from rich.table import Table
 except ImportError as exc:  # pragma: no cover - exercised without the extra
-    raise missing_extra("demo", exc.name or "typer") from exc
+    raise missing_extra("cli", exc.name or "typer") from exc
 
 DEFAULT_SEED_TASKS = 10_000
 """The default of ``--seed-tasks`` (the same as :data:`freshkeep.demo.DEFAULT_SEED_TASKS`)."""
