@@ -117,6 +117,7 @@ class Keeper:
         self._notifiers: dict[str, ChangeNotifier] = {}
         self._unsubscribe = self.bus.subscribe(self._on_bus)
         self._bus_remover: Callable[[], Any] | None = None
+        self._bus_is_down = False
 
     @classmethod
     def from_settings(
@@ -145,14 +146,33 @@ class Keeper:
         cannot connect yet: it keeps retrying, and revisions are re-read every resync_interval.
         """
         on_connect = getattr(self.bus, "on_connect", None)
+        on_disconnect = getattr(self.bus, "on_disconnect", None)
         if on_connect is not None and self._bus_remover is None:
-            self._bus_remover = on_connect(self._resync_quietly)
-        start = getattr(self.bus, "start", None)
-        if start is not None:
-            await start()
+            removers = [on_connect(self._bus_up)]
+            if on_disconnect is not None:
+                removers.append(on_disconnect(self._bus_down))
 
-    async def _resync_quietly(self) -> None:
-        try:
+            def remove() -> None:
+                for r in removers:
+                    r()
+
+            self._bus_remover = remove
+        start = getattr(self.bus, "start", None)
+        if start is not None and not await start():
+            self._bus_down()  # not connected yet: it keeps trying in the background
+
+    def _bus_down(self) -> None:
+        """No revision is pushed while the bus is down: every read probes until it is back."""
+        self._bus_is_down = True
+        for v in self._views.values():
+            self._apply_probe(v)
+        self.tracker.invalidate()
+
+    async def _bus_up(self) -> None:
+        self._bus_is_down = False
+        for v in self._views.values():
+            self._apply_probe(v)
+        try:  # a message lost while disconnected is caught here
             await self.tracker.resync()
         except FreshkeepError:
             self.stats.probe_errors += 1
@@ -237,7 +257,8 @@ class Keeper:
 
     def _apply_probe(self, v: View) -> None:
         mode = v.probe if v.probe is not None else self.probe
-        v._probe_always = mode == "always" and self.revisions is not None
+        always = mode == "always" or self._bus_is_down
+        v._probe_always = always and self.revisions is not None
 
     # -- remote values and notifiers ---------------------------------------------------------
 
@@ -430,6 +451,7 @@ class Keeper:
             },
             "shared": self.shared.status() if self.shared is not None else None,
             "bus": bus_status() if callable(bus_status) else {"kind": "local"},
+            "bus_down": self._bus_is_down,
             "views": {name: v.snapshot_stats() for name, v in self._views.items()},
             "remotes": {name: r.snapshot_stats() for name, r in self._remotes.items()},
             "notifiers": {name: n.snapshot_stats() for name, n in self._notifiers.items()},

@@ -57,6 +57,7 @@ class RemoteBus:
         self._max_pending = max_pending
         self._listeners: list[Listener] = []
         self._callbacks: list[ConnectCallback] = []
+        self._down_callbacks: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[bytes] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -124,6 +125,17 @@ class RemoteBus:
         def remove() -> None:
             if callback in self._callbacks:
                 self._callbacks.remove(callback)
+
+        return remove
+
+    def on_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (synchronously) when an outage starts; return a remover. While
+        the bus is down no revision is pushed, so a keeper reads them on every read."""
+        self._down_callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in self._down_callbacks:
+                self._down_callbacks.remove(callback)
 
         return remove
 
@@ -252,6 +264,11 @@ class RemoteBus:
             self._outage = True
             s.last_outage_started_at = time.time()
             s.last_outage_ended_at = None
+            for callback in tuple(self._down_callbacks):
+                try:
+                    callback()
+                except Exception as exc:
+                    self._error(exc, "an on_disconnect callback failed")
 
     def _error(self, exc: BaseException, what: str) -> None:
         s = self.stats

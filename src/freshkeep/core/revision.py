@@ -183,6 +183,11 @@ class RevisionTracker:
         self._timer = None
         self.epoch = next(_EPOCHS)
 
+    def invalidate(self) -> None:
+        """Make every entry go through a full check on its next read (the hit path's shortcut
+        is keyed by ``epoch``), e.g. when pushed revisions stop arriving."""
+        self.epoch = next(_EPOCHS)
+
     async def resync(self, sources: Collection[str] | None = None) -> None:
         """Read revisions from the source; concurrent callers share one read.
 
