@@ -47,7 +47,7 @@ from freshkeep.exceptions import (
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
-    from freshkeep.stores.base import SharedStore
+    from freshkeep.stores.base import Lock, SharedStore
 
 log = logging.getLogger("freshkeep.views")
 
@@ -441,7 +441,8 @@ class View:
             else:
                 if token is None:  # another instance is building it: wait for its entry
                     self.stats.shared_waits += 1
-                    if await self._wait_for_shared(shared, skey, parts, wanted):
+                    landed, token = await self._wait_for_shared(shared, lock, skey, parts, wanted)
+                    if landed:
                         self.stats.shared_hits += 1
                         return self._store_built(ck, key, principal, parts), "hit"
                 elif not refresh and self._adopt(await shared.get(skey), parts, wanted):
@@ -485,10 +486,20 @@ class View:
         return taken
 
     async def _wait_for_shared(
-        self, shared: SharedStore, skey: str, parts: dict[str, SectionEntry], wanted: set[str]
-    ) -> bool:
-        """Poll the shared store (bounded by ``lock_wait``) until another instance's build of
-        the wanted sections lands; return whether it did."""
+        self,
+        shared: SharedStore,
+        lock: Lock,
+        skey: str,
+        parts: dict[str, SectionEntry],
+        wanted: set[str],
+    ) -> tuple[bool, str | None]:
+        """Wait (bounded by ``lock_wait``) for another instance's build of the wanted sections.
+
+        Returns ``(True, None)`` when it landed. When the holder let go without storing what
+        this read needs (it built from older revisions, or failed), the lock is taken here:
+        ``(False, token)``, and the caller builds. ``(False, None)``: time is up, or the lock's
+        store is down: the caller builds without the lock.
+        """
         deadline = self._mono() + self._keeper.lock_wait
         delay = 0.01
         while self._mono() < deadline:
@@ -496,8 +507,18 @@ class View:
             delay = min(delay * 2, 0.2)
             self._adopt(await shared.get(skey), parts, wanted)
             if not wanted:
-                return True
-        return False
+                return True, None
+            try:
+                token = await lock.acquire(skey, self._keeper.lock_lease)
+            except FreshkeepError:
+                return False, None
+            if token is not None:
+                self._adopt(await shared.get(skey), parts, wanted)  # it may have just landed
+                if not wanted:
+                    await lock.release(skey, token)
+                    return True, None
+                return False, token
+        return False, None
 
     def _store_built(
         self, ck: Hashable, key: Hashable, principal: str | None, parts: dict[str, SectionEntry]

@@ -129,3 +129,20 @@ async def test_redis_down_never_fails_a_read() -> None:
         assert store.status()["reachable"] is False
     finally:
         await keeper.aclose()
+
+
+async def test_a_holder_that_lets_go_without_storing_hands_the_build_over(pair: Any) -> None:
+    a, b, _ = pair
+    b.keeper.lock_wait = 60.0  # were the waiter to wait it out, the test would time out
+    lock = a.store.lock()
+    skey = a.store.key_for("v", None)
+    token = await lock.acquire(skey, 30.0)  # "another instance" holds the build lock
+    assert token is not None
+    reader = asyncio.create_task(b.view.get())
+    for _ in range(500):  # bounded: until b waits for the holder
+        if b.view.stats.shared_waits:
+            break
+        await asyncio.sleep(0.01)
+    assert await lock.release(skey, token)  # ...and lets go without storing anything
+    read = await asyncio.wait_for(reader, 10)
+    assert read.status == "miss" and b.build.calls == 1

@@ -323,3 +323,22 @@ async def test_a_token_from_the_future_does_not_rebuild_every_read(
     for _ in range(3):
         assert (await view.get(min_revision={"t:a": 99})).status == "hit"
     assert core.calls == 1
+
+
+async def test_a_resync_timer_that_fires_early_still_ends_the_interval(
+    revs: MemoryRevisions, clock: FakeClock
+) -> None:
+    keeper = Keeper(revs, clock=clock, probe="interval", resync_interval=1.0)
+    view, _, _ = two_sections(keeper)
+    await view.get()
+    await view.get()
+    reads = revs.reads
+    clock.advance(0.999)
+    timer = keeper.tracker._timer
+    assert timer is not None
+    timer.callback()  # fires a millisecond early, as uvloop's millisecond clock can
+    await view.get()
+    assert revs.reads == reads + 1  # the interval ended with the timer: revisions re-read
+    clock.advance(1.0)  # and the next interval is timed again
+    await view.get()
+    assert revs.reads == reads + 2

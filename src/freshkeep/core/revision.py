@@ -181,6 +181,11 @@ class RevisionTracker:
 
     def _expire(self) -> None:
         self._timer = None
+        # A timer can fire a little before the deadline by the monotonic clock (uvloop keeps
+        # time in whole milliseconds). End the interval now all the same: else a read in that
+        # gap finds the snapshot fresh, re-stamps its entry with the new epoch, and no timer is
+        # armed any more, so revisions would never be re-read.
+        self.fresh_until = min(self.fresh_until, self._clock.monotonic())
         self.epoch = next(_EPOCHS)
 
     def invalidate(self) -> None:
