@@ -186,3 +186,16 @@ async def test_an_empty_session_is_anonymous() -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         assert (await c.get("/shared")).status_code == 200
+
+
+async def test_the_fast_path_answers_like_the_full_one(hub: tuple[App, httpx.AsyncClient]) -> None:
+    _a, client = hub
+    await client.get("/public")
+    fast = await client.get("/public")  # no query, no special header: the pre-encoded hit
+    full = await client.get("/public", headers={"Pragma": "x"})  # the full path
+    for r in (fast, full):
+        assert r.headers["x-freshkeep-cache"] == "hit" and r.status_code == 200
+    keys = ("etag", "cache-control", "x-freshkeep-revision", "cache-status", "content-type")
+    assert {k: fast.headers[k] for k in keys} == {k: full.headers[k] for k in keys}
+    assert fast.headers["content-length"] == str(len(fast.content))
+    assert fast.content == full.content

@@ -150,6 +150,8 @@ class Entry:
     """The tracker epoch at which this entry was last found current (hit-path shortcut)."""
     hit: Read = field(init=False)
     """The prebuilt result of a hit on this entry, so a hit allocates nothing."""
+    memo: dict[str, Any] = field(default_factory=dict, init=False)
+    """Per-entry memos of integrations (e.g. the encoded HTTP headers of a hit)."""
 
     def __post_init__(self) -> None:
         vector: dict[str, Revision] = {}

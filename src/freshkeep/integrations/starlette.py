@@ -24,6 +24,7 @@ from typing import Any
 
 from freshkeep.core.entry import Read, Status, parse_revision
 from freshkeep.exceptions import PrincipalRequiredError, UnavailableError, missing_extra
+from freshkeep.settings import Settings
 from freshkeep.views import View
 
 try:
@@ -86,6 +87,22 @@ async def serve(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """Answer ``request`` from ``view`` (for ``key`` and, if per-principal, ``principal``)."""
+    scope = request.scope
+    if not scope["query_string"] and headers is None and not scope.get("session"):
+        # The common request (no query, no conditional, refresh, token or credentials) is
+        # answered by one pass over the raw headers, and a hit by a pre-encoded header list.
+        special = _special_headers(view.keeper.settings)
+        for name, _ in scope["headers"]:
+            if name in special:
+                break
+        else:
+            try:
+                read = await view.get(key, principal=principal)
+            except UnavailableError as exc:
+                return _unavailable(view, exc)
+            if read.status == "hit":
+                return _PrebuiltResponse(read.entry.body, _hit_headers(read, view))
+            return _response(read, view, refresh=False, headers=None)
     if _is_authenticated(request) and not (view.public or view.per_principal):
         raise PrincipalRequiredError(
             f"view {view.name!r} is shared but the request to {request.url.path} is "
@@ -117,25 +134,80 @@ async def serve(
     try:
         read = await view.get(key, principal=principal, refresh=refresh, min_revision=min_revision)
     except UnavailableError as exc:
-        return JSONResponse(
-            {"error": "unavailable", "view": view.name, "detail": str(exc)},
-            status_code=503,
-            headers={"Retry-After": "1", "Cache-Control": "no-store"},
-        )
+        return _unavailable(view, exc)
     if inm and not refresh and etag_matches(inm, read.etag):
         return _not_modified(read.etag, private, s.cache_status_name)
+    return _response(read, view, refresh=refresh, headers=headers)
+
+
+def _headers_of(read: Read, view: View, *, refresh: bool) -> dict[str, str]:
+    s = view.keeper.settings
     out = {
         "ETag": read.etag,
-        "Cache-Control": "private, no-cache" if private else "no-cache",
+        "Cache-Control": "private, no-cache" if view.per_principal else "no-cache",
         s.header_cache: read.status,
         s.header_revision: read.revision,
         "Cache-Status": cache_status(read, s.cache_status_name, refresh=refresh),
     }
-    if private:
+    if view.per_principal:
         out["Vary"] = "Authorization, Cookie"
+    return out
+
+
+def _response(read: Read, view: View, *, refresh: bool, headers: dict[str, str] | None) -> Response:
+    out = _headers_of(read, view, refresh=refresh)
     if headers:
         out.update(headers)
     return Response(read.body, media_type="application/json", headers=out)
+
+
+def _unavailable(view: View, exc: UnavailableError) -> Response:
+    return JSONResponse(
+        {"error": "unavailable", "view": view.name, "detail": str(exc)},
+        status_code=503,
+        headers={"Retry-After": "1", "Cache-Control": "no-store"},
+    )
+
+
+_SPECIAL: dict[int, tuple[Settings, frozenset[bytes]]] = {}
+
+
+def _special_headers(s: Settings) -> frozenset[bytes]:
+    """The request headers that take a request off the fast path (lower-case bytes)."""
+    cached = _SPECIAL.get(id(s))
+    if cached is not None and cached[0] is s:
+        return cached[1]
+    names = frozenset(
+        {b"authorization", b"cache-control", b"if-none-match", b"pragma"}
+        | {s.header_min_revision.lower().encode("latin-1")}
+    )
+    _SPECIAL[id(s)] = (s, names)
+    return names
+
+
+_HIT_HEADERS = "freshkeep.starlette.hit"
+
+
+def _hit_headers(read: Read, view: View) -> list[tuple[bytes, bytes]]:
+    """The raw headers of a hit on this entry, encoded once and kept on the entry."""
+    memo = read.entry.memo
+    raw = memo.get(_HIT_HEADERS)
+    if raw is None:
+        raw = Response(
+            read.body, media_type="application/json", headers=_headers_of(read, view, refresh=False)
+        ).raw_headers
+        memo[_HIT_HEADERS] = raw
+    return list(raw)  # a copy: middleware may add headers to a response
+
+
+class _PrebuiltResponse(Response):
+    """A response whose raw headers are already encoded."""
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
 
 
 def _not_modified(etag: str, private: bool, name: str) -> Response:
