@@ -25,10 +25,12 @@ from freshkeep.exceptions import EncodeError as EncodeError
 from freshkeep.exceptions import FreshkeepError as FreshkeepError
 from freshkeep.exceptions import MissingDependencyError as MissingDependencyError
 from freshkeep.exceptions import PrincipalRequiredError as PrincipalRequiredError
+from freshkeep.exceptions import ProcessorBusy as ProcessorBusy
 from freshkeep.exceptions import RemoteUnavailableError as RemoteUnavailableError
 from freshkeep.exceptions import RevisionSourceError as RevisionSourceError
 from freshkeep.exceptions import StoreError as StoreError
 from freshkeep.exceptions import UnavailableError as UnavailableError
+from freshkeep.exceptions import UnknownProcessorError as UnknownProcessorError
 from freshkeep.exceptions import UnknownViewError as UnknownViewError
 from freshkeep.keeper import Keeper as Keeper
 from freshkeep.notify import ChangeNotifier as ChangeNotifier
@@ -36,8 +38,16 @@ from freshkeep.notify import MemoryStateStore as MemoryStateStore
 from freshkeep.notify import Notice as Notice
 from freshkeep.notify import StateStore as StateStore
 from freshkeep.ports import Bus as Bus
+from freshkeep.processing import Item as Item
+from freshkeep.processing import Outcome as Outcome
+from freshkeep.processing import Pipeline as Pipeline
+from freshkeep.processing import ProcessContext as ProcessContext
+from freshkeep.processing import Processor as Processor
+from freshkeep.processing import RunStats as RunStats
 from freshkeep.remote import Remote as Remote
 from freshkeep.remote import RemoteRead as RemoteRead
+from freshkeep.scheduler import Job as Job
+from freshkeep.scheduler import Scheduler as Scheduler
 from freshkeep.settings import Settings as Settings
 from freshkeep.stores.memory import MemoryStore as MemoryStore
 from freshkeep.views import BuildContext as BuildContext
@@ -59,14 +69,21 @@ __all__ = [
     "EncodeError",
     "Entry",
     "FreshkeepError",
+    "Item",
+    "Job",
     "Keeper",
     "LocalBus",
     "MemoryStateStore",
     "MemoryStore",
     "MissingDependencyError",
     "Notice",
+    "Outcome",
+    "Pipeline",
     "Policy",
     "PrincipalRequiredError",
+    "ProcessContext",
+    "Processor",
+    "ProcessorBusy",
     "Read",
     "Remote",
     "RemoteRead",
@@ -75,6 +92,8 @@ __all__ = [
     "RevisionSource",
     "RevisionSourceError",
     "RevisionTracker",
+    "RunStats",
+    "Scheduler",
     "Section",
     "Settings",
     "StateStore",
@@ -82,6 +101,7 @@ __all__ = [
     "StoreError",
     "SystemClock",
     "UnavailableError",
+    "UnknownProcessorError",
     "UnknownViewError",
     "View",
 ]

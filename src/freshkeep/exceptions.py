@@ -6,7 +6,8 @@ The tree::
     ├── ConfigurationError          a view, policy or setting that cannot work
     │   ├── UnknownViewError        no view registered under that name
     │   ├── DuplicateViewError      a view name registered twice
-    │   ├── DuplicateNameError      a remote or notifier name registered twice
+    │   ├── DuplicateNameError      a remote, notifier, processor or job name registered twice
+    │   ├── UnknownProcessorError   no processor registered under that name
     │   └── PrincipalRequiredError  a shared view asked to cache a per-user response
     ├── MissingDependencyError      an optional extra is not installed (also an ImportError)
     ├── EncodeError                 a builder returned something that is not JSON-encodable
@@ -50,6 +51,13 @@ class DuplicateNameError(ConfigurationError):
     """A remote or notifier with that name is already registered."""
 
 
+class UnknownProcessorError(ConfigurationError, KeyError):
+    """No processor is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
 class PrincipalRequiredError(ConfigurationError):
     """A shared view refused to cache a response for an authenticated request.
 
@@ -89,6 +97,14 @@ class RemoteUnavailableError(UnavailableError):
         super().__init__(message)
         self.remote = remote
         self.key = key
+
+
+class ProcessorBusy(FreshkeepError):
+    """A run of that processor is already going on (here or in another instance)."""
+
+    def __init__(self, message: str | None = None, *, processor: str = "") -> None:
+        super().__init__(message)
+        self.processor = processor
 
 
 class StoreError(FreshkeepError):

@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     )
     store_url: str = Field(
         "memory://",
-        description="Where entries are kept: memory:// (each process's own LRU store).",
+        description="Where entries are shared between instances: memory:// (none: each "
+        "process's own LRU store only) or redis://… / rediss://… (a shared L2 store).",
     )
     store_prefix: str = Field(
         "freshkeep:", description="Prefix of every key of the shared store (redis:// store_url)."
@@ -109,6 +110,30 @@ class Settings(BaseSettings):
     )
     cache_status_name: str = Field(
         "freshkeep", description="Cache name in the RFC 9211 Cache-Status header."
+    )
+
+    sessions_root: str | None = Field(
+        None,
+        description="Directory of the hub's uploaded session files (<root>/<user>/*.jsonl). "
+        "Unset: '<database file>-sessions' beside a SQLite database, else ./freshkeep-sessions.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the hub's /admin endpoints; unset: they answer 403.",
+    )
+    processing_interval: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between scheduled runs of the hub's processors (0: not scheduled).",
+    )
+    processing_retry_backoff: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds before an item whose processing failed is tried again; doubles on "
+        "each failure up to processing_max_retry_backoff.",
+    )
+    processing_max_retry_backoff: float = Field(
+        3600.0, gt=0, description="Cap of the doubling retry backoff of failed items."
     )
 
     @classmethod

@@ -18,7 +18,7 @@ from freshkeep.integrations import migrate as m
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_table
 from tests.conftest import PgSchema
 
-HEAD = "0002"
+HEAD = "0003"
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -36,12 +36,14 @@ def test_sqlite_upgrade_is_idempotent(tmp_path: Path) -> None:
     assert (first.before, first.after, first.changed) == (None, HEAD, True)
     assert first.applied[0].startswith("0001: Create the freshkeep_revisions table")
     assert first.applied[1].startswith("0002: Create the freshkeep_notify_state table")
+    assert first.applied[2].startswith("0003: Create the freshkeep_processing_state table")
     second = m.upgrade(path)
     assert (second.before, second.after, second.changed) == (HEAD, HEAD, False)
     engine = create_engine(f"sqlite:///{path}")
     try:
         tables = set(inspect(engine).get_table_names())
-        assert {"freshkeep_revisions", "freshkeep_notify_state", m.VERSION_TABLE} <= tables
+        ours = {"freshkeep_revisions", "freshkeep_notify_state", "freshkeep_processing_state"}
+        assert ours | {m.VERSION_TABLE} <= tables
         assert "alembic_version" not in tables
     finally:
         engine.dispose()
@@ -136,6 +138,7 @@ def test_cli_migrate_twice(tmp_path: Path) -> None:
     first = runner.invoke(cli.app, ["migrate", "--db", db], env=WIDE)
     assert first.exit_code == 0, first.output
     assert "applied 0001" in first.output and "applied 0002" in first.output
+    assert "applied 0003" in first.output
     assert f"revision {HEAD}" in first.output
     second = runner.invoke(cli.app, ["migrate"], env={**WIDE, "FRESHKEEP_DATABASE_URL": db})
     assert second.exit_code == 0, second.output

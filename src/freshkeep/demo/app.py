@@ -20,6 +20,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from freshkeep.demo.api import router
 from freshkeep.demo.hub import Hub
+from freshkeep.demo.sessions import Sessions
+from freshkeep.demo.sessions import router as sessions_router
 from freshkeep.settings import Settings
 
 
@@ -38,18 +40,22 @@ def create_app(
     cannot work raises :class:`~freshkeep.exceptions.ConfigurationError` here; a database that
     cannot be reached raises it at start-up.
     """
+    given = keeper_kwargs.get("settings")
+    settings = given if isinstance(given, Settings) else Settings.load()
     if database_url is None:
-        settings = keeper_kwargs.get("settings")
-        database_url = (
-            settings if isinstance(settings, Settings) else Settings.load()
-        ).database_url
+        database_url = settings.database_url
     hub = Hub.create(database_url, seed_tasks=seed_tasks, **keeper_kwargs)
+    sessions = Sessions.create(hub.engine, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.start()
         try:
-            yield
+            await sessions.start()
+            try:
+                yield
+            finally:
+                await sessions.stop()
         finally:
             await hub.stop()
 
@@ -60,7 +66,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.hub = hub
+    app.state.sessions = sessions
     app.include_router(router)
+    app.include_router(sessions_router)
     return app
 
 

@@ -1,14 +1,20 @@
-"""The ``freshkeep`` command line (typer + rich): ``demo``, ``migrate`` and ``version``.
+"""The ``freshkeep`` command line (typer + rich): ``demo``, ``bench``, ``migrate``, ``process``,
+``version``.
 
 ``freshkeep demo`` serves the reference hub (:mod:`freshkeep.demo`) with uvicorn. Its database
 is ``--db`` (an async SQLAlchemy URL or a SQLite file path), else ``FRESHKEEP_DATABASE_URL``,
-else ``freshkeep-demo.db`` in the current directory.
+else ``freshkeep-demo.db`` in the current directory. ``freshkeep bench`` runs the benchmarks of
+:mod:`freshkeep.bench` with a progress bar and prints their report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
+import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 from freshkeep.exceptions import FreshkeepError, MissingDependencyError, missing_extra
@@ -17,7 +23,16 @@ try:
     import typer
     from rich.console import Console, Group
     from rich.logging import RichHandler
+    from rich.markdown import Markdown
     from rich.panel import Panel
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.table import Table
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("cli", exc.name or "typer") from exc
@@ -185,6 +200,208 @@ def migrate(
         raise _fail(str(exc)) from exc
     except Exception as exc:  # a driver's error: a message, not a traceback
         raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
+
+
+class _RichReporter:
+    """Shows the benchmark's progress as a rich progress bar (one task per stage)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+        self.total = 0.0
+
+    def stage(self, name: str, total: float) -> None:
+        """Complete the previous stage's bar and start one for this stage."""
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.total)
+        self.task, self.total = self.progress.add_task(name, total=total), total
+
+    def advance(self, amount: float = 1.0) -> None:
+        """Advance the current stage's bar."""
+        if self.task is not None:
+            self.progress.advance(self.task, amount)
+
+    def note(self, text: str) -> None:
+        """Print a note above the bars."""
+        self.progress.console.print(f"[yellow]note:[/] {text}", highlight=False)
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smoke run (small hub, ~3 s per mode): < 2 min.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for results.md/.json/.png. Default: benchmarks/results, or a "
+            "temporary directory with --quick.",
+            show_default=False,
+        ),
+    ] = None,
+    level: Annotated[
+        list[str] | None,
+        typer.Option(help="library and/or service (repeat; default: both).", show_default=False),
+    ] = None,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Service modes to run (repeat; default: all): floor, freshkeep, "
+            "freshkeep-fastapi, ttl, maxprobe, uncached.",
+            show_default=False,
+        ),
+    ] = None,
+    seed_tasks: Annotated[
+        int | None, typer.Option(min=0, help="Tasks in the benchmark's hub.", show_default=False)
+    ] = None,
+    read_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Read phase per mode (s).", show_default=False),
+    ] = None,
+    write_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Write phase per mode (s).", show_default=False),
+    ] = None,
+    write_rate: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Writes per second in the write phase.", show_default=False),
+    ] = None,
+    connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keep-alive connections of the load.", show_default=False),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(min=1, help="Rounds of the library level's hits.", show_default=False),
+    ] = None,
+    chart: Annotated[bool, typer.Option(help="Draw results.png (needs matplotlib).")] = True,
+) -> None:
+    """Measure what freshkeep costs against a dict, an await, peer caches, a fixed TTL, a
+    MAX(updated_at) probe and no cache; write results.md, results.json and results.png."""
+    try:
+        from freshkeep import bench as fkbench
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+    except ImportError as exc:
+        raise _fail(str(missing_extra("bench", exc.name or "uvicorn"))) from exc
+    config = fkbench.quick() if quick else fkbench.full()
+    levels = tuple(level) if level else config.levels
+    if unknown := set(levels) - {"library", "service"}:
+        raise _fail(f"unknown level(s): {', '.join(sorted(unknown))}")
+    modes = tuple(mode) if mode else config.service.modes
+    if unknown := set(modes) - set(fkbench.MODE_NAMES):
+        raise _fail(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    config.levels, config.service.modes, config.chart = levels, modes, chart
+    if seed_tasks is not None:
+        config.library.seed_tasks = config.service.seed_tasks = seed_tasks
+    if read_seconds is not None:
+        config.service.read_s = read_seconds
+    if write_seconds is not None:
+        config.service.write_s = write_seconds
+    if write_rate is not None:
+        config.service.write_rate = write_rate
+    if connections is not None:
+        config.service.connections = connections
+    if rounds is not None:
+        config.library.rounds = rounds
+    if out is not None:
+        target = out
+    elif quick:  # a smoke run must not dirty a checkout
+        target = Path(tempfile.mkdtemp(prefix="freshkeep-bench-"))
+    else:
+        target = Path("benchmarks") / "results"
+    command = shlex.join(["freshkeep", "bench", *sys.argv[2:]])
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        if err_console.is_terminal:
+            with Progress(*columns, console=err_console, refresh_per_second=4) as progress:
+                _, paths = fkbench.run(config, target, _RichReporter(progress), command=command)
+        else:  # a log (CI): one line per stage
+            _, paths = fkbench.run(config, target, fkbench.PrintReporter(), command=command)
+    except (RuntimeError, FreshkeepError) as exc:
+        raise _fail(str(exc), 1) from exc
+    console.print(Markdown(paths["markdown"].read_text()))
+    for kind, path in paths.items():
+        console.print(f"[bold]{kind}[/]: {path}", highlight=False)
+
+
+@app.command()
+def process(
+    name: Annotated[str, typer.Argument(help="The processor to run (evidence, usage).")],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="PATH_OR_URL",
+            help="The hub's database (SQLite file path or async SQLAlchemy URL). "
+            "Default: $FRESHKEEP_DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory of the session files. Default: $FRESHKEEP_SESSIONS_ROOT, else "
+            "beside the SQLite database.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run one of the hub's processors over its session files now, with a progress bar."""
+    try:
+        from freshkeep.demo.hub import create_engine, normalize_url
+        from freshkeep.demo.sessions import Sessions
+        from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError
+        from freshkeep.processing import RunStats
+        from freshkeep.settings import Settings
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def run(progress: Progress, task: TaskID) -> RunStats:
+        settings = Settings.load()
+        if root is not None:
+            settings = settings.model_copy(update={"sessions_root": str(root)})
+        engine = create_engine(normalize_url(db if db is not None else settings.database_url))
+        try:
+            sessions = Sessions.create(engine, settings)
+            sessions.pipeline.get(name)  # an unknown name fails before touching the database
+            await sessions.state.create_table()
+
+            def show(stats: RunStats) -> None:
+                progress.update(
+                    task,
+                    description=f"{name}: scanned {stats.scanned:,}, processed "
+                    f"{stats.processed:,}, failed {stats.failed:,}",
+                )
+
+            return await sessions.pipeline.run(name, progress=show)
+        finally:
+            await engine.dispose()
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err_console, refresh_per_second=8) as progress:
+            stats = asyncio.run(run(progress, progress.add_task(name, total=None)))
+    except UnknownProcessorError as exc:
+        raise _fail(str(exc)) from exc
+    except ProcessorBusy as exc:
+        raise _fail(f"processor {name!r} is already running", 1) from exc
+    except FreshkeepError as exc:
+        raise _fail(str(exc), 1) from exc
+    table = Table(title=f"processor {name}", show_header=False)
+    for label in ("scanned", "skipped", "unchanged", "deferred", "processed", "failed", "hashed"):
+        table.add_row(label, f"{getattr(stats, label):,}")
+    table.add_row("duration", f"{stats.duration:.3f} s")
+    console.print(table)
+    for key, error in stats.errors.items():
+        err_console.print(f"[yellow]failed:[/] {key}: {error}", highlight=False)
+    if stats.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""pytest-benchmark entry points of ``freshkeep bench`` (run them with ``pytest benchmarks``)."""

@@ -1,0 +1,110 @@
+"""``freshkeep bench``: what exact, revision-gated caching costs, against the alternatives.
+
+Two levels (see ``docs/performance.md``):
+
+- library (:mod:`freshkeep.bench.library`): ns per read in one process: a freshkeep view hit
+  beside a dict lookup, an ``await``, and the memory backends of dogpile.cache, aiocache and
+  cashews; a stale read, a section rebuild and a miss of the hub's summary;
+- service (:mod:`freshkeep.bench.service`): the hub's summary under uvicorn in several modes
+  (floor, freshkeep, fixed TTL, ``MAX(updated_at)`` probe, uncached), load from another
+  process, and the freshness of every response while a writer changes the data.
+
+:func:`run` runs them and writes ``results.md``, ``results.json`` and ``results.png``. Needs
+``pip install 'freshkeep[bench]'`` (the peers, uvloop, httptools, matplotlib).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from freshkeep.bench.library import LibraryConfig, run_library
+from freshkeep.bench.progress import NullReporter, PrintReporter, Reporter
+from freshkeep.bench.report import machine, write
+from freshkeep.bench.service import MODE_NAMES, MODES, Mode, ServiceConfig, run_service
+
+__all__ = [
+    "MODES",
+    "MODE_NAMES",
+    "BenchConfig",
+    "LibraryConfig",
+    "Mode",
+    "NullReporter",
+    "PrintReporter",
+    "Reporter",
+    "ServiceConfig",
+    "full",
+    "quick",
+    "run",
+]
+
+
+@dataclass
+class BenchConfig:
+    """What a run measures: ``levels`` is a subset of ``("library", "service")``."""
+
+    preset: str = "full"
+    levels: tuple[str, ...] = ("library", "service")
+    library: LibraryConfig = field(default_factory=LibraryConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    chart: bool = True
+
+
+def full() -> BenchConfig:
+    """The documented run: 10,000 tasks; 15 library rounds; per mode, three interleaved 3 s
+    read rounds and a 16 s write phase (longer than the TTL mode's 15 s). About 3 minutes."""
+    return BenchConfig()
+
+
+def quick() -> BenchConfig:
+    """A smoke run (well under 2 minutes): small hub, few rounds, about 3 s per mode."""
+    return BenchConfig(
+        preset="quick",
+        library=LibraryConfig(
+            seed_tasks=500,
+            rounds=5,
+            round_s=0.02,
+            stale_samples=10,
+            section_samples=3,
+            miss_samples=3,
+        ),
+        service=ServiceConfig(seed_tasks=500, read_s=1.0, read_rounds=1, write_s=2.0, warmup_s=0.3),
+    )
+
+
+def run(
+    config: BenchConfig,
+    out: Path,
+    reporter: Reporter | None = None,
+    *,
+    command: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Run the benchmark as ``config`` says and write its outputs into ``out``.
+
+    ``command`` is how the run was started, for the report. Returns the figures and the paths
+    written (``markdown``, ``json`` and, with matplotlib, ``png``).
+    """
+    rep = reporter if reporter is not None else NullReporter()
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "preset": config.preset,
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command or f"freshkeep bench{' --quick' if config.preset == 'quick' else ''}",
+        "machine": machine(),
+        "config": asdict(config),
+    }
+    if "library" in config.levels:
+        results["library"] = asyncio.run(run_library(config.library, rep))
+    if "service" in config.levels:
+        results["service"] = run_service(config.service, rep)
+    results["seconds"] = time.monotonic() - started
+    rep.stage("writing the report", 1)
+    paths = write(results, out, draw=config.chart)
+    for note in results.get("notes", []):
+        rep.note(note)
+    rep.advance()
+    return results, paths

@@ -1,0 +1,329 @@
+"""The benchmark's outputs: a Markdown report, the raw figures as JSON, and a PNG chart.
+
+:func:`machine` describes the machine; :func:`targets` checks the figures against the targets
+of the hit path budget (``docs/performance.md``); :func:`write` writes ``results.md``,
+``results.json`` and (with matplotlib installed) ``results.png``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "freshkeep",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "starlette",
+    "fastapi",
+    "sqlalchemy",
+    "aiosqlite",
+    "orjson",
+    "dogpile.cache",
+    "aiocache",
+    "cashews",
+    "matplotlib",
+)
+PEERS = ("dogpile", "aiocache", "cashews", "cashews_norepr")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU, cores, memory, OS, Python, package versions."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    mem = next(
+        (
+            int(line.split()[1]) // 1024
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        None,
+    )
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": mem,
+        "os": platform.platform(),
+        "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "packages": versions,
+    }
+
+
+def _case(library: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    if not library:
+        return None
+    return next((c for c in library["cases"] if c["name"] == name), None)
+
+
+def _mode(service: dict[str, Any] | None, name: str, phase: str) -> dict[str, Any] | None:
+    if not service or name not in service["modes"]:
+        return None
+    result: dict[str, Any] = service["modes"][name][phase]
+    return result
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with what was measured and whether it is met (``None``: not measured)."""
+    lib, svc = results.get("library"), results.get("service")
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        out.append({"target": target, "measured": measured, "met": met})
+
+    fk, aw = _case(lib, "freshkeep"), _case(lib, "await")
+    if fk and aw:
+        r = fk["median_ns"] / aw["median_ns"]
+        add("in-process hit ≤ 2x a plain `await` returning a dict", f"{r:.2f}x", r <= 2.0)
+    if fk:
+        peers = [p for p in (_case(lib, n) for n in PEERS) if p]
+        if peers:
+            fastest = min(peers, key=lambda p: p["median_ns"])
+            r = fastest["median_ns"] / fk["median_ns"]
+            add(
+                "in-process hit no slower than the peers' memory backends",
+                f"fastest peer ({fastest['name']}) is {r:.1f}x slower",
+                r >= 1.0,
+            )
+    floor, fresh = _mode(svc, "floor", "read"), _mode(svc, "freshkeep", "read")
+    if svc and floor and fresh:
+        r = fresh["rps"] / floor["rps"]
+        measured = f"{r:.0%}"
+        rounds = [svc["modes"][n].get("read_rounds_rps") for n in ("floor", "freshkeep")]
+        if all(rounds) and len(rounds[0]) > 1:
+            # The same round's ratio: both modes ran seconds apart, under the same load.
+            per_round = [f / b for f, b in zip(rounds[1], rounds[0], strict=True) if b]
+            r = statistics.median(per_round)
+            measured = f"{r:.0%} (median of rounds: {', '.join(f'{x:.0%}' for x in per_round)})"
+        add("HTTP hit throughput ≥ 80% of the floor", measured, r >= 0.8)
+    for name, need in (("maxprobe", 3.0), ("uncached", 20.0)):
+        other = _mode(svc, name, "read")
+        if fresh and other and other["rps"]:
+            r = fresh["rps"] / other["rps"]
+            add(f"HTTP hit throughput ≥ {need:g}x {name}", f"{r:.1f}x", r >= need)
+    for name in ("freshkeep", "freshkeep-fastapi"):
+        w = _mode(svc, name, "write")
+        if w and w.get("freshness"):
+            f = w["freshness"]
+            add(
+                f"zero stale responses beyond the bound ({name})",
+                f"{f['beyond_bound']} of {f['checked']:,} (stale: {f['stale']})",
+                f["beyond_bound"] == 0,
+            )
+    ttl = _mode(svc, "ttl", "write")
+    if ttl and ttl.get("freshness"):
+        f = ttl["freshness"]
+        add(
+            "fixed TTL: stale share reported as measured",
+            f"{f['stale_share']:.1%} stale, up to {f['stale_age_ms']['max'] / 1000:.1f} s old",
+            None,
+        )
+    return out
+
+
+def _ns(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:,.2f} ms"
+    if value >= 1e4:
+        return f"{value / 1e3:,.1f} µs"
+    return f"{value:,.0f} ns"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The report as Markdown."""
+    m = results["machine"]
+    lines = [
+        f"# freshkeep benchmark ({results['preset']}, {results['started_at']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib'] or '?'} MiB, {m['os']}, "
+        f"{m['python']}. Command: `{results['command']}`; {results['seconds']:.0f} s.",
+        "",
+    ]
+    lib, svc = results.get("library"), results.get("service")
+    if lib:
+        aw, fk = _case(lib, "await"), _case(lib, "freshkeep")
+        lines += [
+            f"## Library level: one process, the hub's summary ({lib['body_bytes']:,} bytes, "
+            f"{lib['seed_tasks']:,} tasks)",
+            "",
+            f"Hits: {lib['rounds']} interleaved rounds of calibrated loops; reads that work: "
+            "each timed alone. Spread: interquartile range.",
+            "",
+            "| operation | median | IQR | min - max | x await | x freshkeep hit |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for c in lib["cases"]:
+            med = c["median_ns"]
+            x_aw = f"{med / aw['median_ns']:.2f}" if aw and aw["median_ns"] else ""
+            x_fk = f"{med / fk['median_ns']:.2f}" if fk and fk["median_ns"] else ""
+            if c["kind"] != "hit":  # a ratio of milliseconds to nanoseconds says nothing
+                x_aw = x_fk = ""
+            lines.append(
+                f"| {c['label']} | {_ns(med)} | {_ns(c['q1_ns'])} - {_ns(c['q3_ns'])} "
+                f"| {_ns(c['min_ns'])} - {_ns(c['max_ns'])} | {x_aw} | {x_fk} |"
+            )
+        for note in lib.get("notes", []):
+            lines.append(f"\nNote: {note}")
+        lines.append("")
+    if svc:
+        floor = _mode(svc, "floor", "read")
+        fresh = _mode(svc, "freshkeep", "read")
+        lines += [
+            f"## Service level: `GET` the summary under uvicorn ({svc['server']['loop']}, "
+            f"{svc['server']['http']}, 1 worker), {svc['connections']} keep-alive connections "
+            f"from another process, {svc['seed_tasks']:,} tasks",
+            "",
+            f"### Read phase: no writes (per mode the median of {svc.get('read_rounds', 1)} "
+            f"interleaved rounds of {svc['read_s']:g} s)",
+            "",
+            "| mode | req/s | p50 ms | p99 ms | x floor | freshkeep / mode | served as |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, d in svc["modes"].items():
+            r = d["read"]
+            lines.append(
+                f"| {name} | {r['rps']:,.0f} | {r['latency_ms']['p50']:.2f} "
+                f"| {r['latency_ms']['p99']:.2f} "
+                f"| {r['rps'] / floor['rps'] if floor and floor['rps'] else 0:.2f} "
+                f"| {fresh['rps'] / r['rps'] if fresh and r['rps'] else 0:.2f} "
+                f"| {_labels(r)} |"
+            )
+        lines += [
+            "",
+            f"### Write phase: {svc['write_rate']:g} writes/s for {svc['write_s']:g} s per mode, "
+            "every response checked against the committed history",
+            "",
+            "| mode | req/s | p50 ms | p99 ms | writes | checked | stale | stale share "
+            "| beyond bound | stale age p50 / p99 / max | served as |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, d in svc["modes"].items():
+            w = d["write"]
+            f = w.get("freshness")
+            fresh_cols = "| n/a (fixed bytes) | | | | |"
+            if f:
+                a = f["stale_age_ms"]
+                ages = (
+                    f"{a['p50']:,.0f} / {a['p99']:,.0f} / {a['max']:,.0f} ms" if f["stale"] else ""
+                )
+                bound = f"{f['beyond_bound']} (bound {d['bound_s']:g} s)"
+                fresh_cols = (
+                    f"| {f['checked']:,} | {f['stale']:,} | {f['stale_share']:.1%} | {bound} "
+                    f"| {ages} |"
+                )
+            lines.append(
+                f"| {name} | {w['rps']:,.0f} | {w['latency_ms']['p50']:.2f} "
+                f"| {w['latency_ms']['p99']:.2f} | {w['writes']['count'] if w['writes'] else 0} "
+                f"{fresh_cols} {_labels(w)} |"
+            )
+        lines += ["", "Modes:", ""]
+        lines += [f"- `{name}` (`{d['path']}`): {d['what']}" for name, d in svc["modes"].items()]
+        lines.append("")
+    t = results.get("targets") or []
+    if t:
+        lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        for row in t:
+            met = {True: "yes", False: "**no**", None: "(reported)"}[row["met"]]
+            lines.append(f"| {row['target']} | {row['measured']} | {met} |")
+        lines.append("")
+    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    lines += [f"Packages: {pk}.", ""]
+    return "\n".join(lines)
+
+
+def _labels(phase: dict[str, Any]) -> str:
+    labels = {k or "-": v for k, v in phase.get("labels", {}).items()}
+    if list(labels) == ["-"]:
+        return ""
+    total = sum(labels.values()) or 1
+    return ", ".join(f"{k} {v / total:.1%}" for k, v in sorted(labels.items(), key=lambda x: -x[1]))
+
+
+def chart(results: dict[str, Any], path: Path) -> str | None:
+    """Draw the PNG chart; return why not when matplotlib is missing."""
+    try:
+        mpl = importlib.import_module("matplotlib")
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install 'freshkeep[bench]')"
+    mpl.use("Agg")
+    plt = importlib.import_module("matplotlib.pyplot")
+    lib, svc = results.get("library"), results.get("service")
+    panels = [p for p in (lib, svc) if p]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels) + 0.6), squeeze=False)
+    row = 0
+    if lib:
+        ax = axes[row][0]
+        hits = [c for c in lib["cases"] if c["kind"] == "hit" and c["name"] != "empty"]
+        names = [c["name"] for c in hits]
+        vals = [c["median_ns"] for c in hits]
+        colors = ["tab:green" if n == "freshkeep" else "tab:gray" for n in names]
+        ax.barh(names, vals, color=colors)
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_xlabel("ns per hit (median, log scale): lower is better")
+        ax.set_title("Library level: one read of the same value in one process")
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {_ns(v)}", va="center", fontsize=8)
+        row += 1
+    if svc:
+        ax = axes[row][0]
+        names = list(svc["modes"])
+        vals = [svc["modes"][n]["read"]["rps"] for n in names]
+        colors = ["tab:green" if n.startswith("freshkeep") else "tab:gray" for n in names]
+        ax.barh(names, vals, color=colors)
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_xlabel("requests/s, no writes (log scale): higher is better")
+        ax.set_title("Service level: GET the summary; label: stale share under writes")
+        for i, n in enumerate(names):
+            f = svc["modes"][n]["write"].get("freshness")
+            stale = f"{f['stale_share']:.0%} stale" if f else "fixed bytes"
+            ax.text(vals[i], i, f" {vals[i]:,.0f}/s, {stale}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def write(results: dict[str, Any], out: Path, *, draw: bool = True) -> dict[str, Path]:
+    """Write ``results.md``, ``results.json`` and ``results.png`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    results["targets"] = targets(results)
+    paths = {"markdown": out / "results.md", "json": out / "results.json"}
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["markdown"].write_text(markdown(results))
+    if draw:
+        png = out / "results.png"
+        why = chart(results, png)
+        if why is None:
+            paths["png"] = png
+        else:
+            results.setdefault("notes", []).append(why)
+    return paths

@@ -1,0 +1,328 @@
+"""The hub's session files: uploads, two processors, their schedule, and the admin endpoint.
+
+- ``POST /sessions/{user}?name=NAME.jsonl``: store a ``.jsonl`` body under
+  ``<sessions_root>/<user>/NAME.jsonl``; every line is validated (a malformed line is reported
+  with its number, and the file is still stored). A user or file name that is not a plain name
+  (path traversal, separators) is refused with 400 and nothing is written.
+- Processors ``evidence`` (lines matching a verification rule) and ``usage`` (token and tool
+  counts per user), run by the scheduler every ``processing_interval`` seconds.
+- ``GET /sessions/usage``: token and tool counts per user, from the processing state.
+- ``POST /admin/processors/{name}/run`` (``Authorization: Bearer $FRESHKEEP_ADMIN_TOKEN``):
+  run a processor now; 404 for an unknown name, 409 while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError
+from freshkeep.processing import (
+    Item,
+    LocalLocks,
+    Locks,
+    Outcome,
+    Pipeline,
+    PostgresLocks,
+    ProcessContext,
+    Processor,
+)
+from freshkeep.processing.sql import SQLProcessingState
+from freshkeep.scheduler import Scheduler
+from freshkeep.settings import Settings
+
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+MAX_UPLOAD = 64 * 1024 * 1024
+"""Bytes a session upload may have."""
+
+EVIDENCE_RULE = re.compile(
+    r"\b(\d+ passed|all tests passed|tests? passed|all checks passed|exit code 0)\b", re.I
+)
+"""What counts as verification evidence in a session line."""
+
+
+def plain_name(value: str, what: str, *, suffix: str = "") -> str:
+    """``value`` if it is a plain file name (no separators, no ``..``), else 400."""
+    ok = _PLAIN.fullmatch(value) is not None and ".." not in value and value.endswith(suffix)
+    if not ok:
+        raise HTTPException(400, detail=f"invalid {what}: {value!r}")
+    return value
+
+
+def parse_jsonl(data: bytes) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The JSON value of each non-empty line, and the errors: ``{"line": n, "error": ...}``
+    (1-based line numbers; a malformed line's value is ``None``)."""
+    values: list[Any] = []
+    errors: list[dict[str, Any]] = []
+    for n, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            errors.append({"line": n, "error": str(exc)})
+            values.append(None)
+            continue
+        if not isinstance(value, dict):
+            errors.append({"line": n, "error": "not a JSON object"})
+            values.append(None)
+            continue
+        values.append(value)
+    return values, errors
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+async def _read(path: Path) -> bytes:
+    return await asyncio.to_thread(path.read_bytes)
+
+
+class EvidenceProcessor(Processor):
+    """Records the lines of each session that match :data:`EVIDENCE_RULE`."""
+
+    def __init__(self, root: Path) -> None:
+        self.name, self.root, self.pattern = "evidence", root, "*/*.jsonl"
+        self.found: dict[str, list[dict[str, Any]]] = {}
+
+    async def process(self, item: Item, ctx: ProcessContext) -> Outcome:
+        """Find the matching lines of ``item``."""
+        values, errors = parse_jsonl(await _read(item.path))
+        hits: list[dict[str, Any]] = []
+        for n, value in enumerate(values, 1):
+            for text in _strings(value):
+                if m := EVIDENCE_RULE.search(text):
+                    hits.append({"entry": n, "match": m.group(0)})
+                    break
+        self.found[item.key] = hits
+        counts = {"entries": len(values), "evidence": len(hits), "malformed": len(errors)}
+        return Outcome(counts, {"evidence": hits})
+
+
+class UsageProcessor(Processor):
+    """Counts tokens and tool calls per session (summed per user by :meth:`Sessions.usage`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.name, self.root, self.pattern = "usage", root, "*/*.jsonl"
+
+    async def process(self, item: Item, ctx: ProcessContext) -> Outcome:
+        """Sum ``usage.input_tokens``/``output_tokens`` and count ``tool_use`` entries."""
+        values, _ = parse_jsonl(await _read(item.path))
+        counts: Counter[str] = Counter()
+        for value in values:
+            if value is None:
+                continue
+            message = value.get("message") if isinstance(value.get("message"), dict) else {}
+            usage = value.get("usage") or message.get("usage") or {}
+            if isinstance(usage, dict):
+                for k in ("input_tokens", "output_tokens"):
+                    if isinstance(usage.get(k), int):
+                        counts[k] += usage[k]
+            content = message.get("content")
+            listed: list[Any] = content if isinstance(content, list) else []
+            parts = [value, *[c for c in listed if isinstance(c, dict)]]
+            counts["tool_calls"] += sum(1 for p in parts if p.get("type") == "tool_use")
+        counts["entries"] = len(values)
+        return Outcome(dict(counts))
+
+
+@dataclass(eq=False)
+class Sessions:
+    """The session files of the hub: where they are, their processors and their schedule."""
+
+    root: Path
+    pipeline: Pipeline
+    scheduler: Scheduler
+    state: SQLProcessingState
+    admin_token: str | None
+    interval: float
+    evidence: EvidenceProcessor = field(init=False)
+    usage_processor: UsageProcessor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.evidence = cast(
+            EvidenceProcessor, self.pipeline.register(EvidenceProcessor(self.root))
+        )
+        self.usage_processor = cast(
+            UsageProcessor, self.pipeline.register(UsageProcessor(self.root))
+        )
+
+    @classmethod
+    def create(cls, engine: AsyncEngine, settings: Settings, **pipeline_kw: Any) -> Sessions:
+        """The sessions of a hub on ``engine`` (PostgreSQL: locks across instances)."""
+        locks: Locks = (
+            PostgresLocks(engine) if engine.dialect.name == "postgresql" else LocalLocks()
+        )
+        state = SQLProcessingState(engine)
+        pipeline_kw.setdefault("retry_backoff", settings.processing_retry_backoff)
+        pipeline_kw.setdefault("max_retry_backoff", settings.processing_max_retry_backoff)
+        pipeline = Pipeline(state, locks=locks, **pipeline_kw)
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        root = Path(settings.sessions_root or _default_root(engine)).expanduser().absolute()
+        interval = settings.processing_interval
+        return cls(root, pipeline, Scheduler(clock=pipeline.clock), state, token, interval)
+
+    async def start(self) -> None:
+        """Create the state table and the root; schedule the processors."""
+        await self.state.create_table()
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        if self.interval > 0:
+            for name in self.pipeline.names():
+                if name not in self.scheduler.jobs:
+                    job = _runner(self.pipeline, name)
+                    self.scheduler.add(name, job, self.interval, delay=self.interval)
+            await self.scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop the schedule; cancel runs in flight."""
+        await self.scheduler.stop()
+
+    async def store(self, user: str, name: str, data: bytes) -> Path:
+        """Write ``data`` to ``<root>/<user>/<name>`` atomically (names already checked)."""
+        directory = self.root / user
+        return await asyncio.to_thread(_write_atomic, directory, name, data)
+
+    async def usage(self) -> dict[str, dict[str, int]]:
+        """Token and tool counts per user, summed from the ``usage`` processor's state."""
+        per_user: dict[str, Counter[str]] = {}
+        for key, state in (await self.state.load("usage")).items():
+            per_user.setdefault(key.split("/", 1)[0], Counter()).update(state.counts)
+        return {user: dict(c) for user, c in sorted(per_user.items())}
+
+
+def _default_root(engine: AsyncEngine) -> str:
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        if not database.startswith("file:"):
+            return str(Path(database).with_suffix("")) + "-sessions"
+    return "freshkeep-sessions"
+
+
+def _runner(pipeline: Pipeline, name: str) -> Any:
+    async def run() -> None:
+        await pipeline.run(name)
+
+    return run
+
+
+def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        target = directory / name
+        os.replace(tmp, target)
+        return target
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def get_sessions(request: Request) -> Sessions:
+    """The sessions of the application serving ``request``."""
+    return cast(Sessions, request.app.state.sessions)
+
+
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+
+router = APIRouter()
+
+
+@router.post("/sessions/{user}", tags=["sessions"], status_code=201)
+async def upload_session(
+    user: str,
+    request: Request,
+    sessions: SessionsDep,
+    name: Annotated[str | None, Query(description="File name, ending in .jsonl")] = None,
+) -> dict[str, Any]:
+    """Store a session transcript (``.jsonl`` body); report malformed lines by number."""
+    plain_name(user, "user name")
+    file_name = plain_name(name, "file name", suffix=".jsonl") if name is not None else None
+    data = await request.body()
+    if len(data) > MAX_UPLOAD:
+        raise HTTPException(413, detail=f"a session file may have at most {MAX_UPLOAD} bytes")
+    values, errors = await asyncio.to_thread(parse_jsonl, data)
+    file_name = file_name or f"session-{uuid.uuid4().hex}.jsonl"
+    await sessions.store(user, file_name, data)
+    return {
+        "user": user,
+        "name": file_name,
+        "entries": len(values),
+        "malformed": len(errors),
+        "errors": errors[:100],
+    }
+
+
+@router.get("/sessions/usage", tags=["sessions"])
+async def session_usage(sessions: SessionsDep) -> dict[str, dict[str, int]]:
+    """Input/output tokens and tool calls per user, as of the last ``usage`` run."""
+    return await sessions.usage()
+
+
+def _admin(request: Request, sessions: SessionsDep) -> None:
+    if sessions.admin_token is None:
+        raise HTTPException(403, detail="admin endpoints are disabled: set FRESHKEEP_ADMIN_TOKEN")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        token.strip().encode(), sessions.admin_token.encode()
+    ):
+        raise HTTPException(
+            401,
+            detail="a valid admin bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+@router.get("/admin/processors", tags=["admin"], dependencies=[Depends(_admin)])
+async def list_processors(sessions: SessionsDep) -> dict[str, Any]:
+    """Every processor: running or not, its last run's stats, its schedule."""
+    pipeline = sessions.pipeline
+    jobs = sessions.scheduler.snapshot()
+    return {
+        name: {
+            "running": name in pipeline.running,
+            "last_run": s.as_dict() if (s := pipeline.last_stats.get(name)) else None,
+            "schedule": jobs.get(name),
+        }
+        for name in pipeline.names()
+    }
+
+
+@router.post(
+    "/admin/processors/{name}/run",
+    tags=["admin"],
+    dependencies=[Depends(_admin)],
+    responses={404: {"description": "no such processor"}, 409: {"description": "running"}},
+)
+async def run_processor(name: str, sessions: SessionsDep) -> Any:
+    """Run processor ``name`` now and return its stats."""
+    try:
+        stats = await sessions.pipeline.run(name)
+    except UnknownProcessorError as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    except ProcessorBusy:
+        return JSONResponse(
+            {"detail": f"processor {name!r} is already running", "processor": name}, 409
+        )
+    return stats.as_dict()

@@ -1,0 +1,47 @@
+"""Processed items: processors that derive things from files, once per content of each file.
+
+A :class:`Processor` names the items it takes (files under a root matching a glob) and
+processes one item at a time. A :class:`Pipeline` runs a processor: it streams the items,
+skips those whose ``mtime_ns`` and ``size`` are unchanged without opening them, hashes the
+others and skips unchanged content, processes the rest, and records per-(processor, item)
+state in batches. Failures are recorded per item, with a doubling retry backoff. A
+per-processor lock makes a second concurrent run fail with
+:class:`~freshkeep.exceptions.ProcessorBusy` (:class:`PostgresLocks`: across instances).
+
+The SQL state store is :class:`freshkeep.processing.sql.SQLProcessingState` (extra
+``sqlalchemy``); this package itself imports no database driver.
+"""
+
+from __future__ import annotations
+
+from freshkeep.processing._lock import LocalLocks, Locks, PostgresLocks, advisory_key, hold
+from freshkeep.processing._pipeline import Hasher, Pipeline, Progress, sha256_file
+from freshkeep.processing._state import MemoryProcessingState, ProcessingStateStore
+from freshkeep.processing._types import (
+    Item,
+    ItemState,
+    Outcome,
+    ProcessContext,
+    Processor,
+    RunStats,
+)
+
+__all__ = [
+    "Hasher",
+    "Item",
+    "ItemState",
+    "LocalLocks",
+    "Locks",
+    "MemoryProcessingState",
+    "Outcome",
+    "Pipeline",
+    "PostgresLocks",
+    "ProcessContext",
+    "ProcessingStateStore",
+    "Processor",
+    "Progress",
+    "RunStats",
+    "advisory_key",
+    "hold",
+    "sha256_file",
+]

@@ -1,0 +1,154 @@
+"""Processing state in the ``freshkeep_processing_state`` table, through SQLAlchemy.
+
+The table belongs to :data:`freshkeep.integrations.sqlalchemy.metadata` (created by
+``metadata.create_all`` and by migration ``0003``). A run reads a processor's rows in one
+query and writes its marks in batched upserts (one transaction per batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from freshkeep.exceptions import ConfigurationError, StoreError
+from freshkeep.integrations.sqlalchemy import metadata
+from freshkeep.processing._types import ItemState
+
+T = TypeVar("T")
+
+PROCESSING_STATE_TABLE = "freshkeep_processing_state"
+
+processing_state_table = Table(
+    PROCESSING_STATE_TABLE,
+    metadata,
+    Column("processor", String(255), primary_key=True),
+    Column("item", String(1024), primary_key=True),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content_hash", String(128), nullable=True),
+    Column("processed_at", Float, nullable=True),
+    Column("counts", Text, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("retry_at", Float, nullable=True),
+)
+"""One row per (processor, item)."""
+
+_VALUES = ("mtime_ns", "size", "content_hash", "processed_at", "counts", "last_error")
+_UPDATED = (*_VALUES, "attempts", "retry_at")
+
+
+def _row(s: ItemState) -> dict[str, Any]:
+    return {
+        "processor": s.processor,
+        "item": s.key,
+        "mtime_ns": s.mtime_ns,
+        "size": s.size,
+        "content_hash": s.content_hash,
+        "processed_at": s.processed_at,
+        "counts": orjson.dumps(dict(s.counts), option=orjson.OPT_SORT_KEYS).decode(),
+        "last_error": s.last_error,
+        "attempts": s.attempts,
+        "retry_at": s.retry_at,
+    }
+
+
+def _states(rows: Iterable[Any]) -> dict[str, ItemState]:
+    # Rows unpacked as tuples: attribute access per column costs more than the query.
+    return {
+        key: ItemState(p, key, mtime, size, digest, at, orjson.loads(counts), err, n, retry)
+        for p, key, mtime, size, digest, at, counts, err, n, retry in rows
+    }
+
+
+def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    t = processing_state_table
+    dialect = conn.dialect.name
+    keys = [t.c.processor, t.c.item]
+    if dialect in ("postgresql", "sqlite"):
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(t)
+        stmt = ins.on_conflict_do_update(
+            index_elements=keys, set_={c: getattr(ins.excluded, c) for c in _UPDATED}
+        )
+        step = 500 if dialect == "postgresql" else 80  # SQLite: <= 999 bound parameters
+        for i in range(0, len(rows), step):
+            conn.execute(stmt.values(rows[i : i + step]))
+        return
+    for row in rows:  # portable fallback: UPDATE, then INSERT
+        new = {c: row[c] for c in _UPDATED}
+        where = (t.c.processor == row["processor"], t.c.item == row["item"])
+        if conn.execute(update(t).where(*where).values(new)).rowcount == 0:
+            conn.execute(t.insert().values(row))
+
+
+class SQLProcessingState:
+    """A :class:`~freshkeep.processing.ProcessingStateStore` in a SQL table (sync or async
+    engine). Driver errors are raised as :class:`~freshkeep.exceptions.StoreError`."""
+
+    def __init__(self, engine: AsyncEngine | Engine) -> None:
+        if not isinstance(engine, AsyncEngine | Engine):
+            raise ConfigurationError(f"expected a SQLAlchemy Engine or AsyncEngine, not {engine!r}")
+        self.engine = engine
+
+    async def create_table(self) -> None:
+        """Create freshkeep's tables (this one included) if they do not exist."""
+        await self._run(lambda conn: metadata.create_all(conn), write=True)
+
+    async def load(self, processor: str) -> dict[str, ItemState]:
+        """Every state of ``processor``, by item key (one query)."""
+        t = processing_state_table
+        cols = [t.c.processor, t.c.item, *(t.c[c] for c in _UPDATED)]
+        query = select(*cols).where(t.c.processor == processor)
+        return await self._run(lambda conn: _states(conn.execute(query)))
+
+    async def save(self, states: Sequence[ItemState]) -> None:
+        """Upsert ``states`` in one transaction."""
+        rows = [_row(s) for s in states]
+        if rows:
+            await self._run(lambda conn: _upsert(conn, rows), write=True)
+
+    async def delete(self, processor: str, keys: Iterable[str]) -> None:
+        """Forget the states of ``keys`` of ``processor``."""
+        t = processing_state_table
+        stmt = delete(t).where(t.c.processor == processor, t.c.item.in_(list(keys)))
+        await self._run(lambda conn: conn.execute(stmt), write=True)
+
+    async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
+        try:
+            if isinstance(self.engine, AsyncEngine):
+                ctx = self.engine.begin() if write else self.engine.connect()
+                async with ctx as aconn:
+                    return cast(T, await aconn.run_sync(work))
+            return await asyncio.to_thread(self._run_sync, work, write)
+        except Exception as exc:
+            raise StoreError(f"SQL processing state failed: {exc}") from exc
+
+    def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
+        assert isinstance(self.engine, Engine)
+        if write:
+            with self.engine.begin() as conn:
+                return work(conn)
+        with self.engine.connect() as conn:
+            return work(conn)
+
+
+__all__ = ["PROCESSING_STATE_TABLE", "SQLProcessingState", "processing_state_table"]
