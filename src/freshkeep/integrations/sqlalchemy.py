@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
@@ -53,6 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
 from freshkeep.keeper import Keeper
 
 log = logging.getLogger("freshkeep.sqlalchemy")
+
+T = TypeVar("T")
 
 REVISION_TABLE = "freshkeep_revisions"
 
@@ -147,17 +149,9 @@ class SQLAlchemyRevisions:
     async def read(self, sources: Collection[str]) -> dict[str, Revision]:
         """Read the revision of every source: counters in one query, watermarks in one more."""
         try:
-            if isinstance(self.engine, AsyncEngine):
-                async with self.engine.connect() as conn:
-                    return cast(dict[str, Revision], await conn.run_sync(self._read, sources))
-            return await asyncio.to_thread(self._read_sync, sources)
+            return await run_on(self.engine, lambda conn: self._read(conn, sources))
         except Exception as exc:
             raise RevisionSourceError(f"reading revisions failed: {exc}") from exc
-
-    def _read_sync(self, sources: Collection[str]) -> dict[str, Revision]:
-        assert isinstance(self.engine, Engine)
-        with self.engine.connect() as conn:
-            return self._read(conn, sources)
 
     def _read(self, conn: Connection, sources: Collection[str]) -> dict[str, Revision]:
         counters = [s for s in sources if s not in self.watermarks]
@@ -186,24 +180,31 @@ class SQLAlchemyRevisions:
     async def bump(self, sources: Iterable[str]) -> dict[str, Revision]:
         """Increment counters in a transaction of their own; return the new revisions."""
         srcs = list(sources)
-        if isinstance(self.engine, AsyncEngine):
-            async with self.engine.begin() as conn:
-                return cast(dict[str, Revision], await conn.run_sync(_upsert, srcs))
-
-        def run() -> dict[str, Revision]:
-            assert isinstance(self.engine, Engine)
-            with self.engine.begin() as conn:
-                return _upsert(conn, srcs)
-
-        return await asyncio.to_thread(run)
+        return await run_on(self.engine, lambda conn: _upsert(conn, srcs), write=True)
 
     async def create_table(self) -> None:
-        """Create freshkeep's revision table if it does not exist."""
-        if isinstance(self.engine, AsyncEngine):
-            async with self.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-        else:
-            await asyncio.to_thread(metadata.create_all, self.engine)
+        """Create freshkeep's tables (of :data:`metadata`) that do not exist."""
+        await run_on(self.engine, metadata.create_all, write=True)
+
+
+async def run_on(
+    engine: AsyncEngine | Engine, work: Callable[[Connection], T], *, write: bool = False
+) -> T:
+    """Run ``work(connection)`` on a sync or an async engine and return its result.
+
+    ``write=True`` runs it in a transaction that commits; else on a plain connection. A sync
+    engine runs in a worker thread, so the event loop never blocks on it.
+    """
+    if isinstance(engine, AsyncEngine):
+        ctx = engine.begin() if write else engine.connect()
+        async with ctx as aconn:
+            return cast(T, await aconn.run_sync(work))
+
+    def run_sync() -> T:
+        with engine.begin() if write else engine.connect() as conn:
+            return work(conn)
+
+    return await asyncio.to_thread(run_sync)
 
 
 def sqlite_transactions(engine: AsyncEngine | Engine) -> None:

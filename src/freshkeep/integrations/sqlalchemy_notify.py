@@ -8,9 +8,8 @@ are canonical JSON text; nothing is pickled.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from freshkeep.exceptions import ConfigurationError, StoreError, missing_extra
 
@@ -32,7 +31,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
-from freshkeep.integrations.sqlalchemy import metadata
+from freshkeep.integrations.sqlalchemy import metadata, run_on
 
 T = TypeVar("T")
 
@@ -117,18 +116,8 @@ class SQLAlchemyStateStore:
 
     async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         try:
-            if isinstance(self.engine, AsyncEngine):
-                ctx = self.engine.begin() if write else self.engine.connect()
-                async with ctx as aconn:
-                    return cast(T, await aconn.run_sync(work))
-            return await asyncio.to_thread(self._run_sync, work, write)
+            return await run_on(self.engine, work, write=write)
         except Exception as exc:
             raise StoreError(f"SQL state store failed: {exc}") from exc
-
-    def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
-        assert isinstance(self.engine, Engine)
-        if write:
-            with self.engine.begin() as conn:
-                return work(conn)
         with self.engine.connect() as conn:
             return work(conn)

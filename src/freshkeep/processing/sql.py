@@ -7,9 +7,8 @@ query and writes its marks in batched upserts (one transaction per batch).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -30,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from freshkeep.exceptions import ConfigurationError, StoreError
-from freshkeep.integrations.sqlalchemy import metadata
+from freshkeep.integrations.sqlalchemy import metadata, run_on
 from freshkeep.processing._types import ItemState
 
 T = TypeVar("T")
@@ -134,19 +133,9 @@ class SQLProcessingState:
 
     async def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         try:
-            if isinstance(self.engine, AsyncEngine):
-                ctx = self.engine.begin() if write else self.engine.connect()
-                async with ctx as aconn:
-                    return cast(T, await aconn.run_sync(work))
-            return await asyncio.to_thread(self._run_sync, work, write)
+            return await run_on(self.engine, work, write=write)
         except Exception as exc:
             raise StoreError(f"SQL processing state failed: {exc}") from exc
-
-    def _run_sync(self, work: Callable[[Connection], T], write: bool) -> T:
-        assert isinstance(self.engine, Engine)
-        if write:
-            with self.engine.begin() as conn:
-                return work(conn)
         with self.engine.connect() as conn:
             return work(conn)
 
