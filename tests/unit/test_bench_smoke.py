@@ -69,3 +69,55 @@ def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
     assert "| freshkeep |" in report
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_distributed_section_is_reported_without_a_chart(tmp_path: Path) -> None:
+    """The distributed level's figures (from PostgreSQL + Redis, not run here) are written
+    into results.md/.json; a run of that level alone draws no chart."""
+    from freshkeep.bench.report import machine, write
+
+    phase = {
+        "connections": 8,
+        "rps": 4000.0,
+        "requests": 20000,
+        "errors": 0,
+        "latency_ms": {"p50": 1.9, "p90": 2.2, "p99": 2.5, "max": 9.0, "mean": 2.0},
+        "labels": {"hit": 20000},
+    }
+    stats = {"p50": 8.4, "p90": 10.0, "p99": 12.6, "max": 12.6, "mean": 8.5}
+    results = {
+        "preset": "full",
+        "started_at": "2026-01-01 00:00 UTC",
+        "command": "freshkeep bench --level distributed",
+        "machine": machine(),
+        "seconds": 11.0,
+        "distributed": {
+            "seed_tasks": 10_000,
+            "read_s": 5.0,
+            "warmup_s": 0.5,
+            "connections": 16,
+            "resync_interval_s": 1.0,
+            "read": {
+                "rps": 8000.0,
+                "requests": 40000,
+                "errors": 0,
+                "hubs": {"A": phase, "B": phase},
+            },
+            "invalidation": {
+                "writes": 50,
+                "seen": 50,
+                "timeouts": 0,
+                "timeout_s": 10.0,
+                "latency_ms": stats,
+                "polls": {**stats, "p50": 4.0, "max": 7.0},
+                "write_latency_ms": stats,
+            },
+        },
+    }
+    paths = write(results, tmp_path)
+    assert set(paths) == {"markdown", "json"}
+    report = paths["markdown"].read_text()
+    assert "## Distributed: two hubs on PostgreSQL + Redis" in report
+    assert "| both | 16 | 8,000 |" in report
+    assert "| 50 | 50 | 0 (after 10 s) | 8.40 | 12.60 | 12.60 | 4 / 7 |" in report
+    assert json.loads(paths["json"].read_text())["distributed"]["invalidation"]["seen"] == 50

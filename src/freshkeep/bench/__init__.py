@@ -7,7 +7,10 @@ Two levels (see ``docs/performance.md``):
   cashews; a stale read, a section rebuild and a miss of the hub's summary;
 - service (:mod:`freshkeep.bench.service`): the hub's summary under uvicorn in several modes
   (floor, freshkeep, fixed TTL, ``MAX(updated_at)`` probe, uncached), load from another
-  process, and the freshness of every response while a writer changes the data.
+  process, and the freshness of every response while a writer changes the data;
+- distributed (:mod:`freshkeep.bench.distributed`, only when asked): two hub processes on a
+  fresh PostgreSQL database with a Redis store and bus: read load on both, and how long a write
+  to one takes to show in the other's summary.
 
 :func:`run` runs them and writes ``results.md``, ``results.json`` and ``results.png``. Needs
 ``pip install 'freshkeep[bench]'`` (the peers, uvloop, httptools, matplotlib).
@@ -22,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from freshkeep.bench.distributed import DistributedConfig, run_distributed
 from freshkeep.bench.library import LibraryConfig, run_library
 from freshkeep.bench.progress import NullReporter, PrintReporter, Reporter
 from freshkeep.bench.report import machine, write
@@ -31,6 +35,7 @@ __all__ = [
     "MODES",
     "MODE_NAMES",
     "BenchConfig",
+    "DistributedConfig",
     "LibraryConfig",
     "Mode",
     "NullReporter",
@@ -45,12 +50,14 @@ __all__ = [
 
 @dataclass
 class BenchConfig:
-    """What a run measures: ``levels`` is a subset of ``("library", "service")``."""
+    """What a run measures: ``levels`` is a subset of ``("library", "service", "distributed")``
+    (``distributed`` needs PostgreSQL and Redis, and is never a default level)."""
 
     preset: str = "full"
     levels: tuple[str, ...] = ("library", "service")
     library: LibraryConfig = field(default_factory=LibraryConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     chart: bool = True
 
 
@@ -73,6 +80,7 @@ def quick() -> BenchConfig:
             miss_samples=3,
         ),
         service=ServiceConfig(seed_tasks=500, read_s=1.0, read_rounds=1, write_s=2.0, warmup_s=0.3),
+        distributed=DistributedConfig(seed_tasks=500, read_s=1.0, warmup_s=0.3, writes=20),
     )
 
 
@@ -101,6 +109,8 @@ def run(
         results["library"] = asyncio.run(run_library(config.library, rep))
     if "service" in config.levels:
         results["service"] = run_service(config.service, rep)
+    if "distributed" in config.levels:
+        results["distributed"] = run_distributed(config.distributed, rep)
     results["seconds"] = time.monotonic() - started
     rep.stage("writing the report", 1)
     paths = write(results, out, draw=config.chart)

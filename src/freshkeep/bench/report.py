@@ -26,6 +26,8 @@ PACKAGES = (
     "fastapi",
     "sqlalchemy",
     "aiosqlite",
+    "asyncpg",
+    "redis",
     "orjson",
     "dogpile.cache",
     "aiocache",
@@ -246,6 +248,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Modes:", ""]
         lines += [f"- `{name}` (`{d['path']}`): {d['what']}" for name, d in svc["modes"].items()]
         lines.append("")
+    dist = results.get("distributed")
+    if dist:
+        lines += _distributed(dist)
     t = results.get("targets") or []
     if t:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -256,6 +261,45 @@ def markdown(results: dict[str, Any]) -> str:
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
     lines += [f"Packages: {pk}.", ""]
     return "\n".join(lines)
+
+
+def _distributed(dist: dict[str, Any]) -> list[str]:
+    rd, inv = dist["read"], dist["invalidation"]
+    lines = [
+        "## Distributed: two hubs on PostgreSQL + Redis",
+        "",
+        f"Two `freshkeep demo` processes (uvicorn, one worker each) on one PostgreSQL database "
+        f"({dist['seed_tasks']:,} tasks), with a Redis store and bus (resync interval "
+        f"{dist['resync_interval_s']:g} s).",
+        "",
+        f"### Read phase: `GET /state/summary`, {dist['connections']} keep-alive connections "
+        f"split between the hubs, {dist['read_s']:g} s",
+        "",
+        "| hub | connections | req/s | p50 ms | p99 ms | errors | served as |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in rd["hubs"].items():
+        lines.append(
+            f"| {name} | {r['connections']} | {r['rps']:,.0f} | {r['latency_ms']['p50']:.2f} "
+            f"| {r['latency_ms']['p99']:.2f} | {r['errors']} | {_labels(r)} |"
+        )
+    lines.append(f"| both | {dist['connections']} | {rd['rps']:,.0f} | | | {rd['errors']} | |")
+    a, p = inv["latency_ms"], inv["polls"]
+    lines += [
+        "",
+        f"### Invalidation across processes: {inv['writes']} writes (`POST /progress`) to hub A, "
+        "each timed from A's `201` until hub B first serves a summary that contains it (B "
+        "polled back to back)",
+        "",
+        "| writes | seen by B | timed out | A → B p50 ms | p99 ms | max ms | polls of B p50 / max "
+        "| write (A's 201) p50 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {inv['writes']} | {inv['seen']} | {inv['timeouts']} (after {inv['timeout_s']:g} s) "
+        f"| {a['p50']:.2f} | {a['p99']:.2f} | {a['max']:.2f} | {p['p50']:.0f} / {p['max']:.0f} "
+        f"| {inv['write_latency_ms']['p50']:.2f} |",
+        "",
+    ]
+    return lines
 
 
 def _labels(phase: dict[str, Any]) -> str:
@@ -319,7 +363,7 @@ def write(results: dict[str, Any], out: Path, *, draw: bool = True) -> dict[str,
     paths = {"markdown": out / "results.md", "json": out / "results.json"}
     paths["json"].write_text(json.dumps(results, indent=2) + "\n")
     paths["markdown"].write_text(markdown(results))
-    if draw:
+    if draw and (results.get("library") or results.get("service")):  # nothing else is drawn
         png = out / "results.png"
         why = chart(results, png)
         if why is None:

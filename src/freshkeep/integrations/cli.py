@@ -241,7 +241,11 @@ def bench(
     ] = None,
     level: Annotated[
         list[str] | None,
-        typer.Option(help="library and/or service (repeat; default: both).", show_default=False),
+        typer.Option(
+            help="library, service and/or distributed (repeat; default: library and service; "
+            "distributed needs PostgreSQL and Redis).",
+            show_default=False,
+        ),
     ] = None,
     mode: Annotated[
         list[str] | None,
@@ -286,7 +290,7 @@ def bench(
         raise _fail(str(missing_extra("bench", exc.name or "uvicorn"))) from exc
     config = fkbench.quick() if quick else fkbench.full()
     levels = tuple(level) if level else config.levels
-    if unknown := set(levels) - {"library", "service"}:
+    if unknown := set(levels) - {"library", "service", "distributed"}:
         raise _fail(f"unknown level(s): {', '.join(sorted(unknown))}")
     modes = tuple(mode) if mode else config.service.modes
     if unknown := set(modes) - set(fkbench.MODE_NAMES):
@@ -294,14 +298,15 @@ def bench(
     config.levels, config.service.modes, config.chart = levels, modes, chart
     if seed_tasks is not None:
         config.library.seed_tasks = config.service.seed_tasks = seed_tasks
+        config.distributed.seed_tasks = seed_tasks
     if read_seconds is not None:
-        config.service.read_s = read_seconds
+        config.service.read_s = config.distributed.read_s = read_seconds
     if write_seconds is not None:
         config.service.write_s = write_seconds
     if write_rate is not None:
         config.service.write_rate = write_rate
     if connections is not None:
-        config.service.connections = connections
+        config.service.connections = config.distributed.connections = connections
     if rounds is not None:
         config.library.rounds = rounds
     if out is not None:
