@@ -187,6 +187,31 @@ class SQLAlchemyRevisions:
         await run_on(self.engine, metadata.create_all, write=True)
 
 
+def upsert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table``, replacing every non-key column of rows whose primary key
+    exists. PostgreSQL and SQLite use ``INSERT … ON CONFLICT DO UPDATE`` in batches (SQLite
+    within its 999 bound parameters); other dialects ``UPDATE``, then ``INSERT``."""
+    if not rows:
+        return
+    keys = list(table.primary_key.columns)
+    updated = [c.name for c in table.columns if not c.primary_key]
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        stmt = ins.on_conflict_do_update(
+            index_elements=keys, set_={c: getattr(ins.excluded, c) for c in updated}
+        )
+        step = 500 if dialect == "postgresql" else max(1, 999 // len(table.columns))
+        for i in range(0, len(rows), step):
+            conn.execute(stmt.values(rows[i : i + step]))
+        return
+    for row in rows:
+        where = [k == row[k.name] for k in keys]
+        new = {c: row[c] for c in updated}
+        if conn.execute(update(table).where(*where).values(new)).rowcount == 0:
+            conn.execute(table.insert().values(row))
+
+
 async def run_on(
     engine: AsyncEngine | Engine, work: Callable[[Connection], T], *, write: bool = False
 ) -> T:

@@ -9,7 +9,7 @@ are canonical JSON text; nothing is pickled.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from freshkeep.exceptions import ConfigurationError, StoreError, missing_extra
 
@@ -24,14 +24,12 @@ try:
         Text,
         delete,
         select,
-        update,
     )
-    from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.ext.asyncio import AsyncEngine
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
-from freshkeep.integrations.sqlalchemy import metadata, run_on
+from freshkeep.integrations.sqlalchemy import metadata, run_on, upsert_rows
 
 T = TypeVar("T")
 
@@ -46,27 +44,6 @@ notify_state_table = Table(
     Column("confirmed_at", Float, nullable=False),
 )
 """One row per (notifier, subject): its last confirmed state, as JSON text."""
-
-
-def _upsert(conn: Connection, row: dict[str, Any]) -> None:
-    t = notify_state_table
-    new = {"state": row["state"], "confirmed_at": row["confirmed_at"]}
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(t).values(row)
-        conn.execute(pg.on_conflict_do_update(index_elements=[t.c.notifier, t.c.subject], set_=new))
-        return
-    if dialect == "sqlite":
-        lite = sqlite.insert(t).values(row)
-        conn.execute(
-            lite.on_conflict_do_update(index_elements=[t.c.notifier, t.c.subject], set_=new)
-        )
-        return
-    res = conn.execute(  # portable fallback: UPDATE, then INSERT
-        update(t).where(t.c.notifier == row["notifier"], t.c.subject == row["subject"]).values(new)
-    )
-    if res.rowcount == 0:
-        conn.execute(t.insert().values(row))
 
 
 class SQLAlchemyStateStore:
@@ -106,7 +83,7 @@ class SQLAlchemyStateStore:
             "state": state.decode(),
             "confirmed_at": confirmed_at,
         }
-        await self._run(lambda conn: _upsert(conn, row), write=True)
+        await self._run(lambda conn: upsert_rows(conn, notify_state_table, [row]), write=True)
 
     async def delete(self, notifier: str, subject: str) -> None:
         """Forget the confirmed state of ``subject``."""

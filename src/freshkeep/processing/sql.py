@@ -23,13 +23,11 @@ from sqlalchemy import (
     Text,
     delete,
     select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from freshkeep.exceptions import ConfigurationError, StoreError
-from freshkeep.integrations.sqlalchemy import metadata, run_on
+from freshkeep.integrations.sqlalchemy import metadata, run_on, upsert_rows
 from freshkeep.processing._types import ItemState
 
 T = TypeVar("T")
@@ -79,26 +77,6 @@ def _states(rows: Iterable[Any]) -> dict[str, ItemState]:
     }
 
 
-def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    t = processing_state_table
-    dialect = conn.dialect.name
-    keys = [t.c.processor, t.c.item]
-    if dialect in ("postgresql", "sqlite"):
-        ins = (postgresql if dialect == "postgresql" else sqlite).insert(t)
-        stmt = ins.on_conflict_do_update(
-            index_elements=keys, set_={c: getattr(ins.excluded, c) for c in _UPDATED}
-        )
-        step = 500 if dialect == "postgresql" else 80  # SQLite: <= 999 bound parameters
-        for i in range(0, len(rows), step):
-            conn.execute(stmt.values(rows[i : i + step]))
-        return
-    for row in rows:  # portable fallback: UPDATE, then INSERT
-        new = {c: row[c] for c in _UPDATED}
-        where = (t.c.processor == row["processor"], t.c.item == row["item"])
-        if conn.execute(update(t).where(*where).values(new)).rowcount == 0:
-            conn.execute(t.insert().values(row))
-
-
 class SQLProcessingState:
     """A :class:`~freshkeep.processing.ProcessingStateStore` in a SQL table (sync or async
     engine). Driver errors are raised as :class:`~freshkeep.exceptions.StoreError`."""
@@ -123,7 +101,9 @@ class SQLProcessingState:
         """Upsert ``states`` in one transaction."""
         rows = [_row(s) for s in states]
         if rows:
-            await self._run(lambda conn: _upsert(conn, rows), write=True)
+            await self._run(
+                lambda conn: upsert_rows(conn, processing_state_table, rows), write=True
+            )
 
     async def delete(self, processor: str, keys: Iterable[str]) -> None:
         """Forget the states of ``keys`` of ``processor``."""
