@@ -17,7 +17,6 @@ from tests.distributed.cluster import (
     RESYNC_INTERVAL,
     SLACK,
     Cluster,
-    CuttableProxy,
     host_port,
     post_progress,
     stats,
@@ -26,6 +25,7 @@ from tests.distributed.cluster import (
     wait_until_newest,
 )
 from tests.distributed.history import Load, check
+from tests.proxy import CuttableProxy
 
 pytestmark = [pytest.mark.distributed, pytest.mark.postgres, pytest.mark.redis]
 

@@ -19,6 +19,7 @@ from freshkeep.stores.base import store_from_url
 from freshkeep.stores.redis import RedisStore
 from freshkeep.testing import FakeClock
 from tests.conftest import REDIS_URL
+from tests.proxy import CuttableProxy
 
 pytestmark = pytest.mark.redis
 
@@ -237,61 +238,11 @@ async def test_a_server_that_does_not_answer_is_bounded_by_the_timeout() -> None
         await server.wait_closed()
 
 
-class CuttableProxy:
-    """A TCP proxy to Redis whose link can be cut (connections dropped, new ones closed)."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}/{urlsplit(REDIS_URL).path.strip('/') or 0}"
-
-    def cut(self) -> None:
-        self.up = False
-        for w in list(self._writers):
-            w.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.up:
-            writer.close()
-            return
-        parts = urlsplit(REDIS_URL)
-        up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 6379)
-        self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            dst.close()
-            self._writers.discard(dst)
-
-    async def aclose(self) -> None:
-        self.cut()
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 async def test_an_outage_is_shown_and_ends_by_itself(redis_client: Any) -> None:
-    proxy = CuttableProxy()
-    url = await proxy.start()
+    parts = urlsplit(REDIS_URL)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    port = await proxy.start()
+    url = f"redis://127.0.0.1:{port}/{parts.path.strip('/') or 0}"
     clock = FakeClock()
     store = RedisStore(url, prefix=redis_client.freshkeep_prefix, backoff=1.0, clock=clock)
     try:
@@ -302,7 +253,7 @@ async def test_an_outage_is_shown_and_ends_by_itself(redis_client: Any) -> None:
         assert await store.put(key, make_entry({"table:a": 2})) is False
         status = store.status()
         assert status["reachable"] is False and status["errors"] == 1 and status["skipped"] == 1
-        proxy.up = True
+        proxy.restore()
         clock.advance(1.0)
         got = await store.get(key)
         assert got is not None and got.vector == {"table:a": 1}
