@@ -155,10 +155,6 @@ class RevisionTracker:
             return self._clock.monotonic()  # revisions only move by publish: always current
         return self.synced_mono
 
-    def is_fresh(self) -> bool:
-        """Whether the snapshot is within ``resync_interval`` of the last read."""
-        return self._clock.monotonic() < self.fresh_until
-
     def _arm(self, deadline: float) -> None:
         """Bump ``epoch`` at ``deadline``, so the hit path notices the interval ended without
         reading the clock."""

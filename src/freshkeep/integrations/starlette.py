@@ -162,11 +162,7 @@ def _response(read: Read, view: View, *, refresh: bool, headers: dict[str, str] 
 
 
 def _unavailable(view: View, exc: UnavailableError) -> Response:
-    return JSONResponse(
-        {"error": "unavailable", "view": view.name, "detail": str(exc)},
-        status_code=503,
-        headers={"Retry-After": "1", "Cache-Control": "no-store"},
-    )
+    return unavailable_response(exc, view=view.name)
 
 
 _SPECIAL: dict[int, tuple[Settings, frozenset[bytes]]] = {}
@@ -242,7 +238,12 @@ def endpoint(
     return serve_view
 
 
-def unavailable_response(exc: UnavailableError) -> Response:
-    """A ``503`` JSON response for an :class:`UnavailableError` (for exception handlers)."""
+def unavailable_response(exc: UnavailableError, *, view: str | None = None) -> Response:
+    """The ``503`` JSON response :func:`serve` gives for an :class:`UnavailableError` (also
+    for exception handlers), naming ``view`` when given."""
     body: dict[str, Any] = {"error": "unavailable", "detail": str(exc)}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    if view is not None:
+        body = {"error": "unavailable", "view": view, "detail": str(exc)}
+    return JSONResponse(
+        body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"}
+    )
