@@ -1,0 +1,1028 @@
+"""The embedded job runner: a durable ``freshkeep_jobs`` table and in-process asyncio workers.
+
+Jobs live in the application's database (SQLite through aiosqlite, or PostgreSQL), so a job
+enqueued before a restart runs after it. The rules are kept by the database, with partial
+unique indexes, not only by Python checks, so they hold across tasks, processes and instances:
+
+- ``uq_freshkeep_jobs_dedup_waiting``: at most one *waiting* job per dedup key;
+- ``uq_freshkeep_jobs_dedup_running`` and ``uq_freshkeep_jobs_lock_running``: at most one
+  *running* job per dedup key and per lock (a ready job whose lock is held waits);
+- ``uq_freshkeep_jobs_tick``: one job per (task, periodic tick).
+
+An enqueue is one ``INSERT … ON CONFLICT DO NOTHING`` (``dedup_scope="running"`` adds ``WHERE
+NOT EXISTS`` a running job with the key), a claim one conditional ``UPDATE``. Running jobs
+renew a heartbeat; a running job whose heartbeat is older than ``lease`` (its worker crashed
+or was killed) is put back to waiting. Housekeeping (heartbeats, stalled jobs, purging
+finished jobs, periodic ticks) runs on a :class:`~freshkeep.scheduler.Scheduler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.exceptions import (
+    ConfigurationError,
+    DuplicateNameError,
+    EncodeError,
+    JobQueueError,
+    JobQueueTimeout,
+    UnknownTaskError,
+    missing_extra,
+)
+from freshkeep.jobs._types import (
+    SKIP_REASONS,
+    DedupScope,
+    EnqueueResult,
+    JobContext,
+    LockFunc,
+    PeriodicSpec,
+    TaskFunc,
+    TaskSpec,
+)
+from freshkeep.scheduler import Scheduler
+
+try:
+    from sqlalchemy import (
+        BigInteger,
+        Column,
+        Float,
+        Index,
+        Integer,
+        String,
+        Table,
+        Text,
+        delete,
+        event,
+        exists,
+        func,
+        inspect,
+        literal,
+        select,
+        text,
+        update,
+    )
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+    from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+    from freshkeep.integrations.sqlalchemy import SQLITE_BEGIN, metadata
+except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
+    raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
+
+log = logging.getLogger("freshkeep.jobs")
+
+JOBS_TABLE = "freshkeep_jobs"
+"""The name of the job table."""
+
+MAX_KEY = 512
+"""The longest dedup key or lock name."""
+
+
+def _where(condition: str) -> dict[str, Any]:
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
+jobs_table = Table(
+    JOBS_TABLE,
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("task", String(255), nullable=False),
+    Column("args", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("run_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("dedup_key", String(MAX_KEY), nullable=True),
+    Column("lock", String(MAX_KEY), nullable=True),
+    Column("tick", BigInteger, nullable=True),
+    Column("enqueued_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("heartbeat_at", Float, nullable=True),
+    Column("worker", String(255), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_freshkeep_jobs_ready", "status", "run_at"),
+    Index(
+        "uq_freshkeep_jobs_dedup_waiting",
+        "dedup_key",
+        unique=True,
+        **_where("status = 'waiting' AND dedup_key IS NOT NULL"),
+    ),
+    Index(
+        "uq_freshkeep_jobs_dedup_running",
+        "dedup_key",
+        unique=True,
+        **_where("status = 'running' AND dedup_key IS NOT NULL"),
+    ),
+    Index(
+        "uq_freshkeep_jobs_lock_running",
+        "lock",
+        unique=True,
+        **_where("status = 'running' AND lock IS NOT NULL"),
+    ),
+    Index("uq_freshkeep_jobs_tick", "task", "tick", unique=True, **_where("tick IS NOT NULL")),
+)
+"""One row per job: ``status`` is ``waiting``, ``running``, ``done``, ``failed`` or ``skipped``."""
+
+_J = jobs_table.c
+_FINISHED = ("done", "failed", "skipped")
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+def async_url(url: str) -> str:
+    """An async SQLAlchemy URL: a plain path becomes ``sqlite+aiosqlite:///PATH``;
+    ``sqlite://`` and ``postgresql://`` get their async driver (aiosqlite, asyncpg)."""
+    url = url.strip()
+    if not url:
+        raise ConfigurationError("the job database URL is empty")
+    if "://" not in url:
+        return f"sqlite+aiosqlite:///{url}"
+    scheme, rest = url.split("://", 1)
+    return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
+
+
+def sqlite_engine(url: str) -> AsyncEngine:
+    """An async SQLite engine for a job queue: a 30 s busy timeout, and WAL journaling with
+    ``synchronous=NORMAL`` (readers do not block the writer; a commit does not wait for a
+    full fsync)."""
+    engine = _create_async_engine(url, connect_args={"timeout": 30})
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    return engine
+
+
+def _encode(task: str, args: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(dict(args), option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError as exc:
+        raise EncodeError(f"the arguments of a {task!r} job are not JSON-encodable: {exc}") from exc
+
+
+def _check_key(kind: str, value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_KEY):
+        raise ConfigurationError(f"a {kind} must be a string of 1-{MAX_KEY} characters: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    id: int
+    task: str
+    args: str
+    attempts: int
+    tick: int | None
+    run_at: float
+    dedup_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """One job row, as :meth:`SQLJobQueue.get_job` reads it."""
+
+    job_id: str
+    task: str
+    args: dict[str, Any]
+    status: str
+    """``waiting``, ``running``, ``done``, ``failed`` or ``skipped``."""
+    attempts: int
+    run_at: float
+    dedup_key: str | None
+    lock: str | None
+    tick: int | None
+    last_error: str | None
+    worker: str | None
+
+
+class SQLJobQueue:
+    """The embedded :class:`~freshkeep.jobs.JobQueue`: jobs in ``freshkeep_jobs`` of an async
+    SQLAlchemy engine (SQLite or PostgreSQL), run by asyncio workers in this process.
+
+    ``concurrency`` jobs run at once in this process; workers poll every ``poll_interval``
+    seconds and are woken at once by an enqueue from this process. A running job renews its
+    heartbeat every ``lease / 3`` seconds; one older than ``lease`` is stalled and put back
+    to waiting (it counts as an attempt). Finished jobs are deleted ``keep_finished`` seconds
+    after they end. ``create_tables=True`` creates the table on :meth:`start` (the embedded
+    default; otherwise run the migrations or :meth:`create_tables`). The engine is disposed by
+    :meth:`aclose` only when the queue created it (:meth:`from_url`).
+    """
+
+    backend = "sql"
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        concurrency: int = 4,
+        poll_interval: float = 0.5,
+        lease: float = 30.0,
+        keep_finished: float = 7 * 86400.0,
+        default_retries: int = 5,
+        worker_id: str | None = None,
+        create_tables: bool = False,
+        owns_engine: bool = False,
+    ) -> None:
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ConfigurationError(
+                f"SQLJobQueue needs SQLite or PostgreSQL, not {engine.dialect.name!r}"
+            )
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be >= 1")
+        if poll_interval <= 0 or lease <= 0 or keep_finished < 0:
+            raise ConfigurationError("poll_interval and lease must be > 0, keep_finished >= 0")
+        self.engine = engine
+        # Writing transactions take SQLite's write lock at BEGIN (on an engine set up with
+        # sqlite_transactions): a deferred one whose snapshot another writer outdated would
+        # fail at its first write instead of waiting (SQLITE_BUSY_SNAPSHOT).
+        self._tx_engine = (
+            engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            if engine.dialect.name == "sqlite"
+            else engine
+        )
+        self.clock = clock
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.keep_finished = keep_finished
+        self.default_retries = default_retries
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._create = create_tables
+        self._owns_engine = owns_engine
+        self._dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._tasks: dict[str, TaskSpec] = {}
+        self._periodic: dict[str, PeriodicSpec] = {}
+        self._last_tick: dict[str, int] = {}
+        self._stats: Counter[str] = Counter()
+        self._skips: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
+        self._counts = {"queued": 0, "running": 0}
+        self._last_error: str | None = None
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._finishing: set[int] = set()
+        self._interrupted: dict[int, str | None] = {}
+        self._locked_seen: set[int] = set()
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._scheduler: Scheduler | None = None
+        self._closing = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLJobQueue:
+        """A queue on its own engine for ``url`` (a path is a SQLite file); :meth:`aclose`
+        disposes the engine. ``options`` go to the constructor."""
+        url = async_url(url)
+        try:
+            engine = sqlite_engine(url) if url.startswith("sqlite") else _create_async_engine(url)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise ConfigurationError(f"cannot use the job database URL {url!r}: {exc}") from exc
+        return cls(engine, owns_engine=True, **options)
+
+    # -- registration ----------------------------------------------------------------------
+
+    def task(
+        self,
+        name: str,
+        func: TaskFunc,
+        *,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        lock: LockFunc | None = None,
+    ) -> None:
+        """Register a task. ``lock(args)`` -> lock name: at most one running job per lock."""
+        if name in self._tasks:
+            raise DuplicateNameError(f"a job task named {name!r} is registered")
+        self._tasks[name] = TaskSpec(name, func, retries, backoff, max_backoff, lock)
+
+    def periodic(
+        self,
+        task: str,
+        every: float,
+        *,
+        args: Mapping[str, Any] | None = None,
+        misfire_grace: float | None = None,
+    ) -> None:
+        """Defer ``task`` once per tick of ``every`` seconds, once across every instance that
+        registers it (ticks are aligned on the epoch). A tick deferred or started later than
+        ``misfire_grace`` (default: ``every``) past its due time is skipped and counted."""
+        self._spec(task)
+        if task in self._periodic:
+            raise DuplicateNameError(f"task {task!r} is periodic already")
+        spec = PeriodicSpec(task, every, dict(args or {}), misfire_grace)
+        if spec.grace > self.keep_finished:
+            raise ConfigurationError(
+                f"periodic {task!r}: misfire_grace ({spec.grace}s) exceeds keep_finished "
+                f"({self.keep_finished}s); a purged tick could be deferred twice"
+            )
+        _encode(task, spec.args)
+        self._periodic[task] = spec
+        if self._scheduler is not None and "jobs:periodic" not in self._scheduler.jobs:
+            self._scheduler.add("jobs:periodic", self.defer_due_ticks, self.poll_interval)
+
+    def _spec(self, task: str) -> TaskSpec:
+        try:
+            return self._tasks[task]
+        except KeyError:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTaskError(
+                f"no job task named {task!r} is registered (registered: {known})"
+            ) from None
+
+    @property
+    def tasks(self) -> dict[str, TaskSpec]:
+        """The registered tasks, by name."""
+        return dict(self._tasks)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    async def create_tables(self) -> None:
+        """Create ``freshkeep_jobs`` and its indexes if missing (migration ``0004`` creates
+        the same)."""
+        try:
+            async with self._tx_engine.begin() as conn:
+                await conn.run_sync(metadata.create_all, tables=[jobs_table])
+        except SQLAlchemyError:  # another instance created it at the same time
+            async with self.engine.connect() as conn:
+                if not await conn.run_sync(lambda c: inspect(c).has_table(JOBS_TABLE)):
+                    raise
+        self._create = False
+
+    async def _ensure_tables(self) -> None:
+        if self._create:
+            await self.create_tables()
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        task: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        dedup_key: str | None = None,
+        dedup_scope: DedupScope = "queued",
+        delay: float = 0.0,
+        connection: Any = None,
+    ) -> EnqueueResult:
+        """Add a job of ``task`` with ``args``, ready in ``delay`` seconds.
+
+        With ``dedup_key``, the job is skipped (``reason="deduplicated"``) while a waiting job
+        has the key; with ``dedup_scope="running"`` also while one runs
+        (``reason="in_flight"``). Jobs sharing a dedup key also never run at once.
+        ``connection`` (an ``AsyncConnection`` or ``AsyncSession`` on this queue's database)
+        inserts the job in the caller's transaction: it is committed or rolled back with it,
+        and workers are woken after the commit.
+        """
+        spec = self._spec(task)
+        if dedup_scope not in ("queued", "running"):
+            raise ConfigurationError(f"dedup_scope must be 'queued' or 'running': {dedup_scope!r}")
+        if delay < 0 or not math.isfinite(delay):
+            raise ConfigurationError(f"delay must be a finite number >= 0: {delay!r}")
+        _check_key("dedup key", dedup_key)
+        data = dict(args or {})
+        encoded = _encode(task, data)
+        lock = spec.lock_for(data)
+        _check_key("lock name", lock)
+        now = self.clock.time()
+        row = {
+            "task": task,
+            "args": encoded,
+            "status": "waiting",
+            "run_at": now + delay,
+            "attempts": 0,
+            "dedup_key": dedup_key,
+            "lock": lock,
+            "tick": None,
+            "enqueued_at": now,
+        }
+        in_flight = dedup_key if dedup_key is not None and dedup_scope == "running" else None
+        try:
+            if connection is None:
+                await self._ensure_tables()
+                async with self._tx_engine.begin() as conn:
+                    result = await self._insert(conn, row, in_flight)
+                if result.enqueued:
+                    self._wake.set()
+            else:
+                conn = await self._caller_connection(connection)
+                if conn.dialect.name != self.engine.dialect.name:
+                    raise ConfigurationError(
+                        f"enqueue(connection=...) is on {conn.dialect.name}, the job queue on "
+                        f"{self.engine.dialect.name}: use a connection to the job database"
+                    )
+                result = await self._insert(conn, row, in_flight)
+        except SQLAlchemyError as exc:
+            raise JobQueueError(f"could not enqueue a {task!r} job: {exc}") from exc
+        self._count_enqueue(result)
+        return result
+
+    def _count_enqueue(self, result: EnqueueResult) -> None:
+        if result.enqueued:
+            self._stats["enqueued"] += 1
+        elif result.reason is not None:
+            self._skips[result.reason] += 1
+
+    async def _caller_connection(self, connection: Any) -> AsyncConnection:
+        if isinstance(connection, AsyncSession):
+            conn = await connection.connection()
+            event.listen(connection.sync_session, "after_commit", self._wake_soon, once=True)
+            return conn
+        if isinstance(connection, AsyncConnection):
+            if not connection.in_transaction():
+                raise ConfigurationError(
+                    "enqueue(connection=...) needs a connection in a transaction "
+                    "(async with conn.begin(): ...)"
+                )
+            event.listen(connection.sync_connection, "commit", self._wake_soon, once=True)
+            return connection
+        raise ConfigurationError(
+            "enqueue(connection=...) takes an SQLAlchemy AsyncConnection or AsyncSession, "
+            f"not {type(connection).__name__}"
+        )
+
+    def _wake_soon(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _insert(
+        self, conn: AsyncConnection, row: dict[str, Any], in_flight: str | None
+    ) -> EnqueueResult:
+        ins = self._dialect.insert(jobs_table)
+        if in_flight is None:
+            stmt = ins.values(**row)
+        else:
+            running = select(_J.id).where(_J.status == "running", _J.dedup_key == in_flight)
+            cols = list(row)
+            values = select(*(literal(row[c], _J[c].type).label(c) for c in cols)).where(
+                ~exists(running)
+            )
+            stmt = ins.from_select(cols, values)
+        new_id = (
+            await conn.execute(stmt.on_conflict_do_nothing().returning(_J.id))
+        ).scalar_one_or_none()
+        if new_id is not None:
+            return EnqueueResult(str(new_id), True)
+        reason = "deduplicated"
+        if in_flight is not None:
+            statuses = set(
+                (
+                    await conn.execute(
+                        select(_J.status).where(
+                            _J.dedup_key == in_flight, _J.status.in_(("waiting", "running"))
+                        )
+                    )
+                ).scalars()
+            )
+            if "waiting" not in statuses and "running" in statuses:
+                reason = "in_flight"
+        elif row["tick"] is not None:
+            reason = "tick_taken"
+        return EnqueueResult(None, False, reason)
+
+    # -- periodic ticks --------------------------------------------------------------------
+
+    async def defer_due_ticks(self) -> int:
+        """Defer the periodic jobs whose tick is due (called by :meth:`start`'s scheduler;
+        call it directly with a fake clock). Returns how many jobs this call deferred."""
+        deferred = 0
+        await self._ensure_tables()
+        for name, spec in self._periodic.items():
+            now = self.clock.time()
+            current = math.floor(now / spec.every)
+            last = self._last_tick.get(name)
+            if last is None:
+                if now - current * spec.every > spec.grace:  # started late in this tick
+                    self._last_tick[name] = current
+                    continue
+                first = current
+            else:
+                first = last + 1
+            if first > current:
+                continue
+            if current - first > 1000:  # asleep for long: count, do not look each one up
+                self._skips["misfire"] += current - 1000 - first
+                first = current - 1000
+            late = [t for t in range(first, current + 1) if now - t * spec.every > spec.grace]
+            if late:
+                async with self.engine.connect() as conn:
+                    taken = set(
+                        (
+                            await conn.execute(
+                                select(_J.tick).where(
+                                    _J.task == name, _J.tick.between(late[0], late[-1])
+                                )
+                            )
+                        ).scalars()
+                    )
+                self._skips["misfire"] += len([t for t in late if t not in taken])
+            for tick in range(first, current + 1):
+                if tick in late:
+                    continue
+                row = {
+                    "task": name,
+                    "args": _encode(name, spec.args),
+                    "status": "waiting",
+                    "run_at": tick * spec.every,
+                    "attempts": 0,
+                    "dedup_key": None,
+                    "lock": self._tasks[name].lock_for(dict(spec.args)),
+                    "tick": tick,
+                    "enqueued_at": now,
+                }
+                async with self._tx_engine.begin() as conn:
+                    result = await self._insert(conn, row, None)
+                self._count_enqueue(result)
+                if result.enqueued:
+                    deferred += 1
+                    self._wake.set()
+            self._last_tick[name] = current
+        return deferred
+
+    # -- claiming and running --------------------------------------------------------------
+
+    async def _claim(self, capacity: int) -> list[_Claimed]:
+        if capacity <= 0 or not self._tasks:
+            return []
+        now = self.clock.time()
+        async with self.engine.connect() as conn:
+            candidates = (
+                await conn.execute(
+                    select(_J.id, _J.lock, _J.dedup_key)
+                    .where(
+                        _J.status == "waiting",
+                        _J.run_at <= now,
+                        _J.task.in_(sorted(self._tasks)),
+                    )
+                    .order_by(_J.run_at, _J.id)
+                    .limit(capacity * 4 + 8)
+                )
+            ).all()
+            if not candidates:
+                return []
+            held = (
+                await conn.execute(
+                    select(_J.lock, _J.dedup_key).where(
+                        _J.status == "running", (_J.lock.is_not(None)) | _J.dedup_key.is_not(None)
+                    )
+                )
+            ).all()
+        locks = {lock for lock, _ in held if lock is not None}
+        keys = {key for _, key in held if key is not None}
+        picked: list[int] = []
+        for job_id, lock, key in candidates:
+            if len(picked) >= capacity:
+                break
+            if (lock is not None and lock in locks) or (key is not None and key in keys):
+                self._note_locked(job_id)
+                continue
+            picked.append(job_id)
+            if lock is not None:
+                locks.add(lock)
+            if key is not None:
+                keys.add(key)
+        if not picked:
+            return []
+        if self._dialect is sqlite:  # one statement for the batch (SQLite serializes writers)
+            try:
+                return await self._claim_ids(picked, now)
+            except IntegrityError:  # another process took a lock or key: one job at a time
+                pass
+        # On PostgreSQL one job per transaction: two batches waiting on each other's unique
+        # index entries could deadlock.
+        claimed: list[_Claimed] = []
+        for job_id in picked:
+            try:
+                claimed.extend(await self._claim_ids([job_id], now))
+            except IntegrityError:
+                self._note_locked(job_id)
+        return claimed
+
+    async def _claim_ids(self, ids: list[int], now: float) -> list[_Claimed]:
+        """Mark the waiting jobs ``ids`` running (jobs another worker took are left out)."""
+        async with self._tx_engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    update(jobs_table)
+                    .where(_J.id.in_(ids), _J.status == "waiting", _J.run_at <= now)
+                    .values(
+                        status="running",
+                        attempts=_J.attempts + 1,
+                        started_at=now,
+                        heartbeat_at=now,
+                        worker=self.worker_id,
+                    )
+                    .returning(
+                        _J.id, _J.task, _J.args, _J.attempts, _J.tick, _J.run_at, _J.dedup_key
+                    )
+                )
+            ).all()
+        return sorted((_Claimed(*row) for row in rows), key=lambda j: (j.run_at, j.id))
+
+    def _note_locked(self, job_id: int) -> None:
+        if job_id not in self._locked_seen:
+            if len(self._locked_seen) > 100_000:
+                self._locked_seen.clear()
+            self._locked_seen.add(job_id)
+            self._skips["locked"] += 1
+
+    def _spawn(self, job: _Claimed) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run(job), name=f"freshkeep-job:{job.task}:{job.id}"
+        )
+        self._running[job.id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(job.id, None)
+            self._finishing.discard(job.id)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _run(self, job: _Claimed) -> None:
+        spec = self._tasks[job.task]
+        periodic = self._periodic.get(job.task)
+        now = self.clock.time()
+        if job.tick is not None and periodic is not None and now - job.run_at > periodic.grace:
+            self._skips["misfire"] += 1
+            self._finishing.add(job.id)
+            await self._finish(
+                job, "skipped", f"misfire: started {now - job.run_at:.1f}s after its tick"
+            )
+            return
+        try:
+            await spec.func(JobContext(str(job.id), job.task, job.attempts), orjson.loads(job.args))
+        except asyncio.CancelledError:
+            if self._closing:
+                self._interrupted[job.id] = job.dedup_key
+            raise
+        except Exception as exc:
+            self._finishing.add(job.id)  # aclose() lets the outcome be written
+            error = f"{type(exc).__name__}: {exc}"
+            self._last_error = f"{job.task}: {error}"
+            if job.attempts <= spec.retries:
+                self._stats["retried"] += 1
+                log.warning(
+                    "job %s (%s) attempt %d failed: %s", job.id, job.task, job.attempts, error
+                )
+                delay = spec.retry_delay(job.attempts)
+                await self._requeue(job.id, self.clock.time() + delay, error)
+            else:
+                self._stats["failed"] += 1
+                log.error("job %s (%s) failed for good: %s", job.id, job.task, error)
+                await self._finish(job, "failed", error)
+        else:
+            self._finishing.add(job.id)
+            self._stats["done"] += 1
+            await self._finish(job, "done", None)
+
+    async def _finish(self, job: _Claimed, status: str, error: str | None) -> None:
+        try:
+            async with self._tx_engine.begin() as conn:
+                result = await conn.execute(
+                    update(jobs_table)
+                    .where(_J.id == job.id, _J.status == "running", _J.worker == self.worker_id)
+                    .values(
+                        status=status,
+                        finished_at=self.clock.time(),
+                        heartbeat_at=None,
+                        last_error=error,
+                    )
+                )
+            if result.rowcount == 0:
+                self._stats["late_finish"] += 1
+                log.warning("job %s ended after it was declared stalled", job.id)
+        except Exception:  # the job stays running; it is recovered as stalled
+            self._stats["errors"] += 1
+            log.exception("could not record the end of job %s", job.id)
+
+    async def _requeue(
+        self,
+        job_id: int,
+        run_at: float,
+        error: str | None,
+        *,
+        extra: Any = None,
+        undo_attempt: bool = False,
+    ) -> bool:
+        """Put a running job back to waiting; fold it into a waiting twin (same dedup key)."""
+        where = [_J.id == job_id, _J.status == "running"]
+        if extra is not None:
+            where.append(extra)
+        values: dict[str, Any] = {
+            "status": "waiting",
+            "run_at": run_at,
+            "worker": None,
+            "heartbeat_at": None,
+            "last_error": error,
+        }
+        if undo_attempt:
+            values["attempts"] = _J.attempts - 1
+        try:
+            try:
+                async with self._tx_engine.begin() as conn:
+                    rows = await conn.execute(update(jobs_table).where(*where).values(values))
+                return bool(rows.rowcount)
+            except IntegrityError:
+                async with self._tx_engine.begin() as conn:
+                    await conn.execute(
+                        update(jobs_table)
+                        .where(*where)
+                        .values(
+                            status="skipped",
+                            finished_at=self.clock.time(),
+                            heartbeat_at=None,
+                            last_error=(error or "interrupted")
+                            + " (superseded by a waiting job with the same dedup key)",
+                        )
+                    )
+                self._skips["superseded"] += 1
+                return True
+        except Exception:  # it stays running; it is recovered as stalled
+            self._stats["errors"] += 1
+            log.exception("could not put job %s back to waiting", job_id)
+            return False
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Renew the heartbeat of the jobs running in this process."""
+        ids = list(self._running)
+        if not ids:
+            return
+        async with self._tx_engine.begin() as conn:
+            await conn.execute(
+                update(jobs_table)
+                .where(_J.id.in_(ids), _J.status == "running", _J.worker == self.worker_id)
+                .values(heartbeat_at=self.clock.time())
+            )
+
+    async def recover_stalled(self) -> int:
+        """Put running jobs whose heartbeat is older than ``lease`` back to waiting (or mark
+        them ``failed`` once their retries are spent). Returns how many were recovered."""
+        now = self.clock.time()
+        cutoff = now - self.lease
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(_J.id, _J.task, _J.attempts, _J.worker).where(
+                        _J.status == "running", _J.heartbeat_at < cutoff
+                    )
+                )
+            ).all()
+        recovered = 0
+        for job_id, task, attempts, worker in rows:
+            if job_id in self._running:  # alive here; its heartbeat is merely late
+                continue
+            spec = self._tasks.get(task)
+            retries = spec.retries if spec is not None else self.default_retries
+            error = f"stalled: no heartbeat for {self.lease}s (worker {worker})"
+            if attempts > retries:
+                async with self._tx_engine.begin() as conn:
+                    res = await conn.execute(
+                        update(jobs_table)
+                        .where(_J.id == job_id, _J.status == "running", _J.heartbeat_at < cutoff)
+                        .values(
+                            status="failed", finished_at=now, heartbeat_at=None, last_error=error
+                        )
+                    )
+                done = bool(res.rowcount)
+                if done:
+                    self._stats["failed"] += 1
+            else:
+                done = await self._requeue(job_id, now, error, extra=_J.heartbeat_at < cutoff)
+            if done:
+                recovered += 1
+                self._stats["stalled"] += 1
+                log.warning("job %s (%s) %s", job_id, task, error)
+        if recovered:
+            self._wake.set()
+        return recovered
+
+    async def purge_finished(self) -> int:
+        """Delete jobs that ended more than ``keep_finished`` seconds ago."""
+        cutoff = self.clock.time() - self.keep_finished
+        async with self._tx_engine.begin() as conn:
+            res = await conn.execute(
+                delete(jobs_table).where(_J.status.in_(_FINISHED), _J.finished_at < cutoff)
+            )
+        return int(res.rowcount or 0)
+
+    async def _housekeeping(self) -> None:
+        await self.recover_stalled()
+        await self.purge_finished()
+        await self.counts()
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs by status in the table (all tasks, all instances)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(_J.status, func.count()).group_by(_J.status))).all()
+        counts = {status: 0 for status in ("waiting", "running", *_FINISHED)}
+        counts.update({status: int(n) for status, n in rows})
+        self._counts = {"queued": counts["waiting"], "running": counts["running"]}
+        return counts
+
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        """The job with ``job_id`` (``None``: no such job, or purged)."""
+        async with self.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(jobs_table).where(_J.id == int(job_id))))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return JobInfo(
+            str(row["id"]),
+            row["task"],
+            orjson.loads(row["args"]),
+            row["status"],
+            row["attempts"],
+            row["run_at"],
+            row["dedup_key"],
+            row["lock"],
+            row["tick"],
+            row["last_error"],
+            row["worker"],
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker loop and the housekeeping scheduler (heartbeats, stalled jobs,
+        purge, periodic ticks). Creates the table first with ``create_tables=True``."""
+        if self._worker is not None:
+            return
+        self._closing = False
+        await self._ensure_tables()
+        await self.recover_stalled()
+        scheduler = Scheduler(clock=self.clock, poll=min(self.poll_interval, 1.0))
+        scheduler.add("jobs:heartbeat", self.heartbeat, self.lease / 3)
+        scheduler.add("jobs:housekeeping", self._housekeeping, self.lease / 2)
+        if self._periodic:
+            scheduler.add("jobs:periodic", self.defer_due_ticks, self.poll_interval)
+        self._scheduler = scheduler
+        await scheduler.start()
+        self._worker = asyncio.get_running_loop().create_task(
+            self._work(), name="freshkeep-jobs-worker"
+        )
+
+    async def _work(self) -> None:
+        while True:
+            self._wake.clear()
+            claimed: list[_Claimed] = []
+            try:
+                claimed = await self._claim(self.concurrency - len(self._running))
+            except Exception as exc:  # the database is down: count it, retry at the next poll
+                self._stats["errors"] += 1
+                self._last_error = f"claim: {type(exc).__name__}: {exc}"
+                log.warning("claiming jobs failed: %s", exc)
+            for job in claimed:
+                self._spawn(job)
+            if claimed and len(self._running) < self.concurrency:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Run jobs until none is ready (due, of a task registered here) or running, in the
+        whole table. Without :meth:`start`, this runs the jobs itself (stalled jobs are
+        recovered, periodic ticks are not deferred). Raises :class:`JobQueueTimeout` after
+        ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._ensure_tables()
+        while True:
+            self._wake.clear()
+            if self._worker is None:
+                await self.recover_stalled()
+                for job in await self._claim(self.concurrency - len(self._running)):
+                    self._spawn(job)
+            ready, running = await self._ready_running()
+            if ready == 0 and running == 0 and not self._running:
+                return
+            if loop.time() >= deadline:
+                raise JobQueueTimeout(
+                    f"jobs still pending after {timeout}s: {ready} ready, {running} running"
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self.poll_interval, max(deadline - loop.time(), 0))):
+                    await self._wake.wait()
+
+    async def _ready_running(self) -> tuple[int, int]:
+        now = self.clock.time()
+        async with self.engine.connect() as conn:
+            ready = await conn.scalar(
+                select(func.count()).where(
+                    _J.status == "waiting", _J.run_at <= now, _J.task.in_(sorted(self._tasks))
+                )
+            )
+            running = await conn.scalar(select(func.count()).where(_J.status == "running"))
+        self._counts["running"] = int(running or 0)
+        return int(ready or 0), int(running or 0)
+
+    async def aclose(self) -> None:
+        """Stop the workers and the scheduler; jobs interrupted are put back to waiting
+        (their attempt is not counted). Disposes the engine if the queue created it."""
+        self._closing = True
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+            self._scheduler = None
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        tasks = list(self._running.values())
+        for job_id, task in list(self._running.items()):
+            if job_id not in self._finishing:  # a job writing its outcome is let finish
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for job_id in list(self._interrupted):
+            await self._requeue(
+                job_id, self.clock.time(), "interrupted by shutdown", undo_attempt=True
+            )
+        self._interrupted.clear()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> SQLJobQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def snapshot_stats(self) -> dict[str, Any]:
+        """Counters of this process and the table's queued/running counts (as of the last
+        housekeeping, :meth:`drain` or :meth:`counts`)."""
+        return {
+            "backend": self.backend,
+            "worker": self.worker_id,
+            "tasks": sorted(self._tasks),
+            "periodic": {n: s.every for n, s in self._periodic.items()},
+            "enqueued": self._stats["enqueued"],
+            "deduplicated": self._skips["deduplicated"],
+            "done": self._stats["done"],
+            "failed": self._stats["failed"],
+            "retried": self._stats["retried"],
+            "stalled": self._stats["stalled"],
+            "late_finish": self._stats["late_finish"],
+            "errors": self._stats["errors"],
+            "skipped": dict(self._skips),
+            "queued": self._counts["queued"],
+            "running": self._counts["running"],
+            "running_here": len(self._running),
+            "last_error": self._last_error,
+        }
+
+
+class MemoryJobQueue(SQLJobQueue):
+    """A :class:`SQLJobQueue` on a temporary SQLite file, deleted by :meth:`aclose`: the same
+    rules and behaviour, nothing kept (tests, scripts, a single process)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="freshkeep-jobs-")
+        path = Path(self._tmp.name) / "jobs.db"
+        engine = sqlite_engine(f"sqlite+aiosqlite:///{path}")
+        super().__init__(engine, owns_engine=True, create_tables=True, **options)
+
+    async def aclose(self) -> None:
+        """Stop, dispose the engine and delete the file."""
+        try:
+            await super().aclose()
+        finally:
+            self._tmp.cleanup()
+
+
+__all__ = [
+    "JOBS_TABLE",
+    "JobInfo",
+    "MemoryJobQueue",
+    "SQLJobQueue",
+    "async_url",
+    "jobs_table",
+    "sqlite_engine",
+]

@@ -1,0 +1,215 @@
+"""The embedded job runner across processes, and on PostgreSQL: dedup under concurrent
+enqueues from two processes, a killed worker's job recovered, locks, periodic ticks and
+transactional enqueue on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+from freshkeep.jobs import JobContext, SQLJobQueue, jobs_table
+from freshkeep.testing import FakeClock
+from tests.conftest import PgSchema
+
+J = jobs_table.c
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """``(url, schema)``: a SQLite file (schema ``-``) or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", "-"
+    else:
+        schema: PgSchema = request.getfixturevalue("pg_schema")
+        yield schema.async_url, schema.name
+
+
+def engine_for(url: str, schema: str) -> AsyncEngine:
+    if schema == "-":
+        return create_async_engine(url, connect_args={"timeout": 30})
+    return create_async_engine(url, connect_args={"server_settings": {"search_path": schema}})
+
+
+@pytest.fixture
+async def engine(target: tuple[str, str]) -> AsyncIterator[AsyncEngine]:
+    eng = engine_for(*target)
+    await SQLJobQueue(eng).create_tables()
+    yield eng
+    await eng.dispose()
+
+
+async def noop(ctx: JobContext, args: dict[str, Any]) -> None:
+    return None
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.jobs_worker", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_two_processes_enqueueing_at_once_keep_one_job_per_key(
+    target: tuple[str, str], engine: AsyncEngine, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    procs = [spawn("enqueue", *target, "40", env={"GO": str(go)}) for _ in range(2)]
+    await asyncio.sleep(0.5)  # let both import and connect; the GO file releases them together
+    go.touch()
+    outputs = [await asyncio.to_thread(p.communicate, timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sum(int(out) for out, _ in outputs) == 5
+    async with engine.connect() as conn:
+        per_key = (
+            await conn.execute(
+                select(J.dedup_key, func.count()).where(J.status == "waiting").group_by(J.dedup_key)
+            )
+        ).all()
+    assert sorted(per_key) == [(f"k{i}", 1) for i in range(5)]
+
+
+async def test_a_killed_workers_job_is_recovered(
+    target: tuple[str, str], engine: AsyncEngine, tmp_path: Path
+) -> None:
+    clock = FakeClock(wall=time.time())
+    queue = SQLJobQueue(engine, clock=clock, lease=5.0, poll_interval=0.02)
+    ran: list[int] = []
+
+    async def hang(ctx: JobContext, args: dict[str, Any]) -> None:
+        ran.append(ctx.attempt)
+
+    queue.task("hang", hang)
+    job_id = (await queue.enqueue("hang")).job_id
+    assert job_id is not None
+    marker = tmp_path / "started"
+    proc = spawn("hang", *target, str(marker))
+    try:
+        for _ in range(6000):
+            if marker.exists() or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert marker.exists(), proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.communicate)
+    job = await queue.get_job(job_id)
+    assert job is not None and job.status == "running" and job.worker != queue.worker_id
+    assert await queue.recover_stalled() == 0  # its heartbeat is fresh: not stalled yet
+    clock.advance(10)
+    assert await queue.recover_stalled() == 1
+    await queue.drain(20)
+    assert ran == [2]  # the second attempt: the killed one counted
+    job = await queue.get_job(job_id)
+    assert job is not None and job.status == "done"
+    await queue.aclose()
+
+
+async def test_locks_dedup_and_concurrency_on_the_server(engine: AsyncEngine) -> None:
+    active = {"n": 0, "peak": 0}
+    done: list[int] = []
+
+    async def work(ctx: JobContext, args: dict[str, Any]) -> None:
+        active["n"] += 1
+        active["peak"] = max(active["peak"], active["n"])
+        await asyncio.sleep(0.003)
+        active["n"] -= 1
+        done.append(args["i"])
+
+    queues = [SQLJobQueue(engine, concurrency=4, poll_interval=0.02) for _ in range(2)]
+    for q in queues:
+        q.task("work", work, lock=lambda a: "L")
+    results = await asyncio.gather(
+        *(queues[i % 2].enqueue("work", {"i": i}, dedup_key=f"d{i % 12}") for i in range(48))
+    )
+    assert sum(r.enqueued for r in results) == 12
+    for q in queues:
+        await q.start()
+    try:
+        await asyncio.gather(*(q.drain(60) for q in queues))
+    finally:
+        for q in queues:
+            await q.aclose()
+    assert len(done) == 12 and active["peak"] == 1
+
+
+async def test_periodic_and_transactional_enqueue_on_the_server(engine: AsyncEngine) -> None:
+    clock = FakeClock(wall=time.time())
+    queues = [SQLJobQueue(engine, clock=clock) for _ in range(3)]
+    for q in queues:
+        q.task("tick", noop)
+        q.periodic("tick", 5.0)
+    clock.advance(5 - clock.time() % 5 + 0.5)
+    for _ in range(4):
+        await asyncio.gather(*(q.defer_due_ticks() for q in queues))
+        clock.advance(5)
+    async with engine.connect() as conn:
+        ticks = (await conn.execute(select(J.tick).order_by(J.tick))).scalars().all()
+    assert len(ticks) == 4 and len(set(ticks)) == 4
+
+    queue = queues[0]
+    async with AsyncSession(engine) as session:
+        assert (
+            await queue.enqueue("tick", {"keep": 1}, dedup_key="x", connection=session)
+        ).enqueued
+        skipped = await queue.enqueue("tick", dedup_key="x", connection=session)
+        assert skipped.reason == "deduplicated"
+        await session.execute(text("SELECT 1"))  # the transaction is still usable
+        await session.commit()
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        assert (await queue.enqueue("tick", {"keep": 0}, connection=conn)).enqueued
+        await trans.rollback()
+    async with engine.connect() as conn:
+        kept = (await conn.execute(select(J.args).where(J.tick.is_(None)))).scalars().all()
+    assert kept == ['{"keep":1}']
+    for q in queues:
+        await q.aclose()
+
+
+async def test_the_migration_makes_the_same_table(target: tuple[str, str], tmp_path: Path) -> None:
+    from sqlalchemy import inspect
+
+    from freshkeep.integrations import migrate
+
+    url, schema = target
+    made = engine_for(f"sqlite+aiosqlite:///{tmp_path / 'made.db'}", "-")
+    migrated = engine_for(url, schema)
+    try:
+        await SQLJobQueue(made).create_tables()
+        assert (await migrate.upgrade_async(migrated, "0004")).after == "0004"
+
+        def shape(conn: Any) -> tuple[set[str], set[tuple[str, bool]]]:
+            insp = inspect(conn)
+            columns = {c["name"] for c in insp.get_columns("freshkeep_jobs")}
+            indexes = {(i["name"], bool(i["unique"])) for i in insp.get_indexes("freshkeep_jobs")}
+            return columns, indexes
+
+        async with made.connect() as conn:
+            expected = await conn.run_sync(shape)
+        async with migrated.connect() as conn:
+            assert await conn.run_sync(shape) == expected
+        queue = SQLJobQueue(migrated)  # the partial unique indexes are there
+        queue.task("t", noop, lock=lambda a: "L")
+        assert (await queue.enqueue("t", dedup_key="k")).enqueued
+        assert (await queue.enqueue("t", dedup_key="k")).reason == "deduplicated"
+        await queue.drain(10)
+        await queue.aclose()
+    finally:
+        await made.dispose()
+        await migrated.dispose()
