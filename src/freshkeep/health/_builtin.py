@@ -1,0 +1,430 @@
+"""The built-in checks: views, remote values, notifiers, the shared store, the bus and
+artifact caches, computed on each run from the keeper's registries."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from freshkeep.health._config import env_name
+from freshkeep.health._format import age_text
+from freshkeep.health._model import CheckResult, Level
+
+if TYPE_CHECKING:
+    from freshkeep.health._registry import Health
+    from freshkeep.keeper import Keeper
+    from freshkeep.notify import ChangeNotifier
+    from freshkeep.remote import Remote
+    from freshkeep.views import View
+
+BuiltinCheck = Callable[[], Awaitable[CheckResult]]
+
+
+@runtime_checkable
+class ArtifactHealthSource(Protocol):
+    """What the artifacts check needs of an artifact cache (``keeper.artifacts[name]``)."""
+
+    async def health_data(self) -> Mapping[str, Any]:
+        """``prebuild_backlog``, ``gc_backlog``, ``oldest_expired_age`` (seconds or ``None``),
+        ``failing_keys`` and ``last_error`` (or ``None``)."""
+        ...
+
+
+DEFAULT_EXPIRED_AGE = 3600.0
+"""Oldest-expired-artifact age that warns when the cache has no ``gc_interval``."""
+DEFAULT_BUS_ERROR_AFTER = 300.0
+"""Seconds a bus may stay down before it is an error, when the bus has no
+``max_reconnect_backoff``."""
+
+
+def builtin_checks(health: Health) -> list[tuple[str, BuiltinCheck]]:
+    """The built-in checks of ``health.keeper`` as they stand now, by name."""
+    keeper = health.keeper
+    if keeper is None:
+        return []
+    out: list[tuple[str, BuiltinCheck]] = []
+    for name, view in keeper.views.items():
+        out.append((f"view:{name}", _bind(view_check, health, view)))
+    for name, remote in keeper.remotes.items():
+        out.append((f"remote:{name}", _bind(remote_check, health, remote)))
+    for name, notifier in keeper.notifiers.items():
+        out.append((f"notifier:{name}", _bind(notifier_check, health, notifier)))
+    out.append(("store", _bind(store_check, health, keeper)))
+    out.append(("bus", _bind(bus_check, health, keeper)))
+    artifacts = getattr(keeper, "artifacts", None) or {}
+    for name, cache in dict(artifacts).items():
+        out.append((f"artifacts:{name}", _bind(artifacts_check, health, (str(name), cache))))
+    return out
+
+
+def _bind(
+    fn: Callable[[Health, Any], Awaitable[CheckResult]], health: Health, obj: Any
+) -> BuiltinCheck:
+    async def check() -> CheckResult:
+        return await fn(health, obj)
+
+    return check
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+STALE_STATUSES = ("stale", "error-stale")
+
+
+async def view_check(health: Health, view: View) -> CheckResult:
+    """A view: ``warning`` while its builds fail (it serves error-stale values), ``error`` once
+    they have failed for longer than ``FRESHKEEP_HEALTH_VIEWS_ERROR_AFTER`` (default: the
+    policy's ``stale_if_error``) and still fail; ``info`` when the share of stale serves since
+    the previous run exceeds ``FRESHKEEP_HEALTH_VIEWS_STALE_SHARE``."""
+    cfg = health.config
+    name = f"view:{view.name}"
+    st = view.snapshot_stats()
+    now = health.clock.time()
+    reads: dict[str, int] = {k: int(v) for k, v in st["reads"].items()}
+    prev = health._view_reads.get(view.name, {})
+    health._view_reads[view.name] = reads
+    window = {k: max(0, v - prev.get(k, 0)) for k, v in reads.items()}
+    total = sum(window.values())
+    stale = sum(window.get(s, 0) for s in STALE_STATUSES)
+    error_stale = window.get("error-stale", 0)
+    share = stale / total if total else 0.0
+    last_build = st.get("last_build_at")
+    last_error_at = st.get("last_error_at")
+    failing_since = st.get("failing_since")
+    if "failing_since" in st:
+        failing = failing_since is not None
+    else:  # a view without the field: compare the times of the last error and build
+        failing = last_error_at is not None and (last_build is None or last_error_at > last_build)
+        failing_since = last_error_at if failing else None
+    age = None if last_build is None else max(0.0, now - last_build)
+    policy = st.get("policy", {})
+    error_after = cfg.views_error_after
+    if error_after is None:
+        error_after = float(policy.get("stale_if_error") or 0.0)
+    data: dict[str, Any] = {
+        "view": view.name,
+        "age": age,
+        "last_build_at": last_build,
+        "last_error": st.get("last_error"),
+        "last_error_at": last_error_at,
+        "failing_since": failing_since if failing else None,
+        "build_errors": st.get("build_errors", 0),
+        "reads": total,
+        "stale": stale,
+        "error_stale": error_stale,
+        "stale_share": share,
+        "stale_share_threshold": cfg.views_stale_share,
+        "error_after": error_after,
+        "in_flight": st.get("in_flight", 0),
+    }
+    served = "never built" if age is None else f"value built {age_text(age)} ago"
+    if failing and failing_since is not None:
+        down = max(0.0, now - failing_since)
+        still = last_error_at is not None and now - last_error_at <= max(error_after, 0.0)
+        level = Level.ERROR if down > error_after > 0 and still else Level.WARNING
+        detail = (
+            f"view {view.name!r}: builds failing for {age_text(down)} "
+            f"({st.get('last_error')}); serving error-stale on {error_stale} of {total} "
+            f"read(s) since the last check; {served}"
+        )
+        if level is Level.ERROR:
+            detail += (
+                f"; failing longer than {age_text(error_after)} "
+                f"({env_name('views_error_after')}): readers get errors once no good value "
+                "is left"
+            )
+        return CheckResult(name, level, detail, data)
+    if total and share > cfg.views_stale_share:
+        return CheckResult(
+            name,
+            Level.INFO,
+            f"view {view.name!r}: {share:.0%} of {total} read(s) served stale since the last "
+            f"check (threshold {cfg.views_stale_share:.0%}); {served}",
+            data,
+        )
+    return CheckResult(name, Level.OK, f"view {view.name!r}: {served}", data)
+
+
+# -- remote values -------------------------------------------------------------------------------
+
+
+async def remote_check(health: Health, remote: Remote) -> CheckResult:
+    """A remote value: ``warning`` when a value is older than its TTL plus
+    ``FRESHKEEP_HEALTH_REMOTES_GRACE`` (default: the remote's ``retry_backoff``) because its
+    refreshes fail, or a failing key has no value at all; ``error`` when a value is past
+    ``max_stale`` (it can no longer be served)."""
+    cfg = health.config
+    name = f"remote:{remote.name}"
+    st = remote.snapshot_stats()
+    ttl = float(st["ttl"])
+    max_stale = st.get("max_stale")
+    grace = cfg.remotes_grace
+    if grace is None:
+        grace = float(getattr(getattr(remote, "config", None), "retry_backoff", 0.0))
+    overdue: list[tuple[str, float]] = []
+    missing: list[str] = []
+    beyond: list[str] = []
+    for key, v in st.get("values", {}).items():
+        if not v.get("failures"):
+            continue
+        age = v.get("age")
+        if age is None:
+            missing.append(key)
+            continue
+        if max_stale is not None and age > max_stale:
+            beyond.append(key)
+        elif ttl > 0 and age > ttl + grace:
+            overdue.append((key, float(age)))
+    data: dict[str, Any] = {
+        "remote": remote.name,
+        "ttl": ttl,
+        "grace": grace,
+        "max_stale": max_stale,
+        "keys": st.get("keys", 0),
+        "failing": st.get("failing", 0),
+        "max_age": st.get("max_age"),
+        "overdue": [k for k, _ in overdue],
+        "missing": missing,
+        "beyond_max_stale": beyond,
+        "last_error": st.get("last_error"),
+        "last_error_at": st.get("last_error_at"),
+        "last_fetch_at": st.get("last_fetch_at"),
+    }
+    err = st.get("last_error")
+    if beyond:
+        return CheckResult(
+            name,
+            Level.ERROR,
+            f"remote {remote.name!r}: {len(beyond)} value(s) older than max_stale "
+            f"{age_text(float(max_stale or 0))} and refreshes fail ({err}): they cannot be served",
+            data,
+        )
+    if overdue or missing:
+        parts = []
+        if overdue:
+            oldest_key, oldest_age = max(overdue, key=lambda kv: kv[1])
+            parts.append(
+                f"{len(overdue)} value(s) past their TTL of {age_text(ttl)} "
+                f"(oldest {oldest_key!r}, {age_text(oldest_age)} old)"
+            )
+        if missing:
+            parts.append(f"{len(missing)} key(s) never fetched")
+        return CheckResult(
+            name,
+            Level.WARNING,
+            f"remote {remote.name!r}: {' and '.join(parts)} because refreshes fail ({err})",
+            data,
+        )
+    age = st.get("max_age")
+    detail = f"remote {remote.name!r}: {st.get('keys', 0)} key(s)"
+    if age is not None:
+        detail += f", oldest value {age_text(float(age))} old (TTL {age_text(ttl)})"
+    return CheckResult(name, Level.OK, detail, data)
+
+
+# -- notifiers -----------------------------------------------------------------------------------
+
+
+async def notifier_check(health: Health, notifier: ChangeNotifier) -> CheckResult:
+    """A notifier: ``warning`` when its last send failed (after its last success) or confirmed
+    states could not be saved."""
+    name = f"notifier:{notifier.name}"
+    st = notifier.snapshot_stats()
+    data = {
+        k: st.get(k)
+        for k in (
+            "notifier",
+            "sent",
+            "failed",
+            "pending",
+            "store_errors",
+            "unsaved",
+            "last_error",
+            "last_error_at",
+            "last_sent_at",
+        )
+    }
+    last_error_at, last_sent_at = st.get("last_error_at"), st.get("last_sent_at")
+    failing = last_error_at is not None and (last_sent_at is None or last_error_at > last_sent_at)
+    if st.get("unsaved"):
+        return CheckResult(
+            name,
+            Level.WARNING,
+            f"notifier {notifier.name!r}: {st['unsaved']} confirmed state(s) not saved "
+            f"({st.get('last_error')}): they may be notified again after a restart",
+            data,
+        )
+    if failing and last_error_at is not None:
+        ago = age_text(max(0.0, health.clock.time() - float(last_error_at)))
+        return CheckResult(
+            name,
+            Level.WARNING,
+            f"notifier {notifier.name!r}: last send failed {ago} ago ({st.get('last_error')})",
+            data,
+        )
+    return CheckResult(
+        name, Level.OK, f"notifier {notifier.name!r}: {st.get('sent', 0)} sent", data
+    )
+
+
+# -- store and bus -------------------------------------------------------------------------------
+
+
+async def store_check(health: Health, keeper: Keeper) -> CheckResult:
+    """The shared store: ``warning`` while it is unreachable (every instance builds for itself
+    meanwhile); the in-process store alone is always ``ok``."""
+    store = keeper.store
+    memory = {"entries": len(store), "bytes": store.bytes, "evictions": store.evictions}
+    shared = keeper.shared.status() if keeper.shared is not None else None
+    if shared is None:
+        return CheckResult(
+            "store",
+            Level.OK,
+            f"in-process store only ({memory['entries']} entries)",
+            {"shared": None, "memory": memory},
+        )
+    data = {
+        "shared": True,
+        "kind": type(keeper.shared).__name__,
+        "reachable": shared.get("reachable", True),
+        "outage_seconds": shared.get("outage_seconds"),
+        "outages": shared.get("outages", 0),
+        "last_error": shared.get("last_error"),
+        "last_error_at": shared.get("last_error_at"),
+        "memory": memory,
+    }
+    if not data["reachable"]:
+        outage = shared.get("outage_seconds")
+        lasting = f" for {age_text(float(outage))}" if outage is not None else ""
+        return CheckResult(
+            "store",
+            Level.WARNING,
+            f"shared store {data['kind']} unreachable{lasting} ({shared.get('last_error')}); "
+            "each instance builds for itself meanwhile",
+            data,
+        )
+    detail = f"shared store {data['kind']} reachable"
+    if data["outages"]:
+        detail += f" ({data['outages']} outage(s) so far, last error: {shared.get('last_error')})"
+    return CheckResult("store", Level.OK, detail, data)
+
+
+async def bus_check(health: Health, keeper: Keeper) -> CheckResult:
+    """The bus: ``warning`` while a network bus is down (reads probe revisions meanwhile),
+    ``error`` once it has been down longer than ``FRESHKEEP_HEALTH_BUSES_ERROR_AFTER`` (default
+    10 x its ``max_reconnect_backoff``), or at once when the keeper has no revision source to
+    probe (other instances' writes are not seen)."""
+    status = getattr(keeper.bus, "status", None)
+    bus: Mapping[str, Any] = status() if callable(status) else {"kind": "local"}
+    kind = bus.get("kind", "local")
+    if kind == "local" and "connected" not in bus:
+        return CheckResult("bus", Level.OK, "in-process bus", {"kind": kind})
+    cfg = health.config
+    error_after = cfg.buses_error_after
+    if error_after is None:
+        backoff = getattr(keeper.bus, "max_reconnect_backoff", None)
+        error_after = 10 * float(backoff) if backoff else DEFAULT_BUS_ERROR_AFTER
+    now = health.clock.time()
+    started, ended = bus.get("last_outage_started_at"), bus.get("last_outage_ended_at")
+    down = bool(getattr(keeper, "_bus_is_down", False)) or not bus.get("connected", True)
+    down_for = max(0.0, now - float(started)) if down and started is not None else None
+    data = {
+        "kind": kind,
+        "channel": bus.get("channel"),
+        "connected": bus.get("connected"),
+        "down": down,
+        "down_for": down_for,
+        "reconnects": bus.get("reconnects", 0),
+        "last_error": bus.get("last_error"),
+        "last_outage_started_at": started,
+        "last_outage_ended_at": ended,
+        "error_after": error_after,
+        "probing": keeper.revisions is not None,
+    }
+    label = f"{kind} bus {bus.get('channel')!r}"
+    if down:
+        lasting = f" for {age_text(down_for)}" if down_for is not None else ""
+        if keeper.revisions is None:
+            return CheckResult(
+                "bus",
+                Level.ERROR,
+                f"{label} down{lasting} ({bus.get('last_error')}), reconnecting; no revision "
+                "source to probe, so other instances' writes are not seen",
+                data,
+            )
+        level = Level.ERROR if down_for is not None and down_for > error_after else Level.WARNING
+        detail = (
+            f"{label} down{lasting} ({bus.get('last_error')}), reconnecting; reads probe "
+            "revisions meanwhile"
+        )
+        if level is Level.ERROR:
+            detail += (
+                f"; down longer than {age_text(error_after)} ({env_name('buses_error_after')})"
+            )
+        return CheckResult("bus", level, detail, data)
+    detail = f"{label} connected"
+    if ended is not None:
+        detail += f" (last outage ended {age_text(max(0.0, now - float(ended)))} ago)"
+    return CheckResult("bus", Level.OK, detail, data)
+
+
+# -- artifacts -----------------------------------------------------------------------------------
+
+
+async def artifacts_check(health: Health, named: tuple[str, Any]) -> CheckResult:
+    """An artifact cache: ``warning`` when keys fail to prebuild, the prebuild backlog or the
+    GC backlog is above its threshold, or the oldest expired artifact waits for GC too long."""
+    cache_name, cache = named
+    name = f"artifacts:{cache_name}"
+    cfg = health.config
+    raw = await cache.health_data()
+    prebuild = int(raw.get("prebuild_backlog") or 0)
+    gc = int(raw.get("gc_backlog") or 0)
+    oldest = raw.get("oldest_expired_age")
+    failing = int(raw.get("failing_keys") or 0)
+    expired_limit = cfg.artifacts_expired_age
+    if expired_limit is None:
+        gc_interval = getattr(cache, "gc_interval", None)
+        expired_limit = (
+            2 * float(gc_interval)
+            if isinstance(gc_interval, int | float) and gc_interval > 0
+            else DEFAULT_EXPIRED_AGE
+        )
+    data = {
+        "cache": cache_name,
+        "prebuild_backlog": prebuild,
+        "gc_backlog": gc,
+        "oldest_expired_age": oldest,
+        "failing_keys": failing,
+        "last_error": raw.get("last_error"),
+        "prebuild_backlog_threshold": cfg.artifacts_prebuild_backlog,
+        "gc_backlog_threshold": cfg.artifacts_gc_backlog,
+        "expired_age_threshold": expired_limit,
+    }
+    problems = []
+    if failing:
+        problems.append(f"{failing} key(s) failing to build ({raw.get('last_error')})")
+    if prebuild > cfg.artifacts_prebuild_backlog:
+        problems.append(
+            f"prebuild backlog {prebuild} > {cfg.artifacts_prebuild_backlog:g} "
+            f"({env_name('artifacts_prebuild_backlog')})"
+        )
+    if gc > cfg.artifacts_gc_backlog:
+        problems.append(
+            f"GC backlog {gc} > {cfg.artifacts_gc_backlog:g} ({env_name('artifacts_gc_backlog')})"
+        )
+    if oldest is not None and float(oldest) > expired_limit:
+        problems.append(
+            f"oldest expired artifact waits for GC for {age_text(float(oldest))} "
+            f"(> {age_text(expired_limit)}, {env_name('artifacts_expired_age')})"
+        )
+    if problems:
+        return CheckResult(
+            name, Level.WARNING, f"artifacts {cache_name!r}: " + "; ".join(problems), data
+        )
+    return CheckResult(
+        name,
+        Level.OK,
+        f"artifacts {cache_name!r}: prebuild backlog {prebuild}, GC backlog {gc}",
+        data,
+    )
