@@ -68,10 +68,16 @@ for mod, extra in [("freshkeep.integrations.sqlalchemy", "sqlalchemy"),
                    ("freshkeep.integrations.sqlalchemy_notify", "sqlalchemy"),
                    ("freshkeep.integrations.migrate", "sqlalchemy"),
                    ("freshkeep.integrations.starlette", "starlette"),
+                   ("freshkeep.integrations.dashboard", "starlette"),
+                   ("freshkeep.integrations.prometheus", "prometheus"),
+                   ("freshkeep.health.http", "starlette"),
                    ("freshkeep.integrations.cli", "cli"),
                    ("freshkeep.stores.redis", "redis"),
                    ("freshkeep.buses.redis", "redis"),
-                   ("freshkeep.buses.postgres", "postgres")]:
+                   ("freshkeep.buses.postgres", "postgres"),
+                   ("freshkeep.artifacts", "artifacts"),
+                   ("freshkeep.jobs.procrastinate", "jobs"),
+                   ("freshkeep.jobs.cli", "cli")]:
     try:
         importlib.import_module(mod)
     except freshkeep.MissingDependencyError as exc:

@@ -16,6 +16,7 @@ from freshkeep.core.policy import Policy as Policy
 from freshkeep.core.revision import Revision as Revision
 from freshkeep.core.revision import RevisionSource as RevisionSource
 from freshkeep.core.revision import RevisionTracker as RevisionTracker
+from freshkeep.exceptions import ArtifactBuildError as ArtifactBuildError
 from freshkeep.exceptions import BuildError as BuildError
 from freshkeep.exceptions import ConfigurationError as ConfigurationError
 from freshkeep.exceptions import CorruptEntryError as CorruptEntryError
@@ -23,6 +24,9 @@ from freshkeep.exceptions import DuplicateNameError as DuplicateNameError
 from freshkeep.exceptions import DuplicateViewError as DuplicateViewError
 from freshkeep.exceptions import EncodeError as EncodeError
 from freshkeep.exceptions import FreshkeepError as FreshkeepError
+from freshkeep.exceptions import InvalidSignatureError as InvalidSignatureError
+from freshkeep.exceptions import JobQueueError as JobQueueError
+from freshkeep.exceptions import JobQueueTimeout as JobQueueTimeout
 from freshkeep.exceptions import MissingDependencyError as MissingDependencyError
 from freshkeep.exceptions import PrincipalRequiredError as PrincipalRequiredError
 from freshkeep.exceptions import ProcessorBusy as ProcessorBusy
@@ -31,7 +35,14 @@ from freshkeep.exceptions import RevisionSourceError as RevisionSourceError
 from freshkeep.exceptions import StoreError as StoreError
 from freshkeep.exceptions import UnavailableError as UnavailableError
 from freshkeep.exceptions import UnknownProcessorError as UnknownProcessorError
+from freshkeep.exceptions import UnknownTaskError as UnknownTaskError
 from freshkeep.exceptions import UnknownViewError as UnknownViewError
+from freshkeep.health import CheckResult as CheckResult
+from freshkeep.health import Health as Health
+from freshkeep.health import HealthReport as HealthReport
+from freshkeep.jobs import EnqueueResult as EnqueueResult
+from freshkeep.jobs import JobContext as JobContext
+from freshkeep.jobs import JobQueue as JobQueue
 from freshkeep.keeper import Keeper as Keeper
 from freshkeep.notify import ChangeNotifier as ChangeNotifier
 from freshkeep.notify import MemoryStateStore as MemoryStateStore
@@ -53,24 +64,35 @@ from freshkeep.stores.memory import MemoryStore as MemoryStore
 from freshkeep.views import BuildContext as BuildContext
 from freshkeep.views import Section as Section
 from freshkeep.views import View as View
+from freshkeep.views import ViewObserver as ViewObserver
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactBuildError",
     "BuildContext",
     "BuildError",
     "Bus",
     "ChangeNotifier",
+    "CheckResult",
     "Clock",
     "ConfigurationError",
     "CorruptEntryError",
     "DuplicateNameError",
     "DuplicateViewError",
     "EncodeError",
+    "EnqueueResult",
     "Entry",
     "FreshkeepError",
+    "Health",
+    "HealthReport",
+    "InvalidSignatureError",
     "Item",
     "Job",
+    "JobContext",
+    "JobQueue",
+    "JobQueueError",
+    "JobQueueTimeout",
     "Keeper",
     "LocalBus",
     "MemoryStateStore",
@@ -102,6 +124,8 @@ __all__ = [
     "SystemClock",
     "UnavailableError",
     "UnknownProcessorError",
+    "UnknownTaskError",
     "UnknownViewError",
     "View",
+    "ViewObserver",
 ]

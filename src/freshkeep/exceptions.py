@@ -8,13 +8,19 @@ The tree::
     │   ├── DuplicateViewError      a view name registered twice
     │   ├── DuplicateNameError      a remote, notifier, processor or job name registered twice
     │   ├── UnknownProcessorError   no processor registered under that name
+    │   ├── UnknownTaskError        no job task registered under that name
     │   └── PrincipalRequiredError  a shared view asked to cache a per-user response
     ├── MissingDependencyError      an optional extra is not installed (also an ImportError)
     ├── EncodeError                 a builder returned something that is not JSON-encodable
     ├── UnavailableError            no value within its bounds can be served
     │   ├── BuildError              a builder raised and no servable entry exists
+    │   │   └── ArtifactBuildError  an artifact failed to build; none within its bound exists
     │   ├── RevisionSourceError     the revisions could not be read
-    │   └── RemoteUnavailableError  a remote has no value and no fallback to serve
+    │   ├── RemoteUnavailableError  a remote has no value and no fallback to serve
+    │   └── HealthUnreachableError  a service's health endpoint could not be read
+    ├── JobQueueError               a job queue could not enqueue, claim or finish jobs
+    │   └── JobQueueTimeout         jobs still ready or running when ``drain`` gave up
+    ├── InvalidSignatureError       a signed artifact URL is tampered with or expired
     └── StoreError                  a store failed (always caught on the read path)
         └── CorruptEntryError       a stored entry is unreadable, tampered with or unsigned
 
@@ -86,6 +92,23 @@ class BuildError(UnavailableError):
         self.key = key
 
 
+class ArtifactBuildError(BuildError):
+    """An artifact failed to build and no artifact within ``max_stale_on_error`` exists."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        cache: str = "",
+        key: object = None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(message, view=cache, key=key)
+        self.cache = cache
+        self.counts = counts
+        """For a failed prebuild: its ``requested``, ``built``, ``skipped``, ``failed``."""
+
+
 class RevisionSourceError(UnavailableError):
     """The revisions of the sources could not be read."""
 
@@ -99,12 +122,35 @@ class RemoteUnavailableError(UnavailableError):
         self.key = key
 
 
+class HealthUnreachableError(UnavailableError):
+    """The health endpoint of the service could not be reached or read."""
+
+
 class ProcessorBusy(FreshkeepError):
     """A run of that processor is already going on (here or in another instance)."""
 
     def __init__(self, message: str | None = None, *, processor: str = "") -> None:
         super().__init__(message)
         self.processor = processor
+
+
+class UnknownTaskError(ConfigurationError, KeyError):
+    """No job task is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class JobQueueError(FreshkeepError):
+    """A job queue operation failed."""
+
+
+class JobQueueTimeout(JobQueueError, TimeoutError):
+    """Jobs were still ready or running when the wait ended."""
+
+
+class InvalidSignatureError(FreshkeepError):
+    """A signed artifact URL is tampered with, malformed or expired."""
 
 
 class StoreError(FreshkeepError):

@@ -19,15 +19,17 @@ from freshkeep.exceptions import (
     FreshkeepError,
     UnknownViewError,
 )
+from freshkeep.health import Health
 from freshkeep.ports import Bus
 from freshkeep.remote import NO_FALLBACK, Remote, RemoteConfig
 from freshkeep.remote._config import from_env
 from freshkeep.settings import Settings
 from freshkeep.stores.base import Lock, SharedStore
 from freshkeep.stores.memory import MemoryStore
-from freshkeep.views import Builder, PrincipalView, Probe, Section, View
+from freshkeep.views import Builder, PrincipalView, Probe, Section, View, ViewObserver
 
 if TYPE_CHECKING:
+    from freshkeep.artifacts import ArtifactCache
     from freshkeep.notify import ChangeNotifier, Send, StateStore
     from freshkeep.remote import Derive, Fetch
 
@@ -113,11 +115,16 @@ class Keeper:
         self._probe = probe
         self._hooks = False
         self._views: dict[str, View] = {}
+        self.view_observers: list[ViewObserver] = []
+        """Observers added to every view registered from now on (e.g. by the metrics)."""
         self._remotes: dict[str, Remote] = {}
         self._notifiers: dict[str, ChangeNotifier] = {}
+        self._artifacts: dict[str, ArtifactCache] = {}
         self._unsubscribe = self.bus.subscribe(self._on_bus)
         self._bus_remover: Callable[[], Any] | None = None
         self._bus_is_down = False
+        self.health = Health(self)
+        """The health checks of this keeper (:class:`freshkeep.health.Health`)."""
 
     @classmethod
     def from_settings(
@@ -144,7 +151,9 @@ class Keeper:
         """Connect the bus (if it is a network bus) and read revisions on every (re)connect,
         so a message lost while disconnected is caught at once. Never raises for a bus that
         cannot connect yet: it keeps retrying, and revisions are re-read every resync_interval.
+        Validates the ``FRESHKEEP_HEALTH_*`` overrides first (``ConfigurationError``).
         """
+        self.health.configure()
         on_connect = getattr(self.bus, "on_connect", None)
         on_disconnect = getattr(self.bus, "on_disconnect", None)
         if on_connect is not None and self._bus_remover is None:
@@ -226,6 +235,7 @@ class Keeper:
             max_retry_backoff=self.settings.max_retry_backoff,
         )
         self._views[name] = v
+        v.observers.extend(self.view_observers)
         self._apply_probe(v)
         return v
 
@@ -357,6 +367,16 @@ class Keeper:
             raise DuplicateNameError(f"a notifier named {notifier.name!r} is already registered")
         self._notifiers[notifier.name] = notifier
 
+    @property
+    def artifacts(self) -> Mapping[str, ArtifactCache]:
+        """Every artifact cache registered on this keeper (``ArtifactCache(..., keeper=)``)."""
+        return dict(self._artifacts)
+
+    def _add_artifacts(self, cache: ArtifactCache) -> None:
+        if cache.name in self._artifacts:
+            raise DuplicateNameError(f"an artifact cache named {cache.name!r} is registered")
+        self._artifacts[cache.name] = cache
+
     # -- revisions -------------------------------------------------------------------------
 
     def committed(self, revisions: Mapping[str, Revision]) -> None:
@@ -408,13 +428,17 @@ class Keeper:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def wait_idle(self) -> None:
-        """Wait until no view has a build, and no remote a fetch, in flight."""
-        while any(v.in_flight for v in self._views.values()) or any(
-            r.in_flight for r in self._remotes.values()
+        """Wait until no view has a build, no remote a fetch, and no artifact cache a build in
+        flight."""
+        while (
+            any(v.in_flight for v in self._views.values())
+            or any(r.in_flight for r in self._remotes.values())
+            or any(a.in_flight for a in self._artifacts.values())
         ):
             await asyncio.gather(
                 *(v.wait_idle() for v in self._views.values()),
                 *(r.wait_idle() for r in self._remotes.values()),
+                *(a.wait_idle() for a in self._artifacts.values()),
             )
 
     async def aclose(self) -> None:
@@ -432,9 +456,11 @@ class Keeper:
             await self.shared.aclose()
 
     def snapshot_stats(self) -> dict[str, Any]:
-        """Counters of the keeper and every view, remote and notifier, as plain data; with the
-        status of the shared store and of a network bus (reachable, outages, last error)."""
+        """Counters of the keeper and every view, remote, notifier and artifact cache, as plain
+        data; with the status of the shared store and of a network bus (reachable, outages,
+        last error)."""
         bus_status = getattr(self.bus, "status", None)
+        hits = self.store.hits_by_view()  # one pass over the entries for every view
         return {
             "instance": self.instance_id,
             "probe": self.probe,
@@ -452,7 +478,11 @@ class Keeper:
             "shared": self.shared.status() if self.shared is not None else None,
             "bus": bus_status() if callable(bus_status) else {"kind": "local"},
             "bus_down": self._bus_is_down,
-            "views": {name: v.snapshot_stats() for name, v in self._views.items()},
+            "views": {
+                name: v.snapshot_stats(store_hits=hits.get(name, 0))
+                for name, v in self._views.items()
+            },
             "remotes": {name: r.snapshot_stats() for name, r in self._remotes.items()},
             "notifiers": {name: n.snapshot_stats() for name, n in self._notifiers.items()},
+            "artifacts": {name: a.snapshot_stats() for name, a in self._artifacts.items()},
         }

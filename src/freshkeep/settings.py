@@ -121,6 +121,10 @@ class Settings(BaseSettings):
         None,
         description="Bearer token of the hub's /admin endpoints; unset: they answer 403.",
     )
+    service_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL of the running service that `freshkeep health` asks.",
+    )
     processing_interval: float = Field(
         60.0,
         ge=0,
@@ -134,6 +138,59 @@ class Settings(BaseSettings):
     )
     processing_max_retry_backoff: float = Field(
         3600.0, gt=0, description="Cap of the doubling retry backoff of failed items."
+    )
+    jobs_backend: Literal["sql", "procrastinate"] = Field(
+        "sql",
+        description="Job queue: sql (the embedded runner, a table in the database) or "
+        "procrastinate (PostgreSQL, freshkeep[jobs]).",
+    )
+    jobs_url: str | None = Field(
+        None, description="Database URL of the job queue (unset: database_url)."
+    )
+    jobs_concurrency: int = Field(4, ge=1, description="Jobs run at once by each process.")
+    jobs_poll_interval: float = Field(
+        0.5, gt=0, description="Seconds between polls of the job table by an idle worker."
+    )
+    jobs_lease: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds without a heartbeat after which a running job is stalled and "
+        "put back to waiting.",
+    )
+    jobs_keep_finished: float = Field(
+        604800.0, ge=0, description="Seconds finished jobs are kept before they are deleted."
+    )
+    artifact_storage_url: str = Field(
+        "freshkeep-artifacts",
+        description="Where prebuilt artifacts are stored: a local directory (embedded) or an "
+        "fsspec URL such as s3://bucket/prefix (distributed; needs s3fs).",
+    )
+    artifact_ttl: float = Field(
+        86400.0, gt=0, description="Default seconds a built artifact stays fresh."
+    )
+    artifact_url_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key signing the URLs of artifacts on local storage. Unset: a random "
+        "one per process (URLs then work only on the instance that signed them; several "
+        "instances need a shared secret).",
+    )
+    artifact_url_ttl: float = Field(
+        300.0, gt=0, description="Seconds a signed (or presigned S3) artifact URL is valid."
+    )
+    artifact_gc_batch: int = Field(
+        1000, ge=1, description="Rows (and objects) an artifact GC deletes per statement."
+    )
+    artifact_orphan_grace: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds an artifact object no row references is kept before GC deletes "
+        "it (protects builds in flight).",
+    )
+    artifact_max_stale_on_error: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds after its expiry an artifact is still served when its rebuild "
+        "fails; expired rows are kept that long before GC deletes them.",
     )
 
     @classmethod

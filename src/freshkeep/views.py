@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, assert_never
+from typing import TYPE_CHECKING, Any, Literal, Protocol, assert_never
 
 from freshkeep.core.clock import SystemClock
 from freshkeep.core.entry import (
@@ -86,6 +86,23 @@ class Section:
         object.__setattr__(self, "sources", srcs)
 
 
+class ViewObserver(Protocol):
+    """Told about a view's slow-path events (e.g. by the Prometheus metrics, to fill histograms).
+
+    Never called on the hit path. Add one to :attr:`View.observers`; an observer that raises
+    is logged and does not fail the read.
+    """
+
+    def build_finished(self, view: str, section: str, seconds: float) -> None:
+        """A section of ``view`` was built in ``seconds``."""
+        ...
+
+    def stale_served(self, view: str, status: Status, age: float) -> None:
+        """An entry ``age`` seconds past its last confirmation was served (``status`` is
+        ``stale`` or ``error-stale``)."""
+        ...
+
+
 @dataclass(slots=True)
 class ViewStats:
     """Counters of one view (read by health checks and metrics)."""
@@ -103,6 +120,9 @@ class ViewStats:
     last_error: str | None = None
     last_error_at: float | None = None
     last_build_at: float | None = None
+    failing_since: float | None = None
+    """Wall time of the first build error since the last successful build (``None``: the
+    last build succeeded)."""
 
 
 class View:
@@ -139,6 +159,8 @@ class View:
         self.public = public
         self.version = version
         self.stats = ViewStats()
+        self.observers: list[ViewObserver] = []
+        """Told about builds and stale serves (slow path only); see :class:`ViewObserver`."""
         self._keeper = keeper
         self._tracker = keeper.tracker
         self._store = keeper.store
@@ -274,11 +296,14 @@ class View:
         """How many builds of this view are running."""
         return len(self._flights)
 
-    def snapshot_stats(self) -> dict[str, Any]:
-        """The view's counters as plain data."""
+    def snapshot_stats(self, *, store_hits: int | None = None) -> dict[str, Any]:
+        """The view's counters as plain data. ``store_hits``: the hits counted on this view's
+        entries, when the caller has them (:meth:`MemoryStore.hits_by_view`)."""
         s = self.stats
         reads = dict(s.reads)
-        reads["hit"] = reads.get("hit", 0) + self._hits + self._store.hits_of(self.name)
+        if store_hits is None:
+            store_hits = self._store.hits_of(self.name)
+        reads["hit"] = reads.get("hit", 0) + self._hits + store_hits
         return {
             "view": self.name,
             "sources": list(self.sources),
@@ -298,6 +323,7 @@ class View:
             "last_error": s.last_error,
             "last_error_at": s.last_error_at,
             "last_build_at": s.last_build_at,
+            "failing_since": s.failing_since,
             "in_flight": self.in_flight,
         }
 
@@ -345,6 +371,8 @@ class View:
                 assert entry is not None
                 self._refresh_in_background(ck, key, principal, decision.sections)
                 self._count("stale")
+                if self.observers:
+                    self._observe_stale("stale", age)
                 return Read("stale", entry)
             if isinstance(decision, Miss):
                 sections = tuple(self.sections)
@@ -383,10 +411,11 @@ class View:
 
     def _on_failed_read(self, ck: Hashable, exc: BaseException) -> Read:
         entry = self._store.peek(ck)
-        if entry is not None and may_serve_on_error(
-            entry, age=self._mono() - entry.confirmed_mono, policy=self.policy
-        ):
+        age = self._mono() - entry.confirmed_mono if entry is not None else 0.0
+        if entry is not None and may_serve_on_error(entry, age=age, policy=self.policy):
             self._count("error-stale")
+            if self.observers:
+                self._observe_stale("error-stale", age)
             return Read("error-stale", entry, error=exc)
         if isinstance(exc, UnavailableError):
             raise exc
@@ -567,8 +596,25 @@ class View:
             s.builds[name] = s.builds.get(name, 0) + 1
             s.build_seconds[name] = elapsed
             s.last_build_at = built_at
+            s.failing_since = None
+            if self.observers:
+                self._observe_build(name, elapsed)
         status: Status = "miss" if built == len(self.sections) else "section"
         return self._store_built(ck, key, principal, parts), status
+
+    def _observe_build(self, section: str, seconds: float) -> None:
+        for observer in self.observers:
+            try:
+                observer.build_finished(self.name, section, seconds)
+            except Exception:
+                log.exception("an observer of view %r failed", self.name)
+
+    def _observe_stale(self, status: Status, age: float) -> None:
+        for observer in self.observers:
+            try:
+                observer.stale_served(self.name, status, age)
+            except Exception:
+                log.exception("an observer of view %r failed", self.name)
 
     def _check_section_value(self, name: str, value: Any) -> None:
         if not isinstance(value, dict):
@@ -590,6 +636,8 @@ class View:
         s.build_errors += 1
         s.last_error = f"{type(exc).__name__}: {exc}"
         s.last_error_at = self._clock.time()
+        if s.failing_since is None:
+            s.failing_since = s.last_error_at
         prev = self._retry_at.get(ck)
         backoff = self._retry_backoff if prev is None else min(prev[1] * 2, self._max_retry_backoff)
         self._retry_at[ck] = (self._mono() + backoff, backoff)

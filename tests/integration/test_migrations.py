@@ -18,7 +18,7 @@ from freshkeep.integrations import migrate as m
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_table
 from tests.conftest import PgSchema
 
-HEAD = "0003"
+HEAD = "0005"
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}

@@ -26,6 +26,7 @@ from freshkeep.processing import (
 from freshkeep.processing.sql import PROCESSING_STATE_TABLE, SQLProcessingState
 from tests.conftest import PgSchema
 from tests.integration.processing_worker import run_processor
+from tests.integration.test_migrations import HEAD
 
 OLD_NS = 1_600_000_000 * 10**9
 TIMEOUT = 120.0
@@ -105,16 +106,16 @@ async def test_postgres_state_roundtrip(pg_schema: PgSchema, tmp_path: Path) -> 
 
 def test_migration_from_empty_and_from_the_previous_schema(tmp_path: Path) -> None:
     fresh = str(tmp_path / "fresh.db")
-    assert m.upgrade(fresh).after == "0003"
+    assert m.upgrade(fresh).after == HEAD
     previous = str(tmp_path / "previous.db")
     assert m.upgrade(previous, "0002").after == "0002"
-    step = m.upgrade(previous)
+    step = m.upgrade(previous, "0003")
     assert step.before == "0002" and step.after == "0003"
     assert step.applied == (
         "0003: Create the freshkeep_processing_state table (per-(processor, "
         "item) processing state).",
     )
-    assert not m.upgrade(previous).changed  # idempotent
+    assert not m.upgrade(previous, "0003").changed  # idempotent
     engine = create_engine(f"sqlite:///{previous}")
     try:
         columns = {c["name"] for c in inspect(engine).get_columns(PROCESSING_STATE_TABLE)}
@@ -135,7 +136,7 @@ async def test_migration_adopts_a_table_create_table_made(tmp_path: Path) -> Non
     try:
         await SQLProcessingState(engine).create_table()
         await SQLProcessingState(engine).save([ItemState("p", "k", 1, 2)])
-        assert (await m.upgrade_async(engine)).after == "0003"
+        assert (await m.upgrade_async(engine)).after == HEAD
         assert (await SQLProcessingState(engine).load("p"))["k"].size == 2
     finally:
         await engine.dispose()
@@ -146,7 +147,7 @@ async def test_postgres_migration_from_the_previous_schema(pg_schema: PgSchema) 
     engine = pg_schema.sync_engine()
     try:
         assert m.upgrade(engine, "0002").after == "0002"
-        assert m.upgrade(engine).after == "0003"
+        assert m.upgrade(engine).after == HEAD
         assert inspect(engine).has_table(PROCESSING_STATE_TABLE)
     finally:
         engine.dispose()

@@ -81,7 +81,7 @@ class RedisBus(RemoteBus):
                 elif kind == "message":
                     self._deliver(message["data"])
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def _send(self, payload: bytes) -> None:
         await self._client.publish(self.channel, payload)

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from freshkeep.core.entry import format_revision
+from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.models import (
     Base,
@@ -42,23 +44,28 @@ from freshkeep.demo.schemas import (
     WorkstreamIn,
     WorkstreamOut,
 )
-from freshkeep.integrations.sqlalchemy import committed_revisions
+from freshkeep.exceptions import ArtifactBuildError, StoreError
+from freshkeep.integrations.sqlalchemy import SQLITE_BEGIN, committed_revisions
 from freshkeep.integrations.starlette import serve
 
 M = TypeVar("M", bound=Base)
+_EXPORTS = "freshkeep.demo.exports"
 
 ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("GET", "/state/summary", "the cached summary (ETag, 304, ?refresh=true)"),
     ("GET", "/state/stats", "counters of the keeper and its views"),
     ("GET", "/topics", "list topics"),
+    ("GET", "/topics/{id}/export", "the topic's export bundle (ZIP; redirect to a signed URL)"),
     ("POST", "/topics", "create a topic {name}"),
     ("POST", "/workstreams", "create a workstream {topic_id, name}"),
     ("POST", "/tasks", "create a task {workstream_id, title, status}"),
     ("GET", "/tasks/{id}", "read a task"),
-    ("PATCH", "/tasks/{id}", "change a task {status?, title?}"),
+    ("PATCH", "/tasks/{id}", "change a task {status?, title?, workstream_id?}"),
     ("DELETE", "/tasks/{id}", "delete a task"),
     ("POST", "/decisions", "record a decision {topic_id, title, status, blocking}"),
     ("POST", "/progress", "post a progress event {topic_id, event_type, summary, author}"),
+    ("GET", "/freshkeep", "live dashboard (sign in with ?token=<admin token>)"),
+    ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/docs", "interactive API docs (OpenAPI at /openapi.json)"),
 )
 
@@ -82,11 +89,30 @@ async def _session(request: Request, response: Response) -> AsyncIterator[AsyncS
                 response.headers[hub.keeper.settings.header_revision] = format_revision(revs)
 
         event.listen(session.sync_session, "after_commit", revision_header)
+        session.info[_EXPORTS] = hub.exports
         yield session
+
+
+async def _commit(session: AsyncSession) -> None:
+    """Commit a write. In the same transaction, first raise the export revision of every topic
+    it touched and enqueue their prebuild (one job): the write and its job commit together."""
+    exports: TopicExports = session.info[_EXPORTS]
+    await exports.before_commit(session)
+    await session.commit()
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
+
+
+async def _write_session(session: SessionDep) -> AsyncSession:
+    # A writing transaction takes SQLite's write lock when it begins, so that another commit
+    # between its reads and its first write (e.g. a job's) makes it wait, not fail.
+    await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+    return session
+
+
+WriteSessionDep = Annotated[AsyncSession, Depends(_write_session)]
 
 router = APIRouter()
 
@@ -151,19 +177,67 @@ async def get_topic(topic_id: int, session: SessionDep) -> TopicOut:
     return TopicOut.model_validate(await _get(session, Topic, topic_id, "topic"))
 
 
+@router.get(
+    "/topics/{topic_id}/export",
+    tags=["topics"],
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "with Accept: JSON"},
+        307: {"description": "redirect to the bundle's signed (or presigned) URL"},
+        404: {"description": "an id does not exist"},
+        503: {"description": "the bundle cannot be built and no earlier one can be served"},
+    },
+)
+async def export_topic(
+    topic_id: int, request: Request, session: SessionDep, hub: HubDep
+) -> Response:
+    """The topic's export bundle: a ZIP of ``topic.json`` (topic, workstreams, tasks,
+    decisions), ``tasks.csv`` and ``decisions.csv``, prebuilt after each write to the topic.
+
+    Redirects (``307``) to the bundle's URL, or answers its metadata as JSON when the request
+    accepts ``application/json``. ``X-Freshkeep-Cache``: ``hit`` (prebuilt, no build),
+    ``miss`` (built now) or ``error-stale`` (the rebuild failed; the previous bundle).
+    """
+    await _get(session, Topic, topic_id, "topic")
+    cache_header = hub.keeper.settings.header_cache
+    try:
+        art = await hub.exports.get(session, topic_id)
+    except (ArtifactBuildError, StoreError) as exc:
+        return JSONResponse(
+            {"error": "export-unavailable", "detail": str(exc)},
+            status_code=503,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
+    headers = {cache_header: art.status, "Cache-Control": "no-store"}
+    if "application/json" in request.headers.get("accept", ""):
+        body = {
+            "topic_id": topic_id,
+            "key": art.key,
+            "id": art.id,
+            "size": art.size,
+            "url": art.url,
+            "url_expires_at": art.url_expires_at,
+            "created_at": art.created_at,
+            "expires_at": art.expires_at,
+            "status": art.status,
+        }
+        return JSONResponse(body, headers=headers)
+    return RedirectResponse(art.url, status_code=307, headers=headers)
+
+
 @router.post(
     "/topics",
     tags=["topics"],
     status_code=201,
     responses={409: {"description": "a topic with that name exists"}},
 )
-async def create_topic(body: TopicIn, session: SessionDep) -> TopicOut:
+async def create_topic(body: TopicIn, session: WriteSessionDep) -> TopicOut:
     if await session.scalar(select(Topic.id).where(Topic.name == body.name)) is not None:
         raise HTTPException(409, detail=f"a topic named {body.name!r} already exists")
     topic = Topic(name=body.name, description=body.description)
     session.add(topic)
     try:
-        await session.commit()
+        await _commit(session)
     except IntegrityError:  # created concurrently under the same name
         await session.rollback()
         raise HTTPException(409, detail=f"a topic named {body.name!r} already exists") from None
@@ -171,18 +245,18 @@ async def create_topic(body: TopicIn, session: SessionDep) -> TopicOut:
 
 
 @router.post("/workstreams", tags=["workstreams"], status_code=201, responses=_NOT_FOUND)
-async def create_workstream(body: WorkstreamIn, session: SessionDep) -> WorkstreamOut:
+async def create_workstream(body: WorkstreamIn, session: WriteSessionDep) -> WorkstreamOut:
     await _get(session, Topic, body.topic_id, "topic")
     if body.owner_id is not None:
         await _get(session, Member, body.owner_id, "member")
     ws = Workstream(topic_id=body.topic_id, name=body.name, owner_id=body.owner_id)
     session.add(ws)
-    await session.commit()
+    await _commit(session)
     return WorkstreamOut.model_validate(ws)
 
 
 @router.post("/tasks", tags=["tasks"], status_code=201, responses=_NOT_FOUND)
-async def create_task(body: TaskIn, session: SessionDep) -> TaskOut:
+async def create_task(body: TaskIn, session: WriteSessionDep) -> TaskOut:
     await _get(session, Workstream, body.workstream_id, "workstream")
     if body.assignee_id is not None:
         await _get(session, Member, body.assignee_id, "member")
@@ -196,7 +270,7 @@ async def create_task(body: TaskIn, session: SessionDep) -> TaskOut:
         updated_at=now,
     )
     session.add(task)
-    await session.commit()
+    await _commit(session)
     return await _task_out(session, task)
 
 
@@ -206,20 +280,23 @@ async def get_task(task_id: int, session: SessionDep) -> TaskOut:
 
 
 @router.patch("/tasks/{task_id}", tags=["tasks"], responses=_NOT_FOUND)
-async def patch_task(task_id: int, body: TaskPatch, session: SessionDep) -> TaskOut:
+async def patch_task(task_id: int, body: TaskPatch, session: WriteSessionDep) -> TaskOut:
     task = await _get(session, Task, task_id, "task")
+    if body.workstream_id is not None:
+        await _get(session, Workstream, body.workstream_id, "workstream")
+        task.workstream_id = body.workstream_id
     if body.status is not None:
         task.status = body.status
     if body.title is not None:
         task.title = body.title
     if session.is_modified(task):
         task.updated_at = utcnow()
-    await session.commit()
+    await _commit(session)
     return await _task_out(session, task)
 
 
 @router.delete("/tasks/{task_id}", tags=["tasks"], status_code=204, responses=_NOT_FOUND)
-async def delete_task(task_id: int, session: SessionDep) -> Response:
+async def delete_task(task_id: int, session: WriteSessionDep) -> Response:
     """Delete a task with its comments and labels; its progress events stay, without it."""
     task = await _get(session, Task, task_id, "task")
     await session.execute(delete(Comment).where(Comment.task_id == task_id))
@@ -228,12 +305,12 @@ async def delete_task(task_id: int, session: SessionDep) -> Response:
         update(ProgressEvent).where(ProgressEvent.task_id == task_id).values(task_id=None)
     )
     await session.delete(task)
-    await session.commit()
+    await _commit(session)
     return Response(status_code=204)
 
 
 @router.post("/decisions", tags=["decisions"], status_code=201, responses=_NOT_FOUND)
-async def create_decision(body: DecisionIn, session: SessionDep) -> DecisionOut:
+async def create_decision(body: DecisionIn, session: WriteSessionDep) -> DecisionOut:
     await _get(session, Topic, body.topic_id, "topic")
     now = utcnow()
     decision = Decision(
@@ -245,12 +322,12 @@ async def create_decision(body: DecisionIn, session: SessionDep) -> DecisionOut:
         decided_at=now if body.status == "decided" else None,
     )
     session.add(decision)
-    await session.commit()
+    await _commit(session)
     return DecisionOut.model_validate(decision)
 
 
 @router.post("/progress", tags=["progress"], status_code=201, responses=_NOT_FOUND)
-async def create_progress(body: ProgressIn, session: SessionDep) -> ProgressOut:
+async def create_progress(body: ProgressIn, session: WriteSessionDep) -> ProgressOut:
     await _get(session, Topic, body.topic_id, "topic")
     if body.task_id is not None:
         task = await _get(session, Task, body.task_id, "task")
@@ -270,5 +347,5 @@ async def create_progress(body: ProgressIn, session: SessionDep) -> ProgressOut:
         created_at=utcnow(),
     )
     session.add(event)
-    await session.commit()
+    await _commit(session)
     return ProgressOut.model_validate(event)

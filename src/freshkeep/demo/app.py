@@ -14,14 +14,17 @@ from typing import Any, cast
 from freshkeep.exceptions import missing_extra
 
 try:
-    from fastapi import FastAPI
+    from fastapi import APIRouter, FastAPI
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("demo", exc.name or "fastapi") from exc
 
+from freshkeep.artifacts import artifact_app
 from freshkeep.demo.api import router
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.sessions import Sessions
 from freshkeep.demo.sessions import router as sessions_router
+from freshkeep.health.http import health_routes
+from freshkeep.integrations.dashboard import Dashboard
 from freshkeep.settings import Settings
 
 
@@ -46,6 +49,9 @@ def create_app(
         database_url = settings.database_url
     hub = Hub.create(database_url, seed_tasks=seed_tasks, **keeper_kwargs)
     sessions = Sessions.create(hub.engine, settings)
+    if sessions.interval > 0:  # scheduled processors: their lag and stuck items show in health
+        for name in sessions.pipeline.names():
+            hub.keeper.health.watch_processor(sessions.pipeline, name, cadence=sessions.interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +75,29 @@ def create_app(
     app.state.sessions = sessions
     app.include_router(router)
     app.include_router(sessions_router)
+    # the topic exports' signed URLs (objects on local storage; S3 serves presigned URLs itself)
+    app.mount("/artifacts", artifact_app(hub.exports.cache))
+    health = health_routes(hub.keeper, admin_token=settings.admin_token)
+    app.include_router(APIRouter(routes=health, tags=["health"]))
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app.state.dashboard = Dashboard(
+        hub.keeper, token, pipelines=(sessions.pipeline,), schedulers=(sessions.scheduler,)
+    )
+    app.state.dashboard.mount(app)  # GET /freshkeep (admin token), see freshkeep.integrations
+    _mount_metrics(app, hub, sessions)
     return app
+
+
+def _mount_metrics(app: FastAPI, hub: Hub, sessions: Sessions) -> None:
+    """Serve ``GET /metrics`` (Prometheus) when the ``prometheus`` extra is installed."""
+    from starlette.routing import Route
+
+    try:
+        from freshkeep.integrations.prometheus import metrics_app
+    except ImportError:
+        return
+    metrics = metrics_app(hub.keeper, pipelines=(sessions.pipeline,))
+    app.router.routes.append(Route("/metrics", metrics, include_in_schema=False))
 
 
 def get_hub(app: FastAPI) -> Hub:

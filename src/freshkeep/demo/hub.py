@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_engine
 
+from freshkeep.demo.exports import TopicExports, unwatch_topics, watch_topics
 from freshkeep.demo.models import TRACKED, Base
 from freshkeep.demo.seed import DEFAULT_SEED_TASKS, SeedReport, seed
 from freshkeep.demo.summary import register_summary
@@ -131,6 +132,7 @@ class Hub:
     keeper: Keeper
     tracking: Tracking
     summary: View
+    exports: TopicExports
     seed_tasks: int
     seed_report: SeedReport | None = None
     started: bool = False
@@ -149,10 +151,13 @@ class Hub:
         keeper = Keeper.from_settings(SQLAlchemyRevisions(engine), **keeper_kwargs)
         tracking = track(keeper, sessionmaker, models=TRACKED)
         summary = register_summary(keeper, sessionmaker)
-        return cls(url, engine, sessionmaker, keeper, tracking, summary, n)
+        watch_topics(sessionmaker)
+        exports = TopicExports.create(engine, sessionmaker, keeper)
+        return cls(url, engine, sessionmaker, keeper, tracking, summary, exports, n)
 
     async def start(self) -> None:
-        """Create the tables (idempotent), seed an empty database, read the revisions."""
+        """Create the tables (idempotent), seed an empty database, read the revisions, start
+        the export jobs."""
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(Base.metadata.create_all)
@@ -169,6 +174,7 @@ class Hub:
                 log.info("not seeded: %s", report.reason)
             await self.keeper.start()
             await self.keeper.resync()
+            await self.exports.start()
         except BaseException:
             await self.engine.dispose()
             raise
@@ -177,8 +183,10 @@ class Hub:
     async def stop(self) -> None:
         """Wait for builds in flight, remove the write hooks, close the connections."""
         try:
+            await self.exports.stop()
             await self.keeper.aclose()
         finally:
+            unwatch_topics(self.sessionmaker)
             self.tracking.remove()
             await self.engine.dispose()
             self.started = False

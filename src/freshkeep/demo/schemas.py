@@ -63,11 +63,14 @@ class TaskIn(_In):
 class TaskPatch(_In):
     status: TaskStatus | None = None
     title: Title | None = None
+    workstream_id: Id | None = Field(
+        None, description="move the task to this workstream (possibly of another topic)"
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Self:
-        if self.status is None and self.title is None:
-            raise ValueError("give a new status or title")
+        if self.status is None and self.title is None and self.workstream_id is None:
+            raise ValueError("give a new status or title, or a workstream_id")
         return self
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shlex
 import sys
 import tempfile
@@ -96,8 +97,15 @@ def demo(
     if level not in logging.getLevelNamesMapping():
         raise _fail(f"unknown log level {log_level!r}")
     try:
-        url = normalize_url(db if db is not None else Settings.load().database_url)
-        hub_app = create_app(url, seed_tasks=seed_tasks)
+        settings = Settings.load()
+        token = None
+        if settings.admin_token is None:  # like Jupyter: a token for this run, printed below
+            from pydantic import SecretStr
+
+            token = secrets.token_urlsafe(24)
+            settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+        url = normalize_url(db if db is not None else settings.database_url)
+        hub_app = create_app(url, seed_tasks=seed_tasks, settings=settings)
         asyncio.run(check_database(url))  # a clear message now, not a traceback from uvicorn
     except FreshkeepError as exc:
         raise _fail(str(exc)) from exc
@@ -114,6 +122,7 @@ def demo(
     about.add_row("[bold]url[/]", f"[link={base}]{base}[/]")
     about.add_row("[bold]database[/]", display_url(url))
     about.add_row("[bold]seed[/]", seed)
+    board = f"{base}/freshkeep?token=" + (token or "$FRESHKEEP_ADMIN_TOKEN")
     endpoints = Table.grid(padding=(0, 2))
     for method, path, what in ENDPOINTS:
         endpoints.add_row(f"[cyan]{method}[/]", path, f"[dim]{what}[/]")
@@ -129,6 +138,8 @@ def demo(
         ),
         highlight=False,
     )
+    # On a line of its own, never wrapped, so that it can be copied or clicked.
+    console.print(f"dashboard: {board}", soft_wrap=True, highlight=False, markup=False)
     uvicorn.run(hub_app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
 
 
@@ -410,11 +421,158 @@ def process(
 
 
 @app.command()
+def health(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Base URL of the running service. Default: $FRESHKEEP_SERVICE_URL "
+            "(http://127.0.0.1:8000).",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Admin bearer token: read /health/detailed (every check). Default: "
+            "$FRESHKEEP_ADMIN_TOKEN; without one, the headline of /health only.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for it.")] = 10.0,
+) -> None:
+    """Show a running service's health; exit 0 ok, 1 degraded, 2 unhealthy or unreachable."""
+    import time
+
+    from freshkeep.health import console as health_console
+    from freshkeep.settings import Settings
+
+    try:
+        settings = Settings.load()
+    except FreshkeepError as exc:
+        raise _fail(str(exc)) from exc
+    if token is None and settings.admin_token is not None:
+        token = settings.admin_token.get_secret_value()
+    code = health_console.run(
+        url or settings.service_url,
+        token,
+        console=console,
+        err_console=err_console,
+        as_json=as_json,
+        timeout=timeout,
+        now=time.time(),
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def gc(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="PATH_OR_URL",
+            help="The database of the artifact index (async SQLAlchemy URL or SQLite file "
+            "path). Default: $FRESHKEEP_DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR_OR_URL",
+            help="The artifact storage. Default: $FRESHKEEP_ARTIFACT_STORAGE_URL, else the "
+            "hub's (beside a SQLite database file: <file>-artifacts).",
+            show_default=False,
+        ),
+    ] = None,
+    cache: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cache",
+            metavar="NAME",
+            help="Collect this artifact cache only (repeat). Default: every cache in the index.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the garbage collection of artifact caches once: expired rows, then the objects no
+    row references, and orphan objects older than the grace (see docs/artifacts.md)."""
+    try:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from freshkeep.artifacts import ArtifactCache, artifacts_table
+        from freshkeep.demo.exports import EXPORT_CACHE, default_storage
+        from freshkeep.demo.hub import create_engine, display_url, normalize_url
+        from freshkeep.settings import Settings
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def never(key: str) -> bytes:  # GC never builds
+        raise AssertionError(f"freshkeep gc does not build ({key!r})")
+
+    async def run() -> list[tuple[str, dict[str, int]]]:
+        settings = Settings.load()
+        url = normalize_url(db or settings.database_url)
+        where = storage or default_storage(
+            url,
+            settings.artifact_storage_url,
+            "artifact_storage_url" in settings.model_fields_set,
+        )
+        engine = create_engine(url)
+        try:
+            first = ArtifactCache(EXPORT_CACHE, never, index=engine, storage=where)
+            await first.create_tables()
+            names = list(cache or [])
+            if not names:
+                async with engine.connect() as conn:
+                    found = await conn.scalars(select(artifacts_table.c.cache).distinct())
+                    names = sorted(found.all())
+                names = names or [EXPORT_CACHE]
+            out = []
+            for name in names:
+                c = (
+                    first
+                    if name == EXPORT_CACHE
+                    else ArtifactCache(name, never, index=engine, storage=where)
+                )
+                out.append((name, await c.gc()))
+            return out
+        except SQLAlchemyError as exc:
+            raise FreshkeepError(f"cannot collect in {display_url(url)}: {exc}") from exc
+        finally:
+            await engine.dispose()
+
+    try:
+        results = asyncio.run(run())
+    except FreshkeepError as exc:
+        raise _fail(str(exc)) from exc
+    table = Table("cache", "rows", "objects", "orphans", "temp files", "statements")
+    for name, counts in results:
+        table.add_row(
+            name,
+            *(str(counts.get(k, 0)) for k in ("rows", "objects", "orphans", "temp_files")),
+            str(counts.get("statements", 0)),
+        )
+    console.print(table)
+
+
+@app.command()
 def version() -> None:
     """Print freshkeep's version."""
     from freshkeep import __version__
 
     console.print(f"freshkeep {__version__}", highlight=False)
+
+
+def _add_jobs() -> None:
+    from freshkeep.jobs.cli import app as jobs_app
+
+    app.add_typer(jobs_app, name="jobs")
+
+
+_add_jobs()
 
 
 def main() -> None:

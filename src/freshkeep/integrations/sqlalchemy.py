@@ -232,6 +232,10 @@ async def run_on(
     return await asyncio.to_thread(run_sync)
 
 
+SQLITE_BEGIN = "freshkeep_sqlite_begin"
+"""Execution option read by :func:`sqlite_transactions`: how to ``BEGIN`` (``IMMEDIATE``...)."""
+
+
 def sqlite_transactions(engine: AsyncEngine | Engine) -> None:
     """Give a SQLite engine real transactions (SQLAlchemy's documented recipe).
 
@@ -241,6 +245,14 @@ def sqlite_transactions(engine: AsyncEngine | Engine) -> None:
     freshkeep bumps at the real commit would miss those writes. This turns the driver's own
     transaction handling off and emits ``BEGIN`` when SQLAlchemy begins one. Other dialects
     are left alone.
+
+    A transaction that reads before it writes should begin with ``BEGIN IMMEDIATE``: in WAL
+    mode, a deferred transaction whose snapshot another connection's commit has outdated
+    cannot start writing and fails at once with "database is locked" (``SQLITE_BUSY_SNAPSHOT``;
+    the busy timeout does not apply). Ask for it per connection with the execution option
+    :data:`SQLITE_BEGIN` (``"IMMEDIATE"`` or ``"EXCLUSIVE"``), e.g.
+    ``await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})`` first thing in
+    a writing session; it waits for the write lock (busy timeout) instead of failing.
     """
     sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     if sync.dialect.name != "sqlite":
@@ -250,7 +262,15 @@ def sqlite_transactions(engine: AsyncEngine | Engine) -> None:
         dbapi_connection.isolation_level = None
 
     def begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        mode = conn.get_execution_options().get(SQLITE_BEGIN)
+        if mode is None:
+            conn.exec_driver_sql("BEGIN")
+        elif str(mode).upper() in ("IMMEDIATE", "EXCLUSIVE", "DEFERRED"):
+            conn.exec_driver_sql(f"BEGIN {str(mode).upper()}")
+        else:
+            raise ConfigurationError(
+                f"{SQLITE_BEGIN} must be IMMEDIATE, EXCLUSIVE or DEFERRED, not {mode!r}"
+            )
 
     sa_event.listen(sync, "connect", no_driver_transactions)
     sa_event.listen(sync, "begin", begin)

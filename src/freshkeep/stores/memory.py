@@ -72,6 +72,14 @@ class MemoryStore:
         live = sum(e.hits for e in self._data.values() if e.view == view)
         return live + self._retired_hits.get(view, 0)
 
+    def hits_by_view(self) -> dict[str, int]:
+        """:meth:`hits_of` for every view at once, in one pass over the entries."""
+        out = dict(self._retired_hits)
+        for e in self._data.values():
+            if e.hits:
+                out[e.view] = out.get(e.view, 0) + e.hits
+        return out
+
     def peek(self, key: Hashable) -> Entry | None:
         """Return the entry for ``key`` without touching its recency."""
         return self._data.get(key)

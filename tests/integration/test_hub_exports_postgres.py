@@ -1,0 +1,118 @@
+"""The hub's topic exports on PostgreSQL, with each job backend: the embedded runner (a table in
+the hub's database) and procrastinate. A write and its prebuild job commit together; the job's
+worker builds the export, so the next read is a hit; a rolled-back write defers nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from freshkeep.demo import get_hub, hub_app
+from freshkeep.demo.exports import export_revision
+from freshkeep.demo.hub import Hub
+from freshkeep.demo.models import Decision
+from freshkeep.jobs import ProcrastinateJobQueue
+from freshkeep.settings import Settings
+from tests.conftest import POSTGRES_URL, need_service
+
+pytestmark = pytest.mark.postgres
+JSON = {"accept": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    """A fresh database with procrastinate's schema (async URL), dropped afterwards."""
+    need_service("PostgreSQL", POSTGRES_URL, 5432)
+    name = f"fk_exports_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        POSTGRES_URL.replace("+asyncpg", "+psycopg2"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    async def apply() -> None:
+        queue = ProcrastinateJobQueue(url)
+        await queue.apply_schema()
+        await queue.aclose()
+
+    try:
+        asyncio.run(apply())
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sql", "procrastinate"])
+async def client(
+    request: pytest.FixtureRequest, database: str, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Hub]]:
+    settings = Settings(
+        jobs_backend=request.param,
+        jobs_poll_interval=0.05,
+        artifact_storage_url=str(tmp_path / "artifacts"),
+    )
+    async with hub_app(database, seed_tasks=100, settings=settings) as app:
+        hub = get_hub(app)
+        async with hub.engine.begin() as conn:  # every test starts from no export state
+            await conn.execute(text("DELETE FROM freshkeep_artifacts"))
+            await conn.execute(text("DELETE FROM topic_export_revisions"))
+            if request.param == "sql":
+                await conn.execute(text("DELETE FROM freshkeep_jobs"))
+            else:
+                await conn.execute(text("TRUNCATE procrastinate_jobs CASCADE"))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+            yield http, hub
+
+
+async def _jobs(hub: Hub) -> int:
+    """Prebuild jobs in the queue's table, whatever their status."""
+    task = hub.exports.cache.prebuild_task
+    async with hub.engine.connect() as conn:
+        if hub.keeper.settings.jobs_backend == "sql":
+            q = text("SELECT count(*) FROM freshkeep_jobs WHERE task = :t")
+        else:
+            q = text("SELECT count(*) FROM procrastinate_jobs WHERE task_name = :t")
+        return int(await conn.scalar(q, {"t": task}) or 0)
+
+
+async def test_a_write_and_its_prebuild_commit_together(
+    client: tuple[httpx.AsyncClient, Hub],
+) -> None:
+    http, hub = client
+    r = await http.get("/topics/3/export", headers=JSON)
+    assert r.status_code == 200 and r.headers["x-freshkeep-cache"] == "miss", r.text
+
+    r = await http.post("/decisions", json={"topic_id": 3, "title": "Adopt the queue"})
+    assert r.status_code == 201, r.text
+    assert await _jobs(hub) == 1
+    await hub.exports.queue.drain()
+    built = hub.exports.cache.stats.built
+    assert built == 2  # the read's miss, then the job's prebuild
+
+    r = await http.get("/topics/3/export", headers=JSON)
+    assert r.headers["x-freshkeep-cache"] == "hit" and r.json()["key"] == "3@1", r.text
+    assert hub.exports.cache.stats.built == built
+
+    async with hub.sessionmaker() as s:  # a rolled-back write defers nothing
+        s.add(Decision(topic_id=4, title="never"))
+        await hub.exports.before_commit(s)
+        await s.rollback()
+    async with hub.sessionmaker() as s:
+        assert await export_revision(s, 4) == 0
+        assert (
+            await s.scalar(
+                select(func.count()).select_from(Decision).where(Decision.title == "never")
+            )
+            == 0
+        )
+    assert await _jobs(hub) == 1
