@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +10,8 @@ from typer.testing import CliRunner
 from freshkeep import __version__
 from freshkeep.demo import DEFAULT_SEED_TASKS
 from freshkeep.integrations import cli
+
+from .demo_process import demo_process
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -59,46 +56,16 @@ def test_a_bad_option_is_a_usage_error() -> None:
     assert result.exit_code == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_freshkeep_demo_serves_the_summary(tmp_path: Path) -> None:
-    port = _free_port()
-    db = tmp_path / "demo.db"
-    log = tmp_path / "demo.log"
-    cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo", "--port", str(port)]
-    cmd += ["--db", str(db), "--seed-tasks", "50", "--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHKEEP_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20.0
-        response: httpx.Response | None = None
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, f"freshkeep demo exited:\n{log.read_text()}"
-                try:
-                    response = client.get("/state/summary")
-                except httpx.TransportError:
-                    time.sleep(0.1)
-                    continue
-                if response.status_code == 200:
-                    break
-            assert response is not None and response.status_code == 200, log.read_text()
+    with demo_process(tmp_path, seed_tasks=50) as demo:
+        with httpx.Client(base_url=demo.base, timeout=2.0) as client:
+            response = client.get("/state/summary")
+            assert response.status_code == 200, demo.output()
             assert response.headers["x-freshkeep-cache"] == "miss"
             assert response.json()["totals"]["tasks"] == 50
             again = client.get("/state/summary")
             assert again.headers["x-freshkeep-cache"] == "hit"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
+    db = tmp_path / "demo.db"
+    log = demo.log
     assert db.exists()
     assert "freshkeep demo hub" in log.read_text()

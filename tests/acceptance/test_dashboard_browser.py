@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ import httpx
 import pytest
 
 from tests.conftest import REQUIRE_SERVICES
+
+from .demo_process import DemoProcess, demo_process, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -58,65 +59,34 @@ def chromium_path() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Demo:
     """A running ``freshkeep demo`` and the dashboard URL it printed."""
 
-    proc: subprocess.Popen[bytes]
-    base: str
+    process: DemoProcess
     dashboard: str
-    log: Path
+
+    @property
+    def base(self) -> str:
+        return self.process.base
+
+    @property
+    def log(self) -> Path:
+        return self.process.log
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a hung shutdown
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop()
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     """``freshkeep demo`` on a free port, without an admin token configured."""
-    port = _free_port()
-    log = tmp_path / "demo.log"
-    cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo", "--port", str(port)]
-    cmd += ["--db", str(tmp_path / "demo.db"), "--seed-tasks", "300", "--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHKEEP_")}
-    env["COLUMNS"] = "200"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    running = Demo(proc, base, "", log)
-    try:
-        deadline = time.monotonic() + 30.0
-        with httpx.Client(base_url=base, timeout=2.0) as client:
-            while True:
-                assert proc.poll() is None, f"freshkeep demo exited:\n{log.read_text()}"
-                assert time.monotonic() < deadline, f"the hub did not start:\n{log.read_text()}"
-                try:
-                    if client.get("/state/stats").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+    with demo_process(tmp_path, seed_tasks=300) as running:
         printed = re.search(
-            rf"dashboard: ({re.escape(base)}/freshkeep\?token=\S+)", log.read_text()
+            rf"dashboard: ({re.escape(running.base)}/freshkeep\?token=\S+)", running.output()
         )
-        assert printed, f"no dashboard URL printed:\n{log.read_text()}"
-        running.dashboard = printed.group(1)
-        yield running
-    finally:
-        running.stop()
+        assert printed, f"no dashboard URL printed:\n{running.output()}"
+        yield Demo(running, printed.group(1))
 
 
 def test_the_page_follows_a_write_live(demo: Demo) -> None:
@@ -211,7 +181,7 @@ def test_docs_screenshot(tmp_path: Path) -> None:
     executable = chromium_path()
     from playwright.sync_api import expect, sync_playwright
 
-    port, token = _free_port(), "docs-screenshot"
+    port, token = free_port(), "docs-screenshot"
     cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo", "--port", str(port)]
     cmd += ["--db", "hub.db", "--seed-tasks", "10000", "--log-level", "warning"]  # in tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHKEEP_")}
@@ -347,7 +317,7 @@ def test_every_section_renders_failures(tmp_path: Path) -> None:
 
     app = Starlette(lifespan=lifespan)
     Dashboard(keeper, token, health_every=0).mount(app)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

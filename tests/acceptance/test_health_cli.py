@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,52 +14,19 @@ from typer.testing import CliRunner
 
 from freshkeep.integrations import cli
 
+from .demo_process import demo_process, free_port
+
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 TOKEN = "cli-admin-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_hub(tmp_path: Path, **env: str) -> Iterator[str]:
     """``freshkeep demo`` on a free port; yields its base URL once /health answers."""
-    port = _free_port()
-    log = tmp_path / "demo.log"
-    cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo", "--port", str(port)]
-    cmd += ["--db", str(tmp_path / "demo.db"), "--seed-tasks", "10", "--log-level", "warning"]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FRESHKEEP_")}
-    base |= {"FRESHKEEP_ADMIN_TOKEN": TOKEN, "FRESHKEEP_PROCESSING_INTERVAL": "3600"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=tmp_path, env=base | env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30.0
-        with httpx.Client(base_url=url, timeout=2.0) as client:
-            while True:
-                assert proc.poll() is None, f"freshkeep demo exited:\n{log.read_text()}"
-                assert time.monotonic() < deadline, log.read_text()
-                try:
-                    if client.get("/health").status_code in (200, 503):
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
+    base = {"FRESHKEEP_ADMIN_TOKEN": TOKEN, "FRESHKEEP_PROCESSING_INTERVAL": "3600"}
+    with demo_process(tmp_path, seed_tasks=10, env=base | env, ready="/health") as demo:
+        yield demo.base
 
 
 def health(*args: str, **env: str) -> tuple[int, str]:
@@ -102,7 +65,7 @@ def test_exit_codes_follow_the_hub_from_ok_to_degraded(tmp_path: Path) -> None:
 
 def test_exit_2_when_the_hub_is_unhealthy(tmp_path: Path) -> None:
     env = {
-        "FRESHKEEP_BUS_URL": f"redis://127.0.0.1:{_free_port()}/0",  # nothing listens there
+        "FRESHKEEP_BUS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
         "FRESHKEEP_BUS_CONNECT_TIMEOUT": "0.2",
         "FRESHKEEP_HEALTH_BUSES_ERROR_AFTER": "0",
     }
@@ -115,7 +78,7 @@ def test_exit_2_when_the_hub_is_unhealthy(tmp_path: Path) -> None:
 
 
 def test_exit_2_with_a_message_when_the_service_cannot_be_reached() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     code, out = health("--url", url)
     assert code == 2 and f"cannot reach {url}/health" in out
     code, out = health("--url", "ftp://example.invalid/")
@@ -123,6 +86,6 @@ def test_exit_2_with_a_message_when_the_service_cannot_be_reached() -> None:
 
 
 def test_the_url_defaults_to_the_service_url_setting() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     code, out = health(FRESHKEEP_SERVICE_URL=url)
     assert code == 2 and url in out

@@ -4,63 +4,33 @@ worker builds the export, so the next read is a hit; a rolled-back write defers 
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 
 from freshkeep.demo import get_hub, hub_app
 from freshkeep.demo.exports import export_revision
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.models import Decision
-from freshkeep.jobs import ProcrastinateJobQueue
 from freshkeep.settings import Settings
-from tests.conftest import POSTGRES_URL, need_service
 
 pytestmark = pytest.mark.postgres
 JSON = {"accept": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    """A fresh database with procrastinate's schema (async URL), dropped afterwards."""
-    need_service("PostgreSQL", POSTGRES_URL, 5432)
-    name = f"fk_exports_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        POSTGRES_URL.replace("+asyncpg", "+psycopg2"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-
-    async def apply() -> None:
-        queue = ProcrastinateJobQueue(url)
-        await queue.apply_schema()
-        await queue.aclose()
-
-    try:
-        asyncio.run(apply())
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sql", "procrastinate"])
 async def client(
-    request: pytest.FixtureRequest, database: str, tmp_path: Path
+    request: pytest.FixtureRequest, procrastinate_database: str, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Hub]]:
     settings = Settings(
         jobs_backend=request.param,
         jobs_poll_interval=0.05,
         artifact_storage_url=str(tmp_path / "artifacts"),
     )
-    async with hub_app(database, seed_tasks=100, settings=settings) as app:
+    async with hub_app(procrastinate_database, seed_tasks=100, settings=settings) as app:
         hub = get_hub(app)
         async with hub.engine.begin() as conn:  # every test starts from no export state
             await conn.execute(text("DELETE FROM freshkeep_artifacts"))

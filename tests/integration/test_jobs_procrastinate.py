@@ -10,56 +10,28 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from freshkeep.exceptions import ConfigurationError, UnknownTaskError
 from freshkeep.jobs import JobContext, JobQueue, ProcrastinateJobQueue, job_queue_from_settings
 from freshkeep.jobs.procrastinate import cron_for
 from freshkeep.settings import Settings
-from tests.conftest import POSTGRES_URL, need_service
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = [sys.executable, "-m", "tests.integration.jobs_worker", "procrastinate-hang"]
 
 
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    """A fresh database with procrastinate's schema (async SQLAlchemy URL), dropped after."""
-    need_service("PostgreSQL", POSTGRES_URL, 5432)
-    name = f"fk_jobs_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        POSTGRES_URL.replace("+asyncpg", "+psycopg2"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-
-    async def apply() -> None:
-        queue = ProcrastinateJobQueue(url)
-        await queue.apply_schema()
-        await queue.aclose()
-
-    try:
-        asyncio.run(apply())
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture
-async def url(database: str) -> AsyncIterator[str]:
+async def url(procrastinate_database: str) -> AsyncIterator[str]:
     """The database, emptied of jobs before each test."""
-    engine = create_async_engine(database)
+    engine = create_async_engine(procrastinate_database)
     async with engine.begin() as conn:
         await conn.execute(
             text(
@@ -68,7 +40,7 @@ async def url(database: str) -> AsyncIterator[str]:
             )
         )
     await engine.dispose()
-    yield database
+    yield procrastinate_database
 
 
 def make(url: str, **kw: Any) -> ProcrastinateJobQueue:
