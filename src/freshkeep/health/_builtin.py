@@ -43,8 +43,9 @@ def builtin_checks(health: Health) -> list[tuple[str, BuiltinCheck]]:
     if keeper is None:
         return []
     out: list[tuple[str, BuiltinCheck]] = []
+    hits = keeper.store.hits_by_view()  # one pass over the entries for every view
     for name, view in keeper.views.items():
-        out.append((f"view:{name}", _bind(view_check, health, view)))
+        out.append((f"view:{name}", _bind(_view_check, health, (view, hits.get(name, 0)))))
     for name, remote in keeper.remotes.items():
         out.append((f"remote:{name}", _bind(remote_check, health, remote)))
     for name, notifier in keeper.notifiers.items():
@@ -71,14 +72,19 @@ def _bind(
 STALE_STATUSES = ("stale", "error-stale")
 
 
-async def view_check(health: Health, view: View) -> CheckResult:
+async def _view_check(health: Health, args: tuple[View, int]) -> CheckResult:
+    view, store_hits = args
+    return await view_check(health, view, store_hits=store_hits)
+
+
+async def view_check(health: Health, view: View, *, store_hits: int | None = None) -> CheckResult:
     """A view: ``warning`` while its builds fail (it serves error-stale values), ``error`` once
     they have failed for longer than ``FRESHKEEP_HEALTH_VIEWS_ERROR_AFTER`` (default: the
     policy's ``stale_if_error``) and still fail; ``info`` when the share of stale serves since
     the previous run exceeds ``FRESHKEEP_HEALTH_VIEWS_STALE_SHARE``."""
     cfg = health.config
     name = f"view:{view.name}"
-    st = view.snapshot_stats()
+    st = view.snapshot_stats(store_hits=store_hits)
     now = health.clock.time()
     reads: dict[str, int] = {k: int(v) for k, v in st["reads"].items()}
     prev = health._view_reads.get(view.name, {})
