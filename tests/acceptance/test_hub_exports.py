@@ -252,3 +252,20 @@ async def test_concurrent_writes_with_jobs_running_all_land_and_prebuild(hub: Hu
     assert hub.hub.exports.cache.stats.built == built
     stats = hub.hub.exports.queue.snapshot_stats()
     assert stats["failed"] == 0
+
+
+async def test_waiting_prebuild_jobs_show_as_the_backlog_in_health(hub: HubClient) -> None:
+    exports = hub.hub.exports
+    await exports.stop()  # no worker: the write's job waits
+    try:
+        await hub.post("/decisions", {"topic_id": 2, "title": "Later"})
+        assert await exports.queue.waiting(exports.cache.prebuild_task) == 1
+        data = await exports.cache.health_data()
+        assert data["prebuild_backlog"] == 1 and data["prebuild_jobs_waiting"] == 1
+        report = await hub.hub.keeper.health.run()
+        check = next(c for c in report.checks if c.name == "artifacts:topic-export")
+        assert check.data["prebuild_backlog"] == 1, check
+    finally:
+        await exports.queue.start()
+    await exports.queue.drain()
+    assert (await exports.cache.health_data())["prebuild_backlog"] == 0

@@ -86,3 +86,18 @@ async def test_a_write_and_its_prebuild_commit_together(
             == 0
         )
     assert await _jobs(hub) == 1
+
+
+async def test_waiting_prebuild_jobs_are_counted(client: tuple[httpx.AsyncClient, Hub]) -> None:
+    http, hub = client
+    task = hub.exports.cache.prebuild_task
+    await hub.exports.stop()  # no worker: the write's job waits
+    try:
+        r = await http.post("/decisions", json={"topic_id": 5, "title": "Later"})
+        assert r.status_code == 201, r.text
+        assert await hub.exports.queue.waiting(task) == 1
+        assert (await hub.exports.cache.health_data())["prebuild_backlog"] == 1
+    finally:
+        await hub.exports.queue.start()
+    await hub.exports.queue.drain()
+    assert await hub.exports.queue.waiting(task) == 0

@@ -263,6 +263,7 @@ class ArtifactCache:
         self._flights: SingleFlight[str, tuple[IndexRow, ReadStatus]] = SingleFlight()
         self._failing: dict[str, tuple[str, float]] = {}
         self._pending = 0
+        self._queue: _Queue | None = None
         self.gc_interval: float | None = None
         """Seconds between periodic GC jobs (set by :meth:`register_jobs`), or ``None``."""
         if keeper is not None:
@@ -594,6 +595,7 @@ class ArtifactCache:
         ``artifacts.<name>.gc`` on a :class:`~freshkeep.jobs.JobQueue`; with ``gc_every``,
         run the GC periodically (one run at a time across instances: a lock). A failed
         prebuild raises, so the queue retries it with its backoff."""
+        self._queue = queue
         queue.task(
             self.prebuild_task,
             self._prebuild_job,
@@ -675,8 +677,9 @@ class ArtifactCache:
     async def health_data(self) -> dict[str, Any]:
         """What a health check needs (three count queries):
 
-        - ``prebuild_backlog``: keys of this process's prebuilds (jobs) not built yet (jobs
-          still waiting in the queue show in the job queue's own counts);
+        - ``prebuild_backlog``: prebuild jobs waiting in the job queue of
+          :meth:`register_jobs` (every instance's; one more query), plus the keys of this
+          process's prebuilds not built yet;
         - ``gc_backlog``: rows and objects the next GC would delete;
         - ``oldest_expired_age``: seconds since the oldest collectable row became collectable
           (expired ``max_stale_on_error`` ago), ``None`` when there is none: it grows when GC
@@ -691,8 +694,11 @@ class ArtifactCache:
         oldest = None
         if b.oldest_collectable is not None:
             oldest = max(0.0, now - (b.oldest_collectable + self.max_stale_on_error))
+        waiting = getattr(self._queue, "waiting", None)  # every JobQueue has it
+        queued = int(await waiting(self.prebuild_task)) if waiting is not None else 0
         return {
-            "prebuild_backlog": self._pending,
+            "prebuild_backlog": queued + self._pending,
+            "prebuild_jobs_waiting": queued,
             "gc_backlog": b.collectable_rows + b.collectable_objects,
             "oldest_expired_age": oldest,
             "failing_keys": len(self._failing),

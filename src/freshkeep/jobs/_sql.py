@@ -844,6 +844,14 @@ class SQLJobQueue:
         self._counts = {"queued": counts["waiting"], "running": counts["running"]}
         return counts
 
+    async def waiting(self, task: str) -> int:
+        """How many jobs of ``task`` wait to run (due or delayed), on every instance."""
+        async with self.engine.connect() as conn:
+            n = await conn.scalar(
+                select(func.count()).where(_J.task == task, _J.status == "waiting")
+            )
+        return int(n or 0)
+
     async def get_job(self, job_id: str) -> JobInfo | None:
         """The job with ``job_id`` (``None``: no such job, or purged)."""
         async with self.engine.connect() as conn:

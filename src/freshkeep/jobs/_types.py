@@ -186,6 +186,10 @@ class JobQueue(Protocol):
         """Run (or wait for) jobs until none is ready or running."""
         ...
 
+    async def waiting(self, task: str) -> int:
+        """How many jobs of ``task`` wait to run (due or delayed), on every instance."""
+        ...
+
     def snapshot_stats(self) -> dict[str, Any]:
         """Counters (enqueued, done, failed, retried, skips by reason) and queue sizes."""
         ...

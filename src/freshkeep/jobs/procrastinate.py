@@ -114,6 +114,12 @@ WHERE queue_name = %(queue)s AND task_name = ANY(%(tasks)s)
 """
 
 
+_WAITING_SQL = """
+SELECT count(*) AS n FROM procrastinate_jobs
+WHERE queue_name = %(queue)s AND task_name = %(task)s AND status = 'todo'
+"""
+
+
 def conninfo(url: str) -> str:
     """A libpq connection string from a SQLAlchemy PostgreSQL URL (drops ``+driver``)."""
     if "://" not in url:
@@ -489,6 +495,12 @@ class ProcrastinateJobQueue:
         counts = {k: int(row[k]) for k in ("ready", "queued", "running")}
         self._counts = {"queued": counts["queued"], "running": counts["running"]}
         return counts
+
+    async def waiting(self, task: str) -> int:
+        """How many jobs of ``task`` wait to run (due or delayed), on every instance."""
+        await self.open()
+        row = await self.app.connector.execute_query_one_async(_WAITING_SQL, queue=QUEUE, task=task)
+        return int(row["n"])
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Run jobs until none of this queue's tasks is ready or running. Without
