@@ -408,6 +408,27 @@ async def test_aclose_puts_interrupted_jobs_back(engine: AsyncEngine) -> None:
     assert job is not None and (job.status, job.attempts) == ("waiting", 0)
 
 
+async def test_aclose_puts_back_a_job_cancelled_before_its_first_step(
+    engine: AsyncEngine,
+) -> None:
+    """A job claimed and spawned, then cancelled by ``aclose`` before its task ever ran (so it
+    never saw the cancellation), goes back to waiting too: not left running until its lease."""
+    queue = make_queue(engine)
+    ran = []
+
+    async def job(ctx: JobContext, args: dict[str, Any]) -> None:
+        ran.append(ctx.job_id)
+
+    queue.task("job", job)
+    job_id = (await queue.enqueue("job")).job_id
+    claimed = await queue._claim(1)
+    assert [str(c.id) for c in claimed] == [job_id]
+    queue._spawn(claimed[0])  # scheduled, not started
+    await queue.aclose()
+    info = await queue.get_job(job_id or "")
+    assert info is not None and (info.status, info.attempts) == ("waiting", 0) and not ran
+
+
 async def test_errors_name_what_was_wrong(engine: AsyncEngine) -> None:
     queue = make_queue(engine)
     queue.task("t", noop)

@@ -967,10 +967,16 @@ class SQLJobQueue:
         for job_id, task in list(self._running.items()):
             if job_id not in self._finishing:  # a job writing its outcome is let finish
                 task.cancel()
+                # also a job cancelled before its first step ran (it never saw the cancel)
+                self._interrupted.setdefault(job_id, None)
         await asyncio.gather(*tasks, return_exceptions=True)
         for job_id in list(self._interrupted):
             await self._requeue(
-                job_id, self.clock.time(), "interrupted by shutdown", undo_attempt=True
+                job_id,
+                self.clock.time(),
+                "interrupted by shutdown",
+                extra=_J.worker == self.worker_id,  # still ours: not finished meanwhile
+                undo_attempt=True,
             )
         self._interrupted.clear()
         if self._owns_engine:
