@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         description="Seconds without a heartbeat after which a running job is stalled and "
         "put back to waiting.",
     )
+    jobs_shutdown_grace: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a stopping job queue lets running jobs finish before it cancels "
+        "them (they are put back to waiting).",
+    )
     jobs_keep_finished: float = Field(
         604800.0, ge=0, description="Seconds finished jobs are kept before they are deleted."
     )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from freshkeep import ConfigurationError, DuplicateNameError, Keeper, Policy
 from freshkeep.health import (
@@ -463,3 +464,39 @@ async def test_report_reuses_a_recent_run_within_max_age(clock: FakeClock) -> No
     assert await health.report(max_age=10) is not first and calls == 2
     await health.report()  # max_age 0: always a new run
     assert calls == 3
+
+
+async def test_a_job_that_failed_for_good_warns_until_the_window_has_passed(
+    tmp_path: Path,
+) -> None:
+    from freshkeep.jobs import JobContext, SQLJobQueue
+
+    clock = FakeClock()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    queue = SQLJobQueue(engine, clock=clock, create_tables=True, poll_interval=0.01)
+    keeper = Keeper(MemoryRevisions(), clock=clock)
+    keeper.health.watch_jobs(queue)
+
+    async def broken(ctx: JobContext, args: dict[str, Any]) -> None:
+        raise RuntimeError("the export disk is full")
+
+    queue.task("export", broken, retries=0)
+    try:
+        report = await keeper.health.run()
+        jobs = next(c for c in report.checks if c.name == "jobs")
+        assert jobs.level == Level.OK and report.status == "ok"
+
+        await queue.enqueue("export")
+        await queue.drain()
+        report = await keeper.health.run()
+        jobs = next(c for c in report.checks if c.name == "jobs")
+        assert jobs.level == Level.WARNING and report.status == "degraded"
+        assert "export: RuntimeError: the export disk is full" in jobs.detail
+        assert jobs.data["failed"] == 1
+
+        clock.advance(3601)  # FRESHKEEP_HEALTH_JOBS_FAILED_WINDOW: 3600 s by default
+        jobs = next(c for c in (await keeper.health.run()).checks if c.name == "jobs")
+        assert jobs.level == Level.OK, jobs
+    finally:
+        await queue.aclose()
+        await engine.dispose()

@@ -392,7 +392,7 @@ async def test_a_started_queue_is_woken_by_an_enqueue(engine: AsyncEngine) -> No
 
 
 async def test_aclose_puts_interrupted_jobs_back(engine: AsyncEngine) -> None:
-    queue = make_queue(engine)
+    queue = make_queue(engine, shutdown_grace=0.05)
     started = asyncio.Event()
 
     async def forever(ctx: JobContext, args: dict[str, Any]) -> None:
@@ -413,7 +413,7 @@ async def test_aclose_puts_back_a_job_cancelled_before_its_first_step(
 ) -> None:
     """A job claimed and spawned, then cancelled by ``aclose`` before its task ever ran (so it
     never saw the cancellation), goes back to waiting too: not left running until its lease."""
-    queue = make_queue(engine)
+    queue = make_queue(engine, shutdown_grace=0)
     ran = []
 
     async def job(ctx: JobContext, args: dict[str, Any]) -> None:
@@ -427,6 +427,27 @@ async def test_aclose_puts_back_a_job_cancelled_before_its_first_step(
     await queue.aclose()
     info = await queue.get_job(job_id or "")
     assert info is not None and (info.status, info.attempts) == ("waiting", 0) and not ran
+
+
+async def test_aclose_lets_a_job_finish_within_the_shutdown_grace(engine: AsyncEngine) -> None:
+    queue = make_queue(engine, shutdown_grace=10.0)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def short(ctx: JobContext, args: dict[str, Any]) -> None:
+        started.set()
+        await release.wait()
+
+    queue.task("short", short)
+    job_id = (await queue.enqueue("short")).job_id
+    await queue.start()
+    await asyncio.wait_for(started.wait(), 10)
+    closing = asyncio.create_task(queue.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # waiting for the job, not cancelling it
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    job = await queue.get_job(job_id or "")
+    assert job is not None and job.status == "done"
 
 
 async def test_errors_name_what_was_wrong(engine: AsyncEngine) -> None:

@@ -334,6 +334,7 @@ class TopicExports:
         if queue is None:
             queue = job_queue_from_settings(settings, engine=engine, clock=keeper.clock)
         cache.register_jobs(queue, gc_every=GC_EVERY)
+        keeper.health.watch_jobs(queue)  # a prebuild that failed for good shows in health
         return cls(cache, queue, sessionmaker)
 
     async def start(self) -> None:

@@ -434,3 +434,43 @@ async def artifacts_check(health: Health, named: tuple[str, Any]) -> CheckResult
         f"artifacts {cache_name!r}: prebuild backlog {prebuild}, GC backlog {gc}",
         data,
     )
+
+
+# -- job queues ----------------------------------------------------------------------------------
+
+
+async def jobs_check(health: Health, named: tuple[str, Any]) -> CheckResult:
+    """A job queue (:meth:`Health.watch_jobs`): ``warning`` while a job failed for good (all its
+    retries spent: what it derives is not built) less than ``FRESHKEEP_HEALTH_JOBS_FAILED_WINDOW``
+    seconds ago, naming the task and its error; ``ok`` otherwise, with the queue's counters."""
+    name, queue = named
+    st = queue.snapshot_stats()
+    window = health.config.jobs_failed_window
+    data = {
+        key: st.get(key)
+        for key in ("backend", "queued", "running", "done", "failed", "retried", "stalled")
+    }
+    data |= {
+        "last_failed": st.get("last_failed"),
+        "last_failed_at": st.get("last_failed_at"),
+        "failed_window": window,
+    }
+    failed_at = st.get("last_failed_at")
+    if failed_at is not None:
+        ago = max(0.0, health.clock.time() - float(failed_at))
+        if ago <= window:
+            return CheckResult(
+                name,
+                Level.WARNING,
+                f"job queue: {st.get('failed', 0)} job(s) failed after all their retries, the "
+                f"last {age_text(ago)} ago: {st.get('last_failed')} (re-run it once the cause "
+                f"is fixed; {env_name('jobs_failed_window')})",
+                data,
+            )
+    return CheckResult(
+        name,
+        Level.OK,
+        f"job queue: {st.get('queued', 0)} queued, {st.get('running', 0)} running, "
+        f"{st.get('done', 0)} done, {st.get('failed', 0)} failed",
+        data,
+    )

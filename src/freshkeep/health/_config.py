@@ -46,6 +46,9 @@ class HealthConfig:
     """Prebuild jobs waiting in an artifact cache above which its check warns."""
     artifacts_gc_backlog: float = 1000
     """Expired artifacts waiting for garbage collection above which its check warns."""
+    jobs_failed_window: float = 3600.0
+    """Seconds a job that failed for good (after all its retries) keeps the ``jobs`` check of
+    :meth:`Health.watch_jobs` at ``warning``."""
     artifacts_expired_age: float | None = None
     """Age (seconds since expiry) of the oldest expired artifact not yet collected above which
     its check warns. Default: 2 x the cache's ``gc_interval`` if it has one, else 3600 s."""

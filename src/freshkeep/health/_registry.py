@@ -17,6 +17,7 @@ from freshkeep.health._model import CheckResult, HealthReport, Level
 
 if TYPE_CHECKING:
     from freshkeep.health._processing import ItemsSource, ProcessorWatch
+    from freshkeep.jobs import JobQueue
     from freshkeep.keeper import Keeper
     from freshkeep.processing import Pipeline, ProcessingStateStore
 
@@ -183,6 +184,18 @@ class Health:
         self._checks[watch.stuck_name] = _Registered(watch.stuck_check, None)
         self._watches[name] = watch
         return watch
+
+    def watch_jobs(self, queue: JobQueue, *, name: str = "jobs") -> None:
+        """Add the check ``name`` of a job queue: ``warning`` while one of its jobs failed for
+        good (every retry spent) less than ``FRESHKEEP_HEALTH_JOBS_FAILED_WINDOW`` seconds
+        (default 3600) ago; ``ok`` with its counters otherwise. Failures are those seen by
+        this process's workers."""
+        from freshkeep.health._builtin import jobs_check
+
+        async def check() -> CheckResult:
+            return await jobs_check(self, (name, queue))
+
+        self.add(name, check)
 
     # -- running ------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ def job_queue_from_settings(
             "poll_interval": settings.jobs_poll_interval,
             "lease": settings.jobs_lease,
             "keep_finished": settings.jobs_keep_finished,
+            "shutdown_grace": settings.jobs_shutdown_grace,
             "create_tables": True,
         }
         if engine is not None and settings.jobs_url is None:

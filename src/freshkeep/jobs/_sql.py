@@ -247,6 +247,7 @@ class SQLJobQueue:
         worker_id: str | None = None,
         create_tables: bool = False,
         owns_engine: bool = False,
+        shutdown_grace: float = 5.0,
     ) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ConfigurationError(
@@ -256,6 +257,10 @@ class SQLJobQueue:
             raise ConfigurationError("concurrency must be >= 1")
         if poll_interval <= 0 or lease <= 0 or keep_finished < 0:
             raise ConfigurationError("poll_interval and lease must be > 0, keep_finished >= 0")
+        if not shutdown_grace >= 0:
+            raise ConfigurationError(f"shutdown_grace must be >= 0, not {shutdown_grace!r}")
+        self.shutdown_grace = shutdown_grace
+        """Seconds :meth:`aclose` lets running jobs finish before it cancels them."""
         self.engine = engine
         # Writing transactions take SQLite's write lock at BEGIN (on an engine set up with
         # sqlite_transactions): a deferred one whose snapshot another writer outdated would
@@ -285,6 +290,7 @@ class SQLJobQueue:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._finishing: set[int] = set()
         self._interrupted: dict[int, str | None] = {}
+        self._last_failed: tuple[float, str] | None = None
         self._locked_seen: set[int] = set()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -691,6 +697,7 @@ class SQLJobQueue:
                 await self._requeue(job.id, self.clock.time() + delay, error)
             else:
                 self._stats["failed"] += 1
+                self._last_failed = (self.clock.time(), f"{job.task}: {error}")
                 log.error("job %s (%s) failed for good: %s", job.id, job.task, error)
                 await self._finish(job, "failed", error)
         else:
@@ -811,6 +818,7 @@ class SQLJobQueue:
                 done = bool(res.rowcount)
                 if done:
                     self._stats["failed"] += 1
+                    self._last_failed = (now, f"{task}: {error}")
             else:
                 done = await self._requeue(job_id, now, error, extra=_J.heartbeat_at < cutoff)
             if done:
@@ -898,7 +906,9 @@ class SQLJobQueue:
         )
 
     async def _work(self) -> None:
-        while True:
+        # aclose() stops this loop between its steps (it is not cancelled): a cancellation
+        # inside a transaction can leave it open on SQLite (aiosqlite), holding the write lock.
+        while not self._closing:
             self._wake.clear()
             claimed: list[_Claimed] = []
             try:
@@ -909,6 +919,8 @@ class SQLJobQueue:
                 log.warning("claiming jobs failed: %s", exc)
             for job in claimed:
                 self._spawn(job)
+            if self._closing:
+                return
             if claimed and len(self._running) < self.concurrency:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -953,16 +965,21 @@ class SQLJobQueue:
         return int(ready or 0), int(running or 0)
 
     async def aclose(self) -> None:
-        """Stop the workers and the scheduler; jobs interrupted are put back to waiting
-        (their attempt is not counted). Disposes the engine if the queue created it."""
+        """Stop claiming jobs and the housekeeping (both finish the step they are in: a task
+        cancelled inside a transaction can leave it open on SQLite), give the running jobs
+        ``shutdown_grace`` seconds to finish, then cancel the rest: jobs interrupted are put
+        back to waiting (their attempt is not counted). Disposes the engine if the queue
+        created it."""
         self._closing = True
+        self._wake.set()
         if self._scheduler is not None:
-            await self._scheduler.stop()
+            await self._scheduler.stop(cancel=False)
             self._scheduler = None
         if self._worker is not None:
-            self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
+        if self._running and self.shutdown_grace > 0:
+            await asyncio.wait(list(self._running.values()), timeout=self.shutdown_grace)
         tasks = list(self._running.values())
         for job_id, task in list(self._running.items()):
             if job_id not in self._finishing:  # a job writing its outcome is let finish
@@ -1010,6 +1027,8 @@ class SQLJobQueue:
             "running": self._counts["running"],
             "running_here": len(self._running),
             "last_error": self._last_error,
+            "last_failed_at": self._last_failed[0] if self._last_failed else None,
+            "last_failed": self._last_failed[1] if self._last_failed else None,
         }
 
 

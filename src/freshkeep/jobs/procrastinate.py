@@ -212,6 +212,7 @@ class ProcrastinateJobQueue:
         self._skips: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
         self._counts = {"queued": 0, "running": 0}
         self._last_error: str | None = None
+        self._last_failed: tuple[float, str] | None = None
         self._opened = False
         self._worker: asyncio.Task[None] | None = None
         self._register_stalled_task(stalled_check_every)
@@ -441,6 +442,7 @@ class ProcrastinateJobQueue:
                 self._stats["retried"] += 1
             else:
                 self._stats["failed"] += 1
+                self._last_failed = (time.time(), self._last_error)
             raise
         self._stats["done"] += 1
 
@@ -561,6 +563,8 @@ class ProcrastinateJobQueue:
             "queued": self._counts["queued"],
             "running": self._counts["running"],
             "last_error": self._last_error,
+            "last_failed_at": self._last_failed[0] if self._last_failed else None,
+            "last_failed": self._last_failed[1] if self._last_failed else None,
         }
 
 
