@@ -41,7 +41,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("artifacts", "sqlalchemy") from exc
 
-from freshkeep.integrations.sqlalchemy import SQLITE_BEGIN, metadata, upsert_rows
+from freshkeep.integrations.sqlalchemy import metadata, upsert_rows, writer_engine
 
 ARTIFACTS_TABLE = "freshkeep_artifacts"
 ARTIFACT_OBJECTS_TABLE = "freshkeep_artifact_objects"
@@ -119,14 +119,7 @@ class ArtifactIndex:
                 f"an artifact index needs a SQLAlchemy AsyncEngine, not {engine!r}"
             )
         self.engine = engine
-        # Writing transactions take SQLite's write lock at BEGIN (on an engine set up with
-        # sqlite_transactions): a deferred one whose snapshot another writer outdated would
-        # fail at its first write instead of waiting (SQLITE_BUSY_SNAPSHOT).
-        self._tx_engine = (
-            engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-            if engine.dialect.name == "sqlite"
-            else engine
-        )
+        self._tx_engine = writer_engine(engine)  # writing transactions: BEGIN IMMEDIATE
 
     async def create_tables(self) -> None:
         """Create the two artifact tables if they do not exist."""

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Integer, event, select
+from sqlalchemy import Integer, event, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -107,8 +107,6 @@ def _topics_of(session: Session, objects: Iterable[Any]) -> set[int]:
 
 
 def _history(obj: Any, attr: str) -> list[Any]:
-    from sqlalchemy import inspect
-
     state = inspect(obj)
     hist = state.attrs[attr].history
     return list(hist.deleted or ())
@@ -159,23 +157,18 @@ async def bump_export_revisions(session: AsyncSession, topic_ids: Iterable[int])
     if not ids:
         return {}
     dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise ConfigurationError(f"topic exports need PostgreSQL or SQLite, not {dialect}")
     table = TopicExportRevision.__table__
-    out: dict[int, int] = {}
-    if dialect in ("postgresql", "sqlite"):
-        ins = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[table.c.topic_id],
-            set_={"revision": table.c.revision + 1},
-        ).returning(table.c.topic_id, table.c.revision)
-        rows = await session.execute(stmt, [{"topic_id": i, "revision": 1} for i in ids])
-        out = {int(r[0]): int(r[1]) for r in rows}
-        if len(out) != len(ids):  # executemany without returning rows on this driver
-            res = await session.execute(
-                select(table.c.topic_id, table.c.revision).where(table.c.topic_id.in_(ids))
-            )
-            out = {int(r[0]): int(r[1]) for r in res}
-        return out
-    raise ConfigurationError(f"topic exports need PostgreSQL or SQLite, not {dialect}")
+    ins = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    stmt = (
+        ins.values([{"topic_id": i, "revision": 1} for i in ids])  # one statement
+        .on_conflict_do_update(
+            index_elements=[table.c.topic_id], set_={"revision": table.c.revision + 1}
+        )
+        .returning(table.c.topic_id, table.c.revision)
+    )
+    return {int(t): int(r) for t, r in await session.execute(stmt)}
 
 
 async def export_revision(session: AsyncSession, topic_id: int) -> int:

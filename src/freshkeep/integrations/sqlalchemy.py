@@ -236,6 +236,16 @@ SQLITE_BEGIN = "freshkeep_sqlite_begin"
 """Execution option read by :func:`sqlite_transactions`: how to ``BEGIN`` (``IMMEDIATE``...)."""
 
 
+def writer_engine(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for transactions that write: on SQLite they begin with ``BEGIN IMMEDIATE``
+    (see :func:`sqlite_transactions`), so one whose snapshot another writer outdated waits for
+    the write lock instead of failing with ``SQLITE_BUSY_SNAPSHOT``. Other dialects: ``engine``
+    itself. The returned engine shares ``engine``'s pool."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+
+
 def sqlite_transactions(engine: AsyncEngine | Engine) -> None:
     """Give a SQLite engine real transactions (SQLAlchemy's documented recipe).
 

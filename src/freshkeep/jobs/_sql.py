@@ -81,7 +81,7 @@ try:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
     from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-    from freshkeep.integrations.sqlalchemy import SQLITE_BEGIN, metadata
+    from freshkeep.integrations.sqlalchemy import metadata, writer_engine
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
 
@@ -262,14 +262,7 @@ class SQLJobQueue:
         self.shutdown_grace = shutdown_grace
         """Seconds :meth:`aclose` lets running jobs finish before it cancels them."""
         self.engine = engine
-        # Writing transactions take SQLite's write lock at BEGIN (on an engine set up with
-        # sqlite_transactions): a deferred one whose snapshot another writer outdated would
-        # fail at its first write instead of waiting (SQLITE_BUSY_SNAPSHOT).
-        self._tx_engine = (
-            engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-            if engine.dialect.name == "sqlite"
-            else engine
-        )
+        self._tx_engine = writer_engine(engine)  # writing transactions: BEGIN IMMEDIATE
         self.clock = clock
         self.concurrency = concurrency
         self.poll_interval = poll_interval
