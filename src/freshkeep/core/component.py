@@ -1,0 +1,49 @@
+"""The component contract: every part a :class:`~freshkeep.Keeper` knows reports a snapshot.
+
+A *component* is a view, a remote value, a notifier, an artifact cache, a processing pipeline, a
+job queue, a bus or a shared store. Each one has a ``name``, a ``kind`` and a :meth:`snapshot`:
+a frozen dataclass of plain, typed fields (counters, timestamps, the last error). Health checks,
+the Prometheus collector, the dashboard and the stats JSON read those fields, never attributes
+found with ``getattr``, so a renamed counter is a type error, not a broken page at run time.
+
+Snapshots are cheap (no I/O) and taken at read time: a scrape or a health check calls
+:meth:`Component.snapshot` on every component it reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+Kind = Literal["view", "remote", "notifier", "artifacts", "pipeline", "jobs", "bus", "store"]
+"""The kinds of component a keeper registers."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """The base of every component snapshot: typed, frozen, plain data."""
+
+    name: str
+    """The component's name (unique among the components of its kind)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready plain data (nested snapshots included)."""
+        return dataclasses.asdict(self)
+
+
+class Component(ABC):
+    """Something registered with a keeper that reports a typed :class:`Snapshot`."""
+
+    kind: ClassVar[Kind]
+    """What the component is (``"view"``, ``"jobs"``, …)."""
+
+    name: str
+    """Its name, unique among the components of its kind."""
+
+    @abstractmethod
+    def snapshot(self) -> Snapshot:
+        """Its counters and state now, without I/O."""
+
+
+__all__ = ["Component", "Kind", "Snapshot"]
