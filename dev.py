@@ -56,7 +56,7 @@ def test(args: list[str]) -> int:
     run(py, "-m", "ruff", "check", *paths)
     run(py, "-m", "ruff", "format", "--check", *paths)
     run(py, "-m", "mypy")
-    bare = ensure(BARE, ".")  # no extras: the core imports, integrations name their extra
+    bare = ensure(BARE, "-e .")  # no extras: the core imports, integrations name their extra
     run(bare, "-c", NO_EXTRAS_CHECK)
     return subprocess.call([str(py), "-m", "pytest", *args], cwd=ROOT)
 
@@ -65,8 +65,10 @@ NO_EXTRAS_CHECK = """
 import importlib, freshkeep
 assert freshkeep.Keeper
 for mod, extra in [("freshkeep.integrations.sqlalchemy", "sqlalchemy"),
-                   ("freshkeep.integrations.sqlalchemy_notify", "sqlalchemy"),
-                   ("freshkeep.integrations.migrate", "sqlalchemy"),
+                   ("freshkeep.notify.sql", "sqlalchemy"),
+                   ("freshkeep.sql.migrate", "sqlalchemy"),
+                   ("freshkeep.sql", "sqlalchemy"),
+                   ("freshkeep.processing.sql", "sqlalchemy"),
                    ("freshkeep.integrations.starlette", "starlette"),
                    ("freshkeep.integrations.dashboard", "starlette"),
                    ("freshkeep.integrations.prometheus", "prometheus"),

@@ -77,9 +77,7 @@ def imports_of(path: Path) -> set[str]:
 
 
 def module_graph() -> dict[str, set[str]]:
-    return {
-        module_name(p): imports_of(p) for p in sorted((SRC / ROOT).rglob("*.py"))
-    }
+    return {module_name(p): imports_of(p) for p in sorted((SRC / ROOT).rglob("*.py"))}
 
 
 def package_of(module: str) -> str:

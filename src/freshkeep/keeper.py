@@ -60,7 +60,7 @@ class Keeper:
     """Keeps derived data fresh: one per application (per database).
 
     ``revisions`` reads source revisions (for SQLAlchemy:
-    :class:`freshkeep.integrations.sqlalchemy.SQLAlchemyRevisions`); without it, revisions are
+    :class:`freshkeep.sql.SQLAlchemyRevisions`); without it, revisions are
     only learned from :meth:`publish` and the bus. ``store`` is this process's memory store;
     ``bus`` carries revisions between processes (an in-process :class:`LocalBus` by default).
     ``shared`` is a store every instance shares (L2, e.g.

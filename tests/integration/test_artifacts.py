@@ -463,7 +463,7 @@ async def test_migration_0005_creates_the_tables_create_tables_makes(
 ) -> None:
     from sqlalchemy import inspect
 
-    from freshkeep.integrations import migrate as m
+    from freshkeep.sql import migrate as m
 
     result = await m.upgrade_async(artifact_engine)
     assert result.after == "0005" and any(a.startswith("0005: ") for a in result.applied)

@@ -24,8 +24,8 @@ from freshkeep.buses.postgres import MAX_PAYLOAD, PostgresBus, libpq_dsn
 from freshkeep.buses.redis import RedisBus
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError
-from freshkeep.integrations import migrate
-from freshkeep.integrations.triggers import install_triggers
+from freshkeep.sql import migrate
+from freshkeep.sql.triggers import install_triggers
 from tests.conftest import POSTGRES_URL, REDIS_URL, PgSchema, need_service
 
 TIMEOUT = 10.0

@@ -185,7 +185,7 @@ async def test_periodic_and_transactional_enqueue_on_the_server(engine: AsyncEng
 async def test_the_migration_makes_the_same_table(target: tuple[str, str], tmp_path: Path) -> None:
     from sqlalchemy import inspect
 
-    from freshkeep.integrations import migrate
+    from freshkeep.sql import migrate
 
     url, schema = target
     made = engine_for(f"sqlite+aiosqlite:///{tmp_path / 'made.db'}", "-")

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from freshkeep.exceptions import ConfigurationError
 from freshkeep.integrations import cli
-from freshkeep.integrations import migrate as m
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_table
+from freshkeep.sql import migrate as m
 from tests.conftest import PgSchema
 
 HEAD = "0005"

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from freshkeep import ChangeNotifier, MemoryStateStore, Notice, StateStore, StoreError
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, metadata
-from freshkeep.integrations.sqlalchemy_notify import NOTIFY_STATE_TABLE, SQLAlchemyStateStore
 from freshkeep.notify import canonical
+from freshkeep.notify.sql import NOTIFY_STATE_TABLE, SQLAlchemyStateStore
 from tests.conftest import REDIS_URL, PgSchema
 
 StoreFactory = Callable[[], Awaitable[StateStore]]

@@ -13,7 +13,6 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from freshkeep.exceptions import ProcessorBusy
-from freshkeep.integrations import migrate as m
 from freshkeep.processing import (
     Item,
     ItemState,
@@ -24,6 +23,7 @@ from freshkeep.processing import (
     Processor,
 )
 from freshkeep.processing.sql import PROCESSING_STATE_TABLE, SQLProcessingState
+from freshkeep.sql import migrate as m
 from tests.conftest import PgSchema
 from tests.integration.processing_worker import run_processor
 from tests.integration.test_migrations import HEAD

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from freshkeep import ChangeNotifier, Keeper, Notice
-from freshkeep.integrations.sqlalchemy_notify import SQLAlchemyStateStore
+from freshkeep.notify.sql import SQLAlchemyStateStore
 from freshkeep.testing import FakeClock
 
 

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from freshkeep.exceptions import ConfigurationError
-from freshkeep.integrations import migrate
-from freshkeep.integrations.triggers import (
+from freshkeep.sql import migrate
+from freshkeep.sql.triggers import (
     install_triggers,
     install_triggers_async,
     remove_triggers,

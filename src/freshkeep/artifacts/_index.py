@@ -6,7 +6,7 @@
   stored, and ``touched_at``, the last time a build used the object. GC deletes an object only
   through this table (see :meth:`ArtifactIndex.collect_objects`).
 
-Both belong to :data:`freshkeep.integrations.sqlalchemy.metadata`; migration ``0005`` creates
+Both are defined in :mod:`freshkeep.sql.schema`; migration ``0005`` creates
 them. Every statement works on PostgreSQL and SQLite.
 """
 
@@ -20,14 +20,6 @@ from freshkeep.exceptions import ConfigurationError, StoreError, missing_extra
 
 try:
     from sqlalchemy import (
-        BigInteger,
-        Column,
-        Float,
-        Index,
-        Integer,
-        String,
-        Table,
-        Text,
         and_,
         delete,
         exists,
@@ -41,41 +33,15 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("artifacts", "sqlalchemy") from exc
 
-from freshkeep.integrations.sqlalchemy import metadata, upsert_rows, writer_engine
-
-ARTIFACTS_TABLE = "freshkeep_artifacts"
-ARTIFACT_OBJECTS_TABLE = "freshkeep_artifact_objects"
-
-artifacts_table = Table(
-    ARTIFACTS_TABLE,
-    metadata,
-    Column("cache", String(200), primary_key=True),
-    Column("key", String(1024), primary_key=True),
-    Column("artifact_id", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("content_type", String(255), nullable=True),
-    Column("filename", String(1024), nullable=True),
-    Column("created_at", Float, nullable=False),
-    Column("expires_at", Float, nullable=False),
-    Column("build_seconds", Float, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("last_error", Text, nullable=True),
-    Index("ix_freshkeep_artifacts_expires", "cache", "expires_at"),
-    Index("ix_freshkeep_artifacts_object", "cache", "artifact_id"),
-)
-"""One row per (cache, key): the artifact it serves (``artifact_id``: SHA-256 of the bytes)."""
-
-artifact_objects_table = Table(
+from freshkeep.sql.engine import writer_engine
+from freshkeep.sql.schema import (
     ARTIFACT_OBJECTS_TABLE,
+    ARTIFACTS_TABLE,
+    artifact_objects_table,
+    artifacts_table,
     metadata,
-    Column("cache", String(200), primary_key=True),
-    Column("artifact_id", String(64), primary_key=True),
-    Column("size", BigInteger, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("touched_at", Float, nullable=False),
-    Index("ix_freshkeep_artifact_objects_touched", "cache", "touched_at"),
 )
-"""One row per stored object of a cache; ``touched_at``: the last build that used it."""
+from freshkeep.sql.state import upsert_rows
 
 _PARAMS = 400  # ids per IN (...) list: within SQLite's bound parameters
 

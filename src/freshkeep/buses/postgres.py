@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("postgres", exc.name or "asyncpg") from exc
 
 DEFAULT_CHANNEL = "freshkeep"
-"""The default channel, also that of :func:`freshkeep.integrations.triggers.install_triggers`."""
+"""The default channel, also that of :func:`freshkeep.sql.triggers.install_triggers`."""
 
 MAX_PAYLOAD = 7900
 """Bytes per notification (PostgreSQL's limit is 8000): larger maps are split."""
@@ -41,7 +41,7 @@ class PostgresBus(RemoteBus):
     ``ping_interval`` seconds, answered within ``connect_timeout``, detects a dead one) and
     one notifying (``freshkeep-notify:<channel>``), each reconnected when lost. Messages
     larger than :data:`MAX_PAYLOAD` bytes are split into several notifications.
-    Notifications of the change-capture triggers (:mod:`freshkeep.integrations.triggers`) on
+    Notifications of the change-capture triggers (:mod:`freshkeep.sql.triggers`) on
     the same channel are delivered like any other, with the origin ``"trigger"``.
 
     See :class:`~freshkeep.buses.base.RemoteBus` for the lifecycle and the other options.

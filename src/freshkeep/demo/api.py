@@ -45,8 +45,9 @@ from freshkeep.demo.schemas import (
     WorkstreamOut,
 )
 from freshkeep.exceptions import ArtifactBuildError, StoreError
-from freshkeep.integrations.sqlalchemy import SQLITE_BEGIN, committed_revisions
+from freshkeep.integrations.sqlalchemy import committed_revisions
 from freshkeep.integrations.starlette import serve
+from freshkeep.sql.engine import SQLITE_BEGIN
 
 M = TypeVar("M", bound=Base)
 _EXPORTS = "freshkeep.demo.exports"

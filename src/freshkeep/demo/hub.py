@@ -4,91 +4,35 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.ext.asyncio import create_async_engine as _create_engine
 
 from freshkeep.demo.exports import TopicExports, unwatch_topics, watch_topics
 from freshkeep.demo.models import TRACKED, Base
 from freshkeep.demo.seed import DEFAULT_SEED_TASKS, SeedReport, seed
 from freshkeep.demo.summary import register_summary
 from freshkeep.exceptions import ConfigurationError
-from freshkeep.integrations.sqlalchemy import (
-    SQLAlchemyRevisions,
-    Tracking,
-    sqlite_transactions,
-    track,
-)
+from freshkeep.integrations.sqlalchemy import Tracking, track
 from freshkeep.keeper import Keeper
+from freshkeep.sql.engine import async_url, display_url
+from freshkeep.sql.engine import create_engine as _create_engine
+from freshkeep.sql.revisions import SQLAlchemyRevisions
 from freshkeep.views import View
 
 log = logging.getLogger("freshkeep.demo")
 
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
-
 
 def normalize_url(value: str) -> str:
-    """A SQLAlchemy URL for the hub from a URL or a plain file path.
-
-    A path becomes ``sqlite+aiosqlite:///PATH``; ``sqlite://`` and ``postgresql://`` URLs get
-    their async driver (aiosqlite, asyncpg). Raises :class:`ConfigurationError` for a URL
-    SQLAlchemy cannot parse.
-    """
-    value = value.strip()
-    if not value:
-        raise ConfigurationError("the hub's database URL is empty")
-    if "://" not in value:
-        return f"sqlite+aiosqlite:///{value}"
-    try:
-        url = make_url(value)
-    except (SQLAlchemyError, ValueError) as exc:
-        raise ConfigurationError(f"not a valid database URL: {value!r} ({exc})") from exc
-    driver = _ASYNC_DRIVERS.get(url.drivername)
-    if driver is not None:
-        url = url.set(drivername=driver)
-    return url.render_as_string(hide_password=False)
-
-
-def display_url(url: str | URL) -> str:
-    """``url`` with its password hidden, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (SQLAlchemyError, ValueError):
-        return "<unparseable URL>"
+    """A SQLAlchemy URL for the hub from a URL or a plain file path (see
+    :func:`freshkeep.sql.engine.async_url`)."""
+    return async_url(value)
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets foreign keys, WAL, a busy timeout and real
-    transactions."""
-    try:
-        engine = _create_engine(url)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise ConfigurationError(
-            f"cannot use the database URL {display_url(url)!r}: {exc}. Give an async SQLAlchemy "
-            "URL such as sqlite+aiosqlite:///hub.db or postgresql+asyncpg://user@host/db"
-        ) from exc
-    if engine.dialect.name == "sqlite":
-        _check_sqlite_path(engine.url.database)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"):
-                cur.execute(f"PRAGMA {pragma}")
-            cur.execute("PRAGMA busy_timeout=5000")
-            cur.close()
-
-        sqlite_transactions(engine)  # real savepoints: see its docstring
-    return engine
+    """An async engine for ``url``; SQLite gets foreign keys, WAL, a 5 s busy timeout and real
+    transactions (:func:`freshkeep.sql.engine.create_engine`)."""
+    return _create_engine(url, sqlite_busy_timeout=5.0)
 
 
 async def check_database(url: str) -> None:
@@ -107,19 +51,6 @@ def _cannot_open(url: str, exc: BaseException) -> ConfigurationError:
     return ConfigurationError(
         f"the hub cannot open its database {display_url(url)!r}: {type(exc).__name__}: {exc}"
     )
-
-
-def _check_sqlite_path(database: str | None) -> None:
-    # A failed connect leaves aiosqlite's worker thread calling into the event loop after it
-    # may have closed: say what is wrong before connecting.
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    parent = Path(database).expanduser().absolute().parent
-    if not parent.is_dir():
-        raise ConfigurationError(
-            f"cannot use the SQLite database {database!r}: the directory {str(parent)!r} "
-            "does not exist"
-        )
 
 
 @dataclass(eq=False)

@@ -39,8 +39,8 @@ from freshkeep.demo.models import (
     task_labels,
     utcnow,
 )
-from freshkeep.integrations.sqlalchemy import table_source
 from freshkeep.keeper import Keeper
+from freshkeep.sql.revisions import table_source
 from freshkeep.views import BuildContext, Section, View
 
 RECENT_PROGRESS = 20

@@ -87,8 +87,9 @@ def demo(
 
         from freshkeep.demo.api import ENDPOINTS
         from freshkeep.demo.app import create_app
-        from freshkeep.demo.hub import check_database, display_url, normalize_url
+        from freshkeep.demo.hub import check_database, normalize_url
         from freshkeep.settings import Settings
+        from freshkeep.sql.engine import display_url
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
     except ImportError as exc:
@@ -183,9 +184,9 @@ def migrate(
 ) -> None:
     """Create or upgrade freshkeep's own tables (idempotent); optionally install triggers."""
     try:
-        from freshkeep.integrations import migrate as migrations
-        from freshkeep.integrations import triggers as capture
         from freshkeep.settings import Settings
+        from freshkeep.sql import migrate as migrations
+        from freshkeep.sql import triggers as capture
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
 
@@ -504,8 +505,9 @@ def gc(
 
         from freshkeep.artifacts import ArtifactCache, artifacts_table
         from freshkeep.demo.exports import EXPORT_CACHE, default_storage
-        from freshkeep.demo.hub import create_engine, display_url, normalize_url
+        from freshkeep.demo.hub import create_engine, normalize_url
         from freshkeep.settings import Settings
+        from freshkeep.sql.engine import display_url
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
 

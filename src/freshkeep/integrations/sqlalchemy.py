@@ -1,289 +1,47 @@
-"""SQLAlchemy 2 integration: revision counters bumped in the writing transaction.
+"""SQLAlchemy 2 write hooks: revision counters bumped in the writing transaction.
 
-- :class:`SQLAlchemyRevisions` reads the counters of many sources in one query (and, for tables
-  other programs write, ``MAX(updated_at)`` + ``COUNT(*)`` watermarks).
-- :func:`track` installs the write hooks on a session factory (sync or async): every table an
-  INSERT, UPDATE or DELETE statement on the session's connection wrote (a flush, an ORM bulk
-  or legacy bulk operation, a Core DML statement, also through ``session.connection()``) is
-  bumped **at** ``before_commit``, **in** the writing transaction; the new revisions are
-  applied to the keeper **after** commit (read-your-writes) and published to its bus; a
-  rollback changes and publishes nothing. Raw SQL (``text()``, ``exec_driver_sql``) is not
-  parsed.
-- :func:`bump` marks sources changed by raw SQL run in a session.
+:func:`track` installs the write hooks on a session factory (sync or async): every table an
+INSERT, UPDATE or DELETE statement on the session's connection wrote (a flush, an ORM bulk or
+legacy bulk operation, a Core DML statement, also through ``session.connection()``) is bumped
+**at** ``before_commit``, **in** the writing transaction; the new revisions are applied to the
+keeper **after** commit (read-your-writes) and published to its bus through
+:meth:`Keeper.publish <freshkeep.Keeper.publish>`; a rollback changes and publishes nothing.
+Raw SQL (``text()``, ``exec_driver_sql``) is not parsed: :func:`bump` marks what it wrote.
+
+The SQL substrate the hooks write to (the revision table, :class:`SQLAlchemyRevisions`,
+engines) is :mod:`freshkeep.sql`; its names used with the hooks are re-exported here.
 
 Source names: ``table:<table name>`` (see :func:`table_source`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from freshkeep.core.revision import Revision
-from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
+from freshkeep.exceptions import ConfigurationError, missing_extra
 
 try:
-    from sqlalchemy import (
-        BigInteger,
-        Column,
-        Connection,
-        Engine,
-        MetaData,
-        String,
-        Table,
-        func,
-        inspect,
-        select,
-        update,
-    )
+    from sqlalchemy import Connection, Engine, Table, inspect
     from sqlalchemy import event as sa_event
-    from sqlalchemy.dialects import postgresql, sqlite
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
     from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
-    from sqlalchemy.sql.expression import ColumnElement, FromClause
+    from sqlalchemy.sql.expression import FromClause
     from sqlalchemy.sql.util import find_tables
     from sqlalchemy.util.concurrency import await_only, in_greenlet
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
 from freshkeep.keeper import Keeper
+from freshkeep.sql.engine import SQLITE_BEGIN, sqlite_transactions, writer_engine
+from freshkeep.sql.revisions import SQLAlchemyRevisions, Watermark, bump_counters, table_source
+from freshkeep.sql.schema import REVISION_TABLE, metadata, revisions_table
 
 log = logging.getLogger("freshkeep.sqlalchemy")
-
-T = TypeVar("T")
-
-REVISION_TABLE = "freshkeep_revisions"
-
-metadata = MetaData()
-"""The metadata of freshkeep's own tables."""
-
-revisions_table = Table(
-    REVISION_TABLE,
-    metadata,
-    Column("source", String(255), primary_key=True),
-    Column("revision", BigInteger, nullable=False),
-)
-"""One row per source: its counter. A source without a row has revision 0."""
-
-
-def table_source(obj: Any) -> str:
-    """The source name of a table, a mapped class or a table name: ``table:<name>``."""
-    if isinstance(obj, str):
-        return obj if obj.startswith("table:") else f"table:{obj}"
-    if isinstance(obj, Table):
-        return f"table:{obj.fullname}"
-    mapper = inspect(obj, raiseerr=False)
-    table = getattr(mapper, "local_table", None)
-    if isinstance(table, Table):
-        return f"table:{table.fullname}"
-    raise ConfigurationError(f"not a table, a mapped class or a table name: {obj!r}")
-
-
-def _upsert(conn: Connection, sources: list[str]) -> dict[str, Revision]:
-    """Increment the counters of ``sources`` in ``conn``'s transaction, in a stable order."""
-    t = revisions_table
-    dialect = conn.dialect.name
-    rows: list[dict[str, Any]] = [{"source": s, "revision": 1} for s in sorted(set(sources))]
-    if dialect == "postgresql":
-        pg = postgresql.insert(t).values(rows)
-        pg_stmt = pg.on_conflict_do_update(
-            index_elements=[t.c.source], set_={"revision": t.c.revision + 1}
-        ).returning(t.c.source, t.c.revision)
-        return {r.source: int(r.revision) for r in conn.execute(pg_stmt)}
-    if dialect == "sqlite":
-        lite = sqlite.insert(t).values(rows)
-        lite_stmt = lite.on_conflict_do_update(
-            index_elements=[t.c.source], set_={"revision": t.c.revision + 1}
-        ).returning(t.c.source, t.c.revision)
-        return {r.source: int(r.revision) for r in conn.execute(lite_stmt)}
-    out: dict[str, Revision] = {}
-    for row in rows:  # portable fallback: UPDATE, then INSERT the first revision
-        res = conn.execute(
-            update(t).where(t.c.source == row["source"]).values(revision=t.c.revision + 1)
-        )
-        if res.rowcount == 0:
-            conn.execute(t.insert().values(row))
-        out[row["source"]] = int(
-            conn.execute(select(t.c.revision).where(t.c.source == row["source"])).scalar_one()
-        )
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Watermark:
-    """A table other programs write: its revision is ``COUNT(*)`` and ``MAX(column)``.
-
-    Limits (why counters are the default): a transaction that commits *after* a newer one was
-    read leaves ``MAX`` unchanged if its timestamps are older, and a delete plus an insert in the
-    same interval leave ``COUNT`` unchanged; either is missed until the next change. Updates
-    that do not move ``column`` are missed entirely.
-    """
-
-    table: FromClause
-    column: ColumnElement[Any]
-
-
-class SQLAlchemyRevisions:
-    """Reads (and bumps) revision counters through a SQLAlchemy engine, sync or async.
-
-    ``watermarks`` maps source names to :class:`Watermark` for tables freshkeep's hooks never
-    see; they are read in one more query, with their limits.
-    """
-
-    def __init__(
-        self,
-        engine: AsyncEngine | Engine,
-        *,
-        watermarks: Mapping[str, Watermark] | None = None,
-    ) -> None:
-        if not isinstance(engine, AsyncEngine | Engine):
-            raise ConfigurationError(f"expected a SQLAlchemy Engine or AsyncEngine, not {engine!r}")
-        self.engine = engine
-        self.watermarks = dict(watermarks or {})
-        self.queries = 0
-
-    async def read(self, sources: Collection[str]) -> dict[str, Revision]:
-        """Read the revision of every source: counters in one query, watermarks in one more."""
-        try:
-            return await run_on(self.engine, lambda conn: self._read(conn, sources))
-        except Exception as exc:
-            raise RevisionSourceError(f"reading revisions failed: {exc}") from exc
-
-    def _read(self, conn: Connection, sources: Collection[str]) -> dict[str, Revision]:
-        counters = [s for s in sources if s not in self.watermarks]
-        marks = [s for s in sources if s in self.watermarks]
-        out: dict[str, Revision] = dict.fromkeys(counters, 0)
-        if counters:
-            t = revisions_table
-            self.queries += 1
-            for source, rev in conn.execute(
-                select(t.c.source, t.c.revision).where(t.c.source.in_(counters))
-            ):
-                out[source] = int(rev)
-        if marks:
-            cols = []
-            for s in marks:
-                w = self.watermarks[s]
-                cols.append(select(func.count()).select_from(w.table).scalar_subquery())
-                cols.append(select(func.max(w.column)).select_from(w.table).scalar_subquery())
-            self.queries += 1
-            row = conn.execute(select(*cols)).one()
-            for i, s in enumerate(marks):
-                out[s] = f"{row[2 * i]}@{row[2 * i + 1]}"
-        conn.rollback()
-        return out
-
-    async def bump(self, sources: Iterable[str]) -> dict[str, Revision]:
-        """Increment counters in a transaction of their own; return the new revisions."""
-        srcs = list(sources)
-        return await run_on(self.engine, lambda conn: _upsert(conn, srcs), write=True)
-
-    async def create_table(self) -> None:
-        """Create freshkeep's tables (of :data:`metadata`) that do not exist."""
-        await run_on(self.engine, metadata.create_all, write=True)
-
-
-def upsert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` into ``table``, replacing every non-key column of rows whose primary key
-    exists. PostgreSQL and SQLite use ``INSERT … ON CONFLICT DO UPDATE`` in batches (SQLite
-    within its 999 bound parameters); other dialects ``UPDATE``, then ``INSERT``."""
-    if not rows:
-        return
-    keys = list(table.primary_key.columns)
-    updated = [c.name for c in table.columns if not c.primary_key]
-    dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        ins = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-        stmt = ins.on_conflict_do_update(
-            index_elements=keys, set_={c: getattr(ins.excluded, c) for c in updated}
-        )
-        step = 500 if dialect == "postgresql" else max(1, 999 // len(table.columns))
-        for i in range(0, len(rows), step):
-            conn.execute(stmt.values(rows[i : i + step]))
-        return
-    for row in rows:
-        where = [k == row[k.name] for k in keys]
-        new = {c: row[c] for c in updated}
-        if conn.execute(update(table).where(*where).values(new)).rowcount == 0:
-            conn.execute(table.insert().values(row))
-
-
-async def run_on(
-    engine: AsyncEngine | Engine, work: Callable[[Connection], T], *, write: bool = False
-) -> T:
-    """Run ``work(connection)`` on a sync or an async engine and return its result.
-
-    ``write=True`` runs it in a transaction that commits; else on a plain connection. A sync
-    engine runs in a worker thread, so the event loop never blocks on it.
-    """
-    if isinstance(engine, AsyncEngine):
-        ctx = engine.begin() if write else engine.connect()
-        async with ctx as aconn:
-            return cast(T, await aconn.run_sync(work))
-
-    def run_sync() -> T:
-        with engine.begin() if write else engine.connect() as conn:
-            return work(conn)
-
-    return await asyncio.to_thread(run_sync)
-
-
-SQLITE_BEGIN = "freshkeep_sqlite_begin"
-"""Execution option read by :func:`sqlite_transactions`: how to ``BEGIN`` (``IMMEDIATE``...)."""
-
-
-def writer_engine(engine: AsyncEngine) -> AsyncEngine:
-    """``engine`` for transactions that write: on SQLite they begin with ``BEGIN IMMEDIATE``
-    (see :func:`sqlite_transactions`), so one whose snapshot another writer outdated waits for
-    the write lock instead of failing with ``SQLITE_BUSY_SNAPSHOT``. Other dialects: ``engine``
-    itself. The returned engine shares ``engine``'s pool."""
-    if engine.dialect.name != "sqlite":
-        return engine
-    return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-
-
-def sqlite_transactions(engine: AsyncEngine | Engine) -> None:
-    """Give a SQLite engine real transactions (SQLAlchemy's documented recipe).
-
-    Python's sqlite3 driver (and aiosqlite on top of it) emits ``BEGIN`` only before the first
-    INSERT/UPDATE/DELETE: a ``SAVEPOINT`` issued first opens the transaction itself and its
-    ``RELEASE`` commits everything, so an outer rollback undoes nothing, and the counters
-    freshkeep bumps at the real commit would miss those writes. This turns the driver's own
-    transaction handling off and emits ``BEGIN`` when SQLAlchemy begins one. Other dialects
-    are left alone.
-
-    A transaction that reads before it writes should begin with ``BEGIN IMMEDIATE``: in WAL
-    mode, a deferred transaction whose snapshot another connection's commit has outdated
-    cannot start writing and fails at once with "database is locked" (``SQLITE_BUSY_SNAPSHOT``;
-    the busy timeout does not apply). Ask for it per connection with the execution option
-    :data:`SQLITE_BEGIN` (``"IMMEDIATE"`` or ``"EXCLUSIVE"``), e.g.
-    ``await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})`` first thing in
-    a writing session; it waits for the write lock (busy timeout) instead of failing.
-    """
-    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    if sync.dialect.name != "sqlite":
-        return
-
-    def no_driver_transactions(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    def begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get(SQLITE_BEGIN)
-        if mode is None:
-            conn.exec_driver_sql("BEGIN")
-        elif str(mode).upper() in ("IMMEDIATE", "EXCLUSIVE", "DEFERRED"):
-            conn.exec_driver_sql(f"BEGIN {str(mode).upper()}")
-        else:
-            raise ConfigurationError(
-                f"{SQLITE_BEGIN} must be IMMEDIATE, EXCLUSIVE or DEFERRED, not {mode!r}"
-            )
-
-    sa_event.listen(sync, "connect", no_driver_transactions)
-    sa_event.listen(sync, "begin", begin)
 
 
 # -- write hooks ---------------------------------------------------------------------------
@@ -304,7 +62,7 @@ def _bump_now(session: Session) -> None:
     sources = sorted(pending)
     pending.clear()  # a failure aborts the transaction: nothing is left to bump
     try:
-        revs = _upsert(session.connection(), sources)
+        revs = bump_counters(session.connection(), sources)
     except Exception as exc:
         exc.add_note(
             f"freshkeep could not bump revisions of {sources}: does the "
@@ -424,15 +182,14 @@ class Tracking:
         if not revs:
             return
         session.info[_COMMITTED] = dict(revs)
-        keeper = self.keeper
-        keeper.committed(revs)
-        # The commit stands whatever the bus does (rule 7): a failed publish is counted and
+        # Keeper.publish applies the revisions first (read-your-writes), then publishes. The
+        # commit stands whatever the bus does (rule 7): a failed publish is counted and
         # logged, never raised from commit().
         try:
             if in_greenlet():  # an AsyncSession: await the publish inside its commit
-                await_only(keeper.bus.publish(revs, origin=keeper.instance_id))
+                await_only(self.keeper.publish(revs))
             else:
-                keeper.bus.publish_nowait(revs, origin=keeper.instance_id)
+                self.keeper.publish_nowait(revs)
         except Exception:
             self.publish_errors += 1
             log.exception(
@@ -546,3 +303,20 @@ def committed_revisions(session: Session | AsyncSession) -> dict[str, Revision]:
     """
     sync = session.sync_session if isinstance(session, AsyncSession) else session
     return dict(sync.info.get(_COMMITTED, {}))
+
+
+__all__ = [
+    "REVISION_TABLE",
+    "SQLITE_BEGIN",
+    "SQLAlchemyRevisions",
+    "Tracking",
+    "Watermark",
+    "bump",
+    "committed_revisions",
+    "metadata",
+    "revisions_table",
+    "sqlite_transactions",
+    "table_source",
+    "track",
+    "writer_engine",
+]

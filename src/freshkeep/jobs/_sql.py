@@ -58,14 +58,6 @@ from freshkeep.scheduler import Scheduler
 
 try:
     from sqlalchemy import (
-        BigInteger,
-        Column,
-        Float,
-        Index,
-        Integer,
-        String,
-        Table,
-        Text,
         delete,
         event,
         exists,
@@ -73,109 +65,21 @@ try:
         inspect,
         literal,
         select,
-        text,
         update,
     )
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.exc import IntegrityError, SQLAlchemyError
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-    from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-    from freshkeep.integrations.sqlalchemy import metadata, writer_engine
+    from freshkeep.sql.engine import async_url, create_engine, writer_engine
+    from freshkeep.sql.schema import JOBS_TABLE, MAX_KEY, jobs_table, metadata
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
 
 log = logging.getLogger("freshkeep.jobs")
 
-JOBS_TABLE = "freshkeep_jobs"
-"""The name of the job table."""
-
-MAX_KEY = 512
-"""The longest dedup key or lock name."""
-
-
-def _where(condition: str) -> dict[str, Any]:
-    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
-
-
-jobs_table = Table(
-    JOBS_TABLE,
-    metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    ),
-    Column("task", String(255), nullable=False),
-    Column("args", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("run_at", Float, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("dedup_key", String(MAX_KEY), nullable=True),
-    Column("lock", String(MAX_KEY), nullable=True),
-    Column("tick", BigInteger, nullable=True),
-    Column("enqueued_at", Float, nullable=False),
-    Column("started_at", Float, nullable=True),
-    Column("finished_at", Float, nullable=True),
-    Column("heartbeat_at", Float, nullable=True),
-    Column("worker", String(255), nullable=True),
-    Column("last_error", Text, nullable=True),
-    Index("ix_freshkeep_jobs_ready", "status", "run_at"),
-    Index(
-        "uq_freshkeep_jobs_dedup_waiting",
-        "dedup_key",
-        unique=True,
-        **_where("status = 'waiting' AND dedup_key IS NOT NULL"),
-    ),
-    Index(
-        "uq_freshkeep_jobs_dedup_running",
-        "dedup_key",
-        unique=True,
-        **_where("status = 'running' AND dedup_key IS NOT NULL"),
-    ),
-    Index(
-        "uq_freshkeep_jobs_lock_running",
-        "lock",
-        unique=True,
-        **_where("status = 'running' AND lock IS NOT NULL"),
-    ),
-    Index("uq_freshkeep_jobs_tick", "task", "tick", unique=True, **_where("tick IS NOT NULL")),
-)
-"""One row per job: ``status`` is ``waiting``, ``running``, ``done``, ``failed`` or ``skipped``."""
-
 _J = jobs_table.c
 _FINISHED = ("done", "failed", "skipped")
-_ASYNC_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
-
-
-def async_url(url: str) -> str:
-    """An async SQLAlchemy URL: a plain path becomes ``sqlite+aiosqlite:///PATH``;
-    ``sqlite://`` and ``postgresql://`` get their async driver (aiosqlite, asyncpg)."""
-    url = url.strip()
-    if not url:
-        raise ConfigurationError("the job database URL is empty")
-    if "://" not in url:
-        return f"sqlite+aiosqlite:///{url}"
-    scheme, rest = url.split("://", 1)
-    return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
-
-
-def sqlite_engine(url: str) -> AsyncEngine:
-    """An async SQLite engine for a job queue: a 30 s busy timeout, and WAL journaling with
-    ``synchronous=NORMAL`` (readers do not block the writer; a commit does not wait for a
-    full fsync)."""
-    engine = _create_async_engine(url, connect_args={"timeout": 30})
-
-    def on_connect(dbapi_connection: Any, record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine.sync_engine, "connect", on_connect)
-    return engine
 
 
 def _encode(task: str, args: Mapping[str, Any]) -> str:
@@ -294,12 +198,7 @@ class SQLJobQueue:
     def from_url(cls, url: str, **options: Any) -> SQLJobQueue:
         """A queue on its own engine for ``url`` (a path is a SQLite file); :meth:`aclose`
         disposes the engine. ``options`` go to the constructor."""
-        url = async_url(url)
-        try:
-            engine = sqlite_engine(url) if url.startswith("sqlite") else _create_async_engine(url)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise ConfigurationError(f"cannot use the job database URL {url!r}: {exc}") from exc
-        return cls(engine, owns_engine=True, **options)
+        return cls(create_engine(url), owns_engine=True, **options)
 
     # -- registration ----------------------------------------------------------------------
 
@@ -1032,7 +931,7 @@ class MemoryJobQueue(SQLJobQueue):
     def __init__(self, **options: Any) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="freshkeep-jobs-")
         path = Path(self._tmp.name) / "jobs.db"
-        engine = sqlite_engine(f"sqlite+aiosqlite:///{path}")
+        engine = create_engine(str(path))
         super().__init__(engine, owns_engine=True, create_tables=True, **options)
 
     async def aclose(self) -> None:
@@ -1050,5 +949,4 @@ __all__ = [
     "SQLJobQueue",
     "async_url",
     "jobs_table",
-    "sqlite_engine",
 ]

@@ -1,6 +1,6 @@
 """Alembic environment of freshkeep's migrations.
 
-It runs only on a connection handed over by :mod:`freshkeep.integrations.migrate` (in
+It runs only on a connection handed over by :mod:`freshkeep.sql.migrate` (in
 ``config.attributes["connection"]``), inside that connection's transaction. Tables are created
 in the connection's default schema (on PostgreSQL: the first schema of its ``search_path``).
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from freshkeep.integrations.sqlalchemy import metadata
+from freshkeep.sql.schema import metadata
 
 VERSION_TABLE = "freshkeep_alembic_version"
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection) or context.is_offline_mode():
     raise RuntimeError(
-        "freshkeep's migrations run through freshkeep.integrations.migrate (or `freshkeep "
+        "freshkeep's migrations run through freshkeep.sql.migrate (or `freshkeep "
         "migrate`), on a connection"
     )
 context.configure(

@@ -7,7 +7,7 @@ seen ``confirm`` times in a row (hysteresis for flapping states, with a ``recove
 when a problem ends), and keeps the confirmed states in a :class:`StateStore` so a restart
 does not send everything again.
 
-Stores: :class:`MemoryStateStore` (default), ``freshkeep.integrations.sqlalchemy_notify.
+Stores: :class:`MemoryStateStore` (default), ``freshkeep.notify.sql.
 SQLAlchemyStateStore`` (a table in the database) and ``freshkeep.notify.redis.RedisStateStore``.
 """
 

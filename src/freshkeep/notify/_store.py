@@ -25,7 +25,7 @@ class StateStore(Protocol):
     """The last confirmed state of each (notifier, subject), as canonical JSON bytes.
 
     Implementations: :class:`MemoryStateStore` (the default, lost on restart),
-    :class:`freshkeep.integrations.sqlalchemy_notify.SQLAlchemyStateStore` and
+    :class:`freshkeep.notify.sql.SQLAlchemyStateStore` and
     :class:`freshkeep.notify.redis.RedisStateStore`. Nothing is pickled.
     """
 

@@ -3,7 +3,7 @@
 They keep their own version table, ``freshkeep_alembic_version``, so they never collide with
 the application's Alembic history, and they are idempotent: revision ``0001`` adopts a
 ``freshkeep_revisions`` table that :meth:`SQLAlchemyRevisions.create_table()
-<freshkeep.integrations.sqlalchemy.SQLAlchemyRevisions.create_table>` created already. Tables
+<freshkeep.sql.SQLAlchemyRevisions.create_table>` created already. Tables
 go to the connection's default schema (on PostgreSQL: the first schema of its ``search_path``).
 On PostgreSQL an advisory lock serializes instances that migrate at the same time.
 
@@ -35,6 +35,8 @@ try:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("sqlalchemy", exc.name or "alembic") from exc
+
+from freshkeep.sql.engine import async_url
 
 T = TypeVar("T")
 
@@ -68,8 +70,17 @@ class MigrationResult:
 
 
 def normalize_url(url: str) -> str:
-    """``url`` itself, or ``sqlite:///<path>`` for a path without a scheme."""
-    return url if "://" in url else f"sqlite:///{url}"
+    """The URL to migrate: ``sqlite:///<path>`` for a path without a scheme (the standard
+    library's driver), ``postgresql+asyncpg://`` for ``postgresql://`` and ``postgres://`` (the
+    driver of the ``postgres`` extra); any URL that names its driver is kept."""
+    url = url.strip()
+    if not url:
+        raise ConfigurationError("the database URL is empty")
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.split("://", 1)[0] in ("postgresql", "postgres"):
+        return async_url(url)
+    return url
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from freshkeep.exceptions import ConfigurationError
-from freshkeep.integrations.migrate import Target, run, run_async
+from freshkeep.sql.migrate import Target, run, run_async
 
 try:
     from sqlalchemy import Connection, text

@@ -1,0 +1,145 @@
+"""The SQL revision source: counters in ``freshkeep_revisions``, and watermarks.
+
+- :class:`SQLAlchemyRevisions` reads the counters of many sources in one query (and, for tables
+  other programs write, ``MAX(updated_at)`` + ``COUNT(*)`` watermarks), and bumps counters in a
+  transaction of its own.
+- :func:`bump_counters` increments counters inside a caller's transaction: the write hooks
+  call it at ``before_commit`` (rule 1).
+- :func:`table_source` names a table's source: ``table:<table name>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from freshkeep.core.revision import Revision
+from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
+
+try:
+    from sqlalchemy import Connection, Engine, Table, func, inspect, select, update
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.sql.expression import ColumnElement, FromClause
+except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
+    raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
+
+from freshkeep.sql.engine import check_engine, run_on
+from freshkeep.sql.schema import metadata, revisions_table
+
+
+def table_source(obj: Any) -> str:
+    """The source name of a table, a mapped class or a table name: ``table:<name>``."""
+    if isinstance(obj, str):
+        return obj if obj.startswith("table:") else f"table:{obj}"
+    if isinstance(obj, Table):
+        return f"table:{obj.fullname}"
+    mapper = inspect(obj, raiseerr=False)
+    table = getattr(mapper, "local_table", None)
+    if isinstance(table, Table):
+        return f"table:{table.fullname}"
+    raise ConfigurationError(f"not a table, a mapped class or a table name: {obj!r}")
+
+
+def bump_counters(conn: Connection, sources: Iterable[str]) -> dict[str, Revision]:
+    """Increment the counters of ``sources`` in ``conn``'s transaction, in a stable order (so
+    two transactions bumping the same sources cannot deadlock); return the new revisions."""
+    t = revisions_table
+    dialect = conn.dialect.name
+    rows: list[dict[str, Any]] = [{"source": s, "revision": 1} for s in sorted(set(sources))]
+    if not rows:
+        return {}
+    if dialect in ("postgresql", "sqlite"):
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(t).values(rows)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[t.c.source], set_={"revision": t.c.revision + 1}
+        ).returning(t.c.source, t.c.revision)
+        return {r.source: int(r.revision) for r in conn.execute(stmt)}
+    out: dict[str, Revision] = {}
+    for row in rows:  # portable fallback: UPDATE, then INSERT the first revision
+        res = conn.execute(
+            update(t).where(t.c.source == row["source"]).values(revision=t.c.revision + 1)
+        )
+        if res.rowcount == 0:
+            conn.execute(t.insert().values(row))
+        out[row["source"]] = int(
+            conn.execute(select(t.c.revision).where(t.c.source == row["source"])).scalar_one()
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """A table other programs write: its revision is ``COUNT(*)`` and ``MAX(column)``.
+
+    Limits (why counters are the default): a transaction that commits *after* a newer one was
+    read leaves ``MAX`` unchanged if its timestamps are older, and a delete plus an insert in the
+    same interval leave ``COUNT`` unchanged; either is missed until the next change. Updates
+    that do not move ``column`` are missed entirely.
+    """
+
+    table: FromClause
+    column: ColumnElement[Any]
+
+
+class SQLAlchemyRevisions:
+    """Reads (and bumps) revision counters through a SQLAlchemy engine, sync or async.
+
+    ``watermarks`` maps source names to :class:`Watermark` for tables freshkeep's hooks never
+    see; they are read in one more query, with their limits.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Engine,
+        *,
+        watermarks: Mapping[str, Watermark] | None = None,
+    ) -> None:
+        self.engine = check_engine(engine)
+        self.watermarks = dict(watermarks or {})
+        self.queries = 0
+
+    async def read(self, sources: Collection[str]) -> dict[str, Revision]:
+        """Read the revision of every source: counters in one query, watermarks in one more."""
+        try:
+            return await run_on(self.engine, lambda conn: self._read(conn, sources))
+        except Exception as exc:
+            raise RevisionSourceError(f"reading revisions failed: {exc}") from exc
+
+    def _read(self, conn: Connection, sources: Collection[str]) -> dict[str, Revision]:
+        counters = [s for s in sources if s not in self.watermarks]
+        marks = [s for s in sources if s in self.watermarks]
+        out: dict[str, Revision] = dict.fromkeys(counters, 0)
+        if counters:
+            t = revisions_table
+            self.queries += 1
+            for source, rev in conn.execute(
+                select(t.c.source, t.c.revision).where(t.c.source.in_(counters))
+            ):
+                out[source] = int(rev)
+        if marks:
+            cols = []
+            for s in marks:
+                w = self.watermarks[s]
+                cols.append(select(func.count()).select_from(w.table).scalar_subquery())
+                cols.append(select(func.max(w.column)).select_from(w.table).scalar_subquery())
+            self.queries += 1
+            row = conn.execute(select(*cols)).one()
+            for i, s in enumerate(marks):
+                out[s] = f"{row[2 * i]}@{row[2 * i + 1]}"
+        conn.rollback()
+        return out
+
+    async def bump(self, sources: Iterable[str]) -> dict[str, Revision]:
+        """Increment counters in a transaction of their own; return the new revisions."""
+        srcs = list(sources)
+        return await run_on(self.engine, lambda conn: bump_counters(conn, srcs), write=True)
+
+    async def create_table(self) -> None:
+        """Create freshkeep's tables (of :data:`~freshkeep.sql.schema.metadata`) that do not
+        exist. ``freshkeep migrate`` does the same with versioned migrations."""
+        await run_on(self.engine, metadata.create_all, write=True)
+
+
+__all__ = ["SQLAlchemyRevisions", "Watermark", "bump_counters", "table_source"]
