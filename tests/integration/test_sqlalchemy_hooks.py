@@ -199,35 +199,44 @@ async def test_legacy_bulk_methods_and_the_sessions_connection_bump(db: TrackedD
     assert await titles(db.engine) == {"1": "b", "2": "d"}
 
 
-async def test_writes_outside_tracked_sessions_do_not_bump(db: TrackedDb) -> None:
+async def test_writes_outside_tracked_sessions_bump_in_their_own_transaction(
+    db: TrackedDb,
+) -> None:
     async with db.session() as s:
         await s.connection()  # a tracked session has begun its transaction meanwhile
         async with db.engine.begin() as conn:  # same engine, not through the session
             await conn.execute(insert(tasks_table).values(id=1, title="x", updated_at=at(0)))
+        assert await db.counters() == {TASKS: 1}  # committed with the row
         s.add(Project(id=1, name="p"))
         await s.commit()
-    await assert_agrees(db, {PROJECTS: 1})
+    assert await db.counters() == {TASKS: 1, PROJECTS: 1}
+    assert db.keeper.tracker.floor == {PROJECTS: 1}  # read-your-writes for the session's
+    # Not published: the keeper learns it at its next resync, like another program's write.
     assert TASKS not in db.keeper.tracker.snapshot
+    async with db.engine.begin() as conn:
+        await conn.execute(insert(tasks_table).values(id=2, title="y", updated_at=at(0)))
+        await conn.rollback()
+    assert await db.counters() == {TASKS: 1, PROJECTS: 1}  # a rollback takes the bump back
 
 
-async def test_raw_sql_bumps_only_when_marked(db: TrackedDb) -> None:
+async def test_raw_sql_is_attributed_and_bump_marks_more(db: TrackedDb) -> None:
     async with db.session() as s:
         await s.execute(
             text("INSERT INTO tasks (id, title, updated_at) VALUES (1, 'raw', :t)"), {"t": at(0)}
         )
+        assert await db.counters() == {}  # attributed now, bumped at commit
         await s.commit()
-    assert await db.counters() == {}  # freshkeep cannot parse SQL text
+    await assert_agrees(db, {TASKS: 1})  # read-your-writes
     async with db.session() as s:
         await s.execute(text("UPDATE tasks SET title = 'raw2'"))
-        bump(s, TASKS)
-        assert await db.counters() == {}  # marked, bumped at commit
+        bump(s, TASKS)  # marking what is already seen bumps it once
         await s.commit()
-    await assert_agrees(db, {TASKS: 1})
+    await assert_agrees(db, {TASKS: 2})
     async with db.session() as s:
-        await s.execute(text("UPDATE projects SET name = 'x'"))
+        await s.execute(text("SELECT count(*) FROM projects"))
         bump(s, Project, "tags")  # a mapped class and a bare table name work too
         await s.commit()
-    await assert_agrees(db, {TASKS: 1, PROJECTS: 1, TAGS: 1})
+    await assert_agrees(db, {TASKS: 2, PROJECTS: 1, TAGS: 1})
 
 
 async def test_sync_session_bumps_and_publishes(tmp_path: Path) -> None:
@@ -256,15 +265,16 @@ async def test_sync_session_bumps_and_publishes(tmp_path: Path) -> None:
         assert sync_db_counters(engine) == {TASKS: 3}
         assert await revisions.read([TASKS, PROJECTS]) == {TASKS: 3, PROJECTS: 0}
         assert published == [{TASKS: 1}, {TASKS: 2}, {TASKS: 3}]
-        with Session(engine) as untracked:  # a session not made by the tracked factory
-            untracked.add(Task(id=2, title="c"))
-            untracked.commit()
-        assert sync_db_counters(engine) == {TASKS: 3}
+        with Session(engine) as other:  # not made by the tracked factory, on its engine
+            other.add(Task(id=2, title="c"))
+            other.commit()
+        assert sync_db_counters(engine) == {TASKS: 4}  # bumped in its own transaction
+        assert published[-1] == {TASKS: 3}  # not published: seen at the next resync
         tracking.remove()
         with maker() as s:
             s.execute(update(Task).values(title="d"))
             s.commit()
-        assert sync_db_counters(engine) == {TASKS: 3}
+        assert sync_db_counters(engine) == {TASKS: 4}
         await keeper.aclose()
     finally:
         engine.dispose()
@@ -293,11 +303,12 @@ async def test_an_async_sessionmaker_keeps_its_own_sync_session_class(tmp_path: 
             s.add(Task(id=1, title="a"))
             await s.commit()
         assert await revisions.read([TASKS]) == {TASKS: 1}
-        async with AppAsyncSession(engine) as other:  # the class itself is not tracked
+        async with AppAsyncSession(engine) as other:  # the class itself is not tracked...
             await other.execute(select(Task))
             other.add(Task(id=2, title="b"))
             await other.commit()
-        assert await revisions.read([TASKS]) == {TASKS: 1}
+            assert other.sync_session.info.get("freshkeep.committed") is None
+        assert await revisions.read([TASKS]) == {TASKS: 2}  # ...its engine is
         await keeper.aclose()
     finally:
         await engine.dispose()

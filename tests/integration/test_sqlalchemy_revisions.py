@@ -72,9 +72,29 @@ async def test_watermarks_cost_one_more_query_and_are_strings(db: TrackedDb) -> 
     assert isinstance(wm, str)
     count, _, latest = wm.partition("@")
     assert int(count) == 3 and latest.startswith(str(at(5).date()))
-    with statement_log(db.engine) as log:  # watermarks alone: no counter query
+    with statement_log(db.engine) as log:  # nothing committed since: no query at all
         assert (await revisions.read([WM]))[WM] == wm
+    assert log.statements == [] and revisions.skipped == 1
+    async with db.session() as s:
+        await s.execute(update(Task).where(Task.id == 1).values(updated_at=at(9)))
+        await s.commit()
+    with statement_log(db.engine) as log:  # watermarks alone: no counter query
+        assert (await revisions.read([WM]))[WM] != wm
     assert len(log.statements) == 1
+
+
+async def test_an_unchanged_sqlite_file_is_not_queried_again(db: TrackedDb) -> None:
+    revisions = SQLAlchemyRevisions(db.engine)
+    first = await revisions.read([TASKS])
+    with statement_log(db.engine) as log:
+        for _ in range(5):
+            assert await revisions.read([TASKS]) == first
+        assert await revisions.read([TASKS, PROJECTS]) == {**first, PROJECTS: 0}  # a new one
+    assert len(log.statements) == 1 and revisions.skipped == 5
+    await add_tasks(db, 0, 1, 1)  # a commit on another connection: read again
+    assert (await revisions.read([TASKS]))[TASKS] == first[TASKS] + 1
+    assert revisions.queries == 3
+    revisions.close()
 
 
 async def test_a_delete_changes_the_counter_and_the_watermark_only_through_count(

@@ -28,8 +28,9 @@ from freshkeep.exceptions import ConfigurationError, missing_extra
 try:
     from sqlalchemy import Connection, Engine, Table, inspect
     from sqlalchemy import event as sa_event
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
     from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+    from sqlalchemy.sql.elements import TextClause
     from sqlalchemy.sql.expression import FromClause
     from sqlalchemy.sql.util import find_tables
     from sqlalchemy.util.concurrency import await_only, in_greenlet
@@ -40,6 +41,7 @@ from freshkeep.keeper import Keeper
 from freshkeep.sql.engine import SQLITE_BEGIN, sqlite_transactions, writer_engine
 from freshkeep.sql.revisions import SQLAlchemyRevisions, Watermark, bump_counters, table_source
 from freshkeep.sql.schema import REVISION_TABLE, metadata, revisions_table
+from freshkeep.sql.statements import UNKNOWN, written_tables
 
 log = logging.getLogger("freshkeep.sqlalchemy")
 
@@ -96,6 +98,17 @@ class Tracking:
     watched (one listener per engine). A DML statement marks its table; an ORM UPDATE that
     changes nothing emits no statement and marks nothing.
 
+    Raw SQL (``text()``, ``exec_driver_sql``) is attributed to the tables it writes
+    (:func:`freshkeep.sql.statements.written_tables`); a statement that may write tables that
+    cannot be determined (``CALL``, ``DO``, a write the parser cannot read) marks every tracked
+    table, is counted in ``unattributed`` and logged once.
+
+    Statements on a connection no tracked session owns (``engine.begin()``, Core DML, raw
+    SQL) on an engine the hooks know (the session factory's bind, an engine a tracked session
+    used, or an engine given to :func:`track`) bump their tables **in their own transaction,
+    right after the statement**, as a trigger would; those revisions are not published: this
+    process and the others see them at the next resync (``resync_interval``).
+
     ``publish_errors`` counts commits whose revisions could not be published to the bus (the
     commit stands, the keeper of this process has them; other processes learn them at their
     next resync).
@@ -105,21 +118,62 @@ class Tracking:
     target: Any
     tables: frozenset[str] | None
     publish_errors: int = 0
+    unattributed: int = 0
+    """Statements that may write but whose tables could not be determined (every tracked
+    table was bumped for each)."""
     _listeners: list[tuple[str, Any]] = field(default_factory=list)
     _engines: list[Engine] = field(default_factory=list)
     _writers: weakref.WeakKeyDictionary[Connection, weakref.ref[Session]] = field(
         default_factory=weakref.WeakKeyDictionary
     )
+    _logged: set[str] = field(default_factory=set)
 
     def source_of(self, table: Any) -> str | None:
         """The source of ``table`` if it is tracked."""
         if not isinstance(table, Table):
             return None
-        if table.fullname == REVISION_TABLE:
+        return self.source_of_name(table.fullname)
+
+    def source_of_name(self, name: str) -> str | None:
+        """The source of the table named ``name`` (``table`` or ``schema.table``) if it is
+        tracked. freshkeep's own tables (``freshkeep_*``) never are."""
+        bare = name.rsplit(".", 1)[-1]
+        if bare.startswith("freshkeep_"):
             return None
-        if self.tables is not None and table.fullname not in self.tables:
-            return None
-        return f"table:{table.fullname}"
+        if self.tables is None:
+            known = self.keeper.tracker.sources
+            if f"table:{name}" in known or "." not in name:
+                return f"table:{name}"
+            return f"table:{bare}"  # main.tasks, public.tasks: the table as the ORM names it
+        if name in self.tables:
+            return f"table:{name}"
+        if bare in self.tables:
+            return f"table:{bare}"
+        return None
+
+    def every_source(self) -> set[str]:
+        """Every tracked table's source: the tracked tables, or, when every table is tracked,
+        every ``table:`` source the keeper's views read."""
+        if self.tables is not None:
+            return {f"table:{t}" for t in self.tables}
+        return {s for s in self.keeper.tracker.sources if s.startswith("table:")}
+
+    def sources_of_sql(self, sql: str, dialect: str) -> set[str]:
+        """The tracked sources the raw statement ``sql`` writes (every one when unknown)."""
+        tables = written_tables(sql, dialect)
+        if tables is UNKNOWN:
+            self.unattributed += 1
+            if len(self._logged) < 100 and sql not in self._logged:
+                self._logged.add(sql)
+                log.warning(
+                    "freshkeep cannot tell which tables this statement writes; every tracked "
+                    "table is bumped (declare them with freshkeep.integrations.sqlalchemy.bump"
+                    "): %.200s",
+                    sql,
+                )
+            return self.every_source()
+        found = (self.source_of_name(t) for t in tables)
+        return {src for src in found if src is not None}
 
     def sources_of(self, target: Any) -> set[str]:
         """The tracked sources a DML statement's target writes (a table, or an alias or a
@@ -139,13 +193,19 @@ class Tracking:
 
     # event handlers ------------------------------------------------------------------------
 
+    def watch_engine(self, engine: Engine | AsyncEngine) -> None:
+        """Watch the statements of every connection of ``engine`` (idempotent)."""
+        sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+        if any(e is sync for e in self._engines):
+            return
+        sa_event.listen(sync, "before_execute", self._before_execute)
+        sa_event.listen(sync, "after_cursor_execute", self._after_cursor_execute)
+        self._engines.append(sync)
+
     def _after_begin(
         self, session: Session, transaction: SessionTransaction, connection: Connection
     ) -> None:
-        engine = connection.engine
-        if not any(e is engine for e in self._engines):
-            sa_event.listen(engine, "before_execute", self._before_execute)
-            self._engines.append(engine)
+        self.watch_engine(connection.engine)
         self._writers[connection] = weakref.ref(session)
         session.info.setdefault(_CONNS, []).append(connection)
 
@@ -157,12 +217,53 @@ class Tracking:
         params: Any,
         execution_options: Any,
     ) -> None:
+        """A statement of a tracked session: mark what it writes, bumped at commit."""
         ref = self._writers.get(conn)
-        if ref is None or not getattr(clause, "is_dml", False):
+        if ref is None:
+            return
+        if getattr(clause, "is_dml", False):
+            sources = self.sources_of(getattr(clause, "table", None))
+        elif isinstance(clause, TextClause):
+            sources = self.sources_of_sql(clause.text, conn.dialect.name)
+        else:
             return
         session = ref()
         if session is not None:
-            _mark(session, self.sources_of(getattr(clause, "table", None)))
+            _mark(session, sources)
+
+    def _after_cursor_execute(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        """Driver SQL of a tracked session (``exec_driver_sql``: no ``before_execute``), and
+        every write on a connection no tracked session owns."""
+        compiled = getattr(context, "compiled", None)
+        ref = self._writers.get(conn)
+        if ref is not None:
+            if compiled is not None:
+                return  # seen by _before_execute
+            session = ref()
+            if session is not None:
+                _mark(session, self.sources_of_sql(statement, conn.dialect.name))
+            return
+        clause = getattr(compiled, "statement", None)
+        if compiled is None:
+            sources = self.sources_of_sql(statement, conn.dialect.name)
+        elif getattr(clause, "is_dml", False):
+            sources = self.sources_of(getattr(clause, "table", None))
+        elif isinstance(clause, TextClause):
+            sources = self.sources_of_sql(clause.text, conn.dialect.name)
+        else:
+            return
+        if sources:
+            # In the statement's own transaction, after it: a rollback undoes both; under
+            # AUTOCOMMIT the data commits first, so a reader can only over-invalidate.
+            bump_counters(conn, sources)
 
     def _before_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
@@ -209,6 +310,8 @@ class Tracking:
             self._writers.pop(conn, None)
 
     def install(self) -> None:
+        if self.target is None:
+            return
         for name, fn in (
             ("after_begin", self._after_begin),
             ("before_commit", self._before_commit),
@@ -225,6 +328,7 @@ class Tracking:
         self._listeners.clear()
         for engine in self._engines:
             sa_event.remove(engine, "before_execute", self._before_execute)
+            sa_event.remove(engine, "after_cursor_execute", self._after_cursor_execute)
         self._engines.clear()
         self._writers.clear()
 
@@ -253,13 +357,22 @@ def _event_target(target: Any) -> Any:
     )
 
 
-def track(keeper: Keeper, target: Any, models: Iterable[Any] | None = None) -> Tracking:
+def track(
+    keeper: Keeper,
+    target: Any,
+    models: Iterable[Any] | None = None,
+    *,
+    engines: Iterable[Engine | AsyncEngine] = (),
+) -> Tracking:
     """Install freshkeep's write hooks on ``target`` for ``models`` (all tables if ``None``).
 
-    ``target`` is a ``sessionmaker``, an ``async_sessionmaker``, or a Session / AsyncSession
-    class or instance. ``models`` are mapped classes, tables or table names; tables of
-    inheritance parents and many-to-many association tables touched through a model count too.
-    After this, views of ``keeper`` default to ``probe="interval"``.
+    ``target`` is a ``sessionmaker``, an ``async_sessionmaker``, a Session / AsyncSession
+    class or instance, or an ``Engine`` / ``AsyncEngine`` (its connections only). ``models``
+    are mapped classes, tables or table names; tables of inheritance parents and many-to-many
+    association tables touched through a model count too. ``engines`` are watched for writes
+    outside tracked sessions from the start (a session factory's ``bind`` is, and so is every
+    engine a tracked session uses, from its first transaction on). After this, views of
+    ``keeper`` default to ``probe="interval"``.
     """
     tables: frozenset[str] | None = None
     if models is not None:
@@ -279,8 +392,18 @@ def track(keeper: Keeper, target: Any, models: Iterable[Any] | None = None) -> T
             else:
                 raise ConfigurationError(f"not a mapped class, table or table name: {m!r}")
         tables = frozenset(names)
-    tracking = Tracking(keeper, _event_target(target), tables)
-    tracking.install()
+    watched: list[Engine | AsyncEngine] = list(engines)
+    if isinstance(target, Engine | AsyncEngine):
+        watched.append(target)
+        tracking = Tracking(keeper, None, tables)
+    else:
+        bind = getattr(target, "kw", {}).get("bind")
+        if isinstance(bind, Engine | AsyncEngine):
+            watched.append(bind)
+        tracking = Tracking(keeper, _event_target(target), tables)
+        tracking.install()
+    for engine in watched:
+        tracking.watch_engine(engine)
     keeper.hooks_installed()
     return tracking
 

@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
@@ -83,11 +85,66 @@ class Watermark:
     column: ColumnElement[Any]
 
 
+class DataVersion:
+    """Whether anyone committed to a SQLite file since the last look: ``PRAGMA data_version``.
+
+    The pragma, on a connection of its own that never writes, changes whenever another
+    connection (of this process or any other) commits to the file. Reading it costs a few
+    microseconds and no query of any table, so a revision source can skip re-reading counters
+    that cannot have moved. ``None`` when the database is not a file (``:memory:``).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def for_engine(cls, engine: AsyncEngine | Engine) -> DataVersion | None:
+        """The data version of ``engine``'s SQLite file, or ``None`` for another database."""
+        url = engine.url
+        if url.get_backend_name() != "sqlite":
+            return None
+        database = url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return cls(database)
+
+    def read(self) -> int | None:
+        """The file's data version now, or ``None`` if it cannot be read (then nothing may be
+        skipped)."""
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(  # mode=rw: never create the file
+                    f"file:{quote(self.path)}?mode=rw",
+                    uri=True,
+                    timeout=1.0,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+            return int(row[0])
+        except sqlite3.Error:
+            self.close()
+            return None
+
+    def close(self) -> None:
+        """Close its connection (reopened by the next :meth:`read`)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 class SQLAlchemyRevisions:
     """Reads (and bumps) revision counters through a SQLAlchemy engine, sync or async.
 
     ``watermarks`` maps source names to :class:`Watermark` for tables freshkeep's hooks never
     see; they are read in one more query, with their limits.
+
+    On a SQLite file, a read first looks at ``PRAGMA data_version`` (:class:`DataVersion`):
+    when no connection committed to the file since the last read, the revisions read then are
+    returned without a query (``skipped`` counts those reads). Writes by other processes are
+    still seen at once, provided they move the counters (the change-capture triggers of
+    :mod:`freshkeep.sql.triggers`, or the write hooks).
     """
 
     def __init__(
@@ -99,13 +156,36 @@ class SQLAlchemyRevisions:
         self.engine = check_engine(engine)
         self.watermarks = dict(watermarks or {})
         self.queries = 0
+        self.skipped = 0
+        """Reads answered without a query: nothing was committed to the SQLite file since."""
+        self._version = DataVersion.for_engine(self.engine)
+        self._seen_version: int | None = None
+        self._seen: dict[str, Revision] = {}
 
     async def read(self, sources: Collection[str]) -> dict[str, Revision]:
-        """Read the revision of every source: counters in one query, watermarks in one more."""
+        """Read the revision of every source: counters in one query, watermarks in one more
+        (none at all on an unchanged SQLite file)."""
+        version = self._version.read() if self._version is not None else None
+        if version is not None and version == self._seen_version:
+            seen = self._seen
+            if all(s in seen for s in sources):
+                self.skipped += 1
+                return {s: seen[s] for s in sources}
         try:
-            return await run_on(self.engine, lambda conn: self._read(conn, sources))
+            found = await run_on(self.engine, lambda conn: self._read(conn, sources))
         except Exception as exc:
             raise RevisionSourceError(f"reading revisions failed: {exc}") from exc
+        if version is not None:
+            # Read after the version: a commit in between shows as a new version next time.
+            if version != self._seen_version:
+                self._seen_version, self._seen = version, {}
+            self._seen.update(found)
+        return found
+
+    def close(self) -> None:
+        """Release the connection of the SQLite data version, if any."""
+        if self._version is not None:
+            self._version.close()
 
     def _read(self, conn: Connection, sources: Collection[str]) -> dict[str, Revision]:
         counters = [s for s in sources if s not in self.watermarks]
@@ -142,4 +222,4 @@ class SQLAlchemyRevisions:
         await run_on(self.engine, metadata.create_all, write=True)
 
 
-__all__ = ["SQLAlchemyRevisions", "Watermark", "bump_counters", "table_source"]
+__all__ = ["DataVersion", "SQLAlchemyRevisions", "Watermark", "bump_counters", "table_source"]

@@ -1,13 +1,16 @@
-"""Opt-in PostgreSQL change capture: triggers that bump revisions on any write.
+"""Opt-in change capture: triggers that bump revisions on any write (PostgreSQL and SQLite).
 
 freshkeep's write hooks see what the application writes through SQLAlchemy. Tables that other
-programs also write (``psql``, cron jobs, another service) can get a trigger instead:
-:func:`install_triggers` adds to each table a **statement-level** ``AFTER INSERT OR UPDATE OR
-DELETE OR TRUNCATE`` trigger that runs the PL/pgSQL function ``freshkeep_bump()``. The function
-upserts the table's counter in ``freshkeep_revisions`` (``source = 'table:' || TG_TABLE_NAME``,
-``revision + 1``), in the writing transaction, and sends ``pg_notify(channel, payload)`` with the
-new revision, in the bus's JSON format (``{"o": "trigger", "r": {"table:<name>": <revision>}}``),
-which PostgreSQL delivers on commit; a rollback bumps and sends nothing.
+programs also write (``psql``, the ``sqlite3`` shell, cron jobs, another service) can get a
+trigger instead, so that any writer moves the revisions, in its own transaction.
+
+**PostgreSQL.** :func:`install_triggers` adds to each table a **statement-level** ``AFTER
+INSERT OR UPDATE OR DELETE OR TRUNCATE`` trigger that runs the PL/pgSQL function
+``freshkeep_bump()``. The function upserts the table's counter in ``freshkeep_revisions``
+(``source = 'table:' || TG_TABLE_NAME``, ``revision + 1``), in the writing transaction, and
+sends ``pg_notify(channel, payload)`` with the new revision, in the bus's JSON format
+(``{"o": "trigger", "r": {"table:<name>": <revision>}}``), which PostgreSQL delivers on commit;
+a rollback bumps and sends nothing.
 
 Costs and limits, documented in the operator guide:
 
@@ -21,6 +24,16 @@ Costs and limits, documented in the operator guide:
 The function is created in the schema of ``freshkeep_revisions`` and names that table with its
 schema, so writers with another ``search_path`` bump the same counters. All operations are
 idempotent (``CREATE OR REPLACE FUNCTION``, ``DROP TRIGGER IF EXISTS``).
+
+**SQLite** has row-level triggers only: each table gets three ``AFTER INSERT / UPDATE / DELETE
+… FOR EACH ROW`` triggers (``freshkeep_bump_<table>_insert`` …) that bump the table's counter in
+``freshkeep_revisions`` inside the writing transaction. A statement that writes N rows bumps
+the counter N times (counters only need to move; the cost is one indexed update per row, inside
+SQLite). A ``DELETE`` without ``WHERE`` fires them too (SQLite skips its truncate optimisation
+for a table with a delete trigger). SQLite has no NOTIFY: another process learns of the commit
+through ``PRAGMA data_version`` (see :class:`freshkeep.sql.watch.SQLiteChangeWatcher`).
+Installing is idempotent (``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``), in one
+transaction.
 """
 
 from __future__ import annotations
@@ -66,8 +79,77 @@ $freshkeep$
 def _check_postgres(conn: Connection) -> None:
     if conn.dialect.name != "postgresql":
         raise ConfigurationError(
-            f"change-capture triggers need PostgreSQL, not {conn.dialect.name!r}"
+            f"change-capture triggers need PostgreSQL or SQLite, not {conn.dialect.name!r}"
         )
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+_SQLITE_OPS = ("insert", "update", "delete")
+
+_SQLITE_TRIGGER = """
+CREATE TRIGGER {name} AFTER {op} ON {table} FOR EACH ROW
+BEGIN
+    INSERT OR IGNORE INTO freshkeep_revisions (source, revision) VALUES ({source}, 0);
+    UPDATE freshkeep_revisions SET revision = revision + 1 WHERE source = {source};
+END
+"""
+
+
+def _sqlite_name(table: str) -> str:
+    name = table.removeprefix("table:")
+    if not name or "." in name:
+        raise ConfigurationError(f"not a SQLite table name: {table!r}")
+    if name == "freshkeep_revisions":
+        raise ConfigurationError("freshkeep_revisions itself cannot be triggered")
+    return name
+
+
+def _sqlite_tables(conn: Connection) -> set[str]:
+    rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {str(r[0]) for r in rows}
+
+
+def _sqlite_install(conn: Connection, tables: list[str]) -> list[str]:
+    names = [_sqlite_name(t) for t in tables]
+    present = _sqlite_tables(conn)
+    if "freshkeep_revisions" not in present:
+        raise ConfigurationError("no freshkeep_revisions table: run `freshkeep migrate` first")
+    for name in names:
+        if name not in present:
+            raise ConfigurationError(f"no table {name!r} in the SQLite database")
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    for name in names:
+        source = "'" + f"table:{name}".replace("'", "''") + "'"
+        for op in _SQLITE_OPS:
+            trigger = quote(f"{FUNCTION}_{name}_{op}")
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+            conn.exec_driver_sql(
+                _SQLITE_TRIGGER.format(
+                    name=trigger, op=op.upper(), table=quote(name), source=source
+                )
+            )
+    return names
+
+
+def _sqlite_remove(conn: Connection, tables: list[str]) -> list[str]:
+    names = [_sqlite_name(t) for t in tables]
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    for name in names:
+        for op in _SQLITE_OPS:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(f'{FUNCTION}_{name}_{op}')}")
+    return names
+
+
+def _sqlite_triggered(conn: Connection) -> list[str]:
+    rows = conn.exec_driver_sql(
+        "SELECT tbl_name, count(*) FROM sqlite_master WHERE type = 'trigger' "
+        "AND name LIKE 'freshkeep_bump_%' GROUP BY tbl_name ORDER BY 1"
+    )
+    return [str(name) for name, n in rows if n == len(_SQLITE_OPS)]
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
 
 
 def _qualified(conn: Connection, table: str) -> tuple[str, str]:
@@ -105,6 +187,8 @@ def _revisions_schema(conn: Connection) -> str:
 
 
 def _install(conn: Connection, tables: list[str], channel: str) -> list[str]:
+    if conn.dialect.name == "sqlite":
+        return _sqlite_install(conn, tables)
     _check_postgres(conn)
     if not channel or len(channel.encode()) > 63:
         raise ConfigurationError(f"a NOTIFY channel has 1 to 63 bytes, not {channel!r}")
@@ -123,6 +207,8 @@ def _install(conn: Connection, tables: list[str], channel: str) -> list[str]:
 
 
 def _remove(conn: Connection, tables: list[str]) -> list[str]:
+    if conn.dialect.name == "sqlite":
+        return _sqlite_remove(conn, tables)
     _check_postgres(conn)
     targets = [_qualified(conn, t) for t in tables]
     for quoted, _ in targets:
@@ -131,6 +217,8 @@ def _remove(conn: Connection, tables: list[str]) -> list[str]:
 
 
 def _triggered(conn: Connection) -> list[str]:
+    if conn.dialect.name == "sqlite":
+        return _sqlite_triggered(conn)
     _check_postgres(conn)
     rows = conn.execute(
         text(
@@ -148,11 +236,12 @@ def install_triggers(
 ) -> list[str]:
     """Install (or replace) the change-capture trigger on each of ``tables``.
 
-    ``tables`` are names (``tasks``, ``table:tasks`` or ``schema.tasks``); the
-    ``freshkeep_revisions`` table must exist (``freshkeep migrate``). Notifications go to
-    ``channel``. Returns the bare table names, whose sources are ``table:<name>``. Raises
-    :class:`~freshkeep.exceptions.ConfigurationError` for a missing table or a database
-    that is not PostgreSQL (nothing is installed then).
+    ``tables`` are names (``tasks``, ``table:tasks`` or, on PostgreSQL, ``schema.tasks``); the
+    ``freshkeep_revisions`` table must exist (``freshkeep migrate``). On PostgreSQL,
+    notifications go to ``channel`` (SQLite has none). Returns the bare table names, whose
+    sources are ``table:<name>``. Raises :class:`~freshkeep.exceptions.ConfigurationError` for
+    a missing table or a database that is neither PostgreSQL nor SQLite (nothing is installed
+    then).
     """
     names = list(tables)
     return run(target, lambda conn: _install(conn, names, channel))
