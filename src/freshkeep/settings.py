@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, ge=1, description="Bytes of entries kept in memory (LRU)."
     )
     header_cache: str = Field("X-Freshkeep-Cache", description="Header carrying the status.")
+    header_reason: str = Field(
+        "X-Freshkeep-Reason",
+        description="Header saying why a read was not a hit when no source changed "
+        "('expired': older than the policy's max_age).",
+    )
     header_revision: str = Field(
         "X-Freshkeep-Revision", description="Header carrying the revision vector."
     )

@@ -72,18 +72,29 @@ Builder = Callable[[BuildContext], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True, init=False)
 class Section:
-    """A named part of a view's value with its own sources and builder."""
+    """A named part of a view's value with its own sources and builder.
+
+    ``policy`` overrides the view's policy for this section: e.g. a ``strict`` section is
+    rebuilt in line when it changes, while the view's other sections are served
+    stale-while-revalidate.
+    """
 
     build: Builder
     sources: tuple[str, ...]
+    policy: Policy | None
 
-    def __init__(self, build: Builder, sources: Iterable[str]) -> None:
+    def __init__(
+        self, build: Builder, sources: Iterable[str], *, policy: Policy | None = None
+    ) -> None:
         srcs = tuple(sorted(set(sources)))
         for s in srcs:
             if not isinstance(s, str) or not s:
                 raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
+        if policy is not None and not isinstance(policy, Policy):
+            raise ConfigurationError(f"a section's policy must be a Policy, not {policy!r}")
         object.__setattr__(self, "build", build)
         object.__setattr__(self, "sources", srcs)
+        object.__setattr__(self, "policy", policy)
 
 
 class ViewObserver(Protocol):
@@ -180,6 +191,13 @@ class View:
         self._probe_always = False
         self._none_key: Hashable = (name, None)
         self._source_set = frozenset(self.sources)
+        self._policies: dict[str, Policy] | None = {
+            n: s.policy for n, s in self.sections.items() if s.policy is not None
+        } or None
+        self._capped = any(
+            p.max_age is not None for p in (policy, *(self._policies or {}).values())
+        )
+        """Whether any section has a ``max_age``: reads then compare build times."""
         self._tracker.register(self.sources)
 
     # -- reading --------------------------------------------------------------------------
@@ -359,12 +377,19 @@ class View:
                 age=age,
                 policy=self.policy,
                 refresh=refresh,
+                now=self._clock.time() if self._capped else None,
+                policies=self._policies,
             )
+            background: tuple[str, ...] = ()
+            reason: str | None = None
             if isinstance(decision, Hit):
                 assert entry is not None
                 entry.confirmed_mono = max(entry.confirmed_mono, tracker.confirmed_at())
+                # The hit path skips decide() until the epoch moves; with a max_age it must
+                # move on its own (the resync timer), or every read comes back here.
                 if not self._probe_always and tracker.timed:
-                    entry.epoch = tracker.epoch
+                    if not self._capped or tracker.has_source:
+                        entry.epoch = tracker.epoch
                 self._hits += 1
                 return entry.hit
             if isinstance(decision, ServeStale):
@@ -373,11 +398,14 @@ class View:
                 self._count("stale")
                 if self.observers:
                     self._observe_stale("stale", age)
-                return Read("stale", entry)
+                return Read("stale", entry, reason=_reason(decision.reason))
             if isinstance(decision, Miss):
                 sections = tuple(self.sections)
+                reason = "expired" if decision.reason == "expired" else None
             elif isinstance(decision, RebuildSections):
                 sections = decision.sections
+                background = decision.background
+                reason = _reason(decision.reason)
             else:  # pragma: no cover - exhaustive
                 assert_never(decision)
             try:
@@ -393,7 +421,9 @@ class View:
                 return self._on_failed_read(ck, exc)
             if leader:
                 self._count(status)
-                return Read(status, built)
+                if background:  # sections whose own policy lets them be served stale
+                    self._refresh_in_background(ck, key, principal, background)
+                return Read(status, built, reason=reason)
             # A waiter: the build it joined may have read revisions older than this read saw.
             entry, refresh = built, False
             age = self._mono() - built.confirmed_mono
@@ -506,13 +536,22 @@ class View:
         taken = False
         for name in list(wanted):
             part = other.sections.get(name)
-            if part is not None and part.fingerprint == self._tracker.current(
-                self._section_sources[name]
+            if (
+                part is not None
+                and part.fingerprint == self._tracker.current(self._section_sources[name])
+                and not self._expired(name, part)
             ):
                 parts[name] = part
                 wanted.discard(name)
                 taken = True
         return taken
+
+    def _expired(self, name: str, part: SectionEntry) -> bool:
+        """Whether ``part`` is older than its section's ``max_age``."""
+        if not self._capped:
+            return False
+        cap = (self._policies or {}).get(name, self.policy).max_age
+        return cap is not None and self._clock.time() - part.built_at > cap
 
     async def _wait_for_shared(
         self,
@@ -642,6 +681,10 @@ class View:
         backoff = self._retry_backoff if prev is None else min(prev[1] * 2, self._max_retry_backoff)
         self._retry_at[ck] = (self._mono() + backoff, backoff)
         log.warning("build of view %r failed: %s", self.name, s.last_error)
+
+
+def _reason(reason: str) -> str | None:
+    return "expired" if reason == "expired" else None
 
 
 class PrincipalView(View):

@@ -193,7 +193,7 @@ class Entry:
 class Read:
     """The result of reading a view: status and the encoded entry served."""
 
-    __slots__ = ("_value", "collapsed", "entry", "error", "status")
+    __slots__ = ("_value", "collapsed", "entry", "error", "reason", "status")
 
     def __init__(
         self,
@@ -202,6 +202,7 @@ class Read:
         *,
         collapsed: bool = False,
         error: BaseException | None = None,
+        reason: str | None = None,
     ) -> None:
         self.status: Status = status
         self.entry = entry
@@ -209,6 +210,9 @@ class Read:
         """Whether this read waited on a build another read started."""
         self.error = error
         """For ``error-stale``: why the build failed."""
+        self.reason = reason
+        """Why a ``stale``, ``section`` or ``miss`` read was not a hit, when it was not that a
+        source changed: ``"expired"`` (older than the policy's ``max_age``)."""
         self._value: Any = _UNSET
 
     @property

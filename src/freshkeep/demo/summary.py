@@ -44,7 +44,12 @@ from freshkeep.sql.revisions import table_source
 from freshkeep.views import BuildContext, Section, View
 
 RECENT_PROGRESS = 20
-SUMMARY_POLICY = Policy.swr(max_stale=30.0, stale_if_error=300.0)
+SUMMARY_POLICY = Policy.swr(max_stale=30.0, stale_if_error=300.0, max_age=300.0)
+"""The summary is served stale-while-revalidate for up to 30 s, and rebuilt once it is 300 s
+old whatever its revisions say: the safety net for writes nothing can see."""
+PROGRESS_POLICY = Policy.strict(stale_if_error=300.0, max_age=300.0)
+"""The progress tail is small and read for what just happened: rebuilt in line when it
+changes, even while the core is served stale."""
 CORE_SOURCES = tuple(table_source(t) for t in CORE_TABLES)
 PROGRESS_SOURCES = tuple(table_source(t) for t in PROGRESS_TABLES)
 
@@ -252,7 +257,7 @@ def register_summary(
         name,
         sections={
             "core": Section(builders.core, CORE_SOURCES),
-            "progress": Section(builders.progress, PROGRESS_SOURCES),
+            "progress": Section(builders.progress, PROGRESS_SOURCES, policy=PROGRESS_POLICY),
         },
         policy=policy,
         public=True,

@@ -73,6 +73,10 @@ def cache_status(read: Read, name: str, *, refresh: bool = False) -> str:
     params = _CACHE_STATUS[read.status]
     if read.status == "miss" and refresh:
         params = "fwd=request; stored"
+    elif read.reason == "expired":  # older than the policy's max_age
+        params = params.replace("detail=stale-while-revalidate", "detail=expired")
+        if "detail=" not in params:
+            params += "; detail=expired"
     if read.collapsed:
         params += "; collapsed"
     return f"{name}; {params}"
@@ -149,6 +153,8 @@ def _headers_of(read: Read, view: View, *, refresh: bool) -> dict[str, str]:
         s.header_revision: read.revision,
         "Cache-Status": cache_status(read, s.cache_status_name, refresh=refresh),
     }
+    if read.reason is not None:
+        out[s.header_reason] = read.reason
     if view.per_principal:
         out["Vary"] = "Authorization, Cookie"
     return out
