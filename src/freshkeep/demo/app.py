@@ -25,6 +25,7 @@ from freshkeep.demo.sessions import Sessions
 from freshkeep.demo.sessions import router as sessions_router
 from freshkeep.health.http import health_routes
 from freshkeep.integrations.dashboard import Dashboard
+from freshkeep.processing.http import processor_routes
 from freshkeep.settings import Settings
 
 
@@ -79,6 +80,10 @@ def create_app(
     app.mount("/artifacts", artifact_app(hub.exports.cache))
     health = health_routes(hub.keeper, admin_token=settings.admin_token)
     app.include_router(APIRouter(routes=health, tags=["health"]))
+    processors = processor_routes(
+        sessions.pipeline, admin_token=settings.admin_token, scheduler=sessions.scheduler
+    )
+    app.include_router(APIRouter(routes=processors, tags=["admin"]))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.dashboard = Dashboard(
         hub.keeper, token, pipelines=(sessions.pipeline,), schedulers=(sessions.scheduler,)
