@@ -23,6 +23,7 @@ from freshkeep.demo.api import router
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.sessions import Sessions
 from freshkeep.demo.sessions import router as sessions_router
+from freshkeep.demo.settings import HubSettings
 from freshkeep.health.http import health_routes
 from freshkeep.integrations.dashboard import Dashboard
 from freshkeep.processing.http import processor_routes
@@ -45,7 +46,7 @@ def create_app(
     cannot be reached raises it at start-up.
     """
     given = keeper_kwargs.get("settings")
-    settings = given if isinstance(given, Settings) else Settings.load()
+    settings = HubSettings.of(given if isinstance(given, Settings) else None)
     if database_url is None:
         database_url = settings.database_url
     hub = Hub.create(database_url, seed_tasks=seed_tasks, **keeper_kwargs)

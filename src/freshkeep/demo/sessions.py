@@ -28,6 +28,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from freshkeep.demo.settings import HubSettings
 from freshkeep.processing import (
     Item,
     LocalLocks,
@@ -40,7 +41,6 @@ from freshkeep.processing import (
 )
 from freshkeep.processing.sql import SQLProcessingState
 from freshkeep.scheduler import Scheduler
-from freshkeep.settings import Settings
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_UPLOAD = 64 * 1024 * 1024
@@ -166,7 +166,7 @@ class Sessions:
         )
 
     @classmethod
-    def create(cls, engine: AsyncEngine, settings: Settings, **pipeline_kw: Any) -> Sessions:
+    def create(cls, engine: AsyncEngine, settings: HubSettings, **pipeline_kw: Any) -> Sessions:
         """The sessions of a hub on ``engine`` (PostgreSQL: locks across instances)."""
         locks: Locks = (
             PostgresLocks(engine) if engine.dialect.name == "postgresql" else LocalLocks()

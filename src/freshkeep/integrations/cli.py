@@ -88,7 +88,7 @@ def demo(
         from freshkeep.demo.api import ENDPOINTS
         from freshkeep.demo.app import create_app
         from freshkeep.demo.hub import check_database, display_url, normalize_url
-        from freshkeep.settings import Settings
+        from freshkeep.demo.settings import HubSettings
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
     except ImportError as exc:
@@ -97,7 +97,7 @@ def demo(
     if level not in logging.getLevelNamesMapping():
         raise _fail(f"unknown log level {log_level!r}")
     try:
-        settings = Settings.load()
+        settings = HubSettings.load()
         token = None
         if settings.admin_token is None:  # like Jupyter: a token for this run, printed below
             from pydantic import SecretStr
@@ -372,14 +372,14 @@ def process(
     try:
         from freshkeep.demo.hub import create_engine, normalize_url
         from freshkeep.demo.sessions import Sessions
+        from freshkeep.demo.settings import HubSettings
         from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError
         from freshkeep.processing import RunStats
-        from freshkeep.settings import Settings
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
 
     async def run(progress: Progress, task: TaskID) -> RunStats:
-        settings = Settings.load()
+        settings = HubSettings.load()
         if root is not None:
             settings = settings.model_copy(update={"sessions_root": str(root)})
         engine = create_engine(normalize_url(db if db is not None else settings.database_url))
