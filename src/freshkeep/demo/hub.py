@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_engine
 
-from freshkeep.demo.exports import TopicExports, unwatch_topics, watch_topics
+from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.models import TRACKED, Base
 from freshkeep.demo.seed import DEFAULT_SEED_TASKS, SeedReport, seed
 from freshkeep.demo.summary import register_summary
@@ -151,8 +151,7 @@ class Hub:
         keeper = Keeper.from_settings(SQLAlchemyRevisions(engine), **keeper_kwargs)
         tracking = track(keeper, sessionmaker, models=TRACKED)
         summary = register_summary(keeper, sessionmaker)
-        watch_topics(sessionmaker)
-        exports = TopicExports.create(engine, sessionmaker, keeper)
+        exports = TopicExports.create(engine, sessionmaker, keeper)  # prebuild on commit
         return cls(url, engine, sessionmaker, keeper, tracking, summary, exports, n)
 
     async def start(self) -> None:
@@ -186,7 +185,7 @@ class Hub:
             await self.exports.stop()
             await self.keeper.aclose()
         finally:
-            unwatch_topics(self.sessionmaker)
+            self.exports.remove()
             self.tracking.remove()
             await self.engine.dispose()
             self.started = False
