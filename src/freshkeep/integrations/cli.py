@@ -21,7 +21,7 @@ import sys
 import tempfile
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from freshkeep.exceptions import (
     ConfigurationError,
@@ -47,6 +47,9 @@ try:
     from rich.table import Table
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("cli", exc.name or "typer") from exc
+
+if TYPE_CHECKING:
+    from freshkeep.processing import Pipeline
 
 DEFAULT_SEED_TASKS = 10_000
 """The default of ``--seed-tasks`` (the same as :data:`freshkeep.demo.DEFAULT_SEED_TASKS`)."""
@@ -425,7 +428,7 @@ def process(
         raise _fail("--db and --root are the demo hub's; with --app the pipelines are your app's")
     try:
         from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError
-        from freshkeep.processing import Pipeline, RunStats
+        from freshkeep.processing import RunStats
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
 
@@ -489,7 +492,7 @@ def process(
         raise typer.Exit(1)
 
 
-async def _create_state_table(pipeline: Any) -> None:
+async def _create_state_table(pipeline: Pipeline) -> None:
     """Create the SQL processing state's table if the pipeline keeps its state in one."""
     try:
         from freshkeep.processing.sql import SQLProcessingState
