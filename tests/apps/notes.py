@@ -79,4 +79,15 @@ def broken() -> Notes:
     raise RuntimeError("the notes database is gone")
 
 
+@dataclass(eq=False)
+class Holder:
+    """An object that holds a keeper, as a user's own application class does."""
+
+    keeper: Keeper
+
+
+KEEPER = Keeper(settings=Settings(admin_token=None))
+"""A module-level keeper: ``--app tests.apps.notes:KEEPER``."""
+HOLDER = Holder(KEEPER)
+"""An object holding it: ``--app tests.apps.notes:HOLDER``."""
 NOT_AN_APP = 42

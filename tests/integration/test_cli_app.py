@@ -95,10 +95,17 @@ def test_jobs_gc_and_health_from_the_environment_variable(notes: Path) -> None:
     assert "no jobs" in status.stdout
 
 
-def test_health_needs_a_keeper_and_gc_a_cache(tmp_path: Path) -> None:
-    spec = "tests.apps.notes:keeper_only"
-    health = freshkeep(tmp_path, "--app", spec, "health")
+@pytest.mark.parametrize("attr", ["KEEPER", "HOLDER", "keeper_only"])
+def test_a_keeper_an_object_holding_one_or_a_function_returning_one(
+    tmp_path: Path, attr: str
+) -> None:
+    health = freshkeep(tmp_path, "--app", f"tests.apps.notes:{attr}", "health")
     assert health.returncode == 0, health.stderr  # a bare keeper has health checks
+    assert f"ok from --app tests.apps.notes:{attr}" in health.stdout
+
+
+def test_gc_needs_a_cache_and_jobs_a_queue(tmp_path: Path) -> None:
+    spec = "tests.apps.notes:keeper_only"
     gc = freshkeep(tmp_path, "--app", spec, "gc")
     assert gc.returncode == 2 and "has no artifact cache to collect" in gc.stderr
     jobs = freshkeep(tmp_path, "--app", spec, "jobs", "status")

@@ -27,13 +27,16 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import FunctionType, MethodType, ModuleType
+from typing import TYPE_CHECKING
 
-from freshkeep.artifacts import ArtifactCache
 from freshkeep.exceptions import ConfigurationError, UnknownProcessorError
 from freshkeep.health import Health
 from freshkeep.jobs import JobQueue
 from freshkeep.keeper import Keeper
 from freshkeep.processing import Pipeline
+
+if TYPE_CHECKING:
+    from freshkeep.artifacts import ArtifactCache
 
 ENV = "FRESHKEEP_APP"
 """The environment variable of ``--app``."""
@@ -113,6 +116,10 @@ def discover(obj: object, *, spec: str = "the application") -> App:
     This is the only place that decides what a component is: once the keeper keeps a registry
     of its components, point it there.
     """
+    try:  # needs the artifacts extra; without it an application has no artifact cache
+        from freshkeep.artifacts import ArtifactCache as cache_type
+    except ImportError:
+        cache_type = None  # type: ignore[assignment,misc]
     keepers: list[Keeper] = []
     pipelines: list[Pipeline] = []
     caches: dict[str, ArtifactCache] = {}
@@ -129,7 +136,7 @@ def discover(obj: object, *, spec: str = "the application") -> App:
                 caches.setdefault(name, cache)
         elif isinstance(value, Pipeline):
             pipelines.append(value)
-        elif isinstance(value, ArtifactCache):
+        elif cache_type is not None and isinstance(value, cache_type):
             caches.setdefault(value.name, value)
         elif isinstance(value, JobQueue) and not isinstance(value, type):
             queues.append(value)
