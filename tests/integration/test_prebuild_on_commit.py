@@ -146,7 +146,11 @@ async def test_keys_run_in_the_transaction_and_the_same_change_is_one_job(
         async with db.maker() as s:  # committed without the helper: said, not silent
             s.add(Task(id=6, title="t", project_id=2))
             await s.commit()
-    assert "no prebuild job was enqueued" in caplog.text
+        async with db.maker() as s:  # counted, logged once
+            s.add(Task(id=8, title="t", project_id=2))
+            await s.commit()
+    assert caplog.text.count("no prebuild job was enqueued") == 1
+    assert prebuild.missed == 2
     assert len(seen) == 2
     prebuild.remove()
 

@@ -32,7 +32,8 @@ transaction, so that the job commits with the write and a rolled-back write enqu
 
 Commit through :meth:`~PrebuildOnCommit.commit` (or call :meth:`~PrebuildOnCommit.before_commit`
 just before ``session.commit()``): SQLAlchemy's own ``before_commit`` event cannot await. A
-transaction that commits touched rows without it is logged as a warning (nothing enqueued).
+transaction that commits touched rows without it enqueues nothing: it is counted in
+:attr:`~PrebuildOnCommit.missed`, and the first one is logged as a warning.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class PrebuildOnCommit(Generic[T]):
         self._touched = touched
         self._keys = keys
         self.models = tuple(models)
+        self.missed = 0
+        """Commits of touched rows that went through neither :meth:`commit` nor
+        :meth:`before_commit` (nothing was enqueued for them); the first is logged."""
         self._info = f"freshkeep.prebuild.{cache.name}.{id(self):x}"
         self._installed: list[tuple[async_sessionmaker[AsyncSession], Any, type]] = []
         # bound once: SQLAlchemy removes a listener by identity
@@ -172,12 +176,15 @@ class PrebuildOnCommit(Generic[T]):
     def _after_commit(self, session: Session) -> None:
         left = session.info.get(self._info)
         if left:
-            log.warning(
-                "a commit touched %d item(s) of artifact cache %r without "
-                "PrebuildOnCommit.commit() or before_commit(): no prebuild job was enqueued",
-                len(left),
-                self.cache.name,
-            )
+            self.missed += 1
+            if self.missed == 1:  # once: a hot write path must not flood the log
+                log.warning(
+                    "a commit touched %d item(s) of artifact cache %r without "
+                    "PrebuildOnCommit.commit() or before_commit(): no prebuild job was "
+                    "enqueued (logged once; counted in PrebuildOnCommit.missed)",
+                    len(left),
+                    self.cache.name,
+                )
 
     def _after_transaction_end(self, session: Session, transaction: Any) -> None:
         if transaction.parent is None:
