@@ -34,25 +34,20 @@ class HubSettings(Settings):
 
     @classmethod
     def of(cls, settings: Settings | None) -> HubSettings:
-        """``settings`` as hub settings: itself when it is one; else its explicitly set fields,
-        and the hub's own from the environment (``None``: everything from the environment)."""
+        """``settings`` as hub settings: itself when it is one; else the fields it set
+        explicitly, over the environment (``None``: the environment alone). A bad value raises
+        ``ConfigurationError``."""
         if isinstance(settings, HubSettings):
             return settings
         if settings is None:
             return cls.load()
-        given = {name: getattr(settings, name) for name in settings.model_fields_set}
-        return cls.load_with(given)
-
-    @classmethod
-    def load_with(cls, values: dict[str, object]) -> HubSettings:
-        """The environment's settings with ``values`` on top; a bad value raises
-        ``ConfigurationError``."""
         from pydantic import ValidationError
 
         from freshkeep.exceptions import ConfigurationError
 
+        given = {name: getattr(settings, name) for name in settings.model_fields_set}
         try:
-            return cls(**values)  # type: ignore[arg-type]
+            return cls(**given)
         except ValidationError as exc:
             raise ConfigurationError(f"invalid FRESHKEEP_* setting: {exc}") from exc
 
