@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.applications import Starlette
+
 from freshkeep import Keeper, Settings
 from freshkeep.artifacts import ArtifactCache
 from freshkeep.health import Level
@@ -90,4 +92,9 @@ KEEPER = Keeper(settings=Settings(admin_token=None))
 """A module-level keeper: ``--app tests.apps.notes:KEEPER``."""
 HOLDER = Holder(KEEPER)
 """An object holding it: ``--app tests.apps.notes:HOLDER``."""
+SERVICE = Starlette()
+"""A web application holding the keeper in its state: ``--app tests.apps.notes:SERVICE``."""
+SERVICE.state.keeper = KEEPER
+EMPTY_SERVICE = Starlette()
+"""A web application whose components are made in its lifespan: not found."""
 NOT_AN_APP = 42

@@ -95,7 +95,7 @@ def test_jobs_gc_and_health_from_the_environment_variable(notes: Path) -> None:
     assert "no jobs" in status.stdout
 
 
-@pytest.mark.parametrize("attr", ["KEEPER", "HOLDER", "keeper_only"])
+@pytest.mark.parametrize("attr", ["KEEPER", "HOLDER", "SERVICE", "keeper_only"])
 def test_a_keeper_an_object_holding_one_or_a_function_returning_one(
     tmp_path: Path, attr: str
 ) -> None:
@@ -121,6 +121,7 @@ def test_gc_needs_a_cache_and_jobs_a_queue(tmp_path: Path) -> None:
         ("tests.apps.notes:NOT_AN_APP", "is a int with no freshkeep component; give a Keeper"),
         ("tests.apps.notes:needs_arguments", "is a callable that needs arguments"),
         ("tests.apps.notes:broken", "calling it failed: RuntimeError: the notes database is gone"),
+        ("tests.apps.notes:EMPTY_SERVICE", "is a Starlette with no freshkeep component"),
     ],
 )
 def test_a_bad_app_is_one_line_naming_the_cause(tmp_path: Path, spec: str, message: str) -> None:

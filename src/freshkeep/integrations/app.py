@@ -23,11 +23,12 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from types import FunctionType, MethodType, ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from freshkeep.exceptions import ConfigurationError, UnknownProcessorError
 from freshkeep.health import Health
@@ -224,7 +225,7 @@ async def resolve(spec: str) -> App:
     """
     obj = load_object(spec)
     found = discover(obj, spec=spec)
-    if found.empty and callable(obj):
+    if found.empty and _is_factory(obj):
         try:
             inspect.signature(obj).bind()
         except TypeError:
@@ -244,9 +245,16 @@ async def resolve(spec: str) -> App:
         obj, found = made, discover(made, spec=spec)
     if found.empty:
         raise ConfigurationError(
-            f"--app {spec!r} is a {type(obj).__name__} with no freshkeep component; {_WHAT}"
+            f"--app {spec!r} is a {type(obj).__name__} with no freshkeep component; {_WHAT} "
+            "(components made in an application's lifespan are not there yet: name a factory)"
         )
     return found
+
+
+def _is_factory(obj: object) -> TypeGuard[Callable[..., object]]:
+    """A function, method, class or ``functools.partial``: called for the application. An
+    instance with ``__call__`` (an ASGI app) is not a factory."""
+    return inspect.isroutine(obj) or inspect.isclass(obj) or isinstance(obj, partial)
 
 
 @asynccontextmanager
