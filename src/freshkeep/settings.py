@@ -1,8 +1,12 @@
-"""Settings read from the environment (prefix ``FRESHKEEP_``), validated at start-up."""
+"""Settings read from the environment (prefix ``FRESHKEEP_``), validated at start-up.
+
+These are the library's. The demo hub adds its own (session files, its processors' schedule)
+in :class:`freshkeep.demo.settings.HubSettings`, a subclass read from the same environment.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -117,32 +121,14 @@ class Settings(BaseSettings):
         "freshkeep", description="Cache name in the RFC 9211 Cache-Status header."
     )
 
-    sessions_root: str | None = Field(
-        None,
-        description="Directory of the hub's uploaded session files (<root>/<user>/*.jsonl). "
-        "Unset: '<database file>-sessions' beside a SQLite database, else ./freshkeep-sessions.",
-    )
     admin_token: SecretStr | None = Field(
         None,
-        description="Bearer token of the hub's /admin endpoints; unset: they answer 403.",
+        description="Bearer token of freshkeep's admin endpoints: GET /health/detailed, the "
+        "processor routes, the dashboard, and what `freshkeep health` sends; unset: they are off.",
     )
     service_url: str = Field(
         "http://127.0.0.1:8000",
         description="Base URL of the running service that `freshkeep health` asks.",
-    )
-    processing_interval: float = Field(
-        60.0,
-        ge=0,
-        description="Seconds between scheduled runs of the hub's processors (0: not scheduled).",
-    )
-    processing_retry_backoff: float = Field(
-        60.0,
-        gt=0,
-        description="Seconds before an item whose processing failed is tried again; doubles on "
-        "each failure up to processing_max_retry_backoff.",
-    )
-    processing_max_retry_backoff: float = Field(
-        3600.0, gt=0, description="Cap of the doubling retry backoff of failed items."
     )
     jobs_backend: Literal["sql", "procrastinate"] = Field(
         "sql",
@@ -205,7 +191,7 @@ class Settings(BaseSettings):
     )
 
     @classmethod
-    def load(cls) -> Settings:
+    def load(cls) -> Self:
         """Read the settings from the environment; a bad value raises ``ConfigurationError``."""
         from pydantic import ValidationError
 

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from freshkeep import Keeper, Settings
+from freshkeep import Keeper
 from freshkeep.demo import get_hub, hub_app
+from freshkeep.demo.settings import HubSettings
 from freshkeep.health import Level, env_names
 from freshkeep.health.http import health_routes
 
@@ -28,7 +29,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @asynccontextmanager
 async def hub(tmp_path: Path, token: str | None) -> AsyncIterator[tuple[httpx.AsyncClient, Keeper]]:
-    settings = Settings(
+    settings = HubSettings(
         admin_token=token,
         sessions_root=str(tmp_path / "sessions"),
         processing_interval=3600,  # scheduled, but not run during the test

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from freshkeep.demo import hub_app
 from freshkeep.demo.sessions import Sessions
-from freshkeep.settings import Settings
+from freshkeep.demo.settings import HubSettings
 
 TOKEN = "s3cret-admin"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,7 +52,7 @@ class Client:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[Client]:
     root = tmp_path / "sessions"
-    settings = Settings(
+    settings = HubSettings(
         sessions_root=str(root), admin_token=SecretStr(TOKEN), processing_interval=0
     )
     async with hub_app(str(tmp_path / "hub.db"), seed_tasks=0, settings=settings) as app:
@@ -169,7 +169,7 @@ async def test_admin_endpoint_auth_404_and_409(client: Client) -> None:
 
 
 async def test_admin_endpoints_are_disabled_without_a_token(tmp_path: Path) -> None:
-    settings = Settings(sessions_root=str(tmp_path / "s"), processing_interval=0)
+    settings = HubSettings(sessions_root=str(tmp_path / "s"), processing_interval=0)
     async with hub_app(str(tmp_path / "h.db"), seed_tasks=0, settings=settings) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
@@ -181,7 +181,7 @@ async def test_the_scheduler_runs_the_processors(tmp_path: Path) -> None:
     root = tmp_path / "sessions"
     (root / "carol").mkdir(parents=True)
     (root / "carol" / "a.jsonl").write_bytes(SESSION)
-    settings = Settings(sessions_root=str(root), processing_interval=0.01)
+    settings = HubSettings(sessions_root=str(root), processing_interval=0.01)
     async with hub_app(str(tmp_path / "h.db"), seed_tasks=0, settings=settings) as app:
         sessions: Sessions = app.state.sessions
         assert set(sessions.scheduler.jobs) == {"evidence", "usage"}

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    from freshkeep.bench.modes import install
     from freshkeep.demo.app import create_app
-    from freshkeep.demo.bench_modes import install
 
     logging.getLogger("freshkeep").setLevel(logging.WARNING)
     app = create_app(args.db, seed_tasks=args.seed_tasks)

@@ -12,11 +12,10 @@ from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from freshkeep.core.entry import format_revision
 from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.models import (
@@ -45,8 +44,7 @@ from freshkeep.demo.schemas import (
     WorkstreamOut,
 )
 from freshkeep.exceptions import ArtifactBuildError, StoreError
-from freshkeep.integrations.sqlalchemy import committed_revisions
-from freshkeep.integrations.starlette import serve
+from freshkeep.integrations.starlette import causal_token, serve
 from freshkeep.sql.engine import SQLITE_BEGIN
 
 M = TypeVar("M", bound=Base)
@@ -81,15 +79,7 @@ def get_hub(request: Request) -> Hub:
 async def _session(request: Request, response: Response) -> AsyncIterator[AsyncSession]:
     hub = get_hub(request)
     async with hub.sessionmaker() as session:
-
-        def revision_header(sync_session: Any) -> None:
-            # A causal token: a read that sends it back as X-Freshkeep-Min-Revision is never
-            # answered from an entry older than this write, on any instance.
-            revs = committed_revisions(session)
-            if revs:
-                response.headers[hub.keeper.settings.header_revision] = format_revision(revs)
-
-        event.listen(session.sync_session, "after_commit", revision_header)
+        causal_token(response, session, hub.keeper)  # X-Freshkeep-Revision on each commit
         session.info[_EXPORTS] = hub.exports
         yield session
 

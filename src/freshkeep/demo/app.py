@@ -23,8 +23,10 @@ from freshkeep.demo.api import router
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.sessions import Sessions
 from freshkeep.demo.sessions import router as sessions_router
+from freshkeep.demo.settings import HubSettings
 from freshkeep.health.http import health_routes
 from freshkeep.integrations.dashboard import Dashboard
+from freshkeep.processing.http import processor_routes
 from freshkeep.settings import Settings
 
 
@@ -44,7 +46,7 @@ def create_app(
     cannot be reached raises it at start-up.
     """
     given = keeper_kwargs.get("settings")
-    settings = given if isinstance(given, Settings) else Settings.load()
+    settings = HubSettings.of(given if isinstance(given, Settings) else None)
     if database_url is None:
         database_url = settings.database_url
     hub = Hub.create(database_url, seed_tasks=seed_tasks, **keeper_kwargs)
@@ -79,6 +81,10 @@ def create_app(
     app.mount("/artifacts", artifact_app(hub.exports.cache))
     health = health_routes(hub.keeper, admin_token=settings.admin_token)
     app.include_router(APIRouter(routes=health, tags=["health"]))
+    processors = processor_routes(
+        sessions.pipeline, admin_token=settings.admin_token, scheduler=sessions.scheduler
+    )
+    app.include_router(APIRouter(routes=processors, tags=["admin"]))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.dashboard = Dashboard(
         hub.keeper, token, pipelines=(sessions.pipeline,), schedulers=(sessions.scheduler,)

@@ -9,7 +9,9 @@ the hub's :class:`~freshkeep.artifacts.ArtifactCache` ``topic-export`` under the
   topic itself) raises the topic's *export revision* in the writing transaction (table
   ``topic_export_revisions``, not tracked by the summary's write hooks) and, in the same
   transaction, enqueues ONE prebuild job carrying the keys of every topic it touched (its
-  dedup key is made of those keys, so the same change never builds twice);
+  dedup key is made of those keys, so the same change never builds twice): the library's
+  :class:`~freshkeep.integrations.prebuild.PrebuildOnCommit`, given :func:`topics_of` (rows →
+  topics, at each flush) and :func:`bump_export_keys` (topics → keys, before the commit);
 - ``GET /topics/{id}/export`` reads the topic's revision (one indexed query) and asks the cache
   for that key: a fresh row answers without building (``X-Freshkeep-Cache: hit``); otherwise it
   is built once, now (``miss``), so a read never gets a bundle older than a write it follows;
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Integer, event, inspect, select
+from sqlalchemy import Integer, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -48,6 +50,7 @@ from freshkeep.demo.models import (
     Workstream,
 )
 from freshkeep.exceptions import ConfigurationError
+from freshkeep.integrations.prebuild import PrebuildOnCommit
 from freshkeep.jobs import EnqueueResult, JobQueue, job_queue_from_settings
 from freshkeep.keeper import Keeper
 
@@ -55,7 +58,6 @@ EXPORT_CACHE = "topic-export"
 """The name of the hub's artifact cache of topic exports."""
 GC_EVERY = 3600.0
 """Seconds between the periodic GC jobs of the export cache."""
-_TOUCHED = "freshkeep.demo.touched_topics"
 _ZIP_TIME = (2000, 1, 1, 0, 0, 0)
 
 
@@ -84,7 +86,9 @@ def parse_export_key(key: str) -> int:
 # -- which topics a flush touched ------------------------------------------------------------
 
 
-def _topics_of(session: Session, objects: Iterable[Any]) -> set[int]:
+def topics_of(session: Session, objects: Iterable[Any]) -> set[int]:
+    """The topics the rows ``objects`` of a flush touched (a row moved between topics touches
+    both)."""
     topics: set[int] = set()
     workstreams: set[int] = set()
     for obj in objects:
@@ -110,45 +114,6 @@ def _history(obj: Any, attr: str) -> list[Any]:
     state = inspect(obj)
     hist = state.attrs[attr].history
     return list(hist.deleted or ())
-
-
-def _after_flush(session: Session, _flush_context: Any) -> None:
-    objects = [*session.new, *session.dirty, *session.deleted]
-    if not objects:
-        return
-    touched = _topics_of(session, objects)
-    if touched:
-        session.info.setdefault(_TOUCHED, set()).update(touched)
-
-
-def _forget(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:
-        session.info.pop(_TOUCHED, None)
-
-
-def watch_topics(factory: async_sessionmaker[AsyncSession]) -> None:
-    """Record, in each session of ``factory``, which topics its flushes touched."""
-    target = factory.kw.get("sync_session_class")
-    if target is None:  # a class of its own, so that other factories' sessions are not watched
-        base = factory.class_.sync_session_class
-        target = factory.kw["sync_session_class"] = type(f"Watched{base.__name__}", (base,), {})
-    event.listen(target, "after_flush", _after_flush)
-    event.listen(target, "after_transaction_end", _forget)
-
-
-def unwatch_topics(factory: async_sessionmaker[AsyncSession]) -> None:
-    """Undo :func:`watch_topics`."""
-    target = factory.kw.get("sync_session_class")
-    if target is None:
-        return
-    for name, fn in (("after_flush", _after_flush), ("after_transaction_end", _forget)):
-        if event.contains(target, name, fn):
-            event.remove(target, name, fn)
-
-
-def touched_topics(session: AsyncSession) -> set[int]:
-    """The topics the flushes of ``session``'s transaction touched so far."""
-    return set(session.info.get(_TOUCHED, ()))
 
 
 async def bump_export_revisions(session: AsyncSession, topic_ids: Iterable[int]) -> dict[int, int]:
@@ -288,13 +253,21 @@ def default_storage(database_url: str, settings_storage: str, explicit: bool) ->
     return str(Path(tempfile.gettempdir()) / f"freshkeep-artifacts-{digest[:16]}")
 
 
+async def bump_export_keys(session: AsyncSession, topic_ids: set[int]) -> list[str]:
+    """Raise the export revision of each topic in ``session``'s transaction; their keys."""
+    revisions = await bump_export_revisions(session, topic_ids)
+    return [export_key(t, r) for t, r in sorted(revisions.items())]
+
+
 @dataclass(eq=False)
 class TopicExports:
-    """The hub's topic exports: an :class:`ArtifactCache`, a job queue, and the write path."""
+    """The hub's topic exports: an :class:`ArtifactCache`, a job queue, and the write path
+    (:attr:`prebuild`, installed on the hub's session factory)."""
 
     cache: ArtifactCache
     queue: JobQueue
     sessionmaker: async_sessionmaker[AsyncSession]
+    prebuild: PrebuildOnCommit[int]
 
     @classmethod
     def create(
@@ -328,7 +301,15 @@ class TopicExports:
             queue = job_queue_from_settings(settings, engine=engine, clock=keeper.clock)
         cache.register_jobs(queue, gc_every=GC_EVERY)
         keeper.health.watch_jobs(queue)  # a prebuild that failed for good shows in health
-        return cls(cache, queue, sessionmaker)
+        prebuild = PrebuildOnCommit(
+            cache,
+            queue,
+            touched=topics_of,
+            keys=bump_export_keys,
+            models=(Topic, Workstream, Decision, Milestone, Task),
+        )
+        prebuild.install(sessionmaker)
+        return cls(cache, queue, sessionmaker, prebuild)
 
     async def start(self) -> None:
         """Create the index tables if missing, then start the job workers."""
@@ -341,19 +322,15 @@ class TopicExports:
         await self.queue.aclose()
         await self.cache.wait_idle()
 
+    def remove(self) -> None:
+        """Stop watching the session factory's writes."""
+        self.prebuild.remove()
+
     async def before_commit(self, session: AsyncSession) -> EnqueueResult | None:
         """In ``session``'s transaction: flush, raise the export revision of every topic the
         transaction touched, and enqueue one prebuild job with all their keys. ``None`` when
         no topic was touched."""
-        await session.flush()
-        touched = touched_topics(session)
-        if not touched:
-            return None
-        revisions = await bump_export_revisions(session, touched)
-        keys = [export_key(t, r) for t, r in sorted(revisions.items())]
-        return await self.cache.enqueue_prebuild(
-            self.queue, keys, change_id=",".join(keys), connection=session
-        )
+        return await self.prebuild.before_commit(session)
 
     async def get(self, session: AsyncSession, topic_id: int) -> Artifact:
         """The export of ``topic_id`` at its current revision (built now if not prebuilt)."""

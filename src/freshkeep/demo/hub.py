@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from freshkeep.demo.exports import TopicExports, unwatch_topics, watch_topics
+from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.models import TRACKED, Base
 from freshkeep.demo.seed import DEFAULT_SEED_TASKS, SeedReport, seed
 from freshkeep.demo.summary import register_summary
@@ -82,8 +82,7 @@ class Hub:
         keeper = Keeper.from_settings(SQLAlchemyRevisions(engine), **keeper_kwargs)
         tracking = track(keeper, sessionmaker, models=TRACKED)
         summary = register_summary(keeper, sessionmaker)
-        watch_topics(sessionmaker)
-        exports = TopicExports.create(engine, sessionmaker, keeper)
+        exports = TopicExports.create(engine, sessionmaker, keeper)  # prebuild on commit
         return cls(url, engine, sessionmaker, keeper, tracking, summary, exports, n)
 
     async def start(self) -> None:
@@ -117,7 +116,7 @@ class Hub:
             await self.exports.stop()
             await self.keeper.aclose()
         finally:
-            unwatch_topics(self.sessionmaker)
+            self.exports.remove()
             self.tracking.remove()
             await self.engine.dispose()
             self.started = False

@@ -7,8 +7,9 @@
 - Processors ``evidence`` (lines matching a verification rule) and ``usage`` (token and tool
   counts per user), run by the scheduler every ``processing_interval`` seconds.
 - ``GET /sessions/usage``: token and tool counts per user, from the processing state.
-- ``POST /admin/processors/{name}/run`` (``Authorization: Bearer $FRESHKEEP_ADMIN_TOKEN``):
-  run a processor now; 404 for an unknown name, 409 while it runs.
+- ``GET /admin/processors`` and ``POST /admin/processors/{name}/run`` (``Authorization: Bearer
+  $FRESHKEEP_ADMIN_TOKEN``): the library's :func:`freshkeep.processing.http.processor_routes`
+  (list, run now; 404 for an unknown name, 409 while it runs), mounted by the hub's app.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets
 import tempfile
 import uuid
 from collections import Counter
@@ -26,10 +26,9 @@ from typing import Annotated, Any, cast
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError
+from freshkeep.demo.settings import HubSettings
 from freshkeep.processing import (
     Item,
     LocalLocks,
@@ -42,7 +41,6 @@ from freshkeep.processing import (
 )
 from freshkeep.processing.sql import SQLProcessingState
 from freshkeep.scheduler import Scheduler
-from freshkeep.settings import Settings
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_UPLOAD = 64 * 1024 * 1024
@@ -168,7 +166,7 @@ class Sessions:
         )
 
     @classmethod
-    def create(cls, engine: AsyncEngine, settings: Settings, **pipeline_kw: Any) -> Sessions:
+    def create(cls, engine: AsyncEngine, settings: HubSettings, **pipeline_kw: Any) -> Sessions:
         """The sessions of a hub on ``engine`` (PostgreSQL: locks across instances)."""
         locks: Locks = (
             PostgresLocks(engine) if engine.dialect.name == "postgresql" else LocalLocks()
@@ -278,51 +276,3 @@ async def upload_session(
 async def session_usage(sessions: SessionsDep) -> dict[str, dict[str, int]]:
     """Input/output tokens and tool calls per user, as of the last ``usage`` run."""
     return await sessions.usage()
-
-
-def _admin(request: Request, sessions: SessionsDep) -> None:
-    if sessions.admin_token is None:
-        raise HTTPException(403, detail="admin endpoints are disabled: set FRESHKEEP_ADMIN_TOKEN")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(
-        token.strip().encode(), sessions.admin_token.encode()
-    ):
-        raise HTTPException(
-            401,
-            detail="a valid admin bearer token is required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
-@router.get("/admin/processors", tags=["admin"], dependencies=[Depends(_admin)])
-async def list_processors(sessions: SessionsDep) -> dict[str, Any]:
-    """Every processor: running or not, its last run's stats, its schedule."""
-    pipeline = sessions.pipeline
-    jobs = sessions.scheduler.snapshot()
-    return {
-        name: {
-            "running": name in pipeline.running,
-            "last_run": s.as_dict() if (s := pipeline.last_stats.get(name)) else None,
-            "schedule": jobs.get(name),
-        }
-        for name in pipeline.names()
-    }
-
-
-@router.post(
-    "/admin/processors/{name}/run",
-    tags=["admin"],
-    dependencies=[Depends(_admin)],
-    responses={404: {"description": "no such processor"}, 409: {"description": "running"}},
-)
-async def run_processor(name: str, sessions: SessionsDep) -> Any:
-    """Run processor ``name`` now and return its stats."""
-    try:
-        stats = await sessions.pipeline.run(name)
-    except UnknownProcessorError as exc:
-        raise HTTPException(404, detail=str(exc)) from exc
-    except ProcessorBusy:
-        return JSONResponse(
-            {"detail": f"processor {name!r} is already running", "processor": name}, 409
-        )
-    return stats.as_dict()

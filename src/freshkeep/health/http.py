@@ -17,12 +17,12 @@ installed).
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from freshkeep.core.auth import bearer_ok
 from freshkeep.exceptions import missing_extra
 from freshkeep.health._registry import Health
 
@@ -57,14 +57,6 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
     content = orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
     return Response(
         content, status, headers=_HEADERS | (headers or {}), media_type="application/json"
-    )
-
-
-def bearer_ok(authorization: str | None, token: str) -> bool:
-    """Whether an ``Authorization`` header carries ``Bearer <token>`` (constant-time compare)."""
-    scheme, _, given = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
     )
 
 

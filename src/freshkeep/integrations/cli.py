@@ -1,5 +1,9 @@
 """The ``freshkeep`` command line (typer + rich): ``demo``, ``bench``, ``migrate``, ``process``,
-``version``.
+``gc``, ``health``, ``jobs``, ``version``.
+
+``freshkeep --app module:attribute …`` (or ``FRESHKEEP_APP``) points ``process``, ``gc``,
+``health`` and ``jobs`` at your application (see :mod:`freshkeep.integrations.app`); without it
+they work on the demo hub's database (``--db``).
 
 ``freshkeep demo`` serves the reference hub (:mod:`freshkeep.demo`) with uvicorn. Its database
 is ``--db`` (an async SQLAlchemy URL or a SQLite file path), else ``FRESHKEEP_DATABASE_URL``,
@@ -15,10 +19,16 @@ import secrets
 import shlex
 import sys
 import tempfile
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from freshkeep.exceptions import FreshkeepError, MissingDependencyError, missing_extra
+from freshkeep.exceptions import (
+    ConfigurationError,
+    FreshkeepError,
+    MissingDependencyError,
+    missing_extra,
+)
 
 try:
     import typer
@@ -38,6 +48,9 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("cli", exc.name or "typer") from exc
 
+if TYPE_CHECKING:
+    from freshkeep.processing import Pipeline
+
 DEFAULT_SEED_TASKS = 10_000
 """The default of ``--seed-tasks`` (the same as :data:`freshkeep.demo.DEFAULT_SEED_TASKS`)."""
 
@@ -53,8 +66,46 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+APP_META = "freshkeep.app"
+"""The key of ``--app`` in the click context's ``meta`` (shared with subcommands)."""
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    app_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            envvar="FRESHKEEP_APP",
+            metavar="MODULE:ATTR",
+            help="Your application: a Keeper, an object holding one (or its pipelines, artifact "
+            "caches, job queues), or a function returning one. process, gc, health and jobs "
+            "then work on it; without it, on the demo hub's database.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """freshkeep: keep derived data fresh, and know when it is not."""
+    ctx.meta[APP_META] = app_spec or None
+    if app_spec:
+        from freshkeep.jobs.cli import APP_QUEUES
+
+        def queues() -> AbstractAsyncContextManager[Any]:
+            from freshkeep.integrations.app import open_app
+
+            return open_app(app_spec)
+
+        ctx.meta[APP_QUEUES] = queues  # `freshkeep jobs` may not import this layer
+
+
+def _app_spec(ctx: typer.Context) -> str | None:
+    spec = ctx.meta.get(APP_META)
+    return spec if isinstance(spec, str) else None
 
 
 @app.command()
@@ -88,7 +139,7 @@ def demo(
         from freshkeep.demo.api import ENDPOINTS
         from freshkeep.demo.app import create_app
         from freshkeep.demo.hub import check_database, normalize_url
-        from freshkeep.settings import Settings
+        from freshkeep.demo.settings import HubSettings
         from freshkeep.sql.engine import display_url
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
@@ -98,7 +149,7 @@ def demo(
     if level not in logging.getLevelNamesMapping():
         raise _fail(f"unknown log level {log_level!r}")
     try:
-        settings = Settings.load()
+        settings = HubSettings.load()
         token = None
         if settings.admin_token is None:  # like Jupyter: a token for this run, printed below
             from pydantic import SecretStr
@@ -349,45 +400,46 @@ def bench(
 
 @app.command()
 def process(
-    name: Annotated[str, typer.Argument(help="The processor to run (evidence, usage).")],
+    ctx: typer.Context,
+    name: Annotated[
+        str, typer.Argument(help="The processor to run (the demo hub's: evidence, usage).")
+    ],
     db: Annotated[
         str | None,
         typer.Option(
             "--db",
             metavar="PATH_OR_URL",
-            help="The hub's database (SQLite file path or async SQLAlchemy URL). "
-            "Default: $FRESHKEEP_DATABASE_URL.",
+            help="The demo hub's database (SQLite file path or async SQLAlchemy URL). "
+            "Default: $FRESHKEEP_DATABASE_URL. Not with --app.",
             show_default=False,
         ),
     ] = None,
     root: Annotated[
         Path | None,
         typer.Option(
-            help="Directory of the session files. Default: $FRESHKEEP_SESSIONS_ROOT, else "
-            "beside the SQLite database.",
+            help="The demo hub's directory of session files. Default: $FRESHKEEP_SESSIONS_ROOT, "
+            "else beside the SQLite database. Not with --app.",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Run one of the hub's processors over its session files now, with a progress bar."""
+    """Run a processor now, with a progress bar: one of --app's pipelines, else the demo hub's."""
+    spec = _app_spec(ctx)
+    if spec is not None and (db is not None or root is not None):
+        raise _fail("--db and --root are the demo hub's; with --app the pipelines are your app's")
     try:
-        from freshkeep.demo.hub import create_engine, normalize_url
-        from freshkeep.demo.sessions import Sessions
         from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError
         from freshkeep.processing import RunStats
-        from freshkeep.settings import Settings
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
 
-    async def run(progress: Progress, task: TaskID) -> RunStats:
-        settings = Settings.load()
-        if root is not None:
-            settings = settings.model_copy(update={"sessions_root": str(root)})
-        engine = create_engine(normalize_url(db if db is not None else settings.database_url))
-        try:
-            sessions = Sessions.create(engine, settings)
-            sessions.pipeline.get(name)  # an unknown name fails before touching the database
-            await sessions.state.create_table()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+
+    async def run_on(pipeline: Pipeline) -> RunStats:
+        pipeline.get(name)  # an unknown name fails before touching the database
+        await _create_state_table(pipeline)
+        with Progress(*columns, console=err_console, refresh_per_second=8) as progress:
+            task = progress.add_task(name, total=None)
 
             def show(stats: RunStats) -> None:
                 progress.update(
@@ -396,18 +448,38 @@ def process(
                     f"{stats.processed:,}, failed {stats.failed:,}",
                 )
 
-            return await sessions.pipeline.run(name, progress=show)
+            return await pipeline.run(name, progress=show)
+
+    async def run_app(spec: str) -> RunStats:
+        from freshkeep.integrations.app import open_app
+
+        async with open_app(spec) as found:
+            return await run_on(found.pipeline_of(name))
+
+    async def run_hub() -> RunStats:
+        from freshkeep.demo.hub import create_engine, normalize_url
+        from freshkeep.demo.sessions import Sessions
+        from freshkeep.demo.settings import HubSettings
+
+        settings = HubSettings.load()
+        if root is not None:
+            settings = settings.model_copy(update={"sessions_root": str(root)})
+        engine = create_engine(normalize_url(db if db is not None else settings.database_url))
+        try:
+            return await run_on(Sessions.create(engine, settings).pipeline)
         finally:
             await engine.dispose()
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err_console, refresh_per_second=8) as progress:
-            stats = asyncio.run(run(progress, progress.add_task(name, total=None)))
+        stats = asyncio.run(run_app(spec) if spec else run_hub())
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
     except UnknownProcessorError as exc:
         raise _fail(str(exc)) from exc
     except ProcessorBusy as exc:
         raise _fail(f"processor {name!r} is already running", 1) from exc
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from exc
     except FreshkeepError as exc:
         raise _fail(str(exc), 1) from exc
     table = Table(title=f"processor {name}", show_header=False)
@@ -421,13 +493,24 @@ def process(
         raise typer.Exit(1)
 
 
+async def _create_state_table(pipeline: Pipeline) -> None:
+    """Create the SQL processing state's table if the pipeline keeps its state in one."""
+    try:
+        from freshkeep.processing.sql import SQLProcessingState
+    except ImportError:  # no SQLAlchemy: the state is not in a SQL table
+        return
+    if isinstance(pipeline.state, SQLProcessingState):
+        await pipeline.state.create_table()
+
+
 @app.command()
 def health(
+    ctx: typer.Context,
     url: Annotated[
         str | None,
         typer.Option(
             help="Base URL of the running service. Default: $FRESHKEEP_SERVICE_URL "
-            "(http://127.0.0.1:8000).",
+            "(http://127.0.0.1:8000). With --app, the checks run here instead.",
             show_default=False,
         ),
     ] = None,
@@ -442,12 +525,16 @@ def health(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for it.")] = 10.0,
 ) -> None:
-    """Show a running service's health; exit 0 ok, 1 degraded, 2 unhealthy or unreachable."""
+    """Show a service's health; exit 0 ok, 1 degraded, 2 unhealthy or unreachable. With --app
+    (and no --url), run your application's checks in this process instead."""
     import time
 
     from freshkeep.health import console as health_console
     from freshkeep.settings import Settings
 
+    spec = _app_spec(ctx)
+    if spec is not None and url is None:
+        raise typer.Exit(_app_health(spec, as_json=as_json, timeout=timeout, now=time.time()))
     try:
         settings = Settings.load()
     except FreshkeepError as exc:
@@ -466,15 +553,47 @@ def health(
     raise typer.Exit(code)
 
 
+def _app_health(spec: str, *, as_json: bool, timeout: float, now: float) -> int:
+    """Run the health checks of the application at ``spec`` here; print them; the exit code."""
+    import json
+
+    from freshkeep.health import EXIT_CODES, HealthReport
+    from freshkeep.health import console as health_console
+    from freshkeep.health.client import Fetched
+    from freshkeep.integrations.app import open_app
+
+    async def run() -> HealthReport:
+        async with open_app(spec) as found:
+            if found.health is None:
+                raise ConfigurationError(
+                    f"--app {spec!r} has no Keeper, so no health checks; give the object "
+                    "that holds your Keeper"
+                )
+            found.health.configure()
+            return await asyncio.wait_for(found.health.report(), timeout)
+
+    try:
+        report = asyncio.run(run())
+    except (FreshkeepError, TimeoutError) as exc:
+        raise _fail(str(exc) or f"the health checks took more than {timeout} s") from exc
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+    else:
+        fetched = Fetched(report, f"--app {spec}", detailed=True)
+        health_console.render(fetched, console, now=now)
+    return EXIT_CODES[report.status]
+
+
 @app.command()
 def gc(
+    ctx: typer.Context,
     db: Annotated[
         str | None,
         typer.Option(
             "--db",
             metavar="PATH_OR_URL",
-            help="The database of the artifact index (async SQLAlchemy URL or SQLite file "
-            "path). Default: $FRESHKEEP_DATABASE_URL.",
+            help="The demo hub's artifact index database (async SQLAlchemy URL or SQLite file "
+            "path). Default: $FRESHKEEP_DATABASE_URL. Not with --app.",
             show_default=False,
         ),
     ] = None,
@@ -482,8 +601,8 @@ def gc(
         str | None,
         typer.Option(
             metavar="DIR_OR_URL",
-            help="The artifact storage. Default: $FRESHKEEP_ARTIFACT_STORAGE_URL, else the "
-            "hub's (beside a SQLite database file: <file>-artifacts).",
+            help="The demo hub's artifact storage. Default: $FRESHKEEP_ARTIFACT_STORAGE_URL, "
+            "else the hub's (beside a SQLite database file: <file>-artifacts). Not with --app.",
             show_default=False,
         ),
     ] = None,
@@ -492,62 +611,35 @@ def gc(
         typer.Option(
             "--cache",
             metavar="NAME",
-            help="Collect this artifact cache only (repeat). Default: every cache in the index.",
+            help="Collect this artifact cache only (repeat). Default: every cache of --app, "
+            "else every cache in the hub's index.",
             show_default=False,
         ),
     ] = None,
 ) -> None:
     """Run the garbage collection of artifact caches once: expired rows, then the objects no
     row references, and orphan objects older than the grace (see docs/artifacts.md)."""
-    try:
-        from sqlalchemy import select
-        from sqlalchemy.exc import SQLAlchemyError
+    spec = _app_spec(ctx)
+    if spec is not None and (db is not None or storage is not None):
+        raise _fail("--db and --storage are the demo hub's; with --app the caches are your app's")
 
-        from freshkeep.artifacts import ArtifactCache, artifacts_table
-        from freshkeep.demo.exports import EXPORT_CACHE, default_storage
-        from freshkeep.demo.hub import create_engine, normalize_url
-        from freshkeep.settings import Settings
-        from freshkeep.sql.engine import display_url
+    async def run_app(spec: str) -> list[tuple[str, dict[str, int]]]:
+        from freshkeep.integrations.app import open_app
+
+        async with open_app(spec) as found:
+            caches = found.caches(cache or ())
+            if not caches:
+                raise ConfigurationError(f"--app {spec!r} has no artifact cache to collect")
+            out = []
+            for c in caches:
+                await c.create_tables()
+                out.append((c.name, await c.gc()))
+            return out
+
+    try:
+        results = asyncio.run(run_app(spec) if spec else _hub_gc(db, storage, cache))
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
-
-    async def never(key: str) -> bytes:  # GC never builds
-        raise AssertionError(f"freshkeep gc does not build ({key!r})")
-
-    async def run() -> list[tuple[str, dict[str, int]]]:
-        settings = Settings.load()
-        url = normalize_url(db or settings.database_url)
-        where = storage or default_storage(
-            url,
-            settings.artifact_storage_url,
-            "artifact_storage_url" in settings.model_fields_set,
-        )
-        engine = create_engine(url)
-        try:
-            first = ArtifactCache(EXPORT_CACHE, never, index=engine, storage=where)
-            await first.create_tables()
-            names = list(cache or [])
-            if not names:
-                async with engine.connect() as conn:
-                    found = await conn.scalars(select(artifacts_table.c.cache).distinct())
-                    names = sorted(found.all())
-                names = names or [EXPORT_CACHE]
-            out = []
-            for name in names:
-                c = (
-                    first
-                    if name == EXPORT_CACHE
-                    else ArtifactCache(name, never, index=engine, storage=where)
-                )
-                out.append((name, await c.gc()))
-            return out
-        except SQLAlchemyError as exc:
-            raise FreshkeepError(f"cannot collect in {display_url(url)}: {exc}") from exc
-        finally:
-            await engine.dispose()
-
-    try:
-        results = asyncio.run(run())
     except FreshkeepError as exc:
         raise _fail(str(exc)) from exc
     table = Table("cache", "rows", "objects", "orphans", "temp files", "statements")
@@ -558,6 +650,54 @@ def gc(
             str(counts.get("statements", 0)),
         )
     console.print(table)
+
+
+async def _hub_gc(
+    db: str | None, storage: str | None, cache: list[str] | None
+) -> list[tuple[str, dict[str, int]]]:
+    """``freshkeep gc`` without ``--app``: the demo hub's index (every cache in it)."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from freshkeep.artifacts import ArtifactCache, artifacts_table
+    from freshkeep.demo.exports import EXPORT_CACHE, default_storage
+    from freshkeep.demo.hub import create_engine, normalize_url
+    from freshkeep.settings import Settings
+    from freshkeep.sql.engine import display_url
+
+    async def never(key: str) -> bytes:  # GC never builds
+        raise AssertionError(f"freshkeep gc does not build ({key!r})")
+
+    settings = Settings.load()
+    url = normalize_url(db or settings.database_url)
+    where = storage or default_storage(
+        url,
+        settings.artifact_storage_url,
+        "artifact_storage_url" in settings.model_fields_set,
+    )
+    engine = create_engine(url)
+    try:
+        first = ArtifactCache(EXPORT_CACHE, never, index=engine, storage=where)
+        await first.create_tables()
+        names = list(cache or [])
+        if not names:
+            async with engine.connect() as conn:
+                found = await conn.scalars(select(artifacts_table.c.cache).distinct())
+                names = sorted(found.all())
+            names = names or [EXPORT_CACHE]
+        out = []
+        for name in names:
+            c = (
+                first
+                if name == EXPORT_CACHE
+                else ArtifactCache(name, never, index=engine, storage=where)
+            )
+            out.append((name, await c.gc()))
+        return out
+    except SQLAlchemyError as exc:
+        raise FreshkeepError(f"cannot collect in {display_url(url)}: {exc}") from exc
+    finally:
+        await engine.dispose()
 
 
 @app.command()

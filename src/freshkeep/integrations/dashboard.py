@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from freshkeep.core.auth import bearer_ok
 from freshkeep.exceptions import ConfigurationError, missing_extra
 from freshkeep.integrations.dashboard_sources import artifact_caches, watched_pipelines
 
@@ -343,9 +344,10 @@ class Dashboard:
         """Whether ``request`` carries the session cookie or the bearer token."""
         if self.token is None:
             return False
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        authorization = request.headers.get("authorization", "")
+        scheme, _, given = authorization.partition(" ")
         if scheme.lower() == "bearer" and given.strip():
-            return self._token_ok(given.strip())
+            return bearer_ok(authorization, self.token)
         cookie = request.cookies.get(COOKIE)
         return cookie is not None and secrets.compare_digest(
             cookie.encode(), self.cookie_value().encode()

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from freshkeep.core.auth import bearer_ok
 from freshkeep.exceptions import ConfigurationError, missing_extra
 from freshkeep.integrations.dashboard_sources import artifact_caches, watched_pipelines
 
@@ -618,11 +618,8 @@ def metrics_app(
 
 
 def _bearer_ok(scope: Mapping[str, Any], token: bytes) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, given = value.partition(b" ")
-            return scheme.lower() == b"bearer" and secrets.compare_digest(given.strip(), token)
-    return False
+    given = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+    return bearer_ok(given, token)
 
 
 async def _respond(

@@ -12,6 +12,9 @@
   is never answered from an entry older than it, on any instance; a malformed one is ``400``;
 - no value within the policy's bounds: ``503`` with a JSON body, never a traceback.
 
+:func:`causal_token` sets ``X-Freshkeep-Revision`` on a write's response from the revisions its
+SQLAlchemy session committed: the token a client sends back as ``X-Freshkeep-Min-Revision``.
+
 A request that carries an ``Authorization`` header or a non-empty session is refused
 (:class:`~freshkeep.exceptions.PrincipalRequiredError`) unless the view is per-principal or
 declared public: a shared entry must never hold one user's data.
@@ -20,9 +23,9 @@ declared public: a shared entry must never hold one user's data.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from freshkeep.core.entry import Read, Status, parse_revision
+from freshkeep.core.entry import Read, Status, format_revision, parse_revision
 from freshkeep.exceptions import PrincipalRequiredError, UnavailableError, missing_extra
 from freshkeep.settings import Settings
 from freshkeep.views import View
@@ -32,6 +35,12 @@ try:
     from starlette.responses import JSONResponse, Response
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("starlette", "starlette") from exc
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+    from freshkeep.keeper import Keeper
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -253,3 +262,47 @@ def unavailable_response(exc: UnavailableError, *, view: str | None = None) -> R
     return JSONResponse(
         body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"}
     )
+
+
+def causal_token(
+    response: Response, session: AsyncSession | Session, keeper: Keeper
+) -> Callable[[], None]:
+    """Set the causal token on ``response`` when ``session`` commits: the header
+    ``keeper.settings.header_revision`` (``X-Freshkeep-Revision``) with the revisions the
+    commit bumped (:func:`~freshkeep.integrations.sqlalchemy.committed_revisions`). A read that
+    sends it back as ``X-Freshkeep-Min-Revision`` is never answered from an entry older than
+    the write, on any instance. A commit that bumped nothing (or a rollback) sets nothing; the
+    last commit wins. Returns a function that stops watching the session.
+
+    In a FastAPI dependency that yields the request's session::
+
+        async def session(response: Response) -> AsyncIterator[AsyncSession]:
+            async with sessionmaker() as s:
+                causal_token(response, s, keeper)
+                yield s
+
+    The session must be one whose commits :func:`~freshkeep.integrations.sqlalchemy.track`
+    watches (needs ``freshkeep[sqlalchemy]``).
+    """
+    try:
+        from sqlalchemy import event
+        from sqlalchemy.ext.asyncio import AsyncSession
+    except ImportError as exc:  # pragma: no cover - exercised without the extra
+        raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
+    from freshkeep.integrations.sqlalchemy import committed_revisions
+
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    header = keeper.settings.header_revision
+
+    def set_header(committed: Session) -> None:
+        revisions = committed_revisions(committed)
+        if revisions:
+            response.headers[header] = format_revision(revisions)
+
+    event.listen(sync, "after_commit", set_header)
+
+    def remove() -> None:
+        if event.contains(sync, "after_commit", set_header):
+            event.remove(sync, "after_commit", set_header)
+
+    return remove

@@ -13,7 +13,8 @@ pays the same framework cost) to an application made by
 ``/bench/uncached``              build the summary on every request
 ================================ ===========================================================
 
-The routes are not part of ``freshkeep demo``: only the benchmark's server installs them.
+The routes are not part of ``freshkeep demo`` (nor of :mod:`freshkeep.demo`): only the
+benchmark's server (:mod:`freshkeep.bench.server`) installs them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Small example applications that ``freshkeep --app`` is pointed at in the tests."""
