@@ -47,7 +47,7 @@ def ensure(env: Path, spec: str) -> Path:
 
 def demo(args: list[str]) -> int:
     py = ensure(VENV, "-e .[test]")
-    return subprocess.call([str(py), "-m", "freshkeep.integrations.cli", "demo", *args], cwd=ROOT)
+    return subprocess.call([str(py), "-m", "freshkeep.cli", "demo", *args], cwd=ROOT)
 
 
 def test(args: list[str]) -> int:
@@ -73,13 +73,13 @@ for mod, extra in [("freshkeep.integrations.sqlalchemy", "sqlalchemy"),
                    ("freshkeep.integrations.dashboard", "starlette"),
                    ("freshkeep.integrations.prometheus", "prometheus"),
                    ("freshkeep.health.http", "starlette"),
-                   ("freshkeep.integrations.cli", "cli"),
+                   ("freshkeep.cli", "cli"),
                    ("freshkeep.stores.redis", "redis"),
                    ("freshkeep.buses.redis", "redis"),
                    ("freshkeep.buses.postgres", "postgres"),
                    ("freshkeep.artifacts", "artifacts"),
                    ("freshkeep.jobs.procrastinate", "jobs"),
-                   ("freshkeep.jobs.cli", "cli")]:
+                   ("freshkeep.cli.jobs", "cli")]:
     try:
         importlib.import_module(mod)
     except freshkeep.MissingDependencyError as exc:

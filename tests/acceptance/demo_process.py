@@ -59,7 +59,7 @@ def demo_process(
     process, plus ``env``) and yield it once ``GET ready`` answers 200 or 503; stop it after."""
     port = free_port()
     log = tmp_path / "demo.log"
-    cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo", "--port", str(port)]
+    cmd = [sys.executable, "-m", "freshkeep.cli", "demo", "--port", str(port)]
     cmd += ["--db", str(tmp_path / "demo.db"), "--seed-tasks", str(seed_tasks)]
     cmd += ["--log-level", "warning"]
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHKEEP_")}

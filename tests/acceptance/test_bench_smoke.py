@@ -23,7 +23,7 @@ def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "freshkeep.integrations.cli",
+        "freshkeep.cli",
         "bench",
         "--quick",
         "--out",

@@ -7,9 +7,8 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from freshkeep import __version__
+from freshkeep import __version__, cli
 from freshkeep.demo import DEFAULT_SEED_TASKS
-from freshkeep.integrations import cli
 
 from .demo_process import demo_process
 

@@ -182,7 +182,7 @@ def test_docs_screenshot(tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     port, token = free_port(), "docs-screenshot"
-    cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo", "--port", str(port)]
+    cmd = [sys.executable, "-m", "freshkeep.cli", "demo", "--port", str(port)]
     cmd += ["--db", "hub.db", "--seed-tasks", "10000", "--log-level", "warning"]  # in tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHKEEP_")}
     env["FRESHKEEP_ADMIN_TOKEN"] = token

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from freshkeep.integrations import cli
+from freshkeep import cli
 
 from .demo_process import demo_process, free_port
 

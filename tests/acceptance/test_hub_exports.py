@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
+from freshkeep import cli
 from freshkeep.artifacts import artifact_objects_table, artifacts_table
 from freshkeep.demo import exports as exports_module
 from freshkeep.demo.exports import EXPORT_CACHE, export_revision
 from freshkeep.demo.models import Decision, Task, Workstream
-from freshkeep.integrations import cli
 from freshkeep.jobs import jobs_table
 
 from .conftest import HubClient, running_hub

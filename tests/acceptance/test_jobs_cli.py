@@ -12,7 +12,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from freshkeep.integrations import cli
+from freshkeep import cli
 from tests.integration.jobs_app import make_queue
 
 runner = CliRunner()
@@ -69,7 +69,7 @@ def test_worker_runs_jobs_until_sigterm(tmp_path: Path) -> None:
 
     asyncio.run(enqueue())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "freshkeep.integrations.cli", "jobs", "worker", "--app", APP],
+        [sys.executable, "-m", "freshkeep.cli", "jobs", "worker", "--app", APP],
         cwd=ROOT,
         env={**os.environ, **WIDE, "JOBS_DB": db},
         stdout=subprocess.PIPE,

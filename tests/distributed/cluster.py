@@ -176,7 +176,7 @@ class Cluster:
         name = chr(ord("A") + len(self.hubs))
         port = free_port()
         log = self.tmp / f"hub-{name}.log"
-        cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo"]
+        cmd = [sys.executable, "-m", "freshkeep.cli", "demo"]
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--db", db_url or self.db.url(), "--seed-tasks", str(seed_tasks)]
         cmd += ["--log-level", "warning"]
@@ -192,7 +192,7 @@ class Cluster:
 
     def migrate(self, *args: str) -> str:
         """Run ``freshkeep migrate --db <this database> ARGS``; return its output."""
-        cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "migrate"]
+        cmd = [sys.executable, "-m", "freshkeep.cli", "migrate"]
         cmd += ["--db", self.db.url(), *args]  # the async URL the hubs use
         env = self.env()
         done = subprocess.run(

@@ -36,7 +36,7 @@ def freshkeep(
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "freshkeep.integrations.cli", *args],
+        [sys.executable, "-m", "freshkeep.cli", *args],
         cwd=tmp_path,
         env=environ,
         capture_output=True,
@@ -156,7 +156,7 @@ def test_jobs_worker_runs_the_apps_queue_until_sigterm(notes: Path) -> None:
 
     asyncio.run(enqueue())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "freshkeep.integrations.cli", "--app", APP, "jobs", "worker"],
+        [sys.executable, "-m", "freshkeep.cli", "--app", APP, "jobs", "worker"],
         cwd=notes,
         env={
             **os.environ,

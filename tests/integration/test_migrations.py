@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
+from freshkeep import cli
 from freshkeep.exceptions import ConfigurationError
-from freshkeep.integrations import cli
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_table
 from freshkeep.sql import migrate as m
 from tests.conftest import PgSchema

@@ -62,7 +62,7 @@ class _Hub:
         self.name = name
         self.port = _free_port()
         self.log_path = os.path.join(tmp, f"hub-{name}.log")
-        cmd = [sys.executable, "-m", "freshkeep.integrations.cli", "demo"]
+        cmd = [sys.executable, "-m", "freshkeep.cli", "demo"]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--db", db_url]
         cmd += ["--seed-tasks", str(seed), "--log-level", "warning"]
         with open(self.log_path, "wb") as log:

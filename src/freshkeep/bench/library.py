@@ -237,9 +237,10 @@ async def run_library(
             tracker = hub.keeper.tracker
 
             async def remote_change() -> None:
-                # Another instance committed to progress_events; the bus delivered it.
+                # Another instance committed to decisions; the bus delivered it. (The
+                # progress tail is strict: a change there is rebuilt in line, never stale.)
                 assert revisions is not None and hasattr(revisions, "bump")
-                tracker.apply(await revisions.bump(["table:progress_events"]))
+                tracker.apply(await revisions.bump(["table:decisions"]))
 
             async def local_progress() -> None:
                 async with hub.sessionmaker() as s:

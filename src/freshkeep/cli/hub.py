@@ -1,0 +1,337 @@
+"""The demo hub's commands: ``demo``, ``migrate``, ``bench``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from freshkeep.exceptions import (
+    FreshkeepError,
+    MissingDependencyError,
+    missing_extra,
+)
+
+try:
+    import typer
+    from rich.console import Group
+    from rich.logging import RichHandler
+    from rich.markdown import Markdown
+    from rich.panel import Panel
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Table
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise missing_extra("cli", exc.name or "typer") from exc
+
+if TYPE_CHECKING:
+    pass
+
+from freshkeep.cli._root import (
+    DEFAULT_SEED_TASKS,
+    _fail,
+    app,
+    console,
+    err_console,
+)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="PATH_OR_URL",
+            help="SQLite file path or async SQLAlchemy URL (e.g. postgresql+asyncpg://u@h/db). "
+            "Default: $FRESHKEEP_DATABASE_URL, else freshkeep-demo.db.",
+            show_default=False,
+        ),
+    ] = None,
+    seed_tasks: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Tasks to seed into an empty database (0: none). Data is never re-seeded."
+        ),
+    ] = DEFAULT_SEED_TASKS,
+    log_level: Annotated[
+        str, typer.Option(help="Log level of the server and of freshkeep.")
+    ] = "info",
+) -> None:
+    """Serve the reference hub: a REST API and its cached GET /state/summary."""
+    try:
+        import uvicorn
+
+        from freshkeep.demo.api import ENDPOINTS
+        from freshkeep.demo.app import create_app
+        from freshkeep.demo.hub import check_database, normalize_url
+        from freshkeep.demo.settings import HubSettings
+        from freshkeep.sql.engine import display_url
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+    except ImportError as exc:
+        raise _fail(str(missing_extra("demo", exc.name or "uvicorn"))) from exc
+    level = log_level.upper()
+    if level not in logging.getLevelNamesMapping():
+        raise _fail(f"unknown log level {log_level!r}")
+    try:
+        settings = HubSettings.load()
+        token = None
+        if settings.admin_token is None:  # like Jupyter: a token for this run, printed below
+            from pydantic import SecretStr
+
+            token = secrets.token_urlsafe(24)
+            settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+        url = normalize_url(db if db is not None else settings.database_url)
+        hub_app = create_app(url, seed_tasks=seed_tasks, settings=settings)
+        asyncio.run(check_database(url))  # a clear message now, not a traceback from uvicorn
+    except FreshkeepError as exc:
+        raise _fail(str(exc)) from exc
+
+    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    log = logging.getLogger("freshkeep")
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+    base = f"http://{host}:{port}"
+    seed = f"{seed_tasks:,} tasks, if the database is empty" if seed_tasks else "none"
+    about = Table.grid(padding=(0, 2))
+    about.add_row("[bold]url[/]", f"[link={base}]{base}[/]")
+    about.add_row("[bold]database[/]", display_url(url))
+    about.add_row("[bold]seed[/]", seed)
+    board = f"{base}/freshkeep?token=" + (token or "$FRESHKEEP_ADMIN_TOKEN")
+    endpoints = Table.grid(padding=(0, 2))
+    for method, path, what in ENDPOINTS:
+        endpoints.add_row(f"[cyan]{method}[/]", path, f"[dim]{what}[/]")
+    console.print(
+        Panel(
+            Group(about, "", endpoints),
+            title="[bold]freshkeep demo hub[/]",
+            subtitle="Ctrl+C stops",
+            title_align="left",
+            subtitle_align="right",
+            border_style="green",
+            expand=False,
+        ),
+        highlight=False,
+    )
+    # On a line of its own, never wrapped, so that it can be copied or clicked.
+    console.print(f"dashboard: {board}", soft_wrap=True, highlight=False, markup=False)
+    uvicorn.run(hub_app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
+
+
+@app.command()
+def migrate(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="PATH_OR_URL",
+            help="SQLAlchemy URL (sync or async driver) or SQLite file path. "
+            "Default: $FRESHKEEP_DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    revision: Annotated[
+        str, typer.Option(help="Alembic revision of freshkeep's tables to upgrade to.")
+    ] = "head",
+    triggers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--triggers",
+            metavar="TABLE",
+            help="PostgreSQL: install the change-capture trigger on TABLE (repeat, or "
+            "comma-separate). Raw SQL writes to it then bump its revision.",
+            show_default=False,
+        ),
+    ] = None,
+    remove_triggers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--remove-triggers",
+            metavar="TABLE",
+            help="PostgreSQL: drop the change-capture trigger of TABLE.",
+            show_default=False,
+        ),
+    ] = None,
+    channel: Annotated[
+        str, typer.Option(help="NOTIFY channel of the triggers (the PostgreSQL bus's channel).")
+    ] = "freshkeep",
+) -> None:
+    """Create or upgrade freshkeep's own tables (idempotent); optionally install triggers."""
+    try:
+        from freshkeep.settings import Settings
+        from freshkeep.sql import migrate as migrations
+        from freshkeep.sql import triggers as capture
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+
+    def split(values: list[str] | None) -> list[str]:
+        return [t.strip() for v in values or () for t in v.split(",") if t.strip()]
+
+    try:
+        url = migrations.normalize_url(db if db is not None else Settings.load().database_url)
+        result = migrations.upgrade(url, revision)
+        if result.changed:
+            for step in result.applied:
+                console.print(f"applied {step}", highlight=False)
+            console.print(f"freshkeep tables at revision {result.after}", highlight=False)
+        else:
+            console.print(f"already up to date (revision {result.after})", highlight=False)
+        if add := split(triggers):
+            done = capture.install_triggers(url, add, channel=channel)
+            console.print(f"triggers installed on: {', '.join(done)}", highlight=False)
+        if drop := split(remove_triggers):
+            done = capture.remove_triggers(url, drop)
+            console.print(f"triggers removed from: {', '.join(done)}", highlight=False)
+    except FreshkeepError as exc:
+        raise _fail(str(exc)) from exc
+    except Exception as exc:  # a driver's error: a message, not a traceback
+        raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
+
+
+class _RichReporter:
+    """Shows the benchmark's progress as a rich progress bar (one task per stage)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+        self.total = 0.0
+
+    def stage(self, name: str, total: float) -> None:
+        """Complete the previous stage's bar and start one for this stage."""
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.total)
+        self.task, self.total = self.progress.add_task(name, total=total), total
+
+    def advance(self, amount: float = 1.0) -> None:
+        """Advance the current stage's bar."""
+        if self.task is not None:
+            self.progress.advance(self.task, amount)
+
+    def note(self, text: str) -> None:
+        """Print a note above the bars."""
+        self.progress.console.print(f"[yellow]note:[/] {text}", highlight=False)
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smoke run (small hub, ~3 s per mode): < 2 min.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for results.md/.json/.png. Default: benchmarks/results, or a "
+            "temporary directory with --quick.",
+            show_default=False,
+        ),
+    ] = None,
+    level: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="library, service and/or distributed (repeat; default: library and service; "
+            "distributed needs PostgreSQL and Redis).",
+            show_default=False,
+        ),
+    ] = None,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Service modes to run (repeat; default: all): floor, freshkeep, "
+            "freshkeep-fastapi, ttl, maxprobe, uncached.",
+            show_default=False,
+        ),
+    ] = None,
+    seed_tasks: Annotated[
+        int | None, typer.Option(min=0, help="Tasks in the benchmark's hub.", show_default=False)
+    ] = None,
+    read_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Read phase per mode (s).", show_default=False),
+    ] = None,
+    write_seconds: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Write phase per mode (s).", show_default=False),
+    ] = None,
+    write_rate: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Writes per second in the write phase.", show_default=False),
+    ] = None,
+    connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keep-alive connections of the load.", show_default=False),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(min=1, help="Rounds of the library level's hits.", show_default=False),
+    ] = None,
+    chart: Annotated[bool, typer.Option(help="Draw results.png (needs matplotlib).")] = True,
+) -> None:
+    """Measure what freshkeep costs against a dict, an await, peer caches, a fixed TTL, a
+    MAX(updated_at) probe and no cache; write results.md, results.json and results.png."""
+    try:
+        from freshkeep import bench as fkbench
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+    except ImportError as exc:
+        raise _fail(str(missing_extra("bench", exc.name or "uvicorn"))) from exc
+    config = fkbench.quick() if quick else fkbench.full()
+    levels = tuple(level) if level else config.levels
+    if unknown := set(levels) - {"library", "service", "distributed"}:
+        raise _fail(f"unknown level(s): {', '.join(sorted(unknown))}")
+    modes = tuple(mode) if mode else config.service.modes
+    if unknown := set(modes) - set(fkbench.MODE_NAMES):
+        raise _fail(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    config.levels, config.service.modes, config.chart = levels, modes, chart
+    if seed_tasks is not None:
+        config.library.seed_tasks = config.service.seed_tasks = seed_tasks
+        config.distributed.seed_tasks = seed_tasks
+    if read_seconds is not None:
+        config.service.read_s = config.distributed.read_s = read_seconds
+    if write_seconds is not None:
+        config.service.write_s = write_seconds
+    if write_rate is not None:
+        config.service.write_rate = write_rate
+    if connections is not None:
+        config.service.connections = config.distributed.connections = connections
+    if rounds is not None:
+        config.library.rounds = rounds
+    if out is not None:
+        target = out
+    elif quick:  # a smoke run must not dirty a checkout
+        target = Path(tempfile.mkdtemp(prefix="freshkeep-bench-"))
+    else:
+        target = Path("benchmarks") / "results"
+    command = shlex.join(["freshkeep", "bench", *sys.argv[2:]])
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        if err_console.is_terminal:
+            with Progress(*columns, console=err_console, refresh_per_second=4) as progress:
+                _, paths = fkbench.run(config, target, _RichReporter(progress), command=command)
+        else:  # a log (CI): one line per stage
+            _, paths = fkbench.run(config, target, fkbench.PrintReporter(), command=command)
+    except (RuntimeError, FreshkeepError) as exc:
+        raise _fail(str(exc), 1) from exc
+    console.print(Markdown(paths["markdown"].read_text()))
+    for kind, path in paths.items():
+        console.print(f"[bold]{kind}[/]: {path}", highlight=False)
