@@ -233,7 +233,7 @@ async def test_artifact_caches(tmp_path: Path) -> None:
         await cache.prebuild(["main", "dev"])  # main fresh: skipped; dev built
         with pytest.raises(FreshkeepError):
             await cache.get("bad")
-        stats = cache.snapshot_stats()
+        stats = cache.snapshot().to_dict()
         scrape = samples(metrics.render())
         a = "freshkeep_artifact_builds_total"
         assert value(scrape, a, cache="packs", outcome="built") == stats["built"] == 2

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.core.component import Component
 from freshkeep.exceptions import ConfigurationError, DuplicateNameError
 from freshkeep.health._config import HealthConfig
 from freshkeep.health._model import CheckResult, HealthReport, Level
@@ -158,10 +159,14 @@ class Health:
         seconds between its scheduled runs; ``job`` names what runs it (default ``name``) in
         the warning. ``grace`` (default 2 x cadence) and ``stuck_threshold`` (default 4 x
         grace) are overridden by ``FRESHKEEP_HEALTH_LAG_GRACE`` and
-        ``FRESHKEEP_HEALTH_STUCK_THRESHOLD``.
+        ``FRESHKEEP_HEALTH_STUCK_THRESHOLD``. A pipeline is registered on the keeper
+        (:meth:`freshkeep.Keeper.register`) unless it is already, so the metrics and the
+        dashboard find it.
         """
         from freshkeep.health._processing import ProcessorWatch
+        from freshkeep.processing import Pipeline
 
+        pipeline = source if isinstance(source, Pipeline) else None
         watch = ProcessorWatch.create(
             self,
             source,
@@ -171,7 +176,7 @@ class Health:
             job=job,
             grace=grace,
             stuck_threshold=stuck_threshold,
-            clock=clock if clock is not None else getattr(source, "clock", self.clock),
+            clock=clock if clock is not None else pipeline.clock if pipeline else self.clock,
         )
         if name in self._watches:
             raise DuplicateNameError(f"processor {name!r} is already watched")
@@ -180,6 +185,10 @@ class Health:
                 raise DuplicateNameError(
                     f"a health check named {check_name!r} is already registered"
                 )
+        keeper = self.keeper
+        if pipeline is not None and keeper is not None:
+            if keeper.pipelines.get(pipeline.name) is not pipeline:
+                keeper.register(pipeline)
         self._checks[watch.lag_name] = _Registered(watch.lag_check, None)
         self._checks[watch.stuck_name] = _Registered(watch.stuck_check, None)
         self._watches[name] = watch
@@ -189,12 +198,18 @@ class Health:
         """Add the check ``name`` of a job queue: ``warning`` while one of its jobs failed for
         good (every retry spent) less than ``FRESHKEEP_HEALTH_JOBS_FAILED_WINDOW`` seconds
         (default 3600) ago; ``ok`` with its counters otherwise. Failures are those seen by
-        this process's workers."""
+        this process's workers. The queue is registered on the keeper
+        (:meth:`freshkeep.Keeper.register`) unless it is already."""
         from freshkeep.health._builtin import jobs_check
 
         async def check() -> CheckResult:
             return await jobs_check(self, (name, queue))
 
+        keeper = self.keeper
+        if keeper is not None and isinstance(queue, Component):
+            registered: object = keeper.jobs.get(queue.name)
+            if registered is not queue:
+                keeper.register(queue)
         self.add(name, check)
 
     # -- running ------------------------------------------------------------------------------

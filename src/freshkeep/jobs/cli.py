@@ -185,15 +185,15 @@ def worker(
     try:
         queue = load_queue(app_spec)
         console.print(
-            f"worker on {queue.backend}: tasks {', '.join(queue.snapshot_stats()['tasks'])}",
+            f"worker on {queue.backend}: tasks {', '.join(queue.snapshot().tasks)}",
             highlight=False,
         )
         asyncio.run(_work(queue))
     except FreshkeepError as exc:
         raise _fail(str(exc)) from exc
-    stats = queue.snapshot_stats()
+    stats = queue.snapshot()
     console.print(
-        f"stopped: {stats['done']} done, {stats['failed']} failed, {stats['retried']} retried",
+        f"stopped: {stats.done} done, {stats.failed} failed, {stats.retried} retried",
         highlight=False,
     )
 
