@@ -306,7 +306,7 @@ class Dashboard:
     docstring. ``token``: the admin token (``None``: the dashboard is off, 403).
 
     ``pipelines`` and ``schedulers`` give the processors and their schedule; the keeper's
-    health registry (``keeper.health``), if it has one, is run at most every
+    health registry (``keeper.health``) is run at most every
     ``health_every`` seconds and its report shown. ``poll`` is the page's refresh period.
     """
 
@@ -360,7 +360,7 @@ class Dashboard:
     # -- data ------------------------------------------------------------------------------
 
     async def health_report(self) -> dict[str, Any] | None:
-        """The keeper's health report (``None`` without a registry), run at most every
+        """The keeper's health report (``keeper.health``), run at most every
         ``health_every`` seconds; concurrent polls share one run."""
         registry = self.keeper.health
         cached = self._health

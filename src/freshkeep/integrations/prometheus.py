@@ -122,7 +122,7 @@ class FreshkeepCollector(Collector):
     """A Prometheus collector that reads a keeper's counters at scrape time.
 
     ``pipelines``: the processing pipelines to report (or a callable returning them at each
-    scrape); pipelines watched by the keeper's health registry, if it has any, are added.
+    scrape); the pipelines registered on the keeper (``keeper.pipelines``) are added.
     ``namespace`` prefixes every metric name. Every view, those registered later included, is
     observed (build time, staleness served) from construction on, until :meth:`detach`.
     """
