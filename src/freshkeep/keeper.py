@@ -49,9 +49,9 @@ from freshkeep.views import (
 if TYPE_CHECKING:
     from freshkeep.artifacts import ArtifactCache, ArtifactSnapshot
     from freshkeep.health import Health
-    from freshkeep.jobs import JobQueueSnapshot, QueueComponent
+    from freshkeep.jobs import QueueComponent
     from freshkeep.notify import ChangeNotifier, NotifierSnapshot, Send, StateStore
-    from freshkeep.processing import Pipeline, PipelineSnapshot
+    from freshkeep.processing import Pipeline
     from freshkeep.remote import Derive, Fetch
 
 C = TypeVar("C", bound=Component)
@@ -81,9 +81,10 @@ class KeeperStats:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeeperSnapshot(Snapshot):
-    """Counters of a keeper and the snapshot of every component registered on it
-    (:meth:`Keeper.snapshot`); :meth:`~freshkeep.core.component.Snapshot.to_dict` is the
-    stats JSON (``GET /stats`` of the demo hub)."""
+    """Counters of a keeper and the snapshots of its views, remotes, notifiers, artifact
+    caches, bus and shared store (:meth:`Keeper.snapshot`);
+    :meth:`~freshkeep.core.component.Snapshot.to_dict` is the stats JSON (``GET /state/stats``
+    of the demo hub)."""
 
     instance: str
     """The keeper's :attr:`~Keeper.instance_id`."""
@@ -105,8 +106,6 @@ class KeeperSnapshot(Snapshot):
     remotes: Mapping[str, RemoteSnapshot]
     notifiers: Mapping[str, NotifierSnapshot]
     artifacts: Mapping[str, ArtifactSnapshot]
-    pipelines: Mapping[str, PipelineSnapshot]
-    jobs: Mapping[str, JobQueueSnapshot]
 
 
 class Keeper:
@@ -124,7 +123,7 @@ class Keeper:
     Every view, remote, notifier, artifact cache, processing pipeline and job queue is a
     :class:`~freshkeep.core.component.Component` registered with :meth:`register` (views,
     remotes and notifiers made here, and artifact caches given ``keeper=``, register
-    themselves); :meth:`snapshot` reports them all.
+    themselves); health checks, metrics and the dashboard read their typed snapshots.
     """
 
     health_factory: ClassVar[Callable[[Keeper], Health] | None] = None
@@ -276,8 +275,9 @@ class Keeper:
     def register(self, component: C) -> C:
         """Register ``component`` (a view, remote, notifier, artifact cache, pipeline, job
         queue, bus or shared store: a :class:`~freshkeep.core.component.Component`) under its
-        ``name`` among those of its ``kind``, and return it: it shows in :meth:`snapshot`,
-        the health checks, the metrics and the dashboard.
+        ``name`` among those of its ``kind``, and return it: the health checks, the metrics
+        and the dashboard find it (views, remotes, notifiers and artifact caches also show in
+        :meth:`snapshot`).
 
         Raises :class:`~freshkeep.exceptions.DuplicateNameError` when a component of that
         kind is registered under that name (:class:`~freshkeep.exceptions.DuplicateViewError`
@@ -613,9 +613,10 @@ class Keeper:
             await self.shared.aclose()
 
     def snapshot(self) -> KeeperSnapshot:
-        """Counters of the keeper and the snapshot of every registered component: views,
-        remotes, notifiers, artifact caches, pipelines and job queues; with the status of the
-        shared store and of the bus (reachable, outages, last error). No I/O."""
+        """Counters of the keeper and the snapshots of its views, remotes, notifiers and
+        artifact caches, the shared store and the bus (reachable, outages, last error); no
+        I/O. Pipelines and job queues report their own (``keeper.pipelines``,
+        ``keeper.jobs``): the stats JSON keeps the keys it always had."""
         hits = self.store.hits_by_view()  # one pass over the entries for every view
         return KeeperSnapshot(
             name="keeper",
@@ -637,6 +638,4 @@ class Keeper:
             remotes={name: r.snapshot() for name, r in list(self._remotes.items())},
             notifiers={name: n.snapshot() for name, n in list(self._notifiers.items())},
             artifacts={name: a.snapshot() for name, a in list(self._artifacts.items())},
-            pipelines={name: p.snapshot() for name, p in list(self._pipelines.items())},
-            jobs={name: q.snapshot() for name, q in list(self._jobs.items())},
         )

@@ -49,8 +49,6 @@ class RemoteBusSnapshot(BusSnapshot):
     last_error_at: float | None
     last_outage_started_at: float | None
     last_outage_ended_at: float | None
-    max_reconnect_backoff: float
-    """The longest wait between reconnect attempts (seconds)."""
 
 
 class Bus(Protocol):

@@ -165,7 +165,6 @@ class RemoteBus(Component):
             last_error_at=s.last_error_at,
             last_outage_started_at=s.last_outage_started_at,
             last_outage_ended_at=s.last_outage_ended_at,
-            max_reconnect_backoff=self.max_reconnect_backoff,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, get_args
 
 Kind = Literal["view", "remote", "notifier", "artifacts", "pipeline", "jobs", "bus", "store"]
@@ -31,14 +32,21 @@ class Snapshot:
     """The component's name (unique among the components of its kind)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The snapshot as JSON-ready plain data (nested snapshots included): dicts, lists
-        and scalars, keyed by the field names."""
-        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
-        return plain
+        """The snapshot as JSON-ready plain data: dicts, lists and scalars keyed by the field
+        names, nested snapshots included. ``name`` is left out (of nested snapshots too): the
+        stats JSON lists a snapshot under its name, and keeps the keys it always had."""
+        return _fields(self)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    skip = "name" if isinstance(obj, Snapshot) else None
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != skip}
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
+    if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]

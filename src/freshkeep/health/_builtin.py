@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from freshkeep.buses.base import RemoteBus
 from freshkeep.health._config import env_name
 from freshkeep.health._format import age_text
 from freshkeep.health._model import CheckResult, Level
@@ -304,7 +305,7 @@ async def bus_check(health: Health, keeper: Keeper) -> CheckResult:
     cfg = health.config
     error_after = cfg.buses_error_after
     if error_after is None:
-        backoff = bus.max_reconnect_backoff
+        backoff = keeper.bus.max_reconnect_backoff if isinstance(keeper.bus, RemoteBus) else 0
         error_after = 10 * backoff if backoff else DEFAULT_BUS_ERROR_AFTER
     now = health.clock.time()
     started, ended = bus.last_outage_started_at, bus.last_outage_ended_at
