@@ -29,10 +29,11 @@ from freshkeep import (
 from freshkeep.artifacts import ArtifactSnapshot
 from freshkeep.buses import bus_from_url
 from freshkeep.core.component import KINDS
+from freshkeep.health import Level
 from freshkeep.jobs import MemoryJobQueue, SQLJobQueueSnapshot
 from freshkeep.notify import NotifierSnapshot
 from freshkeep.ports import BusSnapshot, RemoteBusSnapshot
-from freshkeep.processing import PipelineSnapshot
+from freshkeep.processing import Item, Outcome, PipelineSnapshot, ProcessContext, Processor
 from freshkeep.remote import RemoteSnapshot
 from freshkeep.settings import Settings
 from freshkeep.stores.redis import RedisStore, RedisStoreSnapshot
@@ -426,14 +427,38 @@ def test_a_view_of_another_keeper_is_refused(keeper: Keeper) -> None:
         keeper.register(view)
 
 
-async def test_watching_registers_pipelines_and_job_queues(keeper: Keeper) -> None:
+class Files(Processor):
+    def __init__(self, name: str, root: Path) -> None:
+        self.name, self.root, self.pattern = name, root, "*.txt"
+
+    async def process(self, item: Item, ctx: ProcessContext) -> Outcome:
+        return Outcome({})
+
+
+async def test_watching_registers_job_queues_and_pipelines(keeper: Keeper, tmp_path: Path) -> None:
     queue = MemoryJobQueue()
     try:
         keeper.health.watch_jobs(queue)
         assert keeper.jobs == {"jobs": queue}
-        assert "jobs" in keeper.health.names()
+        assert keeper.health.names() == ["bus", "jobs", "store"]  # no jobs:jobs besides
+        keeper.health.remove("jobs")  # unwatched, it is still registered: a built-in check
+        assert keeper.health.names() == ["bus", "jobs:jobs", "store"]
+        check = (await keeper.health.run()).get("jobs:jobs")
+        assert check is not None and check.level is Level.OK and check.data["backend"] == "sql"
     finally:
         await queue.aclose()
+
+    pipeline = Pipeline(name="files")
+    pipeline.register(Files("a", tmp_path))
+    pipeline.register(Files("b", tmp_path))
+    keeper.health.watch_processor(pipeline, "a", cadence=60)
+    keeper.health.watch_processor(pipeline, "b", cadence=60)  # registered once
+    assert keeper.pipelines == {"files": pipeline}
+    other = Pipeline(name="files")
+    other.register(Files("c", tmp_path))
+    with pytest.raises(DuplicateNameError, match="a pipeline named 'files'"):
+        keeper.health.watch_processor(other, "c", cadence=60)
+    assert "processor:c" not in keeper.health.names()  # nothing half-added
 
 
 # -- the package graph -----------------------------------------------------------------------

@@ -208,6 +208,35 @@ async def test_remotes_notifiers_and_artifacts() -> None:
     assert value(scrape, n, notifier="alerts", outcome="failed") == 0
 
 
+async def test_job_queues_registered_on_the_keeper() -> None:
+    from freshkeep.jobs import MemoryJobQueue
+
+    keeper = Keeper()
+    metrics = instrument(keeper)
+    queue = keeper.register(MemoryJobQueue())
+    try:
+        done: list[int] = []
+
+        async def work(ctx: Any, args: dict[str, Any]) -> None:
+            done.append(1)
+
+        queue.task("work", work)
+        await queue.enqueue("work", dedup_key="w")
+        await queue.enqueue("work", dedup_key="w")  # deduplicated
+        await queue.drain()
+        snap = queue.snapshot()
+        scrape = samples(metrics.render())
+        j = "freshkeep_jobs_total"
+        assert value(scrape, j, queue="jobs", outcome="enqueued") == snap.enqueued == 1
+        assert value(scrape, j, queue="jobs", outcome="done") == snap.done == 1 == len(done)
+        assert value(scrape, j, queue="jobs", outcome="failed") == 0
+        skipped = "freshkeep_jobs_skipped_total"
+        assert value(scrape, skipped, queue="jobs", reason="deduplicated") == 1
+        assert value(scrape, "freshkeep_job_queue_jobs", queue="jobs", state="queued") == 0
+    finally:
+        await queue.aclose()
+
+
 async def test_artifact_caches(tmp_path: Path) -> None:
     pytest.importorskip("fsspec")
     from sqlalchemy.ext.asyncio import create_async_engine

@@ -1,5 +1,5 @@
-"""The built-in checks: views, remote values, notifiers, the shared store, the bus and
-artifact caches, computed on each run from the keeper's registries."""
+"""The built-in checks: views, remote values, notifiers, the shared store, the bus, artifact
+caches and job queues, computed on each run from the keeper's registries."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from freshkeep.ports import RemoteBusSnapshot
 if TYPE_CHECKING:
     from freshkeep.artifacts import ArtifactCache
     from freshkeep.health._registry import Health
-    from freshkeep.jobs import JobQueue
+    from freshkeep.jobs import JobQueue, QueueComponent
     from freshkeep.keeper import Keeper
     from freshkeep.notify import ChangeNotifier
     from freshkeep.remote import Remote
@@ -48,6 +48,11 @@ def builtin_checks(health: Health) -> list[tuple[str, BuiltinCheck]]:
     out.append(("bus", _bind(bus_check, health, keeper)))
     for name, cache in keeper.artifacts.items():
         out.append((f"artifacts:{name}", _bind(artifacts_check, health, (name, cache))))
+    watched = health._watched_queues.values()
+    for name, queue in keeper.jobs.items():
+        if all(queue is not q for q in watched):  # else its watch_jobs check covers it
+            check = f"jobs:{name}"
+            out.append((check, _bind(jobs_check, health, (check, queue))))
     return out
 
 
@@ -416,8 +421,9 @@ async def artifacts_check(health: Health, named: tuple[str, ArtifactCache]) -> C
 # -- job queues ----------------------------------------------------------------------------------
 
 
-async def jobs_check(health: Health, named: tuple[str, JobQueue]) -> CheckResult:
-    """A job queue (:meth:`Health.watch_jobs`): ``warning`` while a job failed for good (all its
+async def jobs_check(health: Health, named: tuple[str, JobQueue | QueueComponent]) -> CheckResult:
+    """A job queue (:meth:`Health.watch_jobs`, or ``jobs:<name>`` of a queue registered on the
+    keeper): ``warning`` while a job failed for good (all its
     retries spent: what it derives is not built) less than ``FRESHKEEP_HEALTH_JOBS_FAILED_WINDOW``
     seconds ago, naming the task and its error; ``ok`` otherwise, with the queue's counters."""
     name, queue = named

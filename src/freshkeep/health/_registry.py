@@ -50,8 +50,10 @@ class Health:
     - :meth:`add` registers a check (sync or async, see :data:`Check`); a check that raises or
       exceeds its timeout is an ``error`` result with its message, never a failed run.
     - Built-in checks are computed on each run from the keeper's registries, so a view,
-      remote, notifier or artifact cache created later is covered: ``view:<name>``,
-      ``remote:<name>``, ``notifier:<name>``, ``artifacts:<name>``, ``store`` and ``bus``.
+      remote, notifier, artifact cache or job queue registered later is covered:
+      ``view:<name>``, ``remote:<name>``, ``notifier:<name>``, ``artifacts:<name>``,
+      ``jobs:<name>`` (a queue :meth:`watch_jobs` does not watch already), ``store`` and
+      ``bus``.
     - :meth:`watch_processor` adds the lag and stuck-item checks of a file processor.
     - Thresholds come from :class:`HealthConfig` (``FRESHKEEP_HEALTH_*``), read and validated
       by :meth:`configure` (called by :meth:`freshkeep.Keeper.start`, else by the first run).
@@ -81,6 +83,8 @@ class Health:
         self._config: HealthConfig | None = None
         self._checks: dict[str, _Registered] = {}
         self._watches: dict[str, ProcessorWatch] = {}
+        self._watched_queues: dict[str, object] = {}
+        """The job queues of :meth:`watch_jobs`, by the name of their check."""
         self._view_reads: dict[str, dict[str, int]] = {}
         self._inflight: asyncio.Future[HealthReport] | None = None
         self._last_mono = 0.0
@@ -122,6 +126,7 @@ class Health:
         """Unregister the check ``name`` (no error if there is none); either check of a
         watched processor removes the watch and both its checks."""
         self._checks.pop(name, None)
+        self._watched_queues.pop(name, None)
         for watch_name, watch in list(self._watches.items()):
             if name in watch.check_names:
                 del self._watches[watch_name]
@@ -205,12 +210,17 @@ class Health:
         async def check() -> CheckResult:
             return await jobs_check(self, (name, queue))
 
+        self.add(name, check)
         keeper = self.keeper
         if keeper is not None and isinstance(queue, Component):
             registered: object = keeper.jobs.get(queue.name)
             if registered is not queue:
-                keeper.register(queue)
-        self.add(name, check)
+                try:
+                    keeper.register(queue)
+                except BaseException:
+                    self._checks.pop(name, None)
+                    raise
+        self._watched_queues[name] = queue
 
     # -- running ------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from freshkeep.artifacts import ArtifactSnapshot
     from freshkeep.core.entry import Status
     from freshkeep.health import Health
+    from freshkeep.jobs import JobQueueSnapshot
     from freshkeep.keeper import Keeper, KeeperSnapshot
     from freshkeep.notify import NotifierSnapshot
     from freshkeep.processing import Pipeline, PipelineSnapshot
@@ -205,6 +206,7 @@ class FreshkeepCollector(Collector):
         yield from self._notifier_metrics(m, snap.notifiers)
         yield from self._artifact_metrics(m, snap.artifacts)
         yield from self._processor_metrics(m, [p.snapshot() for p in self.pipelines()])
+        yield from self._job_metrics(m, {n: q.snapshot() for n, q in self.keeper.jobs.items()})
         yield from self._health_metrics(m, self.keeper.health)
 
     def _snapshot(self) -> KeeperSnapshot:
@@ -453,6 +455,40 @@ class FreshkeepCollector(Collector):
                 finished.add_metric([name], last.started_at)
                 duration.add_metric([name], last.duration)
         yield from (running, items, finished, duration)
+
+    @staticmethod
+    def _job_metrics(m: _Families, queues: Mapping[str, JobQueueSnapshot]) -> Iterator[Metric]:
+        jobs = m.counter_family(
+            "jobs",
+            "Jobs of a queue seen by this process's workers, by outcome: enqueued, done, "
+            "failed (every retry spent), retried, stalled (its worker stopped renewing it).",
+            ("queue", "outcome"),
+        )
+        skipped = m.counter_family(
+            "jobs_skipped",
+            "Enqueues and periodic ticks skipped, by reason (deduplicated, in_flight, locked, "
+            "misfire, tick_taken, superseded).",
+            ("queue", "reason"),
+        )
+        size = m.gauge_family(
+            "job_queue_jobs",
+            "Jobs queued or running on every instance, as of the queue's last count.",
+            ("queue", "state"),
+        )
+        for name, q in queues.items():
+            for outcome, n in (
+                ("enqueued", q.enqueued),
+                ("done", q.done),
+                ("failed", q.failed),
+                ("retried", q.retried),
+                ("stalled", q.stalled),
+            ):
+                jobs.add_metric([name, outcome], n)
+            for reason, n in sorted(q.skipped.items()):
+                skipped.add_metric([name, reason], n)
+            size.add_metric([name, "queued"], q.queued)
+            size.add_metric([name, "running"], q.running)
+        yield from (jobs, skipped, size)
 
     @staticmethod
     def _health_metrics(m: _Families, health: Health) -> Iterator[Metric]:
