@@ -458,6 +458,7 @@ async def test_every_metric_is_documented(tmp_path: Path) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from freshkeep.artifacts import ArtifactCache
+    from freshkeep.jobs import MemoryJobQueue
 
     (tmp_path / "a.txt").write_text("ok")
     pipeline = Pipeline(racy_window=0)
@@ -469,6 +470,7 @@ async def test_every_metric_is_documented(tmp_path: Path) -> None:
     notifier = keeper.notifier("n", lambda notice: None)
     keeper.health.watch_processor(pipeline, "files", cadence=60)
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    queue = keeper.register(MemoryJobQueue())
 
     async def pack(key: str) -> bytes:
         return b"x"
@@ -491,6 +493,7 @@ async def test_every_metric_is_documented(tmp_path: Path) -> None:
             for name, _ in samples(metrics.render())
         }
     finally:
+        await queue.aclose()
         await engine.dispose()
     guide = (Path(__file__).resolve().parents[2] / "docs" / "health.md").read_text()
     section = guide.split("## Metrics", 1)[1].split("\n## ", 1)[0]
