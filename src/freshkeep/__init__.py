@@ -9,6 +9,8 @@ from __future__ import annotations
 from freshkeep.buses.local import LocalBus as LocalBus
 from freshkeep.core.clock import Clock as Clock
 from freshkeep.core.clock import SystemClock as SystemClock
+from freshkeep.core.component import Component as Component
+from freshkeep.core.component import Snapshot as Snapshot
 from freshkeep.core.entry import Entry as Entry
 from freshkeep.core.entry import Read as Read
 from freshkeep.core.entry import Status as Status
@@ -44,6 +46,7 @@ from freshkeep.jobs import EnqueueResult as EnqueueResult
 from freshkeep.jobs import JobContext as JobContext
 from freshkeep.jobs import JobQueue as JobQueue
 from freshkeep.keeper import Keeper as Keeper
+from freshkeep.keeper import KeeperSnapshot as KeeperSnapshot
 from freshkeep.notify import ChangeNotifier as ChangeNotifier
 from freshkeep.notify import MemoryStateStore as MemoryStateStore
 from freshkeep.notify import Notice as Notice
@@ -65,6 +68,9 @@ from freshkeep.views import BuildContext as BuildContext
 from freshkeep.views import Section as Section
 from freshkeep.views import View as View
 from freshkeep.views import ViewObserver as ViewObserver
+from freshkeep.views import ViewSnapshot as ViewSnapshot
+
+Keeper.health_factory = Health  # the keeper does not import freshkeep.health: wired here
 
 __version__ = "0.1.0"
 
@@ -76,6 +82,7 @@ __all__ = [
     "ChangeNotifier",
     "CheckResult",
     "Clock",
+    "Component",
     "ConfigurationError",
     "CorruptEntryError",
     "DuplicateNameError",
@@ -94,6 +101,7 @@ __all__ = [
     "JobQueueError",
     "JobQueueTimeout",
     "Keeper",
+    "KeeperSnapshot",
     "LocalBus",
     "MemoryStateStore",
     "MemoryStore",
@@ -118,6 +126,7 @@ __all__ = [
     "Scheduler",
     "Section",
     "Settings",
+    "Snapshot",
     "StateStore",
     "Status",
     "StoreError",
@@ -128,4 +137,5 @@ __all__ = [
     "UnknownViewError",
     "View",
     "ViewObserver",
+    "ViewSnapshot",
 ]

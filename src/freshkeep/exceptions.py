@@ -5,8 +5,8 @@ The tree::
     FreshkeepError
     ├── ConfigurationError          a view, policy or setting that cannot work
     │   ├── UnknownViewError        no view registered under that name
-    │   ├── DuplicateViewError      a view name registered twice
-    │   ├── DuplicateNameError      a remote, notifier, processor or job name registered twice
+    │   ├── DuplicateNameError      a component, processor or job name registered twice
+    │   │   └── DuplicateViewError  a view name registered twice
     │   ├── UnknownProcessorError   no processor registered under that name
     │   ├── UnknownTaskError        no job task registered under that name
     │   └── PrincipalRequiredError  a shared view asked to cache a per-user response
@@ -49,12 +49,12 @@ class UnknownViewError(ConfigurationError, KeyError):
         return str(self.args[0])
 
 
-class DuplicateViewError(ConfigurationError):
-    """A view with that name is already registered."""
-
-
 class DuplicateNameError(ConfigurationError):
-    """A remote or notifier with that name is already registered."""
+    """A component of that kind and name is already registered."""
+
+
+class DuplicateViewError(DuplicateNameError):
+    """A view with that name is already registered."""
 
 
 class UnknownProcessorError(ConfigurationError, KeyError):

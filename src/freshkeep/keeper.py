@@ -6,10 +6,20 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 from freshkeep.buses.local import LocalBus
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.core.component import KINDS, Component, Kind, Snapshot
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision, RevisionSource, RevisionTracker
 from freshkeep.exceptions import (
@@ -19,19 +29,32 @@ from freshkeep.exceptions import (
     FreshkeepError,
     UnknownViewError,
 )
-from freshkeep.health import Health
-from freshkeep.ports import Bus
+from freshkeep.ports import Bus, BusSnapshot
 from freshkeep.remote import NO_FALLBACK, Remote, RemoteConfig
 from freshkeep.remote._config import from_env
+from freshkeep.remote._types import RemoteSnapshot
 from freshkeep.settings import Settings
-from freshkeep.stores.base import Lock, SharedStore
-from freshkeep.stores.memory import MemoryStore
-from freshkeep.views import Builder, PrincipalView, Probe, Section, View, ViewObserver
+from freshkeep.stores.base import Lock, SharedStore, SharedStoreSnapshot
+from freshkeep.stores.memory import MemoryStore, MemoryStoreSnapshot
+from freshkeep.views import (
+    Builder,
+    PrincipalView,
+    Probe,
+    Section,
+    View,
+    ViewObserver,
+    ViewSnapshot,
+)
 
 if TYPE_CHECKING:
-    from freshkeep.artifacts import ArtifactCache
-    from freshkeep.notify import ChangeNotifier, Send, StateStore
+    from freshkeep.artifacts import ArtifactCache, ArtifactSnapshot
+    from freshkeep.health import Health
+    from freshkeep.jobs import QueueComponent
+    from freshkeep.notify import ChangeNotifier, NotifierSnapshot, Send, StateStore
+    from freshkeep.processing import Pipeline
     from freshkeep.remote import Derive, Fetch
+
+C = TypeVar("C", bound=Component)
 
 
 @runtime_checkable
@@ -56,6 +79,35 @@ class KeeperStats:
     """Reads whose revision probe failed."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeeperSnapshot(Snapshot):
+    """Counters of a keeper and the snapshots of its views, remotes, notifiers, artifact
+    caches, bus and shared store (:meth:`Keeper.snapshot`);
+    :meth:`~freshkeep.core.component.Snapshot.to_dict` is the stats JSON (``GET /state/stats``
+    of the demo hub)."""
+
+    instance: str
+    """The keeper's :attr:`~Keeper.instance_id`."""
+    probe: Probe
+    resync_interval: float
+    probes: int
+    """Reads of source revisions."""
+    commits: int
+    remote_revisions: int
+    probe_errors: int
+    store: MemoryStoreSnapshot
+    """The in-process store (L1)."""
+    shared: SharedStoreSnapshot | None
+    """The shared store (L2), or ``None``."""
+    bus: BusSnapshot
+    bus_down: bool
+    """Whether the bus is down (reads probe revisions meanwhile)."""
+    views: Mapping[str, ViewSnapshot]
+    remotes: Mapping[str, RemoteSnapshot]
+    notifiers: Mapping[str, NotifierSnapshot]
+    artifacts: Mapping[str, ArtifactSnapshot]
+
+
 class Keeper:
     """Keeps derived data fresh: one per application (per database).
 
@@ -67,7 +119,16 @@ class Keeper:
     :class:`~freshkeep.stores.redis.RedisStore`): a build is looked up there before it runs and
     stored there after; ``lock`` (e.g. ``shared.lock()``) makes a rebuild single-flight across
     instances (the others wait up to ``lock_wait`` seconds for its result).
+
+    Every view, remote, notifier, artifact cache, processing pipeline and job queue is a
+    :class:`~freshkeep.core.component.Component` registered with :meth:`register` (views,
+    remotes and notifiers made here, and artifact caches given ``keeper=``, register
+    themselves); health checks, metrics and the dashboard read their typed snapshots.
     """
+
+    health_factory: ClassVar[Callable[[Keeper], Health] | None] = None
+    """Makes :attr:`health` (set by the :mod:`freshkeep` package to
+    :class:`freshkeep.health.Health`: the keeper does not import the health package)."""
 
     def __init__(
         self,
@@ -120,11 +181,29 @@ class Keeper:
         self._remotes: dict[str, Remote] = {}
         self._notifiers: dict[str, ChangeNotifier] = {}
         self._artifacts: dict[str, ArtifactCache] = {}
+        self._pipelines: dict[str, Pipeline] = {}
+        self._jobs: dict[str, QueueComponent] = {}
+        self._buses: dict[str, Component] = {}
+        self._stores: dict[str, Component] = {}
+        self._registry: dict[Kind, dict[str, Any]] = {
+            "view": self._views,
+            "remote": self._remotes,
+            "notifier": self._notifiers,
+            "artifacts": self._artifacts,
+            "pipeline": self._pipelines,
+            "jobs": self._jobs,
+            "bus": self._buses,
+            "store": self._stores,
+        }
+        assert tuple(self._registry) == KINDS
+        if isinstance(self.bus, Component):
+            self.register(self.bus)
+        if isinstance(shared, Component):
+            self.register(shared)
         self._unsubscribe = self.bus.subscribe(self._on_bus)
         self._bus_remover: Callable[[], Any] | None = None
         self._bus_is_down = False
-        self.health = Health(self)
-        """The health checks of this keeper (:class:`freshkeep.health.Health`)."""
+        self._health: Health | None = None
 
     @classmethod
     def from_settings(
@@ -170,6 +249,11 @@ class Keeper:
         if start is not None and not await start():
             self._bus_down()  # not connected yet: it keeps trying in the background
 
+    @property
+    def bus_down(self) -> bool:
+        """Whether the bus is down: nothing is pushed, so every read probes revisions."""
+        return self._bus_is_down
+
     def _bus_down(self) -> None:
         """No revision is pushed while the bus is down: every read probes until it is back."""
         self._bus_is_down = True
@@ -185,6 +269,80 @@ class Keeper:
             await self.tracker.resync()
         except FreshkeepError:
             self.stats.probe_errors += 1
+
+    # -- components ------------------------------------------------------------------------
+
+    def register(self, component: C) -> C:
+        """Register ``component`` (a view, remote, notifier, artifact cache, pipeline, job
+        queue, bus or shared store: a :class:`~freshkeep.core.component.Component`) under its
+        ``name`` among those of its ``kind``, and return it: the health checks, the metrics
+        and the dashboard find it (views, remotes, notifiers and artifact caches also show in
+        :meth:`snapshot`).
+
+        Raises :class:`~freshkeep.exceptions.DuplicateNameError` when a component of that
+        kind is registered under that name (:class:`~freshkeep.exceptions.DuplicateViewError`
+        for a view), :class:`~freshkeep.exceptions.ConfigurationError` for anything that is
+        not a component, an unknown kind or an empty name.
+        """
+        if not isinstance(component, Component):
+            raise ConfigurationError(
+                f"cannot register {component!r}: not a freshkeep Component (a view, remote, "
+                "notifier, artifact cache, pipeline, job queue, bus or shared store)"
+            )
+        kind, name = component.kind, component.name
+        registry = self._registry.get(kind)
+        if registry is None:
+            raise ConfigurationError(
+                f"cannot register {component!r}: unknown component kind {kind!r} "
+                f"(known: {', '.join(KINDS)})"
+            )
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"a {kind} name must be a non-empty string, not {name!r}")
+        if name in registry:
+            error = DuplicateViewError if kind == "view" else DuplicateNameError
+            raise error(f"a {kind} named {name!r} is already registered")
+        if isinstance(component, View):
+            if component.keeper is not self:
+                raise ConfigurationError(f"view {name!r} belongs to another keeper")
+            component.observers.extend(self.view_observers)
+            self._apply_probe(component)
+        registry[name] = component
+        return component
+
+    @overload
+    def components(self, kind: Literal["view"]) -> Mapping[str, View]: ...
+    @overload
+    def components(self, kind: Literal["remote"]) -> Mapping[str, Remote]: ...
+    @overload
+    def components(self, kind: Literal["notifier"]) -> Mapping[str, ChangeNotifier]: ...
+    @overload
+    def components(self, kind: Literal["artifacts"]) -> Mapping[str, ArtifactCache]: ...
+    @overload
+    def components(self, kind: Literal["pipeline"]) -> Mapping[str, Pipeline]: ...
+    @overload
+    def components(self, kind: Literal["jobs"]) -> Mapping[str, QueueComponent]: ...
+    @overload
+    def components(self, kind: Kind) -> Mapping[str, Component]: ...
+
+    def components(self, kind: Kind) -> Mapping[str, Component]:
+        """The components of ``kind`` registered on this keeper, by name (a copy)."""
+        try:
+            return dict(self._registry[kind])
+        except KeyError:
+            raise ConfigurationError(
+                f"unknown component kind {kind!r} (known: {', '.join(KINDS)})"
+            ) from None
+
+    @property
+    def health(self) -> Health:
+        """The health checks of this keeper (:class:`freshkeep.health.Health`), made on
+        first use."""
+        if self._health is None:
+            factory = Keeper.health_factory
+            if factory is None:  # pragma: no cover - the freshkeep package sets it
+                raise ConfigurationError("freshkeep.health is not loaded")
+            self._health = factory(self)
+        return self._health
 
     # -- views ---------------------------------------------------------------------------
 
@@ -234,10 +392,7 @@ class Keeper:
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
         )
-        self._views[name] = v
-        v.observers.extend(self.view_observers)
-        self._apply_probe(v)
-        return v
+        return self.register(v)
 
     def get_view(self, name: str) -> View:
         """The view registered under ``name``."""
@@ -314,17 +469,17 @@ class Keeper:
             )
         except ConfigurationError as exc:
             raise ConfigurationError(f"remote {name!r}: {exc}") from exc
-        r = Remote(
-            self,
-            name,
-            fetch,
-            from_env(name, config),
-            fallback=fallback,
-            derive=derive,
-            fetch_sync=fetch_sync,
+        return self.register(
+            Remote(
+                self,
+                name,
+                fetch,
+                from_env(name, config),
+                fallback=fallback,
+                derive=derive,
+                fetch_sync=fetch_sync,
+            )
         )
-        self._remotes[name] = r
-        return r
 
     @property
     def remotes(self) -> Mapping[str, Remote]:
@@ -343,7 +498,7 @@ class Keeper:
         notify_initial: bool = True,
     ) -> ChangeNotifier:
         """Register and return a :class:`~freshkeep.notify.ChangeNotifier` on this keeper's
-        clock; it shows in :meth:`snapshot_stats`."""
+        clock; it shows in :meth:`snapshot`."""
         from freshkeep.notify import ChangeNotifier
 
         return ChangeNotifier(
@@ -362,20 +517,22 @@ class Keeper:
         """Every registered notifier, by name."""
         return dict(self._notifiers)
 
-    def _add_notifier(self, notifier: ChangeNotifier) -> None:
-        if notifier.name in self._notifiers:
-            raise DuplicateNameError(f"a notifier named {notifier.name!r} is already registered")
-        self._notifiers[notifier.name] = notifier
-
     @property
     def artifacts(self) -> Mapping[str, ArtifactCache]:
         """Every artifact cache registered on this keeper (``ArtifactCache(..., keeper=)``)."""
         return dict(self._artifacts)
 
-    def _add_artifacts(self, cache: ArtifactCache) -> None:
-        if cache.name in self._artifacts:
-            raise DuplicateNameError(f"an artifact cache named {cache.name!r} is registered")
-        self._artifacts[cache.name] = cache
+    @property
+    def pipelines(self) -> Mapping[str, Pipeline]:
+        """Every processing pipeline registered on this keeper (:meth:`register`, or
+        ``keeper.health.watch_processor(pipeline, ...)``)."""
+        return dict(self._pipelines)
+
+    @property
+    def jobs(self) -> Mapping[str, QueueComponent]:
+        """Every job queue registered on this keeper (:meth:`register`, or
+        ``keeper.health.watch_jobs(queue)``)."""
+        return dict(self._jobs)
 
     # -- revisions -------------------------------------------------------------------------
 
@@ -455,34 +612,30 @@ class Keeper:
         if self.shared is not None:
             await self.shared.aclose()
 
-    def snapshot_stats(self) -> dict[str, Any]:
-        """Counters of the keeper and every view, remote, notifier and artifact cache, as plain
-        data; with the status of the shared store and of a network bus (reachable, outages,
-        last error)."""
-        bus_status = getattr(self.bus, "status", None)
+    def snapshot(self) -> KeeperSnapshot:
+        """Counters of the keeper and the snapshots of its views, remotes, notifiers and
+        artifact caches, the shared store and the bus (reachable, outages, last error); no
+        I/O. Pipelines and job queues report their own (``keeper.pipelines``,
+        ``keeper.jobs``): the stats JSON keeps the keys it always had."""
         hits = self.store.hits_by_view()  # one pass over the entries for every view
-        return {
-            "instance": self.instance_id,
-            "probe": self.probe,
-            "resync_interval": self.tracker.resync_interval,
-            "probes": self.tracker.probes,
-            "commits": self.stats.commits,
-            "remote_revisions": self.stats.remote_revisions,
-            "probe_errors": self.stats.probe_errors,
-            "store": {
-                "entries": len(self.store),
-                "bytes": self.store.bytes,
-                "evictions": self.store.evictions,
-                "rejected": self.store.rejected,
+        return KeeperSnapshot(
+            name="keeper",
+            instance=self.instance_id,
+            probe=self.probe,
+            resync_interval=self.tracker.resync_interval,
+            probes=self.tracker.probes,
+            commits=self.stats.commits,
+            remote_revisions=self.stats.remote_revisions,
+            probe_errors=self.stats.probe_errors,
+            store=self.store.snapshot(),
+            shared=self.shared.snapshot() if self.shared is not None else None,
+            bus=self.bus.snapshot(),
+            bus_down=self._bus_is_down,
+            views={
+                name: v.snapshot(store_hits=hits.get(name, 0))
+                for name, v in list(self._views.items())
             },
-            "shared": self.shared.status() if self.shared is not None else None,
-            "bus": bus_status() if callable(bus_status) else {"kind": "local"},
-            "bus_down": self._bus_is_down,
-            "views": {
-                name: v.snapshot_stats(store_hits=hits.get(name, 0))
-                for name, v in self._views.items()
-            },
-            "remotes": {name: r.snapshot_stats() for name, r in self._remotes.items()},
-            "notifiers": {name: n.snapshot_stats() for name, n in self._notifiers.items()},
-            "artifacts": {name: a.snapshot_stats() for name, a in self._artifacts.items()},
-        }
+            remotes={name: r.snapshot() for name, r in list(self._remotes.items())},
+            notifiers={name: n.snapshot() for name, n in list(self._notifiers.items())},
+            artifacts={name: a.snapshot() for name, a in list(self._artifacts.items())},
+        )

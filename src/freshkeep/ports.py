@@ -10,14 +10,45 @@ distributed mode; the in-process :class:`~freshkeep.stores.memory.MemoryStore` i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from freshkeep.core.component import Snapshot
 from freshkeep.core.revision import Revision, RevisionSource
 
 Listener = Callable[[Mapping[str, Revision], str], None]
 """Called with the revisions of one published commit and the id of the keeper that published
 it (so a keeper can skip its own)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BusSnapshot(Snapshot):
+    """What a bus reports (:meth:`Bus.snapshot`): the in-process bus only its kind."""
+
+    kind: str
+    """``local``, ``redis``, ``postgres``..."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteBusSnapshot(BusSnapshot):
+    """A bus between processes: its connection state and counters (wall-clock seconds;
+    ``last_outage_ended_at`` is ``None`` while an outage lasts)."""
+
+    channel: str
+    started: bool
+    connected: bool
+    connects: int
+    reconnects: int
+    published: int
+    received: int
+    errors: int
+    malformed: int
+    dropped: int
+    last_error: str | None
+    last_error_at: float | None
+    last_outage_started_at: float | None
+    last_outage_ended_at: float | None
 
 
 class Bus(Protocol):
@@ -35,5 +66,9 @@ class Bus(Protocol):
         """Register ``listener``; return a function that unsubscribes it."""
         ...
 
+    def snapshot(self) -> BusSnapshot:
+        """Its state and counters, without I/O."""
+        ...
 
-__all__ = ["Bus", "Listener", "RevisionSource"]
+
+__all__ = ["Bus", "BusSnapshot", "Listener", "RemoteBusSnapshot", "RevisionSource"]

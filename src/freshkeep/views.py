@@ -14,9 +14,10 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Protocol, assert_never
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, assert_never
 
 from freshkeep.core.clock import SystemClock
+from freshkeep.core.component import Component, Kind, Snapshot
 from freshkeep.core.entry import (
     Entry,
     Fingerprint,
@@ -136,8 +137,47 @@ class ViewStats:
     last build succeeded)."""
 
 
-class View:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySnapshot:
+    """The freshness policy of a view, as reported in its snapshot."""
+
+    mode: str
+    max_stale: float
+    stale_if_error: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewSnapshot(Snapshot):
+    """A view's counters now (:meth:`View.snapshot`)."""
+
+    view: str
+    """The view's name (as ``name``: the key of the stats JSON)."""
+    sources: tuple[str, ...]
+    policy: PolicySnapshot
+    reads: Mapping[str, int]
+    """Reads by status (``hit`` counts the hits of the memory store too)."""
+    builds: Mapping[str, int]
+    """Builds by section."""
+    build_seconds: Mapping[str, float]
+    """The duration of each section's last build."""
+    build_errors: int
+    background_refreshes: int
+    collapsed: int
+    shared_hits: int
+    shared_waits: int
+    last_error: str | None
+    last_error_at: float | None
+    last_build_at: float | None
+    failing_since: float | None
+    """Wall time of the first build error since the last successful build (``None``: the
+    last build succeeded)."""
+    in_flight: int
+
+
+class View(Component):
     """A cached, revision-gated view. Create it with :meth:`freshkeep.Keeper.view`."""
+
+    kind: ClassVar[Kind] = "view"
 
     def __init__(
         self,
@@ -314,36 +354,36 @@ class View:
         """How many builds of this view are running."""
         return len(self._flights)
 
-    def snapshot_stats(self, *, store_hits: int | None = None) -> dict[str, Any]:
-        """The view's counters as plain data. ``store_hits``: the hits counted on this view's
-        entries, when the caller has them (:meth:`MemoryStore.hits_by_view`)."""
+    def snapshot(self, *, store_hits: int | None = None) -> ViewSnapshot:
+        """The view's counters now. ``store_hits``: the hits counted on this view's entries,
+        when the caller has them (:meth:`MemoryStore.hits_by_view`)."""
         s = self.stats
         reads = dict(s.reads)
         if store_hits is None:
             store_hits = self._store.hits_of(self.name)
         reads["hit"] = reads.get("hit", 0) + self._hits + store_hits
-        return {
-            "view": self.name,
-            "sources": list(self.sources),
-            "policy": {
-                "mode": self.policy.mode,
-                "max_stale": self.policy.max_stale,
-                "stale_if_error": self.policy.stale_if_error,
-            },
-            "reads": reads,
-            "builds": dict(s.builds),
-            "build_seconds": dict(s.build_seconds),
-            "build_errors": s.build_errors,
-            "background_refreshes": s.background_refreshes,
-            "collapsed": s.collapsed,
-            "shared_hits": s.shared_hits,
-            "shared_waits": s.shared_waits,
-            "last_error": s.last_error,
-            "last_error_at": s.last_error_at,
-            "last_build_at": s.last_build_at,
-            "failing_since": s.failing_since,
-            "in_flight": self.in_flight,
-        }
+        p = self.policy
+        return ViewSnapshot(
+            name=self.name,
+            view=self.name,
+            sources=self.sources,
+            policy=PolicySnapshot(
+                mode=p.mode, max_stale=p.max_stale, stale_if_error=p.stale_if_error
+            ),
+            reads=reads,
+            builds=dict(s.builds),
+            build_seconds=dict(s.build_seconds),
+            build_errors=s.build_errors,
+            background_refreshes=s.background_refreshes,
+            collapsed=s.collapsed,
+            shared_hits=s.shared_hits,
+            shared_waits=s.shared_waits,
+            last_error=s.last_error,
+            last_error_at=s.last_error_at,
+            last_build_at=s.last_build_at,
+            failing_since=s.failing_since,
+            in_flight=self.in_flight,
+        )
 
     # -- internals ------------------------------------------------------------------------
 

@@ -149,6 +149,44 @@ async def test_stats_and_index(hub: HubClient) -> None:
     assert view["builds"] == {"core": 1, "progress": 1}
     assert view["policy"] == {"mode": "swr", "max_stale": 30.0, "stale_if_error": 300.0}
     assert "table:progress_events" in view["sources"] and stats["probe"] == "interval"
+    # the typed snapshots keep the JSON's shape: the same keys as the dicts they replaced
+    assert set(stats) == {
+        "instance",
+        "probe",
+        "resync_interval",
+        "probes",
+        "commits",
+        "remote_revisions",
+        "probe_errors",
+        "store",
+        "shared",
+        "bus",
+        "bus_down",
+        "views",
+        "remotes",
+        "notifiers",
+        "artifacts",
+    }
+    assert set(view) == {
+        "view",
+        "sources",
+        "policy",
+        "reads",
+        "builds",
+        "build_seconds",
+        "build_errors",
+        "background_refreshes",
+        "collapsed",
+        "shared_hits",
+        "shared_waits",
+        "last_error",
+        "last_error_at",
+        "last_build_at",
+        "failing_since",
+        "in_flight",
+    }
+    assert set(stats["store"]) == {"entries", "bytes", "evictions", "rejected"}
+    assert "name" not in stats["artifacts"]["topic-export"]
     index = (await hub.http.get("/")).json()
     assert {"method": "GET", "path": "/state/summary"}.items() <= index["endpoints"][0].items()
 

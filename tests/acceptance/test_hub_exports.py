@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +251,7 @@ async def test_concurrent_writes_with_jobs_running_all_land_and_prebuild(hub: Hu
         async with hub.hub.sessionmaker() as s:
             assert art["key"] == f"{topic}@{await export_revision(s, topic)}"
     assert hub.hub.exports.cache.stats.built == built
-    stats = hub.hub.exports.queue.snapshot_stats()
+    stats = hub.hub.exports.queue.snapshot().to_dict()
     assert stats["failed"] == 0
 
 
@@ -260,7 +261,7 @@ async def test_waiting_prebuild_jobs_show_as_the_backlog_in_health(hub: HubClien
     try:
         await hub.post("/decisions", {"topic_id": 2, "title": "Later"})
         assert await exports.queue.waiting(exports.cache.prebuild_task) == 1
-        data = await exports.cache.health_data()
+        data = asdict(await exports.cache.health_data())
         assert data["prebuild_backlog"] == 1 and data["prebuild_jobs_waiting"] == 1
         report = await hub.hub.keeper.health.run()
         check = next(c for c in report.checks if c.name == "artifacts:topic-export")
@@ -268,4 +269,4 @@ async def test_waiting_prebuild_jobs_show_as_the_backlog_in_health(hub: HubClien
     finally:
         await exports.queue.start()
     await exports.queue.drain()
-    assert (await exports.cache.health_data())["prebuild_backlog"] == 0
+    assert (await exports.cache.health_data()).prebuild_backlog == 0

@@ -43,7 +43,7 @@ async def _run(role: str, url: str, schema: str, root: Path, worker: int, start:
             while loop.time() < until:
                 await cache.gc()
                 runs += 1
-            return {"gc_runs": runs, **cache.snapshot_stats()}
+            return {"gc_runs": runs, **cache.snapshot().to_dict()}
         missing = 0
         for round_ in range(30):
             keys = [f"k{(worker * 7 + round_ + j) % KEYS}" for j in range(5)]
@@ -53,6 +53,6 @@ async def _run(role: str, url: str, schema: str, root: Path, worker: int, start:
                 if not await cache.storage.exists("exports", art.id):
                     missing += 1
             await asyncio.sleep(0.05)
-        return {"missing": missing, **cache.snapshot_stats()}
+        return {"missing": missing, **cache.snapshot().to_dict()}
     finally:
         await engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,11 @@ async def test_prebuild_skips_a_fresh_key(setup: Any) -> None:
     cache, build, _ = setup
     await cache.prebuild(["a"])
     build.calls.clear()
-    before = cache.snapshot_stats()
+    before = cache.snapshot().to_dict()
     result = await cache.prebuild(["a", "b"])
     assert result == {"requested": 2, "built": 1, "skipped": 1, "failed": 0}
     assert build.calls == ["b"]
-    after = cache.snapshot_stats()
+    after = cache.snapshot().to_dict()
     assert (after["built"] - before["built"], after["skipped"] - before["skipped"]) == (1, 1)
 
 
@@ -320,11 +321,11 @@ async def test_a_failing_builder_is_counted_and_writes_no_row(setup: Any) -> Non
     with pytest.raises(ArtifactBuildError, match="cannot build bad"):
         await cache.get("bad")
     assert cache.stats.failed == 2 and cache.stats.unavailable == 1
-    health = await cache.health_data()
+    health = asdict(await cache.health_data())
     assert health["failing_keys"] == 1 and "cannot build bad" in health["last_error"]
     build.failing.clear()
     assert (await cache.get("bad")).status == "miss"
-    assert (await cache.health_data())["failing_keys"] == 0
+    assert (await cache.health_data()).failing_keys == 0
 
 
 async def test_stale_if_error_serves_the_last_good_artifact_within_the_bound(
@@ -345,14 +346,14 @@ async def test_stale_if_error_serves_the_last_good_artifact_within_the_bound(
         await cache.prebuild(["a"])  # the job still fails, so it is retried
     result = await cache.gc()  # the stale row is kept within the bound
     assert (result["rows"], result["objects"]) == (0, 0)
-    health = await cache.health_data()
+    health = asdict(await cache.health_data())
     assert health["stale_rows"] == 1 and health["gc_backlog"] == 0
     assert health["prebuild_backlog"] == 0
     assert health["oldest_expired_age"] is None and health["failing_keys"] == 1
     clock.advance(51)  # beyond the bound
     with pytest.raises(ArtifactBuildError, match="max_stale_on_error"):
         await cache.get("a")
-    health = await cache.health_data()
+    health = asdict(await cache.health_data())
     assert health["gc_backlog"] == 1 and health["oldest_expired_age"] == pytest.approx(1.0)
     assert (await cache.gc())["rows"] == 1
     row = (await rows(artifact_engine)).get("a")
@@ -381,8 +382,8 @@ async def test_a_cache_registers_on_its_keeper(
     cache = make_cache(artifact_engine, tmp_path, Builder(), clock=None, keeper=keeper)
     await cache.create_tables()
     await cache.get("a")
-    stats = keeper.snapshot_stats()["artifacts"]["exports"]
-    assert stats["misses"] == 1 and stats["built"] == 1
+    stats = keeper.snapshot().artifacts["exports"]
+    assert stats.misses == 1 and stats.built == 1
     assert keeper.artifacts == {"exports": cache}
     with pytest.raises(ConfigurationError, match="exports"):
         make_cache(artifact_engine, tmp_path, Builder(), keeper=keeper)
@@ -433,7 +434,7 @@ async def test_prebuild_jobs_on_the_sql_job_queue_retry_with_backoff(
     found = await rows(artifact_engine)
     assert found["b"].attempts == 3 and "cannot build b yet" in found["b"].last_error
     assert cache.stats.failed == 2 and cache.stats.skipped == 2
-    assert queue.snapshot_stats()["retried"] == 2
+    assert queue.snapshot().retried == 2
 
 
 async def test_a_rolled_back_change_enqueues_nothing(
@@ -530,10 +531,10 @@ async def test_the_prebuild_backlog_counts_keys_not_built_yet(setup: Any) -> Non
     job = asyncio.create_task(cache.prebuild(["a", "b", "c"]))
     while cache.in_flight < 2:
         await asyncio.sleep(0.001)
-    assert (await cache.health_data())["prebuild_backlog"] == 3
+    assert (await cache.health_data()).prebuild_backlog == 3
     release.set()
     assert (await job)["built"] == 3
-    health = await cache.health_data()
+    health = asdict(await cache.health_data())
     assert health["prebuild_backlog"] == 0 and health["in_flight"] == 0
 
 

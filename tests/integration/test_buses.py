@@ -124,7 +124,7 @@ async def test_a_publish_reaches_the_other_instance(make_bus: Factory) -> None:
     await b.publish({"table:t": 2}, origin="B")
     assert await inbox_a.next() == ({"table:t": 2}, "B")
     assert inbox_b.queue.empty()
-    sa, sb = a.status(), b.status()
+    sa, sb = a.snapshot().to_dict(), b.snapshot().to_dict()
     assert (sa["published"], sa["received"], sa["connected"], sa["reconnects"]) == (1, 2, True, 0)
     assert (sb["published"], sb["errors"]) == (1, 0)
 
@@ -132,7 +132,7 @@ async def test_a_publish_reaches_the_other_instance(make_bus: Factory) -> None:
 async def test_publish_nowait_from_another_thread(make_bus: Factory) -> None:
     a, b = make_bus(), make_bus()
     a.publish_nowait({"table:t": 1}, origin="early")  # not started: dropped, counted
-    assert a.status()["dropped"] == 1
+    assert a.snapshot().dropped == 1
     await a.start()
     await b.start()
     inbox = Inbox()
@@ -156,11 +156,11 @@ async def test_pending_messages_are_flushed_on_close_and_bounded(make_bus: Facto
     await a.aclose()  # sends what is pending first
     got = [await inbox.next(), await inbox.next()]  # two connections: in either order
     assert sorted(got, key=lambda m: m[1]) == [({"table:t": 10}, "A"), ({"table:t": 0}, "B")]
-    assert (a.status()["published"], a.status()["dropped"]) == (1, 0)
-    await until(lambda: b.status()["published"] == 1)  # its reply may trail the delivery
-    assert b.status()["dropped"] == 2
+    assert (a.snapshot().published, a.snapshot().dropped) == (1, 0)
+    await until(lambda: b.snapshot().published == 1)  # its reply may trail the delivery
+    assert b.snapshot().dropped == 2
     a.publish_nowait({"table:t": 11}, origin="A")  # closed: dropped
-    assert a.status()["dropped"] == 1 and not a.status()["started"]
+    assert a.snapshot().dropped == 1 and not a.snapshot().started
 
 
 def test_on_connect_callbacks_that_fail_are_counted() -> None:
@@ -176,7 +176,7 @@ def test_on_connect_callbacks_that_fail_are_counted() -> None:
     bus.on_connect(lambda: calls.append("ok"))
     bus._connected()
     assert calls == ["ok"]
-    assert bus.status()["errors"] == 1 and bus.status()["last_error"] == "RuntimeError: resync bug"
+    assert bus.snapshot().errors == 1 and bus.snapshot().last_error == "RuntimeError: resync bug"
 
 
 async def test_malformed_messages_and_failing_listeners_are_counted(make_bus: Factory) -> None:
@@ -194,7 +194,7 @@ async def test_malformed_messages_and_failing_listeners_are_counted(make_bus: Fa
         await a._send(junk)
     await a.publish({"table:t": 1}, origin="A")
     assert await inbox.next() == ({"table:t": 1}, "A")  # after the junk, in order
-    status = b.status()
+    status = b.snapshot().to_dict()
     assert (status["malformed"], status["received"], status["errors"]) == (4, 1, 5)
     assert status["last_error"] == "RuntimeError: listener bug"
 
@@ -205,9 +205,9 @@ async def test_reconnects_after_the_server_kills_the_listener(make_bus: Factory)
     resyncs: asyncio.Queue[int] = asyncio.Queue()
 
     async def resync() -> None:  # what the keeper's resync is wired as
-        resyncs.put_nowait(b.status()["reconnects"])
+        resyncs.put_nowait(b.snapshot().reconnects)
 
-    b.on_connect(lambda: connects.put_nowait(b.status()["reconnects"]))
+    b.on_connect(lambda: connects.put_nowait(b.snapshot().reconnects))
     b.on_connect(resync)
     await a.start()
     assert await b.start()
@@ -218,7 +218,7 @@ async def test_reconnects_after_the_server_kills_the_listener(make_bus: Factory)
     await kill_listener(b)
     assert await asyncio.wait_for(connects.get(), TIMEOUT) == 1
     assert await asyncio.wait_for(resyncs.get(), TIMEOUT) == 1
-    status = b.status()
+    status = b.snapshot().to_dict()
     assert status["connected"] and status["reconnects"] == 1
     assert status["last_error"] is not None and status["errors"] >= 1
     started, ended = status["last_outage_started_at"], status["last_outage_ended_at"]
@@ -233,9 +233,9 @@ async def test_a_server_that_is_down() -> None:
     for bus in (redis_down, pg_down):
         try:
             assert await bus.start(timeout=0) is False
-            await until(lambda b=bus: b.status()["errors"] >= 2)
+            await until(lambda b=bus: b.snapshot().errors >= 2)
             await bus.publish({"table:t": 1}, origin="A")  # counted, never raised
-            status = bus.status()
+            status = bus.snapshot().to_dict()
             assert not status["connected"] and status["published"] == 0
             assert status["last_outage_started_at"] is not None
             assert status["last_outage_ended_at"] is None
@@ -261,7 +261,7 @@ async def test_postgres_splits_large_maps() -> None:
             assert origin == "A"
             merged |= part
         assert merged == revisions
-        assert a.status()["published"] == len(payloads)
+        assert a.snapshot().published == len(payloads)
     finally:
         await a.aclose()
         await b.aclose()
@@ -316,7 +316,7 @@ def publish_from_child(url: str, channel: str) -> None:
         bus = RedisBus(url, channel)
         try:
             await bus.publish({"table:t": 42}, origin=f"pid:{os.getpid()}")
-            assert bus.status()["published"] == 1
+            assert bus.snapshot().published == 1
         finally:
             await bus.aclose()
 

@@ -105,7 +105,7 @@ async def test_waiting_prebuild_jobs_are_counted(client: tuple[httpx.AsyncClient
         r = await http.post("/decisions", json={"topic_id": 5, "title": "Later"})
         assert r.status_code == 201, r.text
         assert await hub.exports.queue.waiting(task) == 1
-        assert (await hub.exports.cache.health_data())["prebuild_backlog"] == 1
+        assert (await hub.exports.cache.health_data()).prebuild_backlog == 1
     finally:
         await hub.exports.queue.start()
     await hub.exports.queue.drain()

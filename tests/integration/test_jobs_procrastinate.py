@@ -84,7 +84,7 @@ async def test_port_and_dedup_with_one_running_job_per_key(url: str) -> None:
     finally:
         await queue.aclose()
     assert events == ["start 1", "end 1", "start 2", "end 2"]
-    stats = queue.snapshot_stats()
+    stats = queue.snapshot().to_dict()
     assert (stats["enqueued"], stats["done"], stats["deduplicated"]) == (2, 2, 2)
     assert stats["skipped"]["in_flight"] == 1
 
@@ -130,7 +130,7 @@ async def test_retries_then_failed(url: str) -> None:
     finally:
         await queue.aclose()
     assert attempts == [1, 2, 3]
-    stats = queue.snapshot_stats()
+    stats = queue.snapshot().to_dict()
     assert (stats["retried"], stats["failed"]) == (2, 1)
     assert stats["last_error"] == "flaky: RuntimeError: attempt 3 broke"
     engine = create_async_engine(url)
@@ -225,7 +225,7 @@ async def test_periodic_ticks_once_across_two_workers_and_misfires(url: str) -> 
             await q.aclose()
         await engine.dispose()
     assert 2 not in ticks
-    assert sum(q.snapshot_stats()["skipped"]["misfire"] for q in queues) == 1
+    assert sum(q.snapshot().skipped["misfire"] for q in queues) == 1
 
 
 async def test_a_killed_workers_job_is_retried(url: str, tmp_path: Path) -> None:
@@ -267,7 +267,7 @@ async def test_a_killed_workers_job_is_retried(url: str, tmp_path: Path) -> None
     finally:
         await queue.aclose()
     assert ran == [2]
-    assert queue.snapshot_stats()["stalled"] == 1
+    assert queue.snapshot().stalled == 1
 
 
 def test_cron_steps_and_settings(url: str) -> None:

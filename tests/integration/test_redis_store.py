@@ -57,7 +57,7 @@ async def test_round_trip_with_ttl(store: RedisStore, redis_client: Any) -> None
     )
     assert back.key == ("u1", 42)
     assert 0 < await redis_client.pttl(key) <= 60_000
-    assert store.status()["hits"] == 1 and store.status()["misses"] == 1
+    assert store.snapshot().hits == 1 and store.snapshot().misses == 1
     assert await store.delete(key) is True
     assert await store.delete(key) is False
     assert await store.get(key) is None
@@ -133,7 +133,7 @@ async def test_a_tampered_entry_is_a_counted_miss(store: RedisStore, redis_clien
     raw = await redis_client.get(key)
     await redis_client.set(key, raw.replace(b"false", b"true "))
     assert await store.get(key) is None
-    status = store.status()
+    status = store.snapshot().to_dict()
     assert status["corrupt"] == 1 and "signature" in status["last_corrupt"]
     assert status["errors"] == 0 and status["reachable"] is True
 
@@ -203,7 +203,7 @@ async def test_unreachable_redis_answers_misses_fast_and_shows_the_outage() -> N
         assert await store.get(key) is None
         assert await store.put(key, entry) is False  # within the backoff: not even tried
         assert time.monotonic() - started < 1.0
-        status = store.status()
+        status = store.snapshot().to_dict()
         assert status["reachable"] is False
         assert status["errors"] == 1 and status["outages"] == 1 and status["skipped"] == 1
         assert "ConnectionError" in status["last_error"]
@@ -213,7 +213,7 @@ async def test_unreachable_redis_answers_misses_fast_and_shows_the_outage() -> N
         clock.advance(5.0)
         assert await store.delete(key) is False
         assert store.stats.errors == 3 and store.stats.outages == 1
-        assert store.status()["outage_seconds"] == 10.0
+        assert store.snapshot().outage_seconds == 10.0
     finally:
         await store.aclose()
 
@@ -230,7 +230,7 @@ async def test_a_server_that_does_not_answer_is_bounded_by_the_timeout() -> None
         started = time.monotonic()
         assert await store.get("k") is None
         assert time.monotonic() - started < 1.0
-        assert store.status()["reachable"] is False
+        assert store.snapshot().reachable is False
         assert "Timeout" in (store.stats.last_error or "")
     finally:
         await store.aclose()
@@ -251,13 +251,13 @@ async def test_an_outage_is_shown_and_ends_by_itself(redis_client: Any) -> None:
         proxy.cut()
         assert await store.get(key) is None
         assert await store.put(key, make_entry({"table:a": 2})) is False
-        status = store.status()
+        status = store.snapshot().to_dict()
         assert status["reachable"] is False and status["errors"] == 1 and status["skipped"] == 1
         proxy.restore()
         clock.advance(1.0)
         got = await store.get(key)
         assert got is not None and got.vector == {"table:a": 1}
-        status = store.status()
+        status = store.snapshot().to_dict()
         assert status["reachable"] is True and status["outage_started_at"] is None
         assert status["outages"] == 1 and status["errors"] == 1
     finally:
@@ -276,7 +276,7 @@ async def test_recovers_when_the_server_kills_its_connection(redis_client: Any) 
             assert await store.get(key) is not None
             assert await store.client.client_id() != client_id
         assert await store.put(key, make_entry({"table:a": 2}))
-        assert store.status()["errors"] == 0 and store.status()["reachable"] is True
+        assert store.snapshot().errors == 0 and store.snapshot().reachable is True
     finally:
         await store.aclose()
 

@@ -111,7 +111,7 @@ async def test_a_tampered_shared_entry_is_rebuilt_not_served(pair: Any, redis_cl
     await redis_client.set(key, bytes(raw))
     read = await b.view.get()
     assert read.status == "miss" and b.build.calls == 1
-    assert b.store.status()["corrupt"] >= 1
+    assert b.store.snapshot().corrupt >= 1
 
 
 async def test_redis_down_never_fails_a_read() -> None:
@@ -126,7 +126,7 @@ async def test_redis_down_never_fails_a_read() -> None:
         revs.revisions["t:a"] = 1
         read = await view.get()
         assert read.status == "miss" and read.value["rev"] == 1
-        assert store.status()["reachable"] is False
+        assert store.snapshot().reachable is False
     finally:
         await keeper.aclose()
 

@@ -124,8 +124,8 @@ async def test_reconciling_a_tracker_sends_once_per_real_change(tmp_path: Path) 
         tracker.tasks["T-3"]["title"] = "renamed"  # not a change of what we notify about
         await ticks(1000)
         assert service.messages == [("ana", "T-1 is unblocked")]
-        stats = service.keeper.snapshot_stats()["notifiers"]["task-unblocked"]
-        assert stats["skipped"] == 1100  # T-2 is done: skipped on every tick
+        stats = service.keeper.snapshot().notifiers["task-unblocked"]
+        assert stats.skipped == 1100  # T-2 is done: skipped on every tick
         # ~73 hours of ticks with a 600 s TTL: the states were fetched again about every 10 min
         assert 200 < tracker.state_requests < 240
 
@@ -145,7 +145,7 @@ async def test_reconciling_a_tracker_sends_once_per_real_change(tmp_path: Path) 
         for _ in range(10):
             await service.workflow.lookup("group", "proj-1")
             clock.advance(120)
-        assert service.workflow.snapshot_stats()["failing"] == 1
+        assert service.workflow.snapshot().failing == 1
         tracker.down = False
     finally:
         await service.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -286,7 +287,7 @@ async def test_a_prebuild_job_with_bad_args_fails_clearly(cache: ArtifactCache) 
 
 
 async def test_health_data_names_and_a_fresh_cache(cache: ArtifactCache) -> None:
-    health = await cache.health_data()
+    health = asdict(await cache.health_data())
     assert {
         "prebuild_backlog": 0,
         "gc_backlog": 0,
@@ -294,7 +295,7 @@ async def test_health_data_names_and_a_fresh_cache(cache: ArtifactCache) -> None
         "failing_keys": 0,
         "last_error": None,
     }.items() <= health.items()
-    stats = cache.snapshot_stats()
+    stats = cache.snapshot().to_dict()
     for name in ("built", "skipped", "failed", "hits", "misses", "gc_rows", "last_error"):
         assert name in stats
 

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from freshkeep import ConfigurationError, DuplicateNameError, Keeper, Policy
+from freshkeep import Component, ConfigurationError, DuplicateNameError, Keeper, Policy, Snapshot
+from freshkeep.artifacts import ArtifactBacklog
 from freshkeep.health import (
     CheckResult,
     Health,
@@ -382,29 +383,36 @@ async def test_a_failing_notifier_is_a_warning(keeper: Keeper) -> None:
     assert check is not None and check.level is Level.WARNING and "smtp refused" in check.detail
 
 
-class FakeArtifacts:
+class FakeArtifacts(Component):
     """What the artifacts check reads of an ArtifactCache."""
+
+    kind = "artifacts"
 
     def __init__(self, name: str, **data: Any) -> None:
         self.name = name
         self.data = {
             "prebuild_backlog": 0,
+            "prebuild_jobs_waiting": 0,
             "gc_backlog": 0,
             "oldest_expired_age": None,
             "failing_keys": 0,
             "last_error": None,
+            "stale_rows": 0,
+            "collectable_rows": 0,
+            "collectable_objects": 0,
+            "in_flight": 0,
         } | data
         self.gc_interval = 600.0
 
-    async def health_data(self) -> dict[str, Any]:
-        return self.data
+    async def health_data(self) -> ArtifactBacklog:
+        return ArtifactBacklog(**self.data)
 
-    def snapshot_stats(self) -> dict[str, Any]:
-        return dict(self.data)
+    def snapshot(self) -> Snapshot:
+        return Snapshot(name=self.name)
 
 
 def register(keeper: Keeper, cache: Any) -> None:
-    keeper._add_artifacts(cache)
+    keeper.register(cache)
 
 
 async def test_artifact_caches(keeper: Keeper) -> None:
@@ -438,7 +446,7 @@ async def test_artifact_thresholds_from_the_environment(keeper: Keeper) -> None:
 
 async def test_an_artifact_cache_that_raises_is_an_error(keeper: Keeper) -> None:
     class Broken(FakeArtifacts):
-        async def health_data(self) -> dict[str, Any]:
+        async def health_data(self) -> ArtifactBacklog:
             raise OSError("bucket gone")
 
     register(keeper, Broken("b"))

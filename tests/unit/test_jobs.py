@@ -113,7 +113,7 @@ async def test_the_same_dedup_key_enqueues_one_job(engine: AsyncEngine) -> None:
     )
     assert sum(r.enqueued for r in results) == 3
     assert {r.reason for r in results if not r.enqueued} == {"deduplicated"}
-    stats = queue.snapshot_stats()
+    stats = queue.snapshot().to_dict()
     assert stats["enqueued"] == 5 and stats["deduplicated"] == 58
     assert stats["skipped"]["deduplicated"] == 58
     await queue.drain(10)
@@ -151,7 +151,7 @@ async def test_dedup_scope_running_and_one_running_job_per_key(engine: AsyncEngi
         await queue.aclose()
     # the job that waited on the key started only after the first one ended
     assert [kind for kind, _ in intervals] == ["start", "end", "start", "end"]
-    assert queue.snapshot_stats()["skipped"]["in_flight"] == 1
+    assert queue.snapshot().skipped["in_flight"] == 1
 
 
 async def test_jobs_on_one_lock_never_overlap(engine: AsyncEngine) -> None:
@@ -182,7 +182,7 @@ async def test_jobs_on_one_lock_never_overlap(engine: AsyncEngine) -> None:
             await q.aclose()
     assert sorted(done) == list(range(24))
     assert peak["L"] == 1
-    assert sum(q.snapshot_stats()["skipped"]["locked"] for q in queues) > 0
+    assert sum(q.snapshot().skipped["locked"] for q in queues) > 0
     assert (await rows(engine, J.status != "done")) == []
 
 
@@ -197,7 +197,7 @@ async def test_the_database_refuses_a_second_running_job_on_a_lock(engine: Async
         async with engine.begin() as conn:
             await conn.execute(update(jobs_table).where(J.id == 2).values(status="running"))
     assert await queue._claim(4) == []
-    assert queue.snapshot_stats()["skipped"]["locked"] == 1
+    assert queue.snapshot().skipped["locked"] == 1
     await queue.aclose()
 
 
@@ -229,7 +229,7 @@ async def test_retries_back_off_exponentially_then_fail(
     assert job is not None and job.status == "failed"
     assert job.last_error == "RuntimeError: attempt 4 broke"
     assert attempts == [1, 2, 3, 4]
-    stats = queue.snapshot_stats()
+    stats = queue.snapshot().to_dict()
     assert (stats["retried"], stats["failed"], stats["done"]) == (3, 1, 0)
     assert stats["last_error"] == "flaky: RuntimeError: attempt 4 broke"
     await queue.aclose()
@@ -265,7 +265,7 @@ async def test_a_stalled_job_is_put_back_then_failed(engine: AsyncEngine, clock:
     assert job_a is not None and job_a.status == "done" and runs == [2]
     assert job_b is not None and job_b.status == "failed"
     assert job_b.last_error is not None and job_b.last_error.startswith("stalled")
-    assert queue.snapshot_stats()["stalled"] == 2
+    assert queue.snapshot().stalled == 2
     await queue.aclose()
 
 
@@ -286,7 +286,7 @@ async def test_a_stalled_job_folds_into_a_waiting_twin(
     assert await queue.recover_stalled() == 1
     job = await queue.get_job(a or "")
     assert job is not None and job.status == "skipped"
-    assert queue.snapshot_stats()["skipped"]["superseded"] == 1
+    assert queue.snapshot().skipped["superseded"] == 1
     await queue.aclose()
 
 
@@ -305,8 +305,8 @@ async def test_periodic_two_instances_defer_one_job_per_tick(
     ticks = [r.tick for r in await rows(engine)]
     assert len(ticks) == 6 and len(set(ticks)) == 6
     assert ticks == list(range(ticks[0], ticks[0] + 6))
-    enqueued = sum(q.snapshot_stats()["enqueued"] for q in queues)
-    taken = sum(q.snapshot_stats()["skipped"]["tick_taken"] for q in queues)
+    enqueued = sum(q.snapshot().enqueued for q in queues)
+    taken = sum(q.snapshot().skipped["tick_taken"] for q in queues)
     assert (enqueued, taken) == (6, 6)
     for q in queues:
         await q.aclose()
@@ -325,14 +325,14 @@ async def test_late_ticks_are_misfires(engine: AsyncEngine, clock: FakeClock) ->
     assert await queue.defer_due_ticks() == 1
     clock.advance(50)  # asleep for five ticks: four are too late, the current one is 1 s late
     assert await queue.defer_due_ticks() == 1
-    assert queue.snapshot_stats()["skipped"]["misfire"] == 4
+    assert queue.snapshot().skipped["misfire"] == 4
     # deferred in time but started too late: skipped by the worker, counted
     await queue.drain(10)
     assert ran == [1]  # the current tick ran; the first one, 51 s late, did not
     jobs = await rows(engine)
     assert [r.status for r in jobs] == ["skipped", "done"]
     assert jobs[0].last_error.startswith("misfire")
-    assert queue.snapshot_stats()["skipped"]["misfire"] == 5
+    assert queue.snapshot().skipped["misfire"] == 5
     await queue.aclose()
 
 

@@ -91,4 +91,4 @@ async def test_view_stats_count_hits_on_entries() -> None:
         await view.get()
     view.invalidate()
     await view.get()
-    assert view.snapshot_stats()["reads"] == {"miss": 2, "hit": 4}
+    assert view.snapshot().reads == {"miss": 2, "hit": 4}

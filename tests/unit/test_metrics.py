@@ -208,6 +208,35 @@ async def test_remotes_notifiers_and_artifacts() -> None:
     assert value(scrape, n, notifier="alerts", outcome="failed") == 0
 
 
+async def test_job_queues_registered_on_the_keeper() -> None:
+    from freshkeep.jobs import MemoryJobQueue
+
+    keeper = Keeper()
+    metrics = instrument(keeper)
+    queue = keeper.register(MemoryJobQueue())
+    try:
+        done: list[int] = []
+
+        async def work(ctx: Any, args: dict[str, Any]) -> None:
+            done.append(1)
+
+        queue.task("work", work)
+        await queue.enqueue("work", dedup_key="w")
+        await queue.enqueue("work", dedup_key="w")  # deduplicated
+        await queue.drain()
+        snap = queue.snapshot()
+        scrape = samples(metrics.render())
+        j = "freshkeep_jobs_total"
+        assert value(scrape, j, queue="jobs", outcome="enqueued") == snap.enqueued == 1
+        assert value(scrape, j, queue="jobs", outcome="done") == snap.done == 1 == len(done)
+        assert value(scrape, j, queue="jobs", outcome="failed") == 0
+        skipped = "freshkeep_jobs_skipped_total"
+        assert value(scrape, skipped, queue="jobs", reason="deduplicated") == 1
+        assert value(scrape, "freshkeep_job_queue_jobs", queue="jobs", state="queued") == 0
+    finally:
+        await queue.aclose()
+
+
 async def test_artifact_caches(tmp_path: Path) -> None:
     pytest.importorskip("fsspec")
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -233,7 +262,7 @@ async def test_artifact_caches(tmp_path: Path) -> None:
         await cache.prebuild(["main", "dev"])  # main fresh: skipped; dev built
         with pytest.raises(FreshkeepError):
             await cache.get("bad")
-        stats = cache.snapshot_stats()
+        stats = cache.snapshot().to_dict()
         scrape = samples(metrics.render())
         a = "freshkeep_artifact_builds_total"
         assert value(scrape, a, cache="packs", outcome="built") == stats["built"] == 2
@@ -429,6 +458,7 @@ async def test_every_metric_is_documented(tmp_path: Path) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from freshkeep.artifacts import ArtifactCache
+    from freshkeep.jobs import MemoryJobQueue
 
     (tmp_path / "a.txt").write_text("ok")
     pipeline = Pipeline(racy_window=0)
@@ -440,6 +470,7 @@ async def test_every_metric_is_documented(tmp_path: Path) -> None:
     notifier = keeper.notifier("n", lambda notice: None)
     keeper.health.watch_processor(pipeline, "files", cadence=60)
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    queue = keeper.register(MemoryJobQueue())
 
     async def pack(key: str) -> bytes:
         return b"x"
@@ -462,6 +493,7 @@ async def test_every_metric_is_documented(tmp_path: Path) -> None:
             for name, _ in samples(metrics.render())
         }
     finally:
+        await queue.aclose()
         await engine.dispose()
     guide = (Path(__file__).resolve().parents[2] / "docs" / "health.md").read_text()
     section = guide.split("## Metrics", 1)[1].split("\n## ", 1)[0]

@@ -198,11 +198,11 @@ async def test_store_failures_never_raise_and_are_retried() -> None:
     store.fail_set = True
     assert await notifier.observe("t1", "a") == "sent"  # sent; not saved
     assert await notifier.observe("t1", "a") == "deduped"  # confirmed in this process
-    assert notifier.snapshot_stats()["unsaved"] == 1
+    assert notifier.snapshot().unsaved == 1
     store.fail_set = False
     await notifier.observe("t1", "a")  # saved on the next observation
     assert await store.get("tasks", "t1") == canonical("a")
-    assert notifier.snapshot_stats()["unsaved"] == 0 and len(out.notices) == 1
+    assert notifier.snapshot().unsaved == 0 and len(out.notices) == 1
 
 
 async def test_concurrent_observations_of_one_subject_send_once() -> None:
@@ -261,9 +261,9 @@ async def test_notifiers_show_in_the_keeper_stats() -> None:
     await notifier.observe("t1", {"status": "open"})
     await notifier.observe("t1", {"status": "open"})
     await notifier.observe("t2", {"status": "done"})
-    stats = keeper.snapshot_stats()["notifiers"]["tasks"]
-    assert (stats["sent"], stats["deduped"], stats["skipped"], stats["failed"]) == (1, 1, 1, 0)
-    assert stats["last_sent_at"] == clock.time() and stats["subjects"] == 1
+    stats = keeper.snapshot().notifiers["tasks"]
+    assert (stats.sent, stats.deduped, stats.skipped, stats.failed) == (1, 1, 1, 0)
+    assert stats.last_sent_at == clock.time() and stats.subjects == 1
     assert keeper.notifiers["tasks"] is notifier
     with pytest.raises(DuplicateNameError):
         ChangeNotifier("tasks", out, keeper=keeper)

@@ -117,7 +117,7 @@ async def test_nothing_cached_and_failing_serves_the_fallback_object(keeper: Kee
     read = await remote.read("p1")
     assert read.value is fallback and read.status == "fallback"
     assert isinstance(read.error, RuntimeError) and read.age is None
-    stats = remote.snapshot_stats()
+    stats = remote.snapshot().to_dict()
     assert stats["fetch_errors"] == 1 and stats["last_error"] == "RuntimeError: 502 bad gateway"
     assert stats["values"]["p1"]["failures"] == 1 and stats["values"]["p1"]["age"] is None
 
@@ -152,14 +152,14 @@ async def test_a_failed_refresh_serves_the_stale_value_never_the_fallback(
     assert isinstance(read.error, RuntimeError)
     clock.advance(100_000)  # however long the outage lasts
     assert await remote.get("p1") == ["real"]
-    snap = remote.snapshot_stats()
+    snap = remote.snapshot().to_dict()
     assert snap["values"]["p1"]["age"] == 105_000 and snap["failing"] == 1
     assert snap["values"]["p1"]["last_error"] == "RuntimeError: timeout"
     assert snap["reads"]["error-stale"] == 2 and snap["max_age"] == 105_000
     api.fail = None
     clock.advance(60)  # past the backoff
     read = await remote.read("p1")
-    assert read.status == "miss" and remote.snapshot_stats()["values"]["p1"]["failures"] == 0
+    assert read.status == "miss" and remote.snapshot().values["p1"].failures == 0
 
 
 async def test_backoff_during_an_outage(keeper: Keeper, clock: FakeClock) -> None:
@@ -407,10 +407,10 @@ async def test_remotes_show_in_the_keeper_stats(keeper: Keeper, clock: FakeClock
     remote = keeper.remote("states", api, ttl=300)
     await remote.get("p1")
     await remote.get("p1")
-    stats = keeper.snapshot_stats()["remotes"]["states"]
-    assert stats["ttl"] == 300 and stats["fetches"] == 1
-    assert stats["reads"] == {"miss": 1, "hit": 1} and stats["keys"] == 1
-    assert stats["values"]["p1"]["fetched_at"] == clock.time()
+    stats = keeper.snapshot().remotes["states"]
+    assert stats.ttl == 300 and stats.fetches == 1
+    assert stats.reads == {"miss": 1, "hit": 1} and stats.keys == 1
+    assert stats.values["p1"].fetched_at == clock.time()
     assert keeper.remotes["states"] is remote
 
 

@@ -273,7 +273,7 @@ async def test_keeper_without_revision_source_learns_from_publish() -> None:
     assert (await view.get()).status == "hit"
     await keeper.bump("t:a")
     assert (await view.get()).status == "miss" and b.calls == 2
-    stats = keeper.snapshot_stats()
+    stats = keeper.snapshot().to_dict()
     assert stats["views"]["v"]["reads"] == {"miss": 2, "hit": 1}
 
 

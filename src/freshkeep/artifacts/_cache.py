@@ -11,15 +11,16 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from urllib.parse import quote
 
 from freshkeep.artifacts._index import ArtifactIndex, IndexRow
 from freshkeep.artifacts._signing import Grant, expiry, signed_query, verify
 from freshkeep.artifacts._storage import ObjectStorage, content_id
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.core.component import Component, Kind, Snapshot
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import (
     ArtifactBuildError,
@@ -118,6 +119,63 @@ class ArtifactStats:
     last_error_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactSnapshot(Snapshot):
+    """An artifact cache's counters (those of :class:`ArtifactStats`) and bounds now
+    (:meth:`ArtifactCache.snapshot`, no I/O)."""
+
+    hits: int
+    misses: int
+    built: int
+    skipped: int
+    failed: int
+    stale_served: int
+    unavailable: int
+    rewrites: int
+    gc_runs: int
+    gc_rows: int
+    gc_objects: int
+    gc_orphans: int
+    gc_temp_files: int
+    last_gc_at: float | None
+    last_gc_seconds: float | None
+    last_error: str | None
+    last_error_at: float | None
+    storage: str
+    ttl: float
+    max_stale_on_error: float
+    orphan_grace: float
+    in_flight: int
+    """Builds running in this process."""
+    pending: int
+    """Keys of this process's prebuilds not built yet."""
+    failing_keys: int
+    """Keys whose last build in this process failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactBacklog:
+    """What the health check of an artifact cache reads (:meth:`ArtifactCache.health_data`)."""
+
+    prebuild_backlog: int
+    """Prebuild jobs waiting in the job queue (every instance's) plus the keys of this
+    process's prebuilds not built yet."""
+    prebuild_jobs_waiting: int
+    gc_backlog: int
+    """Rows and objects the next GC would delete."""
+    oldest_expired_age: float | None
+    """Seconds since the oldest collectable row became collectable (``None``: none); it
+    grows when GC does not run."""
+    failing_keys: int
+    last_error: str | None
+    """The last build error (``"key: error"``), or ``None``."""
+    stale_rows: int
+    """Expired rows kept for stale-if-error."""
+    collectable_rows: int
+    collectable_objects: int
+    in_flight: int
+
+
 class _Queue(Protocol):
     def task(
         self,
@@ -150,6 +208,8 @@ class _Queue(Protocol):
         connection: Any = ...,
     ) -> EnqueueResult: ...
 
+    async def waiting(self, task: str) -> int: ...
+
 
 def _positive(name: str, value: float, *, zero: bool = False) -> float:
     if not isinstance(value, int | float) or value < 0 or (value == 0 and not zero):
@@ -158,7 +218,7 @@ def _positive(name: str, value: float, *, zero: bool = False) -> float:
     return float(value)
 
 
-class ArtifactCache:
+class ArtifactCache(Component):
     """Files derived from immutable keys, built ahead of time, handed out as URLs.
 
     ``build(key)`` (async) returns the artifact's bytes, or a :class:`Built` with a content
@@ -180,6 +240,8 @@ class ArtifactCache:
     :func:`~freshkeep.artifacts.artifact_routes` is mounted, plus the cache's name (default
     ``/artifacts/<name>``). ``keeper``: register on it, so the cache shows in its stats.
     """
+
+    kind: ClassVar[Kind] = "artifacts"
 
     def __init__(
         self,
@@ -267,7 +329,7 @@ class ArtifactCache:
         self.gc_interval: float | None = None
         """Seconds between periodic GC jobs (set by :meth:`register_jobs`), or ``None``."""
         if keeper is not None:
-            keeper._add_artifacts(self)
+            keeper.register(self)
 
     def __repr__(self) -> str:
         return f"ArtifactCache({self.name!r}, storage={self.storage.url!r})"
@@ -658,56 +720,58 @@ class ArtifactCache:
 
     # -- health ----------------------------------------------------------------------------
 
-    def snapshot_stats(self) -> dict[str, Any]:
-        """Counters and bounds of this cache, as plain data (no I/O)."""
-        out: dict[str, Any] = asdict(self.stats)
-        out.update(
-            {
-                "storage": self.storage.url,
-                "ttl": self.ttl,
-                "max_stale_on_error": self.max_stale_on_error,
-                "orphan_grace": self.orphan_grace,
-                "in_flight": self.in_flight,
-                "pending": self._pending,
-                "failing_keys": len(self._failing),
-            }
+    def snapshot(self) -> ArtifactSnapshot:
+        """Counters and bounds of this cache now (no I/O)."""
+        st = self.stats
+        return ArtifactSnapshot(
+            name=self.name,
+            hits=st.hits,
+            misses=st.misses,
+            built=st.built,
+            skipped=st.skipped,
+            failed=st.failed,
+            stale_served=st.stale_served,
+            unavailable=st.unavailable,
+            rewrites=st.rewrites,
+            gc_runs=st.gc_runs,
+            gc_rows=st.gc_rows,
+            gc_objects=st.gc_objects,
+            gc_orphans=st.gc_orphans,
+            gc_temp_files=st.gc_temp_files,
+            last_gc_at=st.last_gc_at,
+            last_gc_seconds=st.last_gc_seconds,
+            last_error=st.last_error,
+            last_error_at=st.last_error_at,
+            storage=self.storage.url,
+            ttl=self.ttl,
+            max_stale_on_error=self.max_stale_on_error,
+            orphan_grace=self.orphan_grace,
+            in_flight=self.in_flight,
+            pending=self._pending,
+            failing_keys=len(self._failing),
         )
-        return out
 
-    async def health_data(self) -> dict[str, Any]:
-        """What a health check needs (three count queries):
-
-        - ``prebuild_backlog``: prebuild jobs waiting in the job queue of
-          :meth:`register_jobs` (every instance's; one more query), plus the keys of this
-          process's prebuilds not built yet;
-        - ``gc_backlog``: rows and objects the next GC would delete;
-        - ``oldest_expired_age``: seconds since the oldest collectable row became collectable
-          (expired ``max_stale_on_error`` ago), ``None`` when there is none: it grows when GC
-          does not run;
-        - ``failing_keys``: keys whose last build in this process failed;
-        - ``last_error``: the last build error (``"key: error"``), or ``None``;
-        - also ``stale_rows`` (expired rows kept for stale-if-error), ``collectable_rows``,
-          ``collectable_objects`` and ``in_flight``.
-        """
+    async def health_data(self) -> ArtifactBacklog:
+        """What a health check needs (three count queries, one more for the prebuild jobs
+        waiting in the queue of :meth:`register_jobs`): see :class:`ArtifactBacklog`."""
         now = self.clock.time()
         b = await self.index.backlog(self.name, now, self.max_stale_on_error, self.orphan_grace)
         oldest = None
         if b.oldest_collectable is not None:
             oldest = max(0.0, now - (b.oldest_collectable + self.max_stale_on_error))
-        waiting = getattr(self._queue, "waiting", None)  # every JobQueue has it
-        queued = int(await waiting(self.prebuild_task)) if waiting is not None else 0
-        return {
-            "prebuild_backlog": queued + self._pending,
-            "prebuild_jobs_waiting": queued,
-            "gc_backlog": b.collectable_rows + b.collectable_objects,
-            "oldest_expired_age": oldest,
-            "failing_keys": len(self._failing),
-            "last_error": self.stats.last_error,
-            "stale_rows": b.stale_rows,
-            "collectable_rows": b.collectable_rows,
-            "collectable_objects": b.collectable_objects,
-            "in_flight": self.in_flight,
-        }
+        queued = int(await self._queue.waiting(self.prebuild_task)) if self._queue else 0
+        return ArtifactBacklog(
+            prebuild_backlog=queued + self._pending,
+            prebuild_jobs_waiting=queued,
+            gc_backlog=b.collectable_rows + b.collectable_objects,
+            oldest_expired_age=oldest,
+            failing_keys=len(self._failing),
+            last_error=self.stats.last_error,
+            stale_rows=b.stale_rows,
+            collectable_rows=b.collectable_rows,
+            collectable_objects=b.collectable_objects,
+            in_flight=self.in_flight,
+        )
 
     def failing(self) -> dict[str, str]:
         """The keys whose last build in this process failed, with their error."""
@@ -741,4 +805,13 @@ def _disposition(filename: str) -> str:
     return f"attachment; filename*=UTF-8''{quote(filename)}"
 
 
-__all__ = ["MAX_KEY_LENGTH", "Artifact", "ArtifactCache", "ArtifactStats", "BuildFunc", "Built"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "Artifact",
+    "ArtifactBacklog",
+    "ArtifactCache",
+    "ArtifactSnapshot",
+    "ArtifactStats",
+    "BuildFunc",
+    "Built",
+]

@@ -13,12 +13,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
 from typing import Any, ClassVar
 
 from freshkeep.buses.messages import BusStats, decode, encode
+from freshkeep.core.component import Component, Kind
 from freshkeep.core.revision import Revision
-from freshkeep.ports import Listener
+from freshkeep.ports import Listener, RemoteBusSnapshot
 
 log = logging.getLogger("freshkeep.bus")
 
@@ -26,17 +26,19 @@ ConnectCallback = Callable[[], Awaitable[Any] | None]
 """Called after each successful (re)subscribe, e.g. ``keeper.resync`` (sync or async)."""
 
 
-class RemoteBus:
+class RemoteBus(Component):
     """The base of the buses between processes; subclasses connect, listen and send.
 
     Lifecycle: ``await bus.start()`` subscribes (and keeps re-subscribing, with a doubling
     backoff, after any loss of the connection); ``await bus.aclose()`` stops. Callbacks given to
     :meth:`on_connect` run after every successful (re)subscribe: wire ``keeper.resync`` to it,
     so that revisions published during an outage (pub/sub is at-most-once) are read again.
-    Publishing never raises: a failure is logged and counted in :meth:`status`.
+    Publishing never raises: a failure is logged and counted in :meth:`snapshot`.
     """
 
-    kind: ClassVar[str] = "remote"
+    kind: ClassVar[Kind] = "bus"
+    backend: ClassVar[str] = "remote"
+    """What carries the messages (``redis``, ``postgres``): the ``kind`` of its snapshot."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class RemoteBus:
         connect_timeout: float = 5.0,
         max_pending: int = 10_000,
     ) -> None:
+        self.name = self.backend
         self.channel = channel
         self.reconnect_backoff = reconnect_backoff
         self.max_reconnect_backoff = max_reconnect_backoff
@@ -139,17 +142,30 @@ class RemoteBus:
 
         return remove
 
-    def status(self) -> dict[str, Any]:
-        """State and counters as plain data: ``connected``, ``reconnects``, ``last_error``,
+    def snapshot(self) -> RemoteBusSnapshot:
+        """State and counters: ``connected``, ``reconnects``, ``last_error``,
         ``last_outage_started_at`` / ``last_outage_ended_at`` (wall-clock seconds; ended is
         ``None`` while an outage lasts), ``published``, ``received``, ``errors``,
         ``malformed``, ``dropped``..."""
-        return {
-            "kind": self.kind,
-            "channel": self.channel,
-            "started": self._loop is not None,
-            **asdict(self.stats),
-        }
+        s = self.stats
+        return RemoteBusSnapshot(
+            name=self.name,
+            kind=self.backend,
+            channel=self.channel,
+            started=self._loop is not None,
+            connected=s.connected,
+            connects=s.connects,
+            reconnects=s.reconnects,
+            published=s.published,
+            received=s.received,
+            errors=s.errors,
+            malformed=s.malformed,
+            dropped=s.dropped,
+            last_error=s.last_error,
+            last_error_at=s.last_error_at,
+            last_outage_started_at=s.last_outage_started_at,
+            last_outage_ended_at=s.last_outage_ended_at,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,8 +176,8 @@ class RemoteBus:
             self._loop = asyncio.get_running_loop()
             self._closing.clear()
             self._queue = asyncio.Queue(self._max_pending)
-            self._spawn(self._run(), f"freshkeep-{self.kind}-bus-listen")
-            self._spawn(self._drain(self._queue), f"freshkeep-{self.kind}-bus-send")
+            self._spawn(self._run(), f"freshkeep-{self.backend}-bus-listen")
+            self._spawn(self._drain(self._queue), f"freshkeep-{self.backend}-bus-send")
         wait = self.connect_timeout if timeout is None else timeout
         if self._up.is_set() or wait <= 0:
             return self.stats.connected
@@ -169,7 +185,7 @@ class RemoteBus:
             await asyncio.wait_for(self._up.wait(), wait)
         except TimeoutError:
             log.warning(
-                "%s bus %r: not connected after %ss; retrying", self.kind, self.channel, wait
+                "%s bus %r: not connected after %ss; retrying", self.backend, self.channel, wait
             )
         return self.stats.connected
 
@@ -239,7 +255,7 @@ class RemoteBus:
             self._outage = False
             s.last_outage_ended_at = time.time()
         self._up.set()
-        log.info("%s bus %r: subscribed", self.kind, self.channel)
+        log.info("%s bus %r: subscribed", self.backend, self.channel)
         for callback in tuple(self._callbacks):
             try:
                 result = callback()
@@ -275,7 +291,7 @@ class RemoteBus:
         s.errors += 1
         s.last_error = f"{type(exc).__name__}: {exc}"
         s.last_error_at = time.time()
-        log.warning("%s bus %r: %s: %s", self.kind, self.channel, what, s.last_error)
+        log.warning("%s bus %r: %s: %s", self.backend, self.channel, what, s.last_error)
 
     def _deliver(self, payload: bytes | str) -> None:
         """Decode one message and call every listener (on the event loop's thread)."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
+from freshkeep.core.component import Component, Kind
 from freshkeep.core.revision import Revision
-from freshkeep.ports import Listener
+from freshkeep.ports import BusSnapshot, Listener
 
 log = logging.getLogger("freshkeep.bus")
 
 
-class LocalBus:
+class LocalBus(Component):
     """A bus inside one process (the embedded default).
 
     Delivery is synchronous and in order; a listener that raises is logged and counted and
@@ -19,6 +21,8 @@ class LocalBus:
     """
 
     __slots__ = ("_listeners", "errors", "published")
+    kind: ClassVar[Kind] = "bus"
+    name = "local"
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
@@ -48,3 +52,7 @@ class LocalBus:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def snapshot(self) -> BusSnapshot:
+        """Its kind (``local``): an in-process bus has no connection to report."""
+        return BusSnapshot(name=self.name, kind="local")

@@ -38,7 +38,7 @@ def decode(payload: bytes | str) -> tuple[dict[str, Revision], str]:
 
 @dataclass(slots=True)
 class BusStats:
-    """Counters and state of a bus (see :meth:`RemoteBus.status`)."""
+    """Counters and state of a bus (see :meth:`RemoteBus.snapshot`)."""
 
     connected: bool = False
     connects: int = 0

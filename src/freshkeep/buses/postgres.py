@@ -47,7 +47,7 @@ class PostgresBus(RemoteBus):
     See :class:`~freshkeep.buses.base.RemoteBus` for the lifecycle and the other options.
     """
 
-    kind = "postgres"
+    backend = "postgres"
 
     def __init__(
         self,

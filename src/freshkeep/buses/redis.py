@@ -25,7 +25,7 @@ class RedisBus(RemoteBus):
     client. With a URL the bus makes its own clients and closes them; its subscriber
     connection is named :attr:`client_name` (``CLIENT LIST``), never retries inside the
     driver, and sends a health-check ``PING`` every ``ping_interval`` seconds, so every loss
-    of it is seen, shown in :meth:`status` and followed by a reconnect and the ``on_connect``
+    of it is seen, shown in :meth:`snapshot` and followed by a reconnect and the ``on_connect``
     callbacks. With a client, the bus publishes through it and subscribes on a connection of
     its pool; the driver may then reconnect by itself, which the bus sees as a resubscribe (a
     reconnect with a zero-length outage). The client is not closed.
@@ -33,7 +33,7 @@ class RedisBus(RemoteBus):
     See :class:`~freshkeep.buses.base.RemoteBus` for the lifecycle and the other options.
     """
 
-    kind = "redis"
+    backend = "redis"
 
     def __init__(
         self,

@@ -248,7 +248,7 @@ async def _app_work(opener: AppQueues) -> list[Any]:
 
 def _started(queue: Any) -> None:
     console.print(
-        f"worker on {queue.backend}: tasks {', '.join(queue.snapshot_stats()['tasks'])}",
+        f"worker on {queue.backend}: tasks {', '.join(queue.snapshot().tasks)}",
         highlight=False,
     )
 
@@ -280,9 +280,9 @@ def worker(
     except FreshkeepError as exc:
         raise _fail(str(exc)) from exc
     for queue in queues:
-        stats = queue.snapshot_stats()
+        stats = queue.snapshot()
         console.print(
-            f"stopped: {stats['done']} done, {stats['failed']} failed, {stats['retried']} retried",
+            f"stopped: {stats.done} done, {stats.failed} failed, {stats.retried} retried",
             highlight=False,
         )
 

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, get_args
 
 Kind = Literal["view", "remote", "notifier", "artifacts", "pipeline", "jobs", "bus", "store"]
 """The kinds of component a keeper registers."""
+
+KINDS: tuple[Kind, ...] = get_args(Kind)
+"""Every :data:`Kind`, in order."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,12 +32,36 @@ class Snapshot:
     """The component's name (unique among the components of its kind)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The snapshot as JSON-ready plain data (nested snapshots included)."""
-        return dataclasses.asdict(self)
+        """The snapshot as JSON-ready plain data: dicts, lists and scalars keyed by the field
+        names, nested snapshots included. ``name`` is left out (of nested snapshots too): the
+        stats JSON lists a snapshot under its name, and keeps the keys it always had."""
+        return _fields(self)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    skip = "name" if isinstance(obj, Snapshot) else None
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != skip}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 class Component(ABC):
-    """Something registered with a keeper that reports a typed :class:`Snapshot`."""
+    """Something registered with a keeper that reports a typed :class:`Snapshot`.
+
+    Register one with :meth:`freshkeep.Keeper.register`; the keeper's typed accessors
+    (:meth:`freshkeep.Keeper.components`, ``keeper.views``, ``keeper.pipelines``, ...) list
+    them by kind.
+    """
+
+    __slots__ = ()
 
     kind: ClassVar[Kind]
     """What the component is (``"view"``, ``"jobs"``, …)."""
@@ -46,4 +74,4 @@ class Component(ABC):
         """Its counters and state now, without I/O."""
 
 
-__all__ = ["Component", "Kind", "Snapshot"]
+__all__ = ["KINDS", "Component", "Kind", "Snapshot"]

@@ -154,7 +154,7 @@ async def state_summary(request: Request, hub: HubDep) -> Response:
 @router.get("/state/stats", tags=["state"])
 async def state_stats(hub: HubDep) -> dict[str, Any]:
     """Counters of the keeper and of every view (reads by status, builds per section)."""
-    return hub.keeper.snapshot_stats()
+    return hub.keeper.snapshot().to_dict()
 
 
 @router.get("/topics", tags=["topics"])

@@ -1,33 +1,27 @@
-"""The built-in checks: views, remote values, notifiers, the shared store, the bus and
-artifact caches, computed on each run from the keeper's registries."""
+"""The built-in checks: views, remote values, notifiers, the shared store, the bus, artifact
+caches and job queues, computed on each run from the keeper's registries."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+from freshkeep.buses.base import RemoteBus
 from freshkeep.health._config import env_name
 from freshkeep.health._format import age_text
 from freshkeep.health._model import CheckResult, Level
+from freshkeep.ports import RemoteBusSnapshot
 
 if TYPE_CHECKING:
+    from freshkeep.artifacts import ArtifactCache
     from freshkeep.health._registry import Health
+    from freshkeep.jobs import JobQueue, QueueComponent
     from freshkeep.keeper import Keeper
     from freshkeep.notify import ChangeNotifier
     from freshkeep.remote import Remote
     from freshkeep.views import View
 
 BuiltinCheck = Callable[[], Awaitable[CheckResult]]
-
-
-@runtime_checkable
-class ArtifactHealthSource(Protocol):
-    """What the artifacts check needs of an artifact cache (``keeper.artifacts[name]``)."""
-
-    async def health_data(self) -> Mapping[str, Any]:
-        """``prebuild_backlog``, ``gc_backlog``, ``oldest_expired_age`` (seconds or ``None``),
-        ``failing_keys`` and ``last_error`` (or ``None``)."""
-        ...
 
 
 DEFAULT_EXPIRED_AGE = 3600.0
@@ -52,9 +46,13 @@ def builtin_checks(health: Health) -> list[tuple[str, BuiltinCheck]]:
         out.append((f"notifier:{name}", _bind(notifier_check, health, notifier)))
     out.append(("store", _bind(store_check, health, keeper)))
     out.append(("bus", _bind(bus_check, health, keeper)))
-    artifacts = getattr(keeper, "artifacts", None) or {}
-    for name, cache in dict(artifacts).items():
-        out.append((f"artifacts:{name}", _bind(artifacts_check, health, (str(name), cache))))
+    for name, cache in keeper.artifacts.items():
+        out.append((f"artifacts:{name}", _bind(artifacts_check, health, (name, cache))))
+    watched = health._watched_queues.values()
+    for name, queue in keeper.jobs.items():
+        if all(queue is not q for q in watched):  # else its watch_jobs check covers it
+            check = f"jobs:{name}"
+            out.append((check, _bind(jobs_check, health, (check, queue))))
     return out
 
 
@@ -84,9 +82,9 @@ async def view_check(health: Health, view: View, *, store_hits: int | None = Non
     the previous run exceeds ``FRESHKEEP_HEALTH_VIEWS_STALE_SHARE``."""
     cfg = health.config
     name = f"view:{view.name}"
-    st = view.snapshot_stats(store_hits=store_hits)
+    st = view.snapshot(store_hits=store_hits)
     now = health.clock.time()
-    reads: dict[str, int] = {k: int(v) for k, v in st["reads"].items()}
+    reads: dict[str, int] = dict(st.reads)
     prev = health._view_reads.get(view.name, {})
     health._view_reads[view.name] = reads
     window = {k: max(0, v - prev.get(k, 0)) for k, v in reads.items()}
@@ -94,34 +92,27 @@ async def view_check(health: Health, view: View, *, store_hits: int | None = Non
     stale = sum(window.get(s, 0) for s in STALE_STATUSES)
     error_stale = window.get("error-stale", 0)
     share = stale / total if total else 0.0
-    last_build = st.get("last_build_at")
-    last_error_at = st.get("last_error_at")
-    failing_since = st.get("failing_since")
-    if "failing_since" in st:
-        failing = failing_since is not None
-    else:  # a view without the field: compare the times of the last error and build
-        failing = last_error_at is not None and (last_build is None or last_error_at > last_build)
-        failing_since = last_error_at if failing else None
+    last_build, last_error_at, failing_since = st.last_build_at, st.last_error_at, st.failing_since
+    failing = failing_since is not None
     age = None if last_build is None else max(0.0, now - last_build)
-    policy = st.get("policy", {})
     error_after = cfg.views_error_after
     if error_after is None:
-        error_after = float(policy.get("stale_if_error") or 0.0)
+        error_after = st.policy.stale_if_error
     data: dict[str, Any] = {
         "view": view.name,
         "age": age,
         "last_build_at": last_build,
-        "last_error": st.get("last_error"),
+        "last_error": st.last_error,
         "last_error_at": last_error_at,
-        "failing_since": failing_since if failing else None,
-        "build_errors": st.get("build_errors", 0),
+        "failing_since": failing_since,
+        "build_errors": st.build_errors,
         "reads": total,
         "stale": stale,
         "error_stale": error_stale,
         "stale_share": share,
         "stale_share_threshold": cfg.views_stale_share,
         "error_after": error_after,
-        "in_flight": st.get("in_flight", 0),
+        "in_flight": st.in_flight,
     }
     served = "never built" if age is None else f"value built {age_text(age)} ago"
     if failing and failing_since is not None:
@@ -130,7 +121,7 @@ async def view_check(health: Health, view: View, *, store_hits: int | None = Non
         level = Level.ERROR if down > error_after > 0 and still else Level.WARNING
         detail = (
             f"view {view.name!r}: builds failing for {age_text(down)} "
-            f"({st.get('last_error')}); serving error-stale on {error_stale} of {total} "
+            f"({st.last_error}); serving error-stale on {error_stale} of {total} "
             f"read(s) since the last check; {served}"
         )
         if level is Level.ERROR:
@@ -161,42 +152,39 @@ async def remote_check(health: Health, remote: Remote) -> CheckResult:
     ``max_stale`` (it can no longer be served)."""
     cfg = health.config
     name = f"remote:{remote.name}"
-    st = remote.snapshot_stats()
-    ttl = float(st["ttl"])
-    max_stale = st.get("max_stale")
+    st = remote.snapshot()
+    ttl, max_stale = st.ttl, st.max_stale
     grace = cfg.remotes_grace
     if grace is None:
-        grace = float(getattr(getattr(remote, "config", None), "retry_backoff", 0.0))
+        grace = remote.config.retry_backoff
     overdue: list[tuple[str, float]] = []
     missing: list[str] = []
     beyond: list[str] = []
-    for key, v in st.get("values", {}).items():
-        if not v.get("failures"):
+    for key, v in st.values.items():
+        if not v.failures:
             continue
-        age = v.get("age")
-        if age is None:
+        if v.age is None:
             missing.append(key)
-            continue
-        if max_stale is not None and age > max_stale:
+        elif max_stale is not None and v.age > max_stale:
             beyond.append(key)
-        elif ttl > 0 and age > ttl + grace:
-            overdue.append((key, float(age)))
+        elif ttl > 0 and v.age > ttl + grace:
+            overdue.append((key, v.age))
     data: dict[str, Any] = {
         "remote": remote.name,
         "ttl": ttl,
         "grace": grace,
         "max_stale": max_stale,
-        "keys": st.get("keys", 0),
-        "failing": st.get("failing", 0),
-        "max_age": st.get("max_age"),
+        "keys": st.keys,
+        "failing": st.failing,
+        "max_age": st.max_age,
         "overdue": [k for k, _ in overdue],
         "missing": missing,
         "beyond_max_stale": beyond,
-        "last_error": st.get("last_error"),
-        "last_error_at": st.get("last_error_at"),
-        "last_fetch_at": st.get("last_fetch_at"),
+        "last_error": st.last_error,
+        "last_error_at": st.last_error_at,
+        "last_fetch_at": st.last_fetch_at,
     }
-    err = st.get("last_error")
+    err = st.last_error
     if beyond:
         return CheckResult(
             name,
@@ -221,10 +209,10 @@ async def remote_check(health: Health, remote: Remote) -> CheckResult:
             f"remote {remote.name!r}: {' and '.join(parts)} because refreshes fail ({err})",
             data,
         )
-    age = st.get("max_age")
-    detail = f"remote {remote.name!r}: {st.get('keys', 0)} key(s)"
+    age = st.max_age
+    detail = f"remote {remote.name!r}: {st.keys} key(s)"
     if age is not None:
-        detail += f", oldest value {age_text(float(age))} old (TTL {age_text(ttl)})"
+        detail += f", oldest value {age_text(age)} old (TTL {age_text(ttl)})"
     return CheckResult(name, Level.OK, detail, data)
 
 
@@ -235,42 +223,37 @@ async def notifier_check(health: Health, notifier: ChangeNotifier) -> CheckResul
     """A notifier: ``warning`` when its last send failed (after its last success) or confirmed
     states could not be saved."""
     name = f"notifier:{notifier.name}"
-    st = notifier.snapshot_stats()
-    data = {
-        k: st.get(k)
-        for k in (
-            "notifier",
-            "sent",
-            "failed",
-            "pending",
-            "store_errors",
-            "unsaved",
-            "last_error",
-            "last_error_at",
-            "last_sent_at",
-        )
+    st = notifier.snapshot()
+    data: dict[str, Any] = {
+        "notifier": st.notifier,
+        "sent": st.sent,
+        "failed": st.failed,
+        "pending": st.pending,
+        "store_errors": st.store_errors,
+        "unsaved": st.unsaved,
+        "last_error": st.last_error,
+        "last_error_at": st.last_error_at,
+        "last_sent_at": st.last_sent_at,
     }
-    last_error_at, last_sent_at = st.get("last_error_at"), st.get("last_sent_at")
+    last_error_at, last_sent_at = st.last_error_at, st.last_sent_at
     failing = last_error_at is not None and (last_sent_at is None or last_error_at > last_sent_at)
-    if st.get("unsaved"):
+    if st.unsaved:
         return CheckResult(
             name,
             Level.WARNING,
-            f"notifier {notifier.name!r}: {st['unsaved']} confirmed state(s) not saved "
-            f"({st.get('last_error')}): they may be notified again after a restart",
+            f"notifier {notifier.name!r}: {st.unsaved} confirmed state(s) not saved "
+            f"({st.last_error}): they may be notified again after a restart",
             data,
         )
     if failing and last_error_at is not None:
-        ago = age_text(max(0.0, health.clock.time() - float(last_error_at)))
+        ago = age_text(max(0.0, health.clock.time() - last_error_at))
         return CheckResult(
             name,
             Level.WARNING,
-            f"notifier {notifier.name!r}: last send failed {ago} ago ({st.get('last_error')})",
+            f"notifier {notifier.name!r}: last send failed {ago} ago ({st.last_error})",
             data,
         )
-    return CheckResult(
-        name, Level.OK, f"notifier {notifier.name!r}: {st.get('sent', 0)} sent", data
-    )
+    return CheckResult(name, Level.OK, f"notifier {notifier.name!r}: {st.sent} sent", data)
 
 
 # -- store and bus -------------------------------------------------------------------------------
@@ -279,39 +262,40 @@ async def notifier_check(health: Health, notifier: ChangeNotifier) -> CheckResul
 async def store_check(health: Health, keeper: Keeper) -> CheckResult:
     """The shared store: ``warning`` while it is unreachable (every instance builds for itself
     meanwhile); the in-process store alone is always ``ok``."""
-    store = keeper.store
-    memory = {"entries": len(store), "bytes": store.bytes, "evictions": store.evictions}
-    shared = keeper.shared.status() if keeper.shared is not None else None
-    if shared is None:
+    m = keeper.store.snapshot()
+    memory = {"entries": m.entries, "bytes": m.bytes, "evictions": m.evictions}
+    if keeper.shared is None:
         return CheckResult(
             "store",
             Level.OK,
-            f"in-process store only ({memory['entries']} entries)",
+            f"in-process store only ({m.entries} entries)",
             {"shared": None, "memory": memory},
         )
+    shared = keeper.shared.snapshot()
+    kind = type(keeper.shared).__name__
     data = {
         "shared": True,
-        "kind": type(keeper.shared).__name__,
-        "reachable": shared.get("reachable", True),
-        "outage_seconds": shared.get("outage_seconds"),
-        "outages": shared.get("outages", 0),
-        "last_error": shared.get("last_error"),
-        "last_error_at": shared.get("last_error_at"),
+        "kind": kind,
+        "reachable": shared.reachable,
+        "outage_seconds": shared.outage_seconds,
+        "outages": shared.outages,
+        "last_error": shared.last_error,
+        "last_error_at": shared.last_error_at,
         "memory": memory,
     }
-    if not data["reachable"]:
-        outage = shared.get("outage_seconds")
-        lasting = f" for {age_text(float(outage))}" if outage is not None else ""
+    if not shared.reachable:
+        outage = shared.outage_seconds
+        lasting = f" for {age_text(outage)}" if outage is not None else ""
         return CheckResult(
             "store",
             Level.WARNING,
-            f"shared store {data['kind']} unreachable{lasting} ({shared.get('last_error')}); "
+            f"shared store {kind} unreachable{lasting} ({shared.last_error}); "
             "each instance builds for itself meanwhile",
             data,
         )
-    detail = f"shared store {data['kind']} reachable"
-    if data["outages"]:
-        detail += f" ({data['outages']} outage(s) so far, last error: {shared.get('last_error')})"
+    detail = f"shared store {kind} reachable"
+    if shared.outages:
+        detail += f" ({shared.outages} outage(s) so far, last error: {shared.last_error})"
     return CheckResult("store", Level.OK, detail, data)
 
 
@@ -320,47 +304,45 @@ async def bus_check(health: Health, keeper: Keeper) -> CheckResult:
     ``error`` once it has been down longer than ``FRESHKEEP_HEALTH_BUSES_ERROR_AFTER`` (default
     10 x its ``max_reconnect_backoff``), or at once when the keeper has no revision source to
     probe (other instances' writes are not seen)."""
-    status = getattr(keeper.bus, "status", None)
-    bus: Mapping[str, Any] = status() if callable(status) else {"kind": "local"}
-    kind = bus.get("kind", "local")
-    if kind == "local" and "connected" not in bus:
-        return CheckResult("bus", Level.OK, "in-process bus", {"kind": kind})
+    bus = keeper.bus.snapshot()
+    if not isinstance(bus, RemoteBusSnapshot):
+        return CheckResult("bus", Level.OK, "in-process bus", {"kind": bus.kind})
     cfg = health.config
     error_after = cfg.buses_error_after
     if error_after is None:
-        backoff = getattr(keeper.bus, "max_reconnect_backoff", None)
-        error_after = 10 * float(backoff) if backoff else DEFAULT_BUS_ERROR_AFTER
+        backoff = keeper.bus.max_reconnect_backoff if isinstance(keeper.bus, RemoteBus) else 0
+        error_after = 10 * backoff if backoff else DEFAULT_BUS_ERROR_AFTER
     now = health.clock.time()
-    started, ended = bus.get("last_outage_started_at"), bus.get("last_outage_ended_at")
-    down = bool(getattr(keeper, "_bus_is_down", False)) or not bus.get("connected", True)
-    down_for = max(0.0, now - float(started)) if down and started is not None else None
+    started, ended = bus.last_outage_started_at, bus.last_outage_ended_at
+    down = keeper.bus_down or not bus.connected
+    down_for = max(0.0, now - started) if down and started is not None else None
     data = {
-        "kind": kind,
-        "channel": bus.get("channel"),
-        "connected": bus.get("connected"),
+        "kind": bus.kind,
+        "channel": bus.channel,
+        "connected": bus.connected,
         "down": down,
         "down_for": down_for,
-        "reconnects": bus.get("reconnects", 0),
-        "last_error": bus.get("last_error"),
+        "reconnects": bus.reconnects,
+        "last_error": bus.last_error,
         "last_outage_started_at": started,
         "last_outage_ended_at": ended,
         "error_after": error_after,
         "probing": keeper.revisions is not None,
     }
-    label = f"{kind} bus {bus.get('channel')!r}"
+    label = f"{bus.kind} bus {bus.channel!r}"
     if down:
         lasting = f" for {age_text(down_for)}" if down_for is not None else ""
         if keeper.revisions is None:
             return CheckResult(
                 "bus",
                 Level.ERROR,
-                f"{label} down{lasting} ({bus.get('last_error')}), reconnecting; no revision "
+                f"{label} down{lasting} ({bus.last_error}), reconnecting; no revision "
                 "source to probe, so other instances' writes are not seen",
                 data,
             )
         level = Level.ERROR if down_for is not None and down_for > error_after else Level.WARNING
         detail = (
-            f"{label} down{lasting} ({bus.get('last_error')}), reconnecting; reads probe "
+            f"{label} down{lasting} ({bus.last_error}), reconnecting; reads probe "
             "revisions meanwhile"
         )
         if level is Level.ERROR:
@@ -370,31 +352,31 @@ async def bus_check(health: Health, keeper: Keeper) -> CheckResult:
         return CheckResult("bus", level, detail, data)
     detail = f"{label} connected"
     if ended is not None:
-        detail += f" (last outage ended {age_text(max(0.0, now - float(ended)))} ago)"
+        detail += f" (last outage ended {age_text(max(0.0, now - ended))} ago)"
     return CheckResult("bus", Level.OK, detail, data)
 
 
 # -- artifacts -----------------------------------------------------------------------------------
 
 
-async def artifacts_check(health: Health, named: tuple[str, Any]) -> CheckResult:
+async def artifacts_check(health: Health, named: tuple[str, ArtifactCache]) -> CheckResult:
     """An artifact cache: ``warning`` when keys fail to prebuild, the prebuild backlog or the
     GC backlog is above its threshold, or the oldest expired artifact waits for GC too long."""
     cache_name, cache = named
     name = f"artifacts:{cache_name}"
     cfg = health.config
     raw = await cache.health_data()
-    prebuild = int(raw.get("prebuild_backlog") or 0)
-    gc = int(raw.get("gc_backlog") or 0)
-    oldest = raw.get("oldest_expired_age")
-    failing = int(raw.get("failing_keys") or 0)
+    prebuild, gc, oldest, failing = (
+        raw.prebuild_backlog,
+        raw.gc_backlog,
+        raw.oldest_expired_age,
+        raw.failing_keys,
+    )
     expired_limit = cfg.artifacts_expired_age
     if expired_limit is None:
-        gc_interval = getattr(cache, "gc_interval", None)
+        gc_interval = cache.gc_interval
         expired_limit = (
-            2 * float(gc_interval)
-            if isinstance(gc_interval, int | float) and gc_interval > 0
-            else DEFAULT_EXPIRED_AGE
+            2 * gc_interval if gc_interval is not None and gc_interval > 0 else DEFAULT_EXPIRED_AGE
         )
     data = {
         "cache": cache_name,
@@ -402,14 +384,14 @@ async def artifacts_check(health: Health, named: tuple[str, Any]) -> CheckResult
         "gc_backlog": gc,
         "oldest_expired_age": oldest,
         "failing_keys": failing,
-        "last_error": raw.get("last_error"),
+        "last_error": raw.last_error,
         "prebuild_backlog_threshold": cfg.artifacts_prebuild_backlog,
         "gc_backlog_threshold": cfg.artifacts_gc_backlog,
         "expired_age_threshold": expired_limit,
     }
     problems = []
     if failing:
-        problems.append(f"{failing} key(s) failing to build ({raw.get('last_error')})")
+        problems.append(f"{failing} key(s) failing to build ({raw.last_error})")
     if prebuild > cfg.artifacts_prebuild_backlog:
         problems.append(
             f"prebuild backlog {prebuild} > {cfg.artifacts_prebuild_backlog:g} "
@@ -419,9 +401,9 @@ async def artifacts_check(health: Health, named: tuple[str, Any]) -> CheckResult
         problems.append(
             f"GC backlog {gc} > {cfg.artifacts_gc_backlog:g} ({env_name('artifacts_gc_backlog')})"
         )
-    if oldest is not None and float(oldest) > expired_limit:
+    if oldest is not None and oldest > expired_limit:
         problems.append(
-            f"oldest expired artifact waits for GC for {age_text(float(oldest))} "
+            f"oldest expired artifact waits for GC for {age_text(oldest)} "
             f"(> {age_text(expired_limit)}, {env_name('artifacts_expired_age')})"
         )
     if problems:
@@ -439,38 +421,41 @@ async def artifacts_check(health: Health, named: tuple[str, Any]) -> CheckResult
 # -- job queues ----------------------------------------------------------------------------------
 
 
-async def jobs_check(health: Health, named: tuple[str, Any]) -> CheckResult:
-    """A job queue (:meth:`Health.watch_jobs`): ``warning`` while a job failed for good (all its
+async def jobs_check(health: Health, named: tuple[str, JobQueue | QueueComponent]) -> CheckResult:
+    """A job queue (:meth:`Health.watch_jobs`, or ``jobs:<name>`` of a queue registered on the
+    keeper): ``warning`` while a job failed for good (all its
     retries spent: what it derives is not built) less than ``FRESHKEEP_HEALTH_JOBS_FAILED_WINDOW``
     seconds ago, naming the task and its error; ``ok`` otherwise, with the queue's counters."""
     name, queue = named
-    st = queue.snapshot_stats()
+    st = queue.snapshot()
     window = health.config.jobs_failed_window
-    data = {
-        key: st.get(key)
-        for key in ("backend", "queued", "running", "done", "failed", "retried", "stalled")
-    }
-    data |= {
-        "last_failed": st.get("last_failed"),
-        "last_failed_at": st.get("last_failed_at"),
+    data: dict[str, Any] = {
+        "backend": st.backend,
+        "queued": st.queued,
+        "running": st.running,
+        "done": st.done,
+        "failed": st.failed,
+        "retried": st.retried,
+        "stalled": st.stalled,
+        "last_failed": st.last_failed,
+        "last_failed_at": st.last_failed_at,
         "failed_window": window,
     }
-    failed_at = st.get("last_failed_at")
+    failed_at = st.last_failed_at
     if failed_at is not None:
-        ago = max(0.0, health.clock.time() - float(failed_at))
+        ago = max(0.0, health.clock.time() - failed_at)
         if ago <= window:
             return CheckResult(
                 name,
                 Level.WARNING,
-                f"job queue: {st.get('failed', 0)} job(s) failed after all their retries, the "
-                f"last {age_text(ago)} ago: {st.get('last_failed')} (re-run it once the cause "
+                f"job queue: {st.failed} job(s) failed after all their retries, the "
+                f"last {age_text(ago)} ago: {st.last_failed} (re-run it once the cause "
                 f"is fixed; {env_name('jobs_failed_window')})",
                 data,
             )
     return CheckResult(
         name,
         Level.OK,
-        f"job queue: {st.get('queued', 0)} queued, {st.get('running', 0)} running, "
-        f"{st.get('done', 0)} done, {st.get('failed', 0)} failed",
+        f"job queue: {st.queued} queued, {st.running} running, {st.done} done, {st.failed} failed",
         data,
     )

@@ -237,7 +237,9 @@ class ProcessorWatch:
         items = await asyncio.to_thread(lambda: list(self.items()))
         states = await self.state.load(self.name)
         last_run = None
-        if self.pipeline is not None and (stats := self.pipeline.last_stats.get(self.name)):
+        if self.pipeline is not None and (
+            stats := self.pipeline.snapshot().last_runs.get(self.name)
+        ):
             last_run = stats.started_at
         return assess(items, states, last_run)
 

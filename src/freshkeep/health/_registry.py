@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.core.component import Component
 from freshkeep.exceptions import ConfigurationError, DuplicateNameError
 from freshkeep.health._config import HealthConfig
 from freshkeep.health._model import CheckResult, HealthReport, Level
@@ -49,8 +50,10 @@ class Health:
     - :meth:`add` registers a check (sync or async, see :data:`Check`); a check that raises or
       exceeds its timeout is an ``error`` result with its message, never a failed run.
     - Built-in checks are computed on each run from the keeper's registries, so a view,
-      remote, notifier or artifact cache created later is covered: ``view:<name>``,
-      ``remote:<name>``, ``notifier:<name>``, ``artifacts:<name>``, ``store`` and ``bus``.
+      remote, notifier, artifact cache or job queue registered later is covered:
+      ``view:<name>``, ``remote:<name>``, ``notifier:<name>``, ``artifacts:<name>``,
+      ``jobs:<name>`` (a queue :meth:`watch_jobs` does not watch already), ``store`` and
+      ``bus``.
     - :meth:`watch_processor` adds the lag and stuck-item checks of a file processor.
     - Thresholds come from :class:`HealthConfig` (``FRESHKEEP_HEALTH_*``), read and validated
       by :meth:`configure` (called by :meth:`freshkeep.Keeper.start`, else by the first run).
@@ -80,6 +83,8 @@ class Health:
         self._config: HealthConfig | None = None
         self._checks: dict[str, _Registered] = {}
         self._watches: dict[str, ProcessorWatch] = {}
+        self._watched_queues: dict[str, object] = {}
+        """The job queues of :meth:`watch_jobs`, by the name of their check."""
         self._view_reads: dict[str, dict[str, int]] = {}
         self._inflight: asyncio.Future[HealthReport] | None = None
         self._last_mono = 0.0
@@ -121,6 +126,7 @@ class Health:
         """Unregister the check ``name`` (no error if there is none); either check of a
         watched processor removes the watch and both its checks."""
         self._checks.pop(name, None)
+        self._watched_queues.pop(name, None)
         for watch_name, watch in list(self._watches.items()):
             if name in watch.check_names:
                 del self._watches[watch_name]
@@ -158,10 +164,14 @@ class Health:
         seconds between its scheduled runs; ``job`` names what runs it (default ``name``) in
         the warning. ``grace`` (default 2 x cadence) and ``stuck_threshold`` (default 4 x
         grace) are overridden by ``FRESHKEEP_HEALTH_LAG_GRACE`` and
-        ``FRESHKEEP_HEALTH_STUCK_THRESHOLD``.
+        ``FRESHKEEP_HEALTH_STUCK_THRESHOLD``. A pipeline is registered on the keeper
+        (:meth:`freshkeep.Keeper.register`) unless it is already, so the metrics and the
+        dashboard find it.
         """
         from freshkeep.health._processing import ProcessorWatch
+        from freshkeep.processing import Pipeline
 
+        pipeline = source if isinstance(source, Pipeline) else None
         watch = ProcessorWatch.create(
             self,
             source,
@@ -171,7 +181,7 @@ class Health:
             job=job,
             grace=grace,
             stuck_threshold=stuck_threshold,
-            clock=clock if clock is not None else getattr(source, "clock", self.clock),
+            clock=clock if clock is not None else pipeline.clock if pipeline else self.clock,
         )
         if name in self._watches:
             raise DuplicateNameError(f"processor {name!r} is already watched")
@@ -180,6 +190,10 @@ class Health:
                 raise DuplicateNameError(
                     f"a health check named {check_name!r} is already registered"
                 )
+        keeper = self.keeper
+        if pipeline is not None and keeper is not None:
+            if keeper.pipelines.get(pipeline.name) is not pipeline:
+                keeper.register(pipeline)
         self._checks[watch.lag_name] = _Registered(watch.lag_check, None)
         self._checks[watch.stuck_name] = _Registered(watch.stuck_check, None)
         self._watches[name] = watch
@@ -189,13 +203,24 @@ class Health:
         """Add the check ``name`` of a job queue: ``warning`` while one of its jobs failed for
         good (every retry spent) less than ``FRESHKEEP_HEALTH_JOBS_FAILED_WINDOW`` seconds
         (default 3600) ago; ``ok`` with its counters otherwise. Failures are those seen by
-        this process's workers."""
+        this process's workers. The queue is registered on the keeper
+        (:meth:`freshkeep.Keeper.register`) unless it is already."""
         from freshkeep.health._builtin import jobs_check
 
         async def check() -> CheckResult:
             return await jobs_check(self, (name, queue))
 
         self.add(name, check)
+        keeper = self.keeper
+        if keeper is not None and isinstance(queue, Component):
+            registered: object = keeper.jobs.get(queue.name)
+            if registered is not queue:
+                try:
+                    keeper.register(queue)
+                except BaseException:
+                    self._checks.pop(name, None)
+                    raise
+        self._watched_queues[name] = queue
 
     # -- running ------------------------------------------------------------------------------
 

@@ -114,8 +114,9 @@ def discover(obj: object, *, spec: str = "the application") -> App:
     public attributes, ``_DEPTH`` levels down, through lists, tuples, sets and dicts (and a
     Starlette ``State``). A component is not looked into.
 
-    This is the only place that decides what a component is: once the keeper keeps a registry
-    of its components, point it there.
+    The keeper's registry (:meth:`Keeper.register <freshkeep.Keeper.register>`) comes
+    first: its artifact caches, pipelines and job queues are found without being attributes.
+    This is the only place that decides what a component is.
     """
     try:  # needs the artifacts extra; without it an application has no artifact cache
         from freshkeep.artifacts import ArtifactCache as cache_type
@@ -135,6 +136,8 @@ def discover(obj: object, *, spec: str = "the application") -> App:
             keepers.append(value)
             for name, cache in value.artifacts.items():
                 caches.setdefault(name, cache)
+            for registered in (*value.pipelines.values(), *value.jobs.values()):
+                visit(registered, _DEPTH)  # counted once, whoever else holds it
         elif isinstance(value, Pipeline):
             pipelines.append(value)
         elif cache_type is not None and isinstance(value, cache_type):

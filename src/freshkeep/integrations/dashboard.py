@@ -29,7 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ import orjson
 from freshkeep.core.auth import bearer_ok
 from freshkeep.exceptions import ConfigurationError, missing_extra
 from freshkeep.integrations.dashboard_sources import artifact_caches, watched_pipelines
+from freshkeep.ports import RemoteBusSnapshot
 
 try:
     from starlette.requests import Request
@@ -48,10 +49,13 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
     raise missing_extra("starlette", exc.name or "starlette") from exc
 
 if TYPE_CHECKING:
+    from freshkeep.artifacts import ArtifactCache
+    from freshkeep.health import Health
     from freshkeep.keeper import Keeper
-    from freshkeep.processing import Pipeline
+    from freshkeep.processing import Pipeline, PipelineSnapshot
+    from freshkeep.remote import RemoteSnapshot
     from freshkeep.scheduler import Scheduler
-    from freshkeep.views import View
+    from freshkeep.views import View, ViewSnapshot
 
 COOKIE = "freshkeep_dashboard"
 """The name of the dashboard's session cookie."""
@@ -100,10 +104,10 @@ def _ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
-def view_status(view: View, stats: Mapping[str, Any], now: float, mono: float) -> dict[str, Any]:
+def view_status(view: View, stats: ViewSnapshot, now: float, mono: float) -> dict[str, Any]:
     """One view's row: its counters, and the entry it serves (for a view read without a key
     and not per principal: the entry of key ``None``)."""
-    reads: dict[str, int] = dict(stats["reads"])
+    reads: dict[str, int] = dict(stats.reads)
     total = sum(reads.values())
     entry = None if view.per_principal else view.peek()
     served: dict[str, Any] | None = None
@@ -120,59 +124,58 @@ def view_status(view: View, stats: Mapping[str, Any], now: float, mono: float) -
                 for name, part in entry.sections.items()
             },
         }
+    failing_since = stats.failing_since
     return {
         "name": view.name,
         "sources": list(view.sources),
         "sections": list(view.sections),
-        "policy": stats["policy"],
+        "policy": asdict(stats.policy),
         "per_principal": view.per_principal,
         "served": served,
         "reads": reads,
         "reads_total": total,
         "hit_ratio": _ratio(reads.get("hit", 0), total),
-        "builds": stats["builds"],
-        "build_seconds": stats["build_seconds"],
-        "build_errors": stats["build_errors"],
-        "background_refreshes": stats["background_refreshes"],
-        "in_flight": stats["in_flight"],
-        "last_error": stats["last_error"],
-        "last_error_at": stats["last_error_at"],
-        "failing_for": (
-            None if stats.get("failing_since") is None else max(0.0, now - stats["failing_since"])
-        ),
-        "last_build_at": stats["last_build_at"],
+        "builds": dict(stats.builds),
+        "build_seconds": dict(stats.build_seconds),
+        "build_errors": stats.build_errors,
+        "background_refreshes": stats.background_refreshes,
+        "in_flight": stats.in_flight,
+        "last_error": stats.last_error,
+        "last_error_at": stats.last_error_at,
+        "failing_for": None if failing_since is None else max(0.0, now - failing_since),
+        "last_build_at": stats.last_build_at,
     }
 
 
-def remote_status(stats: Mapping[str, Any]) -> dict[str, Any]:
+def remote_status(stats: RemoteSnapshot) -> dict[str, Any]:
     """One remote's row: TTL, counters, and the age and last error of each key's value."""
-    values = [{"key": key, **v} for key, v in sorted(stats["values"].items())]
+    values = [{"key": key, **asdict(v)} for key, v in sorted(stats.values.items())]
     return {
-        "name": stats["remote"],
-        "ttl": stats["ttl"],
-        "max_stale": stats["max_stale"],
-        "swr": stats["swr"],
-        "reads": stats["reads"],
-        "fetches": stats["fetches"],
-        "fetch_errors": stats["fetch_errors"],
-        "keys": stats["keys"],
-        "failing": stats["failing"],
-        "max_age": stats["max_age"],
-        "last_error": stats["last_error"],
-        "last_error_at": stats["last_error_at"],
+        "name": stats.remote,
+        "ttl": stats.ttl,
+        "max_stale": stats.max_stale,
+        "swr": stats.swr,
+        "reads": dict(stats.reads),
+        "fetches": stats.fetches,
+        "fetch_errors": stats.fetch_errors,
+        "keys": stats.keys,
+        "failing": stats.failing,
+        "max_age": stats.max_age,
+        "last_error": stats.last_error,
+        "last_error_at": stats.last_error_at,
         "values": values[:50],
     }
 
 
 def processor_status(
-    pipeline: Pipeline,
+    pipeline: PipelineSnapshot,
     name: str,
     checks: Mapping[str, Mapping[str, Any]],
     jobs: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     """One processor's row: running, its last run, its schedule, and its lag and stuck item
     from the health checks ``processor:<name>`` and ``processor:<name>:stuck`` (if watched)."""
-    last = pipeline.last_stats.get(name)
+    last = pipeline.last_runs.get(name)
     lag = checks.get(f"processor:{name}")
     stuck = checks.get(f"processor:{name}:stuck")
     lag_data: Mapping[str, Any] = lag["data"] if lag else {}
@@ -220,10 +223,10 @@ def _jobs(schedulers: Iterable[Scheduler]) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def _artifact_status(name: str, cache: Any) -> dict[str, Any]:
+async def _artifact_status(name: str, cache: ArtifactCache) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name}
     try:
-        row["stats"] = cache.snapshot_stats()
+        row["stats"] = cache.snapshot().to_dict()
     except Exception as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
     return row
@@ -236,18 +239,20 @@ async def dashboard_status(
     schedulers: Iterable[Scheduler] = (),
     health: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the dashboard shows, as JSON-ready data.
+    """Everything the dashboard shows, as JSON-ready data, read from the keeper's snapshot.
 
-    ``pipelines`` (with those the keeper's health registry watches) give the processors;
-    ``schedulers`` their schedule; ``health`` is a report (``HealthReport.as_dict()``) whose
-    checks give the processors' lag and stuck item and are listed as they are.
+    ``pipelines`` (with those registered on the keeper, e.g. by its health registry's
+    ``watch_processor``) give the processors; ``schedulers`` their schedule; ``health`` is a
+    report (``HealthReport.as_dict()``) whose checks give the processors' lag and stuck item
+    and are listed as they are.
     """
     clock = keeper.clock
     now, mono = clock.time(), clock.monotonic()
-    stats = keeper.snapshot_stats()
+    snap = keeper.snapshot()
     views = [
-        view_status(view, stats["views"][name], now, mono)
+        view_status(view, snap.views[name], now, mono)
         for name, view in sorted(keeper.views.items())
+        if name in snap.views
     ]
     checks: dict[str, Mapping[str, Any]] = {}
     if health is not None:
@@ -258,34 +263,35 @@ async def dashboard_status(
     found = list(pipelines)
     found += [p for p in watched_pipelines(keeper) if all(p is not q for q in found)]
     for pipeline in found:
-        for name in pipeline.names():
+        ps = pipeline.snapshot()
+        for name in ps.processors:
             if name not in seen:
                 seen.add(name)
-                processors.append(processor_status(pipeline, name, checks, jobs))
+                processors.append(processor_status(ps, name, checks, jobs))
     caches = artifact_caches(keeper)
     artifacts = await asyncio.gather(*(_artifact_status(n, c) for n, c in sorted(caches.items())))
-    bus = stats["bus"]
+    bus = snap.bus
     return {
         "generated_at": now,
-        "instance": stats["instance"],
+        "instance": snap.instance,
         "keeper": {
-            "probe": stats["probe"],
-            "resync_interval": stats["resync_interval"],
-            "probes": stats["probes"],
-            "probe_errors": stats["probe_errors"],
-            "commits": stats["commits"],
-            "remote_revisions": stats["remote_revisions"],
+            "probe": snap.probe,
+            "resync_interval": snap.resync_interval,
+            "probes": snap.probes,
+            "probe_errors": snap.probe_errors,
+            "commits": snap.commits,
+            "remote_revisions": snap.remote_revisions,
             "bus": {
-                "kind": bus.get("kind"),
-                "down": stats["bus_down"],
-                "last_error": bus.get("last_error"),
+                "kind": bus.kind,
+                "down": snap.bus_down,
+                "last_error": bus.last_error if isinstance(bus, RemoteBusSnapshot) else None,
             },
-            "store": stats["store"],
-            "shared": stats["shared"],
+            "store": asdict(snap.store),
+            "shared": None if snap.shared is None else snap.shared.to_dict(),
         },
         "views": views,
-        "remotes": [remote_status(r) for _, r in sorted(stats["remotes"].items())],
-        "notifiers": [dict(n) for _, n in sorted(stats["notifiers"].items())],
+        "remotes": [remote_status(r) for _, r in sorted(snap.remotes.items())],
+        "notifiers": [n.to_dict() for _, n in sorted(snap.notifiers.items())],
         "artifacts": list(artifacts),
         "processors": processors,
         "health": health,
@@ -301,7 +307,7 @@ class Dashboard:
     docstring. ``token``: the admin token (``None``: the dashboard is off, 403).
 
     ``pipelines`` and ``schedulers`` give the processors and their schedule; the keeper's
-    health registry (``keeper.health``), if it has one, is run at most every
+    health registry (``keeper.health``) is run at most every
     ``health_every`` seconds and its report shown. ``poll`` is the page's refresh period.
     """
 
@@ -356,22 +362,19 @@ class Dashboard:
     # -- data ------------------------------------------------------------------------------
 
     async def health_report(self) -> dict[str, Any] | None:
-        """The keeper's health report (``None`` without a registry), run at most every
+        """The keeper's health report (``keeper.health``), run at most every
         ``health_every`` seconds; concurrent polls share one run."""
-        registry = getattr(self.keeper, "health", None)
-        run = getattr(registry, "run", None)
-        if run is None:
-            return None
+        registry = self.keeper.health
         cached = self._health
         if cached is not None and time.monotonic() - cached[0] < self.health_every:
             return cached[1]
         if self._health_task is None or self._health_task.done():
-            self._health_task = asyncio.ensure_future(self._run_health(run))
+            self._health_task = asyncio.ensure_future(self._run_health(registry))
         return await asyncio.shield(self._health_task)
 
-    async def _run_health(self, run: Any) -> dict[str, Any] | None:
+    async def _run_health(self, registry: Health) -> dict[str, Any] | None:
         try:
-            report = await run()
+            report = await registry.run()
             data: dict[str, Any] = report.as_dict()
         except Exception as exc:
             data = {

@@ -1,39 +1,31 @@
-"""Where the dashboard and the metrics find what a keeper does not register itself.
+"""Where the dashboard and the metrics find a keeper's artifact caches and pipelines.
 
-Artifact caches are registered on ``keeper.artifacts`` (name to cache); processing pipelines
-are found through the processors the keeper's health registry watches
-(``keeper.health.watch_processor(pipeline, ...)``). Both are optional: a keeper without them
-has no artifact cache and no watched pipeline.
+Both are components registered on the keeper (:meth:`freshkeep.Keeper.register`): an artifact
+cache made with ``keeper=`` registers itself, and a pipeline is registered by
+``keeper.register(pipeline)`` or when the keeper's health registry watches one of its
+processors (``keeper.health.watch_processor(pipeline, ...)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from freshkeep.artifacts import ArtifactCache
     from freshkeep.keeper import Keeper
     from freshkeep.processing import Pipeline
 
 
-def artifact_caches(keeper: Keeper) -> Mapping[str, Any]:
+def artifact_caches(keeper: Keeper) -> Mapping[str, ArtifactCache]:
     """The artifact caches registered on ``keeper`` (``keeper.artifacts``), by name."""
-    caches = getattr(keeper, "artifacts", None)
-    return dict(caches) if isinstance(caches, Mapping) else {}
+    return keeper.artifacts
 
 
 def watched_pipelines(keeper: Keeper) -> list[Pipeline]:
-    """The pipelines of the processors watched by the keeper's health registry
-    (``keeper.health.watch_processor(pipeline, ...)``), if it has one."""
-    watches = getattr(getattr(keeper, "health", None), "watches", None)
-    if not isinstance(watches, Mapping):
-        return []
-    found: list[Pipeline] = []
-    for watch in watches.values():
-        pipeline = getattr(watch, "pipeline", None)
-        if pipeline is not None and all(pipeline is not p for p in found):
-            found.append(pipeline)
-    return found
+    """The pipelines registered on ``keeper`` (``keeper.pipelines``): those registered by
+    hand and those whose processors its health registry watches."""
+    return list(keeper.pipelines.values())
 
 
 __all__ = ["artifact_caches", "watched_pipelines"]

@@ -38,10 +38,15 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
     raise missing_extra("prometheus", exc.name or "prometheus_client") from exc
 
 if TYPE_CHECKING:
+    from freshkeep.artifacts import ArtifactSnapshot
     from freshkeep.core.entry import Status
-    from freshkeep.keeper import Keeper
-    from freshkeep.processing import Pipeline
-    from freshkeep.views import View
+    from freshkeep.health import Health
+    from freshkeep.jobs import JobQueueSnapshot
+    from freshkeep.keeper import Keeper, KeeperSnapshot
+    from freshkeep.notify import NotifierSnapshot
+    from freshkeep.processing import Pipeline, PipelineSnapshot
+    from freshkeep.remote import RemoteSnapshot
+    from freshkeep.views import ViewSnapshot
 
 log = logging.getLogger("freshkeep.metrics")
 
@@ -118,7 +123,7 @@ class FreshkeepCollector(Collector):
     """A Prometheus collector that reads a keeper's counters at scrape time.
 
     ``pipelines``: the processing pipelines to report (or a callable returning them at each
-    scrape); pipelines watched by the keeper's health registry, if it has any, are added.
+    scrape); the pipelines registered on the keeper (``keeper.pipelines``) are added.
     ``namespace`` prefixes every metric name. Every view, those registered later included, is
     observed (build time, staleness served) from construction on, until :meth:`detach`.
     """
@@ -179,7 +184,8 @@ class FreshkeepCollector(Collector):
                 observers[:] = [o for o in observers if o is not self.observer]
 
     def pipelines(self) -> list[Pipeline]:
-        """The pipelines reported: those given, then those the health registry watches."""
+        """The pipelines reported: those given, then those registered on the keeper (which
+        includes those its health registry watches)."""
         found: list[Pipeline] = list(self._pipelines())
         found += [p for p in watched_pipelines(self.keeper) if all(p is not q for q in found)]
         return found
@@ -189,25 +195,26 @@ class FreshkeepCollector(Collector):
         return list(self.collect())
 
     def collect(self) -> Iterable[Metric]:
-        """Every metric family, read from the keeper's counters now."""
+        """Every metric family, read from the keeper's snapshot now."""
         m = _Families(self.namespace)
-        stats = self._snapshot()
-        yield from self._keeper_metrics(m, stats)
-        yield from self._view_metrics(m, self.keeper.views, stats["views"])
+        snap = self._snapshot()
+        yield from self._keeper_metrics(m, snap)
+        yield from self._view_metrics(m, snap.views)
         yield from self.build_duration.collect()
         yield from self.stale_age.collect()
-        yield from self._remote_metrics(m, stats["remotes"])
-        yield from self._notifier_metrics(m, stats["notifiers"])
-        yield from self._artifact_metrics(m, artifact_caches(self.keeper))
-        yield from self._processor_metrics(m, self.pipelines())
-        yield from self._health_metrics(m, getattr(self.keeper, "health", None))
+        yield from self._remote_metrics(m, snap.remotes)
+        yield from self._notifier_metrics(m, snap.notifiers)
+        yield from self._artifact_metrics(m, snap.artifacts)
+        yield from self._processor_metrics(m, [p.snapshot() for p in self.pipelines()])
+        yield from self._job_metrics(m, {n: q.snapshot() for n, q in self.keeper.jobs.items()})
+        yield from self._health_metrics(m, self.keeper.health)
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self) -> KeeperSnapshot:
         # A scrape served from another thread (prometheus_client's own HTTP server) may see a
         # dict change size under it while the event loop registers something: read again.
         for attempt in range(3):
             try:
-                return self.keeper.snapshot_stats()
+                return self.keeper.snapshot()
             except RuntimeError:
                 if attempt == 2:
                     raise
@@ -216,43 +223,40 @@ class FreshkeepCollector(Collector):
     # -- families -------------------------------------------------------------------------
 
     @staticmethod
-    def _keeper_metrics(m: _Families, s: Mapping[str, Any]) -> Iterator[Metric]:
-        yield m.counter("commits", "Commits of this process applied to the keeper.", s["commits"])
+    def _keeper_metrics(m: _Families, s: KeeperSnapshot) -> Iterator[Metric]:
+        yield m.counter("commits", "Commits of this process applied to the keeper.", s.commits)
         yield m.counter(
             "bus_revisions",
             "Messages of revisions received from other instances through the bus.",
-            s["remote_revisions"],
+            s.remote_revisions,
         )
-        yield m.counter("revision_probes", "Reads of source revisions.", s["probes"])
-        yield m.counter("probe_errors", "Reads whose revision probe failed.", s["probe_errors"])
-        store = s["store"]
-        yield m.gauge("store_entries", "Entries in the memory store.", store["entries"])
-        yield m.gauge("store_bytes", "Bytes of entries in the memory store.", store["bytes"])
+        yield m.counter("revision_probes", "Reads of source revisions.", s.probes)
+        yield m.counter("probe_errors", "Reads whose revision probe failed.", s.probe_errors)
+        store = s.store
+        yield m.gauge("store_entries", "Entries in the memory store.", store.entries)
+        yield m.gauge("store_bytes", "Bytes of entries in the memory store.", store.bytes)
         yield m.counter(
-            "store_evictions", "Entries evicted from the memory store.", store["evictions"]
+            "store_evictions", "Entries evicted from the memory store.", store.evictions
         )
         yield m.counter(
             "store_rejected",
             "Puts the memory store refused because its entry was built from newer revisions.",
-            store["rejected"],
+            store.rejected,
         )
         yield m.gauge(
             "bus_up",
             "1 while revisions are pushed by the bus, 0 during an outage.",
-            0 if s["bus_down"] else 1,
+            0 if s.bus_down else 1,
         )
-        shared = s["shared"]
-        if shared is not None and "reachable" in shared:
+        if s.shared is not None:
             yield m.gauge(
                 "shared_store_up",
                 "1 while the shared store is reachable, 0 during an outage.",
-                1 if shared["reachable"] else 0,
+                1 if s.shared.reachable else 0,
             )
 
     @staticmethod
-    def _view_metrics(
-        m: _Families, views: Mapping[str, View], stats: Mapping[str, Mapping[str, Any]]
-    ) -> Iterator[Metric]:
+    def _view_metrics(m: _Families, stats: Mapping[str, ViewSnapshot]) -> Iterator[Metric]:
         reads = m.counter_family("view_reads", "Reads of a view, by status.", ("view", "status"))
         builds = m.counter_family(
             "view_builds", "Builds of a section of a view.", ("view", "section")
@@ -283,25 +287,23 @@ class FreshkeepCollector(Collector):
             ("view",),
         )
         for name, s in stats.items():
-            if name not in views:
-                continue
-            for status, n in sorted(s["reads"].items()):
+            for status, n in sorted(s.reads.items()):
                 reads.add_metric([name, status], n)
-            for section, n in sorted(s["builds"].items()):
+            for section, n in sorted(s.builds.items()):
                 builds.add_metric([name, section], n)
-            errors.add_metric([name], s["build_errors"])
-            refreshes.add_metric([name], s["background_refreshes"])
-            collapsed.add_metric([name], s["collapsed"])
-            shared_hits.add_metric([name], s["shared_hits"])
-            shared_waits.add_metric([name], s["shared_waits"])
-            in_flight.add_metric([name], s["in_flight"])
-            if s["last_build_at"] is not None:
-                last_build.add_metric([name], s["last_build_at"])
+            errors.add_metric([name], s.build_errors)
+            refreshes.add_metric([name], s.background_refreshes)
+            collapsed.add_metric([name], s.collapsed)
+            shared_hits.add_metric([name], s.shared_hits)
+            shared_waits.add_metric([name], s.shared_waits)
+            in_flight.add_metric([name], s.in_flight)
+            if s.last_build_at is not None:
+                last_build.add_metric([name], s.last_build_at)
         yield from (reads, builds, errors, refreshes, collapsed, shared_hits, shared_waits)
         yield from (in_flight, last_build)
 
     @staticmethod
-    def _remote_metrics(m: _Families, stats: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    def _remote_metrics(m: _Families, stats: Mapping[str, RemoteSnapshot]) -> Iterator[Metric]:
         reads = m.counter_family(
             "remote_reads", "Reads of a remote value, by status.", ("remote", "status")
         )
@@ -317,18 +319,18 @@ class FreshkeepCollector(Collector):
             "remote_max_age_seconds", "Age of the oldest value a remote holds.", ("remote",)
         )
         for name, s in stats.items():
-            for status, n in sorted(s["reads"].items()):
+            for status, n in sorted(s.reads.items()):
                 reads.add_metric([name, status], n)
-            fetches.add_metric([name], s["fetches"])
-            failures.add_metric([name], s["fetch_errors"])
-            keys.add_metric([name], s["keys"])
-            failing.add_metric([name], s["failing"])
-            if s["max_age"] is not None:
-                max_age.add_metric([name], s["max_age"])
+            fetches.add_metric([name], s.fetches)
+            failures.add_metric([name], s.fetch_errors)
+            keys.add_metric([name], s.keys)
+            failing.add_metric([name], s.failing)
+            if s.max_age is not None:
+                max_age.add_metric([name], s.max_age)
         yield from (reads, fetches, failures, keys, failing, max_age)
 
     @staticmethod
-    def _notifier_metrics(m: _Families, stats: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    def _notifier_metrics(m: _Families, stats: Mapping[str, NotifierSnapshot]) -> Iterator[Metric]:
         outcomes = m.counter_family(
             "notifications",
             "Observations of a notifier by outcome: sent, deduped (no change), skipped "
@@ -347,14 +349,22 @@ class FreshkeepCollector(Collector):
             ("notifier",),
         )
         for name, s in stats.items():
+            by_outcome = {
+                "sent": s.sent,
+                "deduped": s.deduped,
+                "skipped": s.skipped,
+                "pending": s.pending,
+                "baseline": s.baseline,
+                "failed": s.failed,
+            }
             for outcome in NOTIFICATION_OUTCOMES:
-                outcomes.add_metric([name, outcome], s[outcome])
-            recovered.add_metric([name], s["recovered"])
-            store_errors.add_metric([name], s["store_errors"])
+                outcomes.add_metric([name, outcome], by_outcome[outcome])
+            recovered.add_metric([name], s.recovered)
+            store_errors.add_metric([name], s.store_errors)
         yield from (outcomes, recovered, store_errors)
 
     @staticmethod
-    def _artifact_metrics(m: _Families, caches: Mapping[str, Any]) -> Iterator[Metric]:
+    def _artifact_metrics(m: _Families, caches: Mapping[str, ArtifactSnapshot]) -> Iterator[Metric]:
         builds = m.counter_family(
             "artifact_builds",
             "Artifact builds by outcome: built, skipped (a prebuild found it fresh), failed.",
@@ -379,26 +389,32 @@ class FreshkeepCollector(Collector):
         failing = m.gauge_family(
             "artifact_failing_keys", "Keys whose last build failed.", ("cache",)
         )
-        for name, cache in caches.items():
-            try:
-                s = cache.snapshot_stats()
-            except Exception:
-                log.exception("snapshot_stats() of artifact cache %r failed", name)
-                continue
+        for name, s in caches.items():
+            by_outcome = {"built": s.built, "skipped": s.skipped, "failed": s.failed}
             for outcome in ARTIFACT_OUTCOMES:
-                _add(builds, [name, outcome], s.get(outcome))
-            for result, key in _ARTIFACT_READS:
-                _add(reads, [name, result], s.get(key))
-            _add(gc_runs, [name], s.get("gc_runs"))
-            for kind in ("rows", "objects", "orphans", "temp_files"):
-                _add(gc_deleted, [name, kind], s.get(f"gc_{kind}"))
-            _add(in_flight, [name], s.get("in_flight"))
-            _add(pending, [name], s.get("pending"))
-            _add(failing, [name], s.get("failing_keys"))
+                builds.add_metric([name, outcome], by_outcome[outcome])
+            for result, value in (
+                ("hit", s.hits),
+                ("miss", s.misses),
+                ("stale", s.stale_served),
+                ("unavailable", s.unavailable),
+            ):
+                reads.add_metric([name, result], value)
+            gc_runs.add_metric([name], s.gc_runs)
+            for kind, value in (
+                ("rows", s.gc_rows),
+                ("objects", s.gc_objects),
+                ("orphans", s.gc_orphans),
+                ("temp_files", s.gc_temp_files),
+            ):
+                gc_deleted.add_metric([name, kind], value)
+            in_flight.add_metric([name], s.in_flight)
+            pending.add_metric([name], s.pending)
+            failing.add_metric([name], s.failing_keys)
         yield from (builds, reads, gc_runs, gc_deleted, in_flight, pending, failing)
 
     @staticmethod
-    def _processor_metrics(m: _Families, pipelines: Sequence[Pipeline]) -> Iterator[Metric]:
+    def _processor_metrics(m: _Families, pipelines: Sequence[PipelineSnapshot]) -> Iterator[Metric]:
         running = m.gauge_family(
             "processor_running", "1 while a run of the processor is going on.", ("processor",)
         )
@@ -419,23 +435,64 @@ class FreshkeepCollector(Collector):
         )
         seen: set[str] = set()
         for pipeline in pipelines:
-            for name in pipeline.names():
+            for name in pipeline.processors:
                 if name in seen:
                     continue
                 seen.add(name)
                 running.add_metric([name], 1 if name in pipeline.running else 0)
-                last = pipeline.last_stats.get(name)
+                last = pipeline.last_runs.get(name)
                 if last is None:
                     continue
+                by_outcome = {
+                    "skipped": last.skipped,
+                    "unchanged": last.unchanged,
+                    "deferred": last.deferred,
+                    "processed": last.processed,
+                    "failed": last.failed,
+                }
                 for outcome in PROCESSOR_OUTCOMES:
-                    items.add_metric([name, outcome], getattr(last, outcome))
+                    items.add_metric([name, outcome], by_outcome[outcome])
                 finished.add_metric([name], last.started_at)
                 duration.add_metric([name], last.duration)
         yield from (running, items, finished, duration)
 
     @staticmethod
-    def _health_metrics(m: _Families, health: Any) -> Iterator[Metric]:
-        report = getattr(health, "last_report", None)
+    def _job_metrics(m: _Families, queues: Mapping[str, JobQueueSnapshot]) -> Iterator[Metric]:
+        jobs = m.counter_family(
+            "jobs",
+            "Jobs of a queue seen by this process's workers, by outcome: enqueued, done, "
+            "failed (every retry spent), retried, stalled (its worker stopped renewing it).",
+            ("queue", "outcome"),
+        )
+        skipped = m.counter_family(
+            "jobs_skipped",
+            "Enqueues and periodic ticks skipped, by reason (deduplicated, in_flight, locked, "
+            "misfire, tick_taken, superseded).",
+            ("queue", "reason"),
+        )
+        size = m.gauge_family(
+            "job_queue_jobs",
+            "Jobs queued or running on every instance, as of the queue's last count.",
+            ("queue", "state"),
+        )
+        for name, q in queues.items():
+            for outcome, n in (
+                ("enqueued", q.enqueued),
+                ("done", q.done),
+                ("failed", q.failed),
+                ("retried", q.retried),
+                ("stalled", q.stalled),
+            ):
+                jobs.add_metric([name, outcome], n)
+            for reason, n in sorted(q.skipped.items()):
+                skipped.add_metric([name, reason], n)
+            size.add_metric([name, "queued"], q.queued)
+            size.add_metric([name, "running"], q.running)
+        yield from (jobs, skipped, size)
+
+    @staticmethod
+    def _health_metrics(m: _Families, health: Health) -> Iterator[Metric]:
+        report = health.last_report
         if report is None:
             return
         yield m.gauge(
@@ -499,19 +556,6 @@ class _Families:
 
 def _fixed(pipelines: tuple[Pipeline, ...]) -> Pipelines:
     return lambda: pipelines
-
-
-_ARTIFACT_READS = (
-    ("hit", "hits"),
-    ("miss", "misses"),
-    ("stale", "stale_served"),
-    ("unavailable", "unavailable"),
-)
-
-
-def _add(family: CounterMetricFamily | GaugeMetricFamily, labels: list[str], value: Any) -> None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        family.add_metric(labels, value)
 
 
 @dataclass(eq=False)

@@ -51,6 +51,8 @@ from freshkeep.jobs._types import (
     JobContext,
     LockFunc,
     PeriodicSpec,
+    QueueComponent,
+    SQLJobQueueSnapshot,
     TaskFunc,
     TaskSpec,
 )
@@ -123,7 +125,7 @@ class JobInfo:
     worker: str | None
 
 
-class SQLJobQueue:
+class SQLJobQueue(QueueComponent):
     """The embedded :class:`~freshkeep.jobs.JobQueue`: jobs in ``freshkeep_jobs`` of an async
     SQLAlchemy engine (SQLite or PostgreSQL), run by asyncio workers in this process.
 
@@ -898,30 +900,31 @@ class SQLJobQueue:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def snapshot_stats(self) -> dict[str, Any]:
+    def snapshot(self) -> SQLJobQueueSnapshot:
         """Counters of this process and the table's queued/running counts (as of the last
         housekeeping, :meth:`drain` or :meth:`counts`)."""
-        return {
-            "backend": self.backend,
-            "worker": self.worker_id,
-            "tasks": sorted(self._tasks),
-            "periodic": {n: s.every for n, s in self._periodic.items()},
-            "enqueued": self._stats["enqueued"],
-            "deduplicated": self._skips["deduplicated"],
-            "done": self._stats["done"],
-            "failed": self._stats["failed"],
-            "retried": self._stats["retried"],
-            "stalled": self._stats["stalled"],
-            "late_finish": self._stats["late_finish"],
-            "errors": self._stats["errors"],
-            "skipped": dict(self._skips),
-            "queued": self._counts["queued"],
-            "running": self._counts["running"],
-            "running_here": len(self._running),
-            "last_error": self._last_error,
-            "last_failed_at": self._last_failed[0] if self._last_failed else None,
-            "last_failed": self._last_failed[1] if self._last_failed else None,
-        }
+        return SQLJobQueueSnapshot(
+            name=self.name,
+            backend=self.backend,
+            worker=self.worker_id,
+            tasks=tuple(sorted(self._tasks)),
+            periodic={n: s.every for n, s in self._periodic.items()},
+            enqueued=self._stats["enqueued"],
+            deduplicated=self._skips["deduplicated"],
+            done=self._stats["done"],
+            failed=self._stats["failed"],
+            retried=self._stats["retried"],
+            stalled=self._stats["stalled"],
+            late_finish=self._stats["late_finish"],
+            errors=self._stats["errors"],
+            skipped=dict(self._skips),
+            queued=self._counts["queued"],
+            running=self._counts["running"],
+            running_here=len(self._running),
+            last_error=self._last_error,
+            last_failed_at=self._last_failed[0] if self._last_failed else None,
+            last_failed=self._last_failed[1] if self._last_failed else None,
+        )
 
 
 class MemoryJobQueue(SQLJobQueue):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from freshkeep.core.component import Component, Kind, Snapshot
 from freshkeep.exceptions import ConfigurationError
 
 TaskFunc = Callable[["JobContext", dict[str, Any]], Awaitable[Any]]
@@ -127,6 +129,60 @@ def check_name(kind: str, name: str) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQueueSnapshot(Snapshot):
+    """A job queue's counters now (:meth:`JobQueue.snapshot`): this process's counters, and
+    the queued/running counts as of the last housekeeping, ``drain`` or ``counts``."""
+
+    backend: str
+    """``sql`` or ``procrastinate``."""
+    worker: str
+    tasks: tuple[str, ...]
+    """The registered tasks, sorted."""
+    periodic: Mapping[str, float]
+    """Periodic tasks and their period (seconds)."""
+    enqueued: int
+    deduplicated: int
+    done: int
+    failed: int
+    """Jobs that failed for good (every retry spent)."""
+    retried: int
+    stalled: int
+    skipped: Mapping[str, int]
+    """Skipped enqueues and ticks, by reason (:data:`SKIP_REASONS`)."""
+    queued: int
+    running: int
+    last_error: str | None
+    last_failed_at: float | None
+    """When a job last failed for good (``None``: never, in this process)."""
+    last_failed: str | None
+    """That job's task and error."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SQLJobQueueSnapshot(JobQueueSnapshot):
+    """The snapshot of a :class:`~freshkeep.jobs.SQLJobQueue`: a few more counters."""
+
+    late_finish: int
+    """Jobs that finished after their lease expired (another worker may have run them)."""
+    errors: int
+    running_here: int
+    """Jobs running in this process."""
+
+
+class QueueComponent(Component):
+    """The component side of a job queue: registered on a keeper as kind ``jobs``."""
+
+    __slots__ = ()
+    kind: ClassVar[Kind] = "jobs"
+    name: str = "jobs"
+    """Its name among a keeper's job queues (set another one before registering a second)."""
+
+    @abstractmethod
+    def snapshot(self) -> JobQueueSnapshot:
+        """Counters (enqueued, done, failed, retried, skips by reason) and queue sizes."""
+
+
 @runtime_checkable
 class JobQueue(Protocol):
     """A durable queue of jobs with workers: the port artifacts and processors are scheduled
@@ -190,7 +246,10 @@ class JobQueue(Protocol):
         """How many jobs of ``task`` wait to run (due or delayed), on every instance."""
         ...
 
-    def snapshot_stats(self) -> dict[str, Any]:
+    name: str
+    """Its name on a keeper (:meth:`freshkeep.Keeper.register`); ``jobs`` by default."""
+
+    def snapshot(self) -> JobQueueSnapshot:
         """Counters (enqueued, done, failed, retried, skips by reason) and queue sizes."""
         ...
 
@@ -202,8 +261,11 @@ __all__ = [
     "EnqueueResult",
     "JobContext",
     "JobQueue",
+    "JobQueueSnapshot",
     "LockFunc",
     "PeriodicSpec",
+    "QueueComponent",
+    "SQLJobQueueSnapshot",
     "TaskFunc",
     "TaskSpec",
     "check_name",

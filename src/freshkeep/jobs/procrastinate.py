@@ -55,8 +55,10 @@ from freshkeep.jobs._types import (
     DedupScope,
     EnqueueResult,
     JobContext,
+    JobQueueSnapshot,
     LockFunc,
     PeriodicSpec,
+    QueueComponent,
     TaskFunc,
     TaskSpec,
 )
@@ -172,7 +174,7 @@ class _Backoff(BaseRetryStrategy):
         return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
 
 
-class ProcrastinateJobQueue:
+class ProcrastinateJobQueue(QueueComponent):
     """The distributed :class:`~freshkeep.jobs.JobQueue` on procrastinate (see the module
     docstring for the mapping). ``url`` is the PostgreSQL database (a SQLAlchemy or libpq URL);
     apply procrastinate's schema once with :meth:`apply_schema`. :meth:`start` runs a
@@ -545,27 +547,28 @@ class ProcrastinateJobQueue:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def snapshot_stats(self) -> dict[str, Any]:
+    def snapshot(self) -> JobQueueSnapshot:
         """Counters of this process, and queued/running counts as of the last :meth:`counts`
         or :meth:`drain`."""
-        return {
-            "backend": self.backend,
-            "worker": self.worker_id,
-            "tasks": sorted(self._tasks),
-            "periodic": {n: s.every for n, s in self._periodic.items()},
-            "enqueued": self._stats["enqueued"],
-            "deduplicated": self._skips["deduplicated"],
-            "done": self._stats["done"],
-            "failed": self._stats["failed"],
-            "retried": self._stats["retried"],
-            "stalled": self._stats["stalled"],
-            "skipped": dict(self._skips),
-            "queued": self._counts["queued"],
-            "running": self._counts["running"],
-            "last_error": self._last_error,
-            "last_failed_at": self._last_failed[0] if self._last_failed else None,
-            "last_failed": self._last_failed[1] if self._last_failed else None,
-        }
+        return JobQueueSnapshot(
+            name=self.name,
+            backend=self.backend,
+            worker=self.worker_id,
+            tasks=tuple(sorted(self._tasks)),
+            periodic={n: s.every for n, s in self._periodic.items()},
+            enqueued=self._stats["enqueued"],
+            deduplicated=self._skips["deduplicated"],
+            done=self._stats["done"],
+            failed=self._stats["failed"],
+            retried=self._stats["retried"],
+            stalled=self._stats["stalled"],
+            skipped=dict(self._skips),
+            queued=self._counts["queued"],
+            running=self._counts["running"],
+            last_error=self._last_error,
+            last_failed_at=self._last_failed[0] if self._last_failed else None,
+            last_failed=self._last_failed[1] if self._last_failed else None,
+        )
 
 
 __all__ = ["QUEUE", "STALLED_TASK", "ProcrastinateJobQueue", "conninfo", "cron_for"]

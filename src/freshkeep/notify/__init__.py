@@ -16,6 +16,7 @@ from __future__ import annotations
 from freshkeep.notify._notifier import ChangeNotifier as ChangeNotifier
 from freshkeep.notify._notifier import Notice as Notice
 from freshkeep.notify._notifier import NoticeKind as NoticeKind
+from freshkeep.notify._notifier import NotifierSnapshot as NotifierSnapshot
 from freshkeep.notify._notifier import NotifierStats as NotifierStats
 from freshkeep.notify._notifier import Outcome as Outcome
 from freshkeep.notify._notifier import Send as Send
@@ -28,6 +29,7 @@ __all__ = [
     "MemoryStateStore",
     "Notice",
     "NoticeKind",
+    "NotifierSnapshot",
     "NotifierStats",
     "Outcome",
     "Send",

@@ -7,11 +7,12 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import orjson
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.core.component import Component, Kind, Snapshot
 from freshkeep.exceptions import ConfigurationError
 from freshkeep.notify._store import MemoryStateStore, StateStore, canonical
 
@@ -67,7 +68,35 @@ class NotifierStats:
     last_sent_at: float | None = None
 
 
-class ChangeNotifier:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifierSnapshot(Snapshot):
+    """A notifier's counters now (:meth:`ChangeNotifier.snapshot`)."""
+
+    notifier: str
+    """The notifier's name (as ``name``: the key of the stats JSON)."""
+    store: str
+    """The class of its state store."""
+    confirm: int
+    subjects: int
+    """Subjects with a confirmed state."""
+    observations: int
+    sent: int
+    recovered: int
+    deduped: int
+    skipped: int
+    pending: int
+    failed: int
+    flaps: int
+    baseline: int
+    store_errors: int
+    unsaved: int
+    """Confirmed states not saved yet (their store failed)."""
+    last_error: str | None
+    last_error_at: float | None
+    last_sent_at: float | None
+
+
+class ChangeNotifier(Component):
     """Sends a notification only when a subject's state differs from its last *confirmed* one.
 
     ``observe(subject, state)`` is called on every reconciliation tick; it sends through
@@ -88,6 +117,8 @@ class ChangeNotifier:
     One process should run a given notifier name at a time: each instance remembers the states
     it confirmed, so two instances observing the same subjects would both send.
     """
+
+    kind: ClassVar[Kind] = "notifier"
 
     def __init__(
         self,
@@ -122,7 +153,7 @@ class ChangeNotifier:
         self._unsaved: set[str] = set()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         if keeper is not None:
-            keeper._add_notifier(self)
+            keeper.register(self)
 
     async def observe(self, subject: str | int, state: Any) -> Outcome:
         """Observe ``subject`` in ``state``; notify if that is a confirmed change.
@@ -221,29 +252,30 @@ class ChangeNotifier:
         self._unsaved.discard(key)
         await self.store.delete(self.name, key)
 
-    def snapshot_stats(self) -> dict[str, Any]:
-        """The notifier's counters as plain data."""
+    def snapshot(self) -> NotifierSnapshot:
+        """The notifier's counters now."""
         s = self.stats
-        return {
-            "notifier": self.name,
-            "store": type(self.store).__name__,
-            "confirm": self.confirm,
-            "subjects": sum(1 for v in self._confirmed.values() if v is not None),
-            "observations": s.observations,
-            "sent": s.sent,
-            "recovered": s.recovered,
-            "deduped": s.deduped,
-            "skipped": s.skipped,
-            "pending": s.pending,
-            "failed": s.failed,
-            "flaps": s.flaps,
-            "baseline": s.baseline,
-            "store_errors": s.store_errors,
-            "unsaved": len(self._unsaved),
-            "last_error": s.last_error,
-            "last_error_at": s.last_error_at,
-            "last_sent_at": s.last_sent_at,
-        }
+        return NotifierSnapshot(
+            name=self.name,
+            notifier=self.name,
+            store=type(self.store).__name__,
+            confirm=self.confirm,
+            subjects=sum(1 for v in self._confirmed.values() if v is not None),
+            observations=s.observations,
+            sent=s.sent,
+            recovered=s.recovered,
+            deduped=s.deduped,
+            skipped=s.skipped,
+            pending=s.pending,
+            failed=s.failed,
+            flaps=s.flaps,
+            baseline=s.baseline,
+            store_errors=s.store_errors,
+            unsaved=len(self._unsaved),
+            last_error=s.last_error,
+            last_error_at=s.last_error_at,
+            last_sent_at=s.last_sent_at,
+        )
 
     # -- internals --------------------------------------------------------------------------
 

@@ -8,8 +8,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import ClassVar
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
+from freshkeep.core.component import Component, Kind
 from freshkeep.exceptions import DuplicateNameError, UnknownProcessorError
 from freshkeep.processing._lock import LocalLocks, Locks, hold
 from freshkeep.processing._state import MemoryProcessingState, ProcessingStateStore
@@ -17,6 +19,7 @@ from freshkeep.processing._types import (
     Item,
     ItemState,
     Outcome,
+    PipelineSnapshot,
     ProcessContext,
     Processor,
     RunStats,
@@ -52,7 +55,7 @@ async def sha256_file(path: Path) -> str:
     return await asyncio.to_thread(_sha256, path) if big else _sha256(path)
 
 
-class Pipeline:
+class Pipeline(Component):
     """Processors, their state and locks: :meth:`run` brings one processor up to date.
 
     - ``state``: a :class:`~freshkeep.processing.ProcessingStateStore` (default: in memory;
@@ -64,12 +67,17 @@ class Pipeline:
       hashed again next run, since a write within the file system's timestamp granularity
       would not change its mtime (git's "racily clean" problem). ``0`` trusts every mtime.
     - ``batch_size``: states written per transaction.
+    - ``name``: its name among the pipelines registered on a keeper
+      (:meth:`freshkeep.Keeper.register`).
     """
+
+    kind: ClassVar[Kind] = "pipeline"
 
     def __init__(
         self,
         state: ProcessingStateStore | None = None,
         *,
+        name: str = "pipeline",
         locks: Locks | None = None,
         clock: Clock = SYSTEM_CLOCK,
         hasher: Hasher = sha256_file,
@@ -79,6 +87,7 @@ class Pipeline:
         batch_size: int = 500,
         progress_every: int = 500,
     ) -> None:
+        self.name = name
         self.state: ProcessingStateStore = state if state is not None else MemoryProcessingState()
         self.locks: Locks = locks if locks is not None else LocalLocks()
         self.clock = clock
@@ -112,6 +121,15 @@ class Pipeline:
     def names(self) -> list[str]:
         """The names of the registered processors, sorted."""
         return sorted(self._processors)
+
+    def snapshot(self) -> PipelineSnapshot:
+        """Its processors, those running and the figures of their last runs."""
+        return PipelineSnapshot(
+            name=self.name,
+            processors=tuple(self._processors),
+            running=tuple(n for n in self._processors if n in self.running),
+            last_runs=dict(self.last_stats),
+        )
 
     # -- running -------------------------------------------------------------------------
 

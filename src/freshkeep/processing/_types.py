@@ -11,6 +11,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from freshkeep.core.component import Snapshot
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -114,6 +116,18 @@ class RunStats:
     def as_dict(self) -> dict[str, Any]:
         """The stats as JSON-ready data."""
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineSnapshot(Snapshot):
+    """A pipeline's processors now (:meth:`Pipeline.snapshot`)."""
+
+    processors: tuple[str, ...]
+    """The names of its processors, in registration order."""
+    running: tuple[str, ...]
+    """Those with a run going on in this process."""
+    last_runs: Mapping[str, RunStats]
+    """The figures of each processor's last completed run (absent: none yet)."""
 
 
 class Processor(ABC):

@@ -22,8 +22,10 @@ from freshkeep.remote._remote import Remote as Remote
 from freshkeep.remote._types import NO_FALLBACK as NO_FALLBACK
 from freshkeep.remote._types import Derive as Derive
 from freshkeep.remote._types import Fetch as Fetch
+from freshkeep.remote._types import RemoteKeySnapshot as RemoteKeySnapshot
 from freshkeep.remote._types import RemoteRead as RemoteRead
 from freshkeep.remote._types import RemoteRecord as RemoteRecord
+from freshkeep.remote._types import RemoteSnapshot as RemoteSnapshot
 from freshkeep.remote._types import RemoteStats as RemoteStats
 from freshkeep.remote._types import RemoteStatus as RemoteStatus
 
@@ -33,8 +35,10 @@ __all__ = [
     "Fetch",
     "Remote",
     "RemoteConfig",
+    "RemoteKeySnapshot",
     "RemoteRead",
     "RemoteRecord",
+    "RemoteSnapshot",
     "RemoteStats",
     "RemoteStatus",
     "env_prefix",

@@ -10,8 +10,9 @@ import threading
 from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from freshkeep.core.component import Component, Kind
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import ConfigurationError, RemoteUnavailableError
 from freshkeep.remote._config import RemoteConfig
@@ -20,8 +21,10 @@ from freshkeep.remote._types import (
     NO_FALLBACK,
     Derive,
     Fetch,
+    RemoteKeySnapshot,
     RemoteRead,
     RemoteRecord,
+    RemoteSnapshot,
     RemoteStats,
     RemoteStatus,
     Slot,
@@ -38,12 +41,14 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
-class Remote:
+class Remote(Component):
     """A remote value per key, with a TTL, stale-on-error and backoff.
 
     Create it with :meth:`freshkeep.Keeper.remote`. ``get``/``read``/``lookup`` are the async
     API; ``get_sync``/``read_sync`` serve sync code with a sync fetch (see :meth:`read_sync`).
     """
+
+    kind: ClassVar[Kind] = "remote"
 
     def __init__(
         self,
@@ -223,44 +228,45 @@ class Remote:
         """How many async fetches of this remote are running."""
         return len(self._flights)
 
-    def snapshot_stats(self) -> dict[str, Any]:
+    def snapshot(self) -> RemoteSnapshot:
         """The remote's settings, counters and, per key, the age of its value and its last
-        error, as plain data."""
+        error."""
         s, c = self.stats, self.config
         now, wall = self._clock.monotonic(), self._clock.time()
-        values: dict[str, dict[str, Any]] = {}
+        values: dict[str, RemoteKeySnapshot] = {}
         for key, slot in list(self._slots.items()):
             rec = slot.record
-            values[str(key)] = {
-                "age": None if rec is None else now - rec.fetched_mono,
-                "fetched_at": None if rec is None else rec.fetched_at,
-                "expired": slot.expires <= now,
-                "failures": slot.failures,
-                "retry_in": max(0.0, slot.retry_at - now) if slot.failures else None,
-                "last_error": None if slot.error is None else _describe(slot.error),
-                "last_error_at": slot.error_at,
-            }
-        ages = [v["age"] for v in values.values() if v["age"] is not None]
-        return {
-            "remote": self.name,
-            "ttl": c.ttl,
-            "max_stale": c.max_stale,
-            "swr": c.swr,
-            "reads": dict(s.reads),
-            "fetches": s.fetches,
-            "fetch_errors": s.fetch_errors,
-            "background_refreshes": s.background_refreshes,
-            "collapsed": s.collapsed,
-            "last_error": s.last_error,
-            "last_error_at": s.last_error_at,
-            "last_fetch_at": s.last_fetch_at,
-            "keys": len(values),
-            "failing": sum(1 for v in values.values() if v["failures"]),
-            "max_age": max(ages) if ages else None,
-            "in_flight": self.in_flight,
-            "values": values,
-            "now": wall,
-        }
+            values[str(key)] = RemoteKeySnapshot(
+                age=None if rec is None else now - rec.fetched_mono,
+                fetched_at=None if rec is None else rec.fetched_at,
+                expired=slot.expires <= now,
+                failures=slot.failures,
+                retry_in=max(0.0, slot.retry_at - now) if slot.failures else None,
+                last_error=None if slot.error is None else _describe(slot.error),
+                last_error_at=slot.error_at,
+            )
+        ages = [v.age for v in values.values() if v.age is not None]
+        return RemoteSnapshot(
+            name=self.name,
+            remote=self.name,
+            ttl=c.ttl,
+            max_stale=c.max_stale,
+            swr=c.swr,
+            reads=dict(s.reads),
+            fetches=s.fetches,
+            fetch_errors=s.fetch_errors,
+            background_refreshes=s.background_refreshes,
+            collapsed=s.collapsed,
+            last_error=s.last_error,
+            last_error_at=s.last_error_at,
+            last_fetch_at=s.last_fetch_at,
+            keys=len(values),
+            failing=sum(1 for v in values.values() if v.failures),
+            max_age=max(ages) if ages else None,
+            in_flight=self.in_flight,
+            values=values,
+            now=wall,
+        )
 
     # -- internals --------------------------------------------------------------------------
 

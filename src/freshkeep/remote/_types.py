@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from freshkeep.core.component import Snapshot
 from freshkeep.exceptions import ConfigurationError
 
 Fetch = Callable[[Any], Any]
@@ -74,6 +75,51 @@ class RemoteStats:
     last_error: str | None = None
     last_error_at: float | None = None
     last_fetch_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteKeySnapshot:
+    """One key of a remote: the age of its value and its last error."""
+
+    age: float | None
+    """Seconds since the fetch of its value started (``None``: no value yet)."""
+    fetched_at: float | None
+    expired: bool
+    failures: int
+    """Consecutive failed fetches (``0``: the last one succeeded)."""
+    retry_in: float | None
+    last_error: str | None
+    last_error_at: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteSnapshot(Snapshot):
+    """A remote's settings, counters and keys now (:meth:`Remote.snapshot`)."""
+
+    remote: str
+    """The remote's name (as ``name``: the key of the stats JSON)."""
+    ttl: float
+    max_stale: float | None
+    swr: bool
+    reads: Mapping[str, int]
+    """Reads by status."""
+    fetches: int
+    fetch_errors: int
+    background_refreshes: int
+    collapsed: int
+    last_error: str | None
+    last_error_at: float | None
+    last_fetch_at: float | None
+    keys: int
+    failing: int
+    """Keys whose last fetch failed."""
+    max_age: float | None
+    """Age of the oldest value held (``None``: none)."""
+    in_flight: int
+    values: Mapping[str, RemoteKeySnapshot]
+    """Each key (as a string) and its state."""
+    now: float
+    """The wall time of the snapshot."""
 
 
 @dataclass(slots=True)

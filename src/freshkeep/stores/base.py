@@ -12,10 +12,12 @@ settings.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from freshkeep.core.component import Snapshot
 from freshkeep.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -23,12 +25,26 @@ if TYPE_CHECKING:
     from freshkeep.settings import Settings
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SharedStoreSnapshot(Snapshot):
+    """What every shared store reports (:meth:`SharedStore.snapshot`); adapters add their own
+    counters in a subclass (:class:`~freshkeep.stores.redis.RedisStoreSnapshot`)."""
+
+    reachable: bool = True
+    """``False`` during an outage (every instance builds for itself meanwhile)."""
+    outage_seconds: float | None = None
+    """Seconds the current outage has lasted (``None``: reachable)."""
+    outages: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
 class SharedStore(Protocol):
     """Entries shared by every instance, behind each one's memory L1.
 
     ``get`` answers a miss (``None``) for anything it cannot serve: absent, corrupt, tampered,
     or the server unreachable; ``put`` is compare-and-set on the revision vector and answers
-    whether it stored. Neither raises; failures are counted in :meth:`status`.
+    whether it stored. Neither raises; failures are counted in :meth:`snapshot`.
     """
 
     def key_for(self, view: str, identity: Hashable, *, version: str = "") -> str:
@@ -47,8 +63,8 @@ class SharedStore(Protocol):
         """Remove ``key``; return whether it was there."""
         ...
 
-    def status(self) -> dict[str, Any]:
-        """Reachability and counters, as plain data."""
+    def snapshot(self) -> SharedStoreSnapshot:
+        """Reachability and counters, without I/O."""
         ...
 
     async def aclose(self) -> None:

@@ -13,9 +13,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 from freshkeep.core.entry import Entry
 from freshkeep.exceptions import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryStoreSnapshot:
+    """The size and counters of a :class:`MemoryStore` (``store`` of the keeper's snapshot)."""
+
+    entries: int
+    bytes: int
+    evictions: int
+    rejected: int
+    """Puts refused because the stored entry was built from newer revisions."""
 
 
 class MemoryStore:
@@ -50,6 +62,15 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def snapshot(self) -> MemoryStoreSnapshot:
+        """Its size and counters now."""
+        return MemoryStoreSnapshot(
+            entries=len(self._data),
+            bytes=self.bytes,
+            evictions=self.evictions,
+            rejected=self.rejected,
+        )
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._data

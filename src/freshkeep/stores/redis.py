@@ -12,7 +12,7 @@ write to Redis can delete keys anyway; what it stores is verified by every reade
 
 Failures never raise (design rule 7): ``get`` answers ``None``, ``put`` and ``delete``
 ``False``; each operation is bounded by ``timeout``; failures are counted and shown by
-:meth:`RedisStore.status`. After a failure, operations answer at once for ``backoff`` seconds
+:meth:`RedisStore.snapshot`. After a failure, operations answer at once for ``backoff`` seconds
 instead of waiting on a server that is down, then the next one tries again; redis-py reconnects
 by itself, and a connection the server closed is retried once on a new one.
 """
@@ -23,15 +23,17 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.codec import decode_entry, encode_entry, identity_json
+from freshkeep.core.component import Component, Kind
 from freshkeep.core.entry import Entry
 from freshkeep.exceptions import ConfigurationError, CorruptEntryError, EncodeError, missing_extra
+from freshkeep.stores.base import SharedStoreSnapshot
 
 try:
     import redis.asyncio as aioredis
@@ -110,7 +112,25 @@ class RedisStoreStats:
     """Wall-clock time of the first failure of the current outage (``None``: no outage)."""
 
 
-class RedisStore:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisStoreSnapshot(SharedStoreSnapshot):
+    """A :class:`RedisStore`'s reachability and every counter of :class:`RedisStoreStats`."""
+
+    hits: int
+    misses: int
+    stored: int
+    rejected: int
+    corrupt: int
+    unencodable: int
+    errors: int
+    skipped: int
+    last_corrupt: str | None
+    outage_started_at: float | None
+    prefix: str
+    signed: bool
+
+
+class RedisStore(Component):
     """Entries in Redis, shared by every instance. See the module docstring.
 
     ``url_or_client``: a ``redis://`` / ``rediss://`` URL (the store owns that client and closes
@@ -119,6 +139,10 @@ class RedisStore:
     are read. ``ttl``: seconds each entry is kept. ``timeout``: bound of each operation.
     ``backoff``: seconds operations answer at once after a failure.
     """
+
+    kind: ClassVar[Kind] = "store"
+    name = "shared"
+    """The component name of a keeper's shared store."""
 
     def __init__(
         self,
@@ -251,20 +275,34 @@ class RedisStore:
             timeout=self.timeout,
         )
 
-    def status(self) -> dict[str, Any]:
-        """Reachability and counters as plain data: ``reachable`` (``False`` during an
-        outage), ``outage_seconds``, and every counter of :class:`RedisStoreStats`."""
+    def snapshot(self) -> RedisStoreSnapshot:
+        """Reachability and counters: ``reachable`` (``False`` during an outage),
+        ``outage_seconds``, and every counter of :class:`RedisStoreStats`."""
         s = self.stats
-        out = asdict(s)
-        out["reachable"] = s.outage_started_at is None
-        out["outage_seconds"] = (
-            None
-            if s.outage_started_at is None
-            else max(0.0, self._clock.time() - s.outage_started_at)
+        return RedisStoreSnapshot(
+            name=self.name,
+            hits=s.hits,
+            misses=s.misses,
+            stored=s.stored,
+            rejected=s.rejected,
+            corrupt=s.corrupt,
+            unencodable=s.unencodable,
+            errors=s.errors,
+            skipped=s.skipped,
+            outages=s.outages,
+            last_error=s.last_error,
+            last_error_at=s.last_error_at,
+            last_corrupt=s.last_corrupt,
+            outage_started_at=s.outage_started_at,
+            reachable=s.outage_started_at is None,
+            outage_seconds=(
+                None
+                if s.outage_started_at is None
+                else max(0.0, self._clock.time() - s.outage_started_at)
+            ),
+            prefix=self.prefix,
+            signed=self.secret is not None,
         )
-        out["prefix"] = self.prefix
-        out["signed"] = self.secret is not None
-        return out
 
     async def aclose(self) -> None:
         """Close the client, if this store created it."""
