@@ -5,6 +5,7 @@ The tree::
     FreshkeepError
     ├── ConfigurationError          a view, policy or setting that cannot work
     │   ├── UnknownViewError        no view registered under that name
+    │   ├── UnknownSourceError      a view reads a source nothing can ever move
     │   ├── DuplicateNameError      a component, processor or job name registered twice
     │   │   └── DuplicateViewError  a view name registered twice
     │   ├── UnknownProcessorError   no processor registered under that name
@@ -47,6 +48,10 @@ class UnknownViewError(ConfigurationError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class UnknownSourceError(ConfigurationError):
+    """A view reads a source that no write hook, trigger, table or declaration can move."""
 
 
 class DuplicateNameError(ConfigurationError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import KINDS, Component, Kind, Snapshot
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision, RevisionSource, RevisionTracker
+from freshkeep.core.sources import SourceCatalog, SourceCheck
 from freshkeep.exceptions import (
     ConfigurationError,
     DuplicateNameError,
     DuplicateViewError,
     FreshkeepError,
+    UnknownSourceError,
     UnknownViewError,
 )
 from freshkeep.ports import Bus, BusSnapshot
@@ -45,6 +48,8 @@ from freshkeep.views import (
     ViewObserver,
     ViewSnapshot,
 )
+
+log = logging.getLogger("freshkeep")
 
 if TYPE_CHECKING:
     from freshkeep.artifacts import ArtifactCache, ArtifactSnapshot
@@ -143,6 +148,7 @@ class Keeper:
         settings: Settings | None = None,
         shared: SharedStore | None = None,
         lock: Lock | None = None,
+        sources: Iterable[str] = (),
     ) -> None:
         self.settings = settings if settings is not None else Settings.load()
         s = self.settings
@@ -175,6 +181,8 @@ class Keeper:
         """Identifies this keeper's messages on the bus."""
         self._probe = probe
         self._hooks = False
+        self._sources = SourceCheck(sources)
+        self._sources_checked = False
         self._views: dict[str, View] = {}
         self.view_observers: list[ViewObserver] = []
         """Observers added to every view registered from now on (e.g. by the metrics)."""
@@ -230,9 +238,11 @@ class Keeper:
         """Connect the bus (if it is a network bus) and read revisions on every (re)connect,
         so a message lost while disconnected is caught at once. Never raises for a bus that
         cannot connect yet: it keeps retrying, and revisions are re-read every resync_interval.
-        Validates the ``FRESHKEEP_HEALTH_*`` overrides first (``ConfigurationError``).
+        Validates the ``FRESHKEEP_HEALTH_*`` overrides and every view's sources first
+        (``ConfigurationError``, :class:`~freshkeep.exceptions.UnknownSourceError`).
         """
         self.health.configure()
+        await self.check_sources()
         on_connect = getattr(self.bus, "on_connect", None)
         on_disconnect = getattr(self.bus, "on_disconnect", None)
         if on_connect is not None and self._bus_remover is None:
@@ -392,7 +402,55 @@ class Keeper:
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
         )
+        self._check_view_sources(name, v.sources)
         return self.register(v)
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def declare(self, *sources: str) -> None:
+        """Declare ``sources`` as the application's own: it bumps them itself
+        (:meth:`bump`, :meth:`publish`), so views may read them (tags: ``"tag:…"``)."""
+        for s in sources:
+            if not isinstance(s, str) or not s:
+                raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
+        self._sources.declared.update(sources)
+
+    async def check_sources(self) -> None:
+        """Check every view's sources against what can move them (rule 8: a typo'd source
+        is an error, never a view that silently never invalidates). :meth:`start` calls it;
+        call it at startup when you do not start the keeper. The revision source lists the
+        database's tables (when it can); a source that is neither one of those, a tracked
+        table, nor declared raises :class:`~freshkeep.exceptions.UnknownSourceError`, with a
+        did-you-mean suggestion. From then on, views are checked when they are defined."""
+        if isinstance(self.revisions, SourceCatalog):
+            try:
+                self._sources.catalog = await self.revisions.known_sources()
+            except Exception as exc:  # the database may be down at start: check later
+                log.warning("cannot list the database's tables to check sources: %s", exc)
+                return
+        self._sources_checked = True
+        check = self._sources
+        if not check.active:
+            return  # nothing to check against: every source is the application's
+        bad = {name: check.unknown(v.sources) for name, v in self._views.items()}
+        errors = [str(check.error(name, b)) for name, b in bad.items() if b]
+        if errors:
+            raise UnknownSourceError("; ".join(errors))
+
+    def _check_view_sources(self, name: str, sources: Iterable[str]) -> None:
+        check = self._sources
+        if not check.active:
+            return
+        bad = check.unknown(sources)
+        if not bad:
+            return
+        if self._sources_checked:
+            raise check.error(name, bad)
+        # Before the database's tables are known, only a plain slip is certain: "orders"
+        # for the tracked "table:orders". The rest is checked by check_sources().
+        slips = [s for s in bad if ":" not in s and f"table:{s}" in check.known]
+        if slips:
+            raise check.error(name, slips)
 
     def get_view(self, name: str) -> View:
         """The view registered under ``name``."""
@@ -414,9 +472,13 @@ class Keeper:
             return self._probe
         return "interval" if self._hooks or self.revisions is None else "always"
 
-    def hooks_installed(self) -> None:
-        """Called by write hooks once they push revisions: views default to ``interval``."""
+    def hooks_installed(self, tables: Iterable[str] | None = None) -> None:
+        """Called by write hooks once they push revisions: views default to ``interval``.
+        ``tables`` are the tables they track (``None``: every table), whose ``table:`` sources
+        views may read."""
         self._hooks = True
+        if tables is not None:
+            self._sources.tracked.update(f"table:{t.removeprefix('table:')}" for t in tables)
         for v in self._views.values():
             self._apply_probe(v)
 
@@ -556,6 +618,7 @@ class Keeper:
         hooks cannot see (raw SQL on another connection, files, remote systems)."""
         if not sources:
             return {}
+        self._sources.declared.update(sources)  # what the application bumps, it moves
         revs: dict[str, Revision]
         if isinstance(self.revisions, Bumper):
             revs = await self.revisions.bump(sources)

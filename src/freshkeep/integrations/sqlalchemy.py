@@ -404,7 +404,7 @@ def track(
         tracking.install()
     for engine in watched:
         tracking.watch_engine(engine)
-    keeper.hooks_installed()
+    keeper.hooks_installed(tables)
     return tracking
 
 

@@ -182,6 +182,17 @@ class SQLAlchemyRevisions:
             self._seen.update(found)
         return found
 
+    async def known_sources(self) -> frozenset[str]:
+        """The ``table:`` source of every table in the database's default schema (freshkeep's
+        own tables left out) and the watermark sources: what a view may read."""
+
+        def tables(conn: Connection) -> list[str]:
+            return list(inspect(conn).get_table_names())
+
+        names = await run_on(self.engine, tables)
+        found = {f"table:{n}" for n in names if not n.startswith("freshkeep_")}
+        return frozenset(found | set(self.watermarks))
+
     def close(self) -> None:
         """Release the connection of the SQLite data version, if any."""
         if self._version is not None:
