@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
+from freshkeep.core.backoff import backoff
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.exceptions import DuplicateNameError, UnknownProcessorError
 from freshkeep.processing._lock import LocalLocks, Locks, hold
@@ -232,7 +233,7 @@ class Pipeline:
             stats.errors[item.key] = error
         log.warning("processor %s failed on %s: %s", name, item.key, error)
         attempts = (prev.attempts if prev is not None and prev.failed else 0) + 1
-        delay = min(self.retry_backoff * 2 ** (attempts - 1), self.max_retry_backoff)
+        delay = backoff(attempts, self.retry_backoff, self.max_retry_backoff)
         return ItemState(
             name,
             item.key,
