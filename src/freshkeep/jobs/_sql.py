@@ -845,14 +845,16 @@ class SQLJobQueue:
                     await self._wake.wait()
 
     async def _ready_running(self) -> tuple[int, int]:
-        now = self.clock.time()
+        # Running first, then the time, then ready: a job put back to waiting (a retry) after
+        # the first count is counted by the second, so drain never sees it in neither state.
         async with self.engine.connect() as conn:
+            running = await conn.scalar(select(func.count()).where(_J.status == "running"))
+            now = self.clock.time()
             ready = await conn.scalar(
                 select(func.count()).where(
                     _J.status == "waiting", _J.run_at <= now, _J.task.in_(sorted(self._tasks))
                 )
             )
-            running = await conn.scalar(select(func.count()).where(_J.status == "running"))
         self._counts["running"] = int(running or 0)
         return int(ready or 0), int(running or 0)
 
