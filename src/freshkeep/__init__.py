@@ -14,7 +14,6 @@ from freshkeep.core.entry import Read as Read
 from freshkeep.core.entry import Status as Status
 from freshkeep.core.policy import Policy as Policy
 from freshkeep.core.revision import Revision as Revision
-from freshkeep.core.revision import RevisionSource as RevisionSource
 from freshkeep.core.revision import RevisionTracker as RevisionTracker
 from freshkeep.exceptions import ArtifactBuildError as ArtifactBuildError
 from freshkeep.exceptions import BuildError as BuildError
@@ -27,6 +26,7 @@ from freshkeep.exceptions import FreshkeepError as FreshkeepError
 from freshkeep.exceptions import InvalidSignatureError as InvalidSignatureError
 from freshkeep.exceptions import JobQueueError as JobQueueError
 from freshkeep.exceptions import JobQueueTimeout as JobQueueTimeout
+from freshkeep.exceptions import LockBusy as LockBusy
 from freshkeep.exceptions import MissingDependencyError as MissingDependencyError
 from freshkeep.exceptions import PrincipalRequiredError as PrincipalRequiredError
 from freshkeep.exceptions import ProcessorBusy as ProcessorBusy
@@ -49,6 +49,9 @@ from freshkeep.notify import MemoryStateStore as MemoryStateStore
 from freshkeep.notify import Notice as Notice
 from freshkeep.notify import StateStore as StateStore
 from freshkeep.ports import Bus as Bus
+from freshkeep.ports import Lock as Lock
+from freshkeep.ports import RevisionSource as RevisionSource
+from freshkeep.ports import SharedStore as SharedStore
 from freshkeep.processing import Item as Item
 from freshkeep.processing import Outcome as Outcome
 from freshkeep.processing import Pipeline as Pipeline
@@ -95,6 +98,8 @@ __all__ = [
     "JobQueueTimeout",
     "Keeper",
     "LocalBus",
+    "Lock",
+    "LockBusy",
     "MemoryStateStore",
     "MemoryStore",
     "MissingDependencyError",
@@ -118,6 +123,7 @@ __all__ = [
     "Scheduler",
     "Section",
     "Settings",
+    "SharedStore",
     "StateStore",
     "Status",
     "StoreError",

@@ -6,12 +6,12 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from freshkeep.buses.local import LocalBus
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.policy import Policy
-from freshkeep.core.revision import Revision, RevisionSource, RevisionTracker
+from freshkeep.core.revision import Revision, RevisionTracker
 from freshkeep.exceptions import (
     ConfigurationError,
     DuplicateNameError,
@@ -20,11 +20,10 @@ from freshkeep.exceptions import (
     UnknownViewError,
 )
 from freshkeep.health import Health
-from freshkeep.ports import Bus
+from freshkeep.ports import Bus, Lock, RevisionSource, SharedStore
 from freshkeep.remote import NO_FALLBACK, Remote, RemoteConfig
 from freshkeep.remote._config import from_env
 from freshkeep.settings import Settings
-from freshkeep.stores.base import Lock, SharedStore
 from freshkeep.stores.memory import MemoryStore
 from freshkeep.views import Builder, PrincipalView, Probe, Section, View, ViewObserver
 
@@ -32,15 +31,6 @@ if TYPE_CHECKING:
     from freshkeep.artifacts import ArtifactCache
     from freshkeep.notify import ChangeNotifier, Send, StateStore
     from freshkeep.remote import Derive, Fetch
-
-
-@runtime_checkable
-class Bumper(Protocol):
-    """A revision source that can also bump counters in a transaction of its own."""
-
-    async def bump(self, sources: Iterable[str]) -> dict[str, Revision]:
-        """Increment the counters of ``sources``; return their new revisions."""
-        ...
 
 
 @dataclass(slots=True)
@@ -142,7 +132,7 @@ class Keeper:
         s = settings if settings is not None else Settings.load()
         shared = kw.pop("shared", None) or store_from_settings(s)
         lock = kw.pop("lock", None)
-        if lock is None and shared is not None and hasattr(shared, "lock"):
+        if lock is None and shared is not None:
             lock = shared.lock()
         bus = kw.pop("bus", None) or bus_from_url(s.bus_url, settings=s)
         return cls(revisions, settings=s, shared=shared, lock=lock, bus=bus, **kw)
@@ -154,20 +144,15 @@ class Keeper:
         Validates the ``FRESHKEEP_HEALTH_*`` overrides first (``ConfigurationError``).
         """
         self.health.configure()
-        on_connect = getattr(self.bus, "on_connect", None)
-        on_disconnect = getattr(self.bus, "on_disconnect", None)
-        if on_connect is not None and self._bus_remover is None:
-            removers = [on_connect(self._bus_up)]
-            if on_disconnect is not None:
-                removers.append(on_disconnect(self._bus_down))
+        if self._bus_remover is None:
+            removers = [self.bus.on_connect(self._bus_up), self.bus.on_disconnect(self._bus_down)]
 
             def remove() -> None:
                 for r in removers:
                     r()
 
             self._bus_remover = remove
-        start = getattr(self.bus, "start", None)
-        if start is not None and not await start():
+        if not await self.bus.start():
             self._bus_down()  # not connected yet: it keeps trying in the background
 
     def _bus_down(self) -> None:
@@ -399,16 +384,16 @@ class Keeper:
         hooks cannot see (raw SQL on another connection, files, remote systems)."""
         if not sources:
             return {}
-        revs: dict[str, Revision]
-        if isinstance(self.revisions, Bumper):
-            revs = await self.revisions.bump(sources)
-        elif self.revisions is None:
+        revs: dict[str, Revision] | None
+        if self.revisions is None:
             snap = self.tracker.snapshot
             revs = {}
             for s in sources:
                 old = snap.get(s, 0)
                 revs[s] = (old if isinstance(old, int) else 0) + 1
         else:
+            revs = await self.revisions.bump(sources)
+        if revs is None:
             raise ConfigurationError(
                 f"the revision source {type(self.revisions).__name__} cannot bump counters"
             )
@@ -449,9 +434,7 @@ class Keeper:
             self._bus_remover()
             self._bus_remover = None
         self.tracker.close()
-        close_bus = getattr(self.bus, "aclose", None)
-        if close_bus is not None:
-            await close_bus()
+        await self.bus.aclose()
         if self.shared is not None:
             await self.shared.aclose()
 

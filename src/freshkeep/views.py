@@ -48,7 +48,7 @@ from freshkeep.exceptions import (
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
-    from freshkeep.stores.base import Lock, SharedStore
+    from freshkeep.ports import Lock, SharedStore
 
 log = logging.getLogger("freshkeep.views")
 

@@ -13,12 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from freshkeep.artifacts._index import ArtifactIndex, IndexRow
 from freshkeep.artifacts._signing import Grant, expiry, signed_query, verify
-from freshkeep.artifacts._storage import ObjectStorage, content_id
+from freshkeep.artifacts._storage import FsspecStorage
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import (
@@ -26,6 +26,8 @@ from freshkeep.exceptions import (
     ConfigurationError,
     StoreError,
 )
+from freshkeep.ports import JobQueue, ObjectStorage
+from freshkeep.ports._storage import content_id
 from freshkeep.settings import Settings
 
 if TYPE_CHECKING:
@@ -118,39 +120,6 @@ class ArtifactStats:
     last_error_at: float | None = None
 
 
-class _Queue(Protocol):
-    def task(
-        self,
-        name: str,
-        func: Callable[[JobContext, dict[str, Any]], Awaitable[Any]],
-        *,
-        retries: int = ...,
-        backoff: float = ...,
-        max_backoff: float = ...,
-        lock: Callable[[dict[str, Any]], str | None] | None = ...,
-    ) -> None: ...
-
-    def periodic(
-        self,
-        task: str,
-        every: float,
-        *,
-        args: Mapping[str, Any] | None = ...,
-        misfire_grace: float | None = ...,
-    ) -> None: ...
-
-    async def enqueue(
-        self,
-        task: str,
-        args: Mapping[str, Any] | None = ...,
-        *,
-        dedup_key: str | None = ...,
-        dedup_scope: Literal["queued", "running"] = ...,
-        delay: float = ...,
-        connection: Any = ...,
-    ) -> EnqueueResult: ...
-
-
 def _positive(name: str, value: float, *, zero: bool = False) -> float:
     if not isinstance(value, int | float) or value < 0 or (value == 0 and not zero):
         bound = ">= 0" if zero else "> 0"
@@ -223,10 +192,11 @@ class ArtifactCache:
         self.settings = s
         self._builder = build
         self.index = index if isinstance(index, ArtifactIndex) else ArtifactIndex(index)
+        self.storage: ObjectStorage
         if isinstance(storage, ObjectStorage):
             self.storage = storage
         else:
-            self.storage = ObjectStorage(
+            self.storage = FsspecStorage(
                 storage if storage is not None else s.artifact_storage_url,
                 **dict(storage_options or {}),
             )
@@ -263,7 +233,7 @@ class ArtifactCache:
         self._flights: SingleFlight[str, tuple[IndexRow, ReadStatus]] = SingleFlight()
         self._failing: dict[str, tuple[str, float]] = {}
         self._pending = 0
-        self._queue: _Queue | None = None
+        self._queue: JobQueue | None = None
         self.gc_interval: float | None = None
         """Seconds between periodic GC jobs (set by :meth:`register_jobs`), or ``None``."""
         if keeper is not None:
@@ -584,7 +554,7 @@ class ArtifactCache:
 
     def register_jobs(
         self,
-        queue: _Queue,
+        queue: JobQueue,
         *,
         gc_every: float | None = None,
         retries: int = 5,
@@ -618,7 +588,7 @@ class ArtifactCache:
 
     async def enqueue_prebuild(
         self,
-        queue: _Queue,
+        queue: JobQueue,
         keys: Iterable[str],
         *,
         change_id: str | int,
@@ -694,8 +664,7 @@ class ArtifactCache:
         oldest = None
         if b.oldest_collectable is not None:
             oldest = max(0.0, now - (b.oldest_collectable + self.max_stale_on_error))
-        waiting = getattr(self._queue, "waiting", None)  # every JobQueue has it
-        queued = int(await waiting(self.prebuild_task)) if waiting is not None else 0
+        queued = await self._queue.waiting(self.prebuild_task) if self._queue is not None else 0
         return {
             "prebuild_backlog": queued + self._pending,
             "prebuild_jobs_waiting": queued,

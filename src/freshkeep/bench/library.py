@@ -238,8 +238,10 @@ async def run_library(
 
             async def remote_change() -> None:
                 # Another instance committed to progress_events; the bus delivered it.
-                assert revisions is not None and hasattr(revisions, "bump")
-                tracker.apply(await revisions.bump(["table:progress_events"]))
+                assert revisions is not None
+                bumped = await revisions.bump(["table:progress_events"])
+                assert bumped is not None
+                tracker.apply(bumped)
 
             async def local_progress() -> None:
                 async with hub.sessionmaker() as s:

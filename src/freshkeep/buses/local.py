@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable, Mapping
 
 from freshkeep.core.revision import Revision
-from freshkeep.ports import Listener
+from freshkeep.ports import Bus, Listener
 
 log = logging.getLogger("freshkeep.bus")
 
 
-class LocalBus:
+class LocalBus(Bus):
     """A bus inside one process (the embedded default).
 
     Delivery is synchronous and in order; a listener that raises is logged and counted and

@@ -26,7 +26,6 @@ import os
 import socket
 import tempfile
 import uuid
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,22 +36,18 @@ import orjson
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.exceptions import (
     ConfigurationError,
-    DuplicateNameError,
-    EncodeError,
     JobQueueError,
     JobQueueTimeout,
-    UnknownTaskError,
     missing_extra,
 )
 from freshkeep.jobs._types import (
-    SKIP_REASONS,
     DedupScope,
     EnqueueResult,
     JobContext,
-    LockFunc,
+    JobQueue,
     PeriodicSpec,
-    TaskFunc,
     TaskSpec,
+    encode_args,
 )
 from freshkeep.scheduler import Scheduler
 
@@ -72,7 +67,7 @@ try:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
     from freshkeep.sql.engine import async_url, create_engine, writer_engine
-    from freshkeep.sql.schema import JOBS_TABLE, MAX_KEY, jobs_table, metadata
+    from freshkeep.sql.schema import JOBS_TABLE, jobs_table, metadata
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
 
@@ -80,18 +75,6 @@ log = logging.getLogger("freshkeep.jobs")
 
 _J = jobs_table.c
 _FINISHED = ("done", "failed", "skipped")
-
-
-def _encode(task: str, args: Mapping[str, Any]) -> str:
-    try:
-        return orjson.dumps(dict(args), option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError as exc:
-        raise EncodeError(f"the arguments of a {task!r} job are not JSON-encodable: {exc}") from exc
-
-
-def _check_key(kind: str, value: str | None) -> None:
-    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_KEY):
-        raise ConfigurationError(f"a {kind} must be a string of 1-{MAX_KEY} characters: {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +106,7 @@ class JobInfo:
     worker: str | None
 
 
-class SQLJobQueue:
+class SQLJobQueue(JobQueue):
     """The embedded :class:`~freshkeep.jobs.JobQueue`: jobs in ``freshkeep_jobs`` of an async
     SQLAlchemy engine (SQLite or PostgreSQL), run by asyncio workers in this process.
 
@@ -153,6 +136,7 @@ class SQLJobQueue:
         owns_engine: bool = False,
         shutdown_grace: float = 5.0,
     ) -> None:
+        super().__init__()
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ConfigurationError(
                 f"SQLJobQueue needs SQLite or PostgreSQL, not {engine.dialect.name!r}"
@@ -177,17 +161,10 @@ class SQLJobQueue:
         self._create = create_tables
         self._owns_engine = owns_engine
         self._dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._tasks: dict[str, TaskSpec] = {}
-        self._periodic: dict[str, PeriodicSpec] = {}
         self._last_tick: dict[str, int] = {}
-        self._stats: Counter[str] = Counter()
-        self._skips: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
-        self._counts = {"queued": 0, "running": 0}
-        self._last_error: str | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
         self._finishing: set[int] = set()
         self._interrupted: dict[int, str | None] = {}
-        self._last_failed: tuple[float, str] | None = None
         self._locked_seen: set[int] = set()
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -202,59 +179,17 @@ class SQLJobQueue:
 
     # -- registration ----------------------------------------------------------------------
 
-    def task(
-        self,
-        name: str,
-        func: TaskFunc,
-        *,
-        retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 300.0,
-        lock: LockFunc | None = None,
-    ) -> None:
-        """Register a task. ``lock(args)`` -> lock name: at most one running job per lock."""
-        if name in self._tasks:
-            raise DuplicateNameError(f"a job task named {name!r} is registered")
-        self._tasks[name] = TaskSpec(name, func, retries, backoff, max_backoff, lock)
-
-    def periodic(
-        self,
-        task: str,
-        every: float,
-        *,
-        args: Mapping[str, Any] | None = None,
-        misfire_grace: float | None = None,
-    ) -> None:
-        """Defer ``task`` once per tick of ``every`` seconds, once across every instance that
-        registers it (ticks are aligned on the epoch). A tick deferred or started later than
-        ``misfire_grace`` (default: ``every``) past its due time is skipped and counted."""
-        self._spec(task)
-        if task in self._periodic:
-            raise DuplicateNameError(f"task {task!r} is periodic already")
-        spec = PeriodicSpec(task, every, dict(args or {}), misfire_grace)
-        if spec.grace > self.keep_finished:
+    def _register_periodic(self, spec: TaskSpec, periodic: PeriodicSpec) -> None:
+        """Ticks are rows of the job table (one per (task, tick), by a unique index); a
+        purged tick must not be deferred again, so the misfire grace stays within
+        ``keep_finished``."""
+        if periodic.grace > self.keep_finished:
             raise ConfigurationError(
-                f"periodic {task!r}: misfire_grace ({spec.grace}s) exceeds keep_finished "
-                f"({self.keep_finished}s); a purged tick could be deferred twice"
+                f"periodic {spec.name!r}: misfire_grace ({periodic.grace}s) exceeds "
+                f"keep_finished ({self.keep_finished}s); a purged tick could be deferred twice"
             )
-        _encode(task, spec.args)
-        self._periodic[task] = spec
         if self._scheduler is not None and "jobs:periodic" not in self._scheduler.jobs:
             self._scheduler.add("jobs:periodic", self.defer_due_ticks, self.poll_interval)
-
-    def _spec(self, task: str) -> TaskSpec:
-        try:
-            return self._tasks[task]
-        except KeyError:
-            known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTaskError(
-                f"no job task named {task!r} is registered (registered: {known})"
-            ) from None
-
-    @property
-    def tasks(self) -> dict[str, TaskSpec]:
-        """The registered tasks, by name."""
-        return dict(self._tasks)
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -295,16 +230,8 @@ class SQLJobQueue:
         inserts the job in the caller's transaction: it is committed or rolled back with it,
         and workers are woken after the commit.
         """
-        spec = self._spec(task)
-        if dedup_scope not in ("queued", "running"):
-            raise ConfigurationError(f"dedup_scope must be 'queued' or 'running': {dedup_scope!r}")
-        if delay < 0 or not math.isfinite(delay):
-            raise ConfigurationError(f"delay must be a finite number >= 0: {delay!r}")
-        _check_key("dedup key", dedup_key)
-        data = dict(args or {})
-        encoded = _encode(task, data)
-        lock = spec.lock_for(data)
-        _check_key("lock name", lock)
+        _, data, lock = self._prepare(task, args, dedup_key, dedup_scope, delay)
+        encoded = encode_args(task, data)
         now = self.clock.time()
         row = {
             "task": task,
@@ -337,12 +264,6 @@ class SQLJobQueue:
             raise JobQueueError(f"could not enqueue a {task!r} job: {exc}") from exc
         self._count_enqueue(result)
         return result
-
-    def _count_enqueue(self, result: EnqueueResult) -> None:
-        if result.enqueued:
-            self._stats["enqueued"] += 1
-        elif result.reason is not None:
-            self._skips[result.reason] += 1
 
     async def _caller_connection(self, connection: Any) -> AsyncConnection:
         if isinstance(connection, AsyncSession):
@@ -441,7 +362,7 @@ class SQLJobQueue:
                     continue
                 row = {
                     "task": name,
-                    "args": _encode(name, spec.args),
+                    "args": encode_args(name, spec.args),
                     "status": "waiting",
                     "run_at": tick * spec.every,
                     "attempts": 0,
@@ -579,17 +500,15 @@ class SQLJobQueue:
         except Exception as exc:
             self._finishing.add(job.id)  # aclose() lets the outcome be written
             error = f"{type(exc).__name__}: {exc}"
-            self._last_error = f"{job.task}: {error}"
-            if job.attempts <= spec.retries:
-                self._stats["retried"] += 1
+            final = job.attempts > spec.retries
+            self._count_failure(job.task, error, final=final, now=self.clock.time())
+            if not final:
                 log.warning(
                     "job %s (%s) attempt %d failed: %s", job.id, job.task, job.attempts, error
                 )
                 delay = spec.retry_delay(job.attempts)
                 await self._requeue(job.id, self.clock.time() + delay, error)
             else:
-                self._stats["failed"] += 1
-                self._last_failed = (self.clock.time(), f"{job.task}: {error}")
                 log.error("job %s (%s) failed for good: %s", job.id, job.task, error)
                 await self._finish(job, "failed", error)
         else:

@@ -16,6 +16,7 @@ from typing import Any
 
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
+from freshkeep.ports import RevisionSource
 
 try:
     from sqlalchemy import Connection, Engine, Table, func, inspect, select, update
@@ -83,7 +84,7 @@ class Watermark:
     column: ColumnElement[Any]
 
 
-class SQLAlchemyRevisions:
+class SQLAlchemyRevisions(RevisionSource):
     """Reads (and bumps) revision counters through a SQLAlchemy engine, sync or async.
 
     ``watermarks`` maps source names to :class:`Watermark` for tables freshkeep's hooks never

@@ -32,6 +32,7 @@ from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.codec import decode_entry, encode_entry, identity_json
 from freshkeep.core.entry import Entry
 from freshkeep.exceptions import ConfigurationError, CorruptEntryError, EncodeError, missing_extra
+from freshkeep.ports import SharedStore
 
 try:
     import redis.asyncio as aioredis
@@ -110,7 +111,7 @@ class RedisStoreStats:
     """Wall-clock time of the first failure of the current outage (``None``: no outage)."""
 
 
-class RedisStore:
+class RedisStore(SharedStore):
     """Entries in Redis, shared by every instance. See the module docstring.
 
     ``url_or_client``: a ``redis://`` / ``rediss://`` URL (the store owns that client and closes

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from freshkeep.core.revision import Revision
+from freshkeep.ports import RevisionSource
 
 
 class FakeClock:
@@ -58,7 +59,7 @@ class _Timer:
         self.cancelled = True
 
 
-class MemoryRevisions:
+class MemoryRevisions(RevisionSource):
     """A :class:`~freshkeep.core.revision.RevisionSource` held in a dict: counters another
     "process" can move behind the keeper's back (assign to ``revisions[source]``).
 
