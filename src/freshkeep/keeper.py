@@ -33,6 +33,16 @@ if TYPE_CHECKING:
     from freshkeep.remote import Derive, Fetch
 
 
+def _check_port(what: str, value: object, port: type) -> None:
+    """Refuse a backend that does not subclass its port (its optional capabilities are called
+    without probing)."""
+    if value is not None and not isinstance(value, port):
+        raise ConfigurationError(
+            f"{what} must be a freshkeep.ports.{port.__name__} (subclass it), "
+            f"not {type(value).__name__}"
+        )
+
+
 @dataclass(slots=True)
 class KeeperStats:
     """Counters of a keeper."""
@@ -73,6 +83,10 @@ class Keeper:
         shared: SharedStore | None = None,
         lock: Lock | None = None,
     ) -> None:
+        _check_port("revisions", revisions, RevisionSource)
+        _check_port("bus", bus, Bus)
+        _check_port("shared", shared, SharedStore)
+        _check_port("lock", lock, Lock)
         self.settings = settings if settings is not None else Settings.load()
         s = self.settings
         interval = s.resync_interval if resync_interval is None else resync_interval

@@ -119,6 +119,17 @@ async def test_a_keeper_runs_on_a_minimal_bus_and_refuses_a_bump_it_cannot_make(
     await memory.aclose()
 
 
+def test_a_keeper_refuses_a_backend_that_is_not_a_port() -> None:
+    class DuckBus:
+        async def publish(self, revisions: Mapping[str, Revision], *, origin: str = "") -> None:
+            return None
+
+    with pytest.raises(freshkeep.ConfigurationError, match=r"bus must be a freshkeep.ports.Bus"):
+        freshkeep.Keeper(bus=DuckBus())  # type: ignore[arg-type]
+    with pytest.raises(freshkeep.ConfigurationError, match="RevisionSource"):
+        freshkeep.Keeper(object())  # type: ignore[arg-type]
+
+
 def test_the_adapters_subclass_their_ports() -> None:
     assert issubclass(LocalBus, Bus) and issubclass(LocalLock, Lock)
     assert issubclass(MemoryRevisions, RevisionSource)
