@@ -160,3 +160,21 @@ def test_ports_sit_just_above_core() -> None:
     graph = tool.package_graph()
     assert graph.get("freshkeep.ports", set()) <= {"freshkeep.core", "freshkeep.exceptions"}
     assert "freshkeep.ports" not in graph.get("freshkeep.core", set())
+
+
+def test_the_ports_all_is_sorted_and_complete() -> None:
+    import types
+
+    from freshkeep import ports
+    from freshkeep.testing import conformance
+
+    for module in (ports, conformance):
+        public = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and not isinstance(value, types.ModuleType)
+            and name != "annotations"
+        }
+        assert sorted(module.__all__) == module.__all__
+        assert set(module.__all__) == public
