@@ -1,4 +1,8 @@
-"""Stand-ins for your own tests: a fake clock, and a keeper with in-memory revisions."""
+"""Stand-ins for your own tests: a fake clock, and a keeper with in-memory revisions.
+
+The conformance suites of the ports, for your own backends, are in
+:mod:`freshkeep.testing.conformance` (it imports pytest; this module does not).
+"""
 
 from __future__ import annotations
 
