@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+pytest.register_assert_rewrite("freshkeep.testing.conformance")
+
 POSTGRES_URL = os.environ.get(
     "FRESHKEEP_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )

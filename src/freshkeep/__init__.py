@@ -16,7 +16,6 @@ from freshkeep.core.entry import Read as Read
 from freshkeep.core.entry import Status as Status
 from freshkeep.core.policy import Policy as Policy
 from freshkeep.core.revision import Revision as Revision
-from freshkeep.core.revision import RevisionSource as RevisionSource
 from freshkeep.core.revision import RevisionTracker as RevisionTracker
 from freshkeep.exceptions import ArtifactBuildError as ArtifactBuildError
 from freshkeep.exceptions import BuildError as BuildError
@@ -29,6 +28,7 @@ from freshkeep.exceptions import FreshkeepError as FreshkeepError
 from freshkeep.exceptions import InvalidSignatureError as InvalidSignatureError
 from freshkeep.exceptions import JobQueueError as JobQueueError
 from freshkeep.exceptions import JobQueueTimeout as JobQueueTimeout
+from freshkeep.exceptions import LockBusy as LockBusy
 from freshkeep.exceptions import MissingDependencyError as MissingDependencyError
 from freshkeep.exceptions import PrincipalRequiredError as PrincipalRequiredError
 from freshkeep.exceptions import ProcessorBusy as ProcessorBusy
@@ -52,6 +52,9 @@ from freshkeep.notify import MemoryStateStore as MemoryStateStore
 from freshkeep.notify import Notice as Notice
 from freshkeep.notify import StateStore as StateStore
 from freshkeep.ports import Bus as Bus
+from freshkeep.ports import Lock as Lock
+from freshkeep.ports import RevisionSource as RevisionSource
+from freshkeep.ports import SharedStore as SharedStore
 from freshkeep.processing import Item as Item
 from freshkeep.processing import Outcome as Outcome
 from freshkeep.processing import Pipeline as Pipeline
@@ -103,6 +106,8 @@ __all__ = [
     "Keeper",
     "KeeperSnapshot",
     "LocalBus",
+    "Lock",
+    "LockBusy",
     "MemoryStateStore",
     "MemoryStore",
     "MissingDependencyError",
@@ -126,6 +131,7 @@ __all__ = [
     "Scheduler",
     "Section",
     "Settings",
+    "SharedStore",
     "Snapshot",
     "StateStore",
     "Status",

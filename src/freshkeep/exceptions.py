@@ -19,6 +19,8 @@ The tree::
     │   ├── RevisionSourceError     the revisions could not be read
     │   ├── RemoteUnavailableError  a remote has no value and no fallback to serve
     │   └── HealthUnreachableError  a service's health endpoint could not be read
+    ├── LockBusy                    a lock is held by another holder (``Lock.hold``)
+    │   └── ProcessorBusy           a run of that processor is already going on
     ├── JobQueueError               a job queue could not enqueue, claim or finish jobs
     │   └── JobQueueTimeout         jobs still ready or running when ``drain`` gave up
     ├── InvalidSignatureError       a signed artifact URL is tampered with or expired
@@ -131,11 +133,19 @@ class HealthUnreachableError(UnavailableError):
     """The health endpoint of the service could not be reached or read."""
 
 
-class ProcessorBusy(FreshkeepError):
+class LockBusy(FreshkeepError):
+    """The lock is held by another holder (here or in another instance)."""
+
+    def __init__(self, message: str | None = None, *, name: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class ProcessorBusy(LockBusy):
     """A run of that processor is already going on (here or in another instance)."""
 
     def __init__(self, message: str | None = None, *, processor: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message, name=processor)
         self.processor = processor
 
 

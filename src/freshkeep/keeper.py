@@ -12,18 +12,16 @@ from typing import (
     Any,
     ClassVar,
     Literal,
-    Protocol,
     TypeVar,
     overload,
-    runtime_checkable,
 )
 
 from freshkeep.buses.local import LocalBus
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import KINDS, Component, Kind, Snapshot
 from freshkeep.core.policy import Policy
-from freshkeep.core.revision import Revision, RevisionSource, RevisionTracker
-from freshkeep.core.sources import SourceCatalog, SourceCheck
+from freshkeep.core.revision import Revision, RevisionTracker
+from freshkeep.core.sources import SourceCheck
 from freshkeep.exceptions import (
     ConfigurationError,
     DuplicateNameError,
@@ -32,12 +30,18 @@ from freshkeep.exceptions import (
     UnknownSourceError,
     UnknownViewError,
 )
-from freshkeep.ports import Bus, BusSnapshot
+from freshkeep.ports import (
+    Bus,
+    BusSnapshot,
+    Lock,
+    RevisionSource,
+    SharedStore,
+    SharedStoreSnapshot,
+)
 from freshkeep.remote import NO_FALLBACK, Remote, RemoteConfig
 from freshkeep.remote._config import from_env
 from freshkeep.remote._types import RemoteSnapshot
 from freshkeep.settings import Settings
-from freshkeep.stores.base import Lock, SharedStore, SharedStoreSnapshot
 from freshkeep.stores.memory import MemoryStore, MemoryStoreSnapshot
 from freshkeep.views import (
     Builder,
@@ -62,13 +66,14 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound=Component)
 
 
-@runtime_checkable
-class Bumper(Protocol):
-    """A revision source that can also bump counters in a transaction of its own."""
-
-    async def bump(self, sources: Iterable[str]) -> dict[str, Revision]:
-        """Increment the counters of ``sources``; return their new revisions."""
-        ...
+def _check_port(what: str, value: object, port: type) -> None:
+    """Refuse a backend that does not subclass its port (its optional capabilities are called
+    without probing)."""
+    if value is not None and not isinstance(value, port):
+        raise ConfigurationError(
+            f"{what} must be a freshkeep.ports.{port.__name__} (subclass it), "
+            f"not {type(value).__name__}"
+        )
 
 
 @dataclass(slots=True)
@@ -150,6 +155,10 @@ class Keeper:
         lock: Lock | None = None,
         sources: Iterable[str] = (),
     ) -> None:
+        _check_port("revisions", revisions, RevisionSource)
+        _check_port("bus", bus, Bus)
+        _check_port("shared", shared, SharedStore)
+        _check_port("lock", lock, Lock)
         self.settings = settings if settings is not None else Settings.load()
         s = self.settings
         interval = s.resync_interval if resync_interval is None else resync_interval
@@ -229,7 +238,7 @@ class Keeper:
         s = settings if settings is not None else Settings.load()
         shared = kw.pop("shared", None) or store_from_settings(s)
         lock = kw.pop("lock", None)
-        if lock is None and shared is not None and hasattr(shared, "lock"):
+        if lock is None and shared is not None:
             lock = shared.lock()
         bus = kw.pop("bus", None) or bus_from_url(s.bus_url, settings=s)
         return cls(revisions, settings=s, shared=shared, lock=lock, bus=bus, **kw)
@@ -243,20 +252,15 @@ class Keeper:
         """
         self.health.configure()
         await self.check_sources()
-        on_connect = getattr(self.bus, "on_connect", None)
-        on_disconnect = getattr(self.bus, "on_disconnect", None)
-        if on_connect is not None and self._bus_remover is None:
-            removers = [on_connect(self._bus_up)]
-            if on_disconnect is not None:
-                removers.append(on_disconnect(self._bus_down))
+        if self._bus_remover is None:
+            removers = [self.bus.on_connect(self._bus_up), self.bus.on_disconnect(self._bus_down)]
 
             def remove() -> None:
                 for r in removers:
                     r()
 
             self._bus_remover = remove
-        start = getattr(self.bus, "start", None)
-        if start is not None and not await start():
+        if not await self.bus.start():
             self._bus_down()  # not connected yet: it keeps trying in the background
 
     @property
@@ -422,7 +426,7 @@ class Keeper:
         database's tables (when it can); a source that is neither one of those, a tracked
         table, nor declared raises :class:`~freshkeep.exceptions.UnknownSourceError`, with a
         did-you-mean suggestion. From then on, views are checked when they are defined."""
-        if isinstance(self.revisions, SourceCatalog):
+        if self.revisions is not None:
             try:
                 self._sources.catalog = await self.revisions.known_sources()
             except Exception as exc:  # the database may be down at start: check later
@@ -619,16 +623,16 @@ class Keeper:
         if not sources:
             return {}
         self._sources.declared.update(sources)  # what the application bumps, it moves
-        revs: dict[str, Revision]
-        if isinstance(self.revisions, Bumper):
-            revs = await self.revisions.bump(sources)
-        elif self.revisions is None:
+        revs: dict[str, Revision] | None
+        if self.revisions is None:
             snap = self.tracker.snapshot
             revs = {}
             for s in sources:
                 old = snap.get(s, 0)
                 revs[s] = (old if isinstance(old, int) else 0) + 1
         else:
+            revs = await self.revisions.bump(sources)
+        if revs is None:
             raise ConfigurationError(
                 f"the revision source {type(self.revisions).__name__} cannot bump counters"
             )
@@ -669,9 +673,7 @@ class Keeper:
             self._bus_remover()
             self._bus_remover = None
         self.tracker.close()
-        close_bus = getattr(self.bus, "aclose", None)
-        if close_bus is not None:
-            await close_bus()
+        await self.bus.aclose()
         if self.shared is not None:
             await self.shared.aclose()
 

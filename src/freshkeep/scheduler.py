@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
-from freshkeep.exceptions import ConfigurationError, DuplicateNameError, ProcessorBusy
-from freshkeep.processing._lock import Locks
+from freshkeep.exceptions import ConfigurationError, DuplicateNameError, LockBusy
+from freshkeep.ports import Lock
 
 log = logging.getLogger("freshkeep.scheduler")
 
@@ -99,12 +99,15 @@ class Scheduler:
         self,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        locks: Locks | None = None,
+        locks: Lock | None = None,
         rng: random.Random | None = None,
         poll: float = 1.0,
+        lock_lease: float = 60.0,
     ) -> None:
         self.clock = clock
         self.locks = locks
+        self.lock_lease = lock_lease
+        """The lease of a run's lock ``job:<name>`` (renewed while the run lasts)."""
         self.rng = rng or random.Random()
         self.poll = poll
         self.jobs: dict[str, Job] = {}
@@ -176,18 +179,20 @@ class Scheduler:
         if job.cancel_overrun and job.task is not None:
             job.task.cancel()
 
+    @staticmethod
+    async def _call(job: Job) -> None:
+        job.runs += 1
+        await job.func()
+        job.last_error = None
+
     async def _run(self, job: Job) -> None:
-        handle: object | None = None
         try:
-            if self.locks is not None:
-                handle = await self.locks.acquire(f"job:{job.name}")
-                if handle is None:
-                    job.skips["locked"] += 1
-                    return
-            job.runs += 1
-            await job.func()
-            job.last_error = None
-        except ProcessorBusy:
+            if self.locks is None:
+                await self._call(job)
+            else:
+                async with self.locks.hold(f"job:{job.name}", self.lock_lease):
+                    await self._call(job)
+        except LockBusy:  # another instance runs it (or the job found its processor busy)
             job.skips["locked"] += 1
         except asyncio.CancelledError:
             job.failures += 1
@@ -199,8 +204,6 @@ class Scheduler:
             job.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("job %s failed", job.name)
         finally:
-            if handle is not None and self.locks is not None:
-                await self.locks.release(f"job:{job.name}", handle)
             end = self.clock.monotonic()
             if job.started_at is not None:
                 job.last_duration = end - job.started_at

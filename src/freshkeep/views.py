@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, assert_never
 
+from freshkeep.core.backoff import Backoff, backoff
 from freshkeep.core.clock import SystemClock
 from freshkeep.core.component import Component, Kind, Snapshot
 from freshkeep.core.entry import (
@@ -48,7 +49,7 @@ from freshkeep.exceptions import (
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
-    from freshkeep.stores.base import Lock, SharedStore
+    from freshkeep.ports import Lock, SharedStore
 
 log = logging.getLogger("freshkeep.views")
 
@@ -224,7 +225,7 @@ class View(Component):
         self._section_sources = {n: s.sources for n, s in self.sections.items()}
         self._section_keys: dict[str, frozenset[str]] = {}
         self._flights: SingleFlight[Hashable, tuple[Entry, Status]] = SingleFlight(self._on_error)
-        self._retry_at: dict[Hashable, tuple[float, float]] = {}
+        self._retry_at: dict[Hashable, tuple[float, int]] = {}
         self._retry_backoff = retry_backoff
         self._max_retry_backoff = max_retry_backoff
         self._hits = 0
@@ -609,10 +610,9 @@ class View(Component):
         store is down: the caller builds without the lock.
         """
         deadline = self._mono() + self._keeper.lock_wait
-        delay = 0.01
+        poll = Backoff(0.01, 0.2)
         while self._mono() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            await asyncio.sleep(poll.next())
             self._adopt(await shared.get(skey), parts, wanted)
             if not wanted:
                 return True, None
@@ -718,8 +718,9 @@ class View(Component):
         if s.failing_since is None:
             s.failing_since = s.last_error_at
         prev = self._retry_at.get(ck)
-        backoff = self._retry_backoff if prev is None else min(prev[1] * 2, self._max_retry_backoff)
-        self._retry_at[ck] = (self._mono() + backoff, backoff)
+        attempt = 1 if prev is None else prev[1] + 1
+        delay = backoff(attempt, self._retry_backoff, self._max_retry_backoff)
+        self._retry_at[ck] = (self._mono() + delay, attempt)
         log.warning("build of view %r failed: %s", self.name, s.last_error)
 
 

@@ -13,8 +13,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from freshkeep.artifacts import ArtifactCache, Built, ObjectStorage, artifact_app
+from freshkeep.artifacts import ArtifactCache, Built, FsspecStorage, ObjectStorage, artifact_app
 from freshkeep.settings import Settings
+from freshkeep.testing.conformance import ObjectStorageSuite
 from tests.integration.artifacts_helpers import Builder, MovableClock, sha
 
 moto_server = pytest.importorskip("moto.server")
@@ -160,8 +161,16 @@ async def test_the_route_redirects_to_a_presigned_url_for_s3_objects(
 
 
 def test_storage_urls_are_checked() -> None:
-    storage = ObjectStorage("memory://fk-test-objects")
+    storage = FsspecStorage("memory://fk-test-objects")
     with pytest.raises(ValueError, match="cache name"):
         storage.path("bad name", "a" * 64)
     with pytest.raises(ValueError, match="object id"):
         storage.path("exports", "not-an-id")
+
+
+class TestS3ObjectStorage(ObjectStorageSuite):
+    """The fsspec adapter on S3 (moto), as the local directory runs it in tests/unit."""
+
+    @pytest.fixture
+    async def storage(self, bucket: dict[str, Any]) -> AsyncIterator[ObjectStorage]:
+        yield FsspecStorage(f"s3://{bucket['name']}/objects", **bucket["options"])

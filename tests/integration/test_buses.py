@@ -24,8 +24,10 @@ from freshkeep.buses.postgres import MAX_PAYLOAD, PostgresBus, libpq_dsn
 from freshkeep.buses.redis import RedisBus
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError
+from freshkeep.ports import Bus
 from freshkeep.sql import migrate
 from freshkeep.sql.triggers import install_triggers
+from freshkeep.testing.conformance import BusSuite
 from tests.conftest import POSTGRES_URL, REDIS_URL, PgSchema, need_service
 
 TIMEOUT = 10.0
@@ -85,6 +87,16 @@ async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
     finally:
         for bus in buses:
             await bus.aclose()
+
+
+class TestRemoteBuses(BusSuite):
+    """The Redis and PostgreSQL buses, two instances on one channel."""
+
+    @pytest.fixture
+    async def buses(self, make_bus: Factory) -> AsyncIterator[tuple[Bus, Bus]]:
+        a, b = make_bus(), make_bus()
+        assert await a.start() and await b.start()
+        yield a, b
 
 
 async def kill_listener(bus: RemoteBus) -> None:

@@ -1,6 +1,7 @@
-"""The procrastinate job queue on a real PostgreSQL server, with real workers: dedup (queueing
-lock + lock), dedup scope "running", locks, retries, transactional enqueue through SQLAlchemy,
-periodic ticks once across two workers, misfires, stalled jobs of a killed worker."""
+"""The procrastinate job queue on a real PostgreSQL server, with real workers: the job-queue
+conformance suite (dedup, dedup scope "running", locks, retries, delays, transactional
+enqueue), then what is procrastinate's own: periodic ticks once across two workers, misfires,
+stalled jobs of a killed worker, cron steps."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from freshkeep.exceptions import ConfigurationError, UnknownTaskError
+from freshkeep.exceptions import ConfigurationError
 from freshkeep.jobs import JobContext, JobQueue, ProcrastinateJobQueue, job_queue_from_settings
 from freshkeep.jobs.procrastinate import cron_for
 from freshkeep.settings import Settings
+from freshkeep.testing.conformance import JobQueueSuite
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,124 +54,34 @@ async def noop(ctx: JobContext, args: dict[str, Any]) -> None:
     return None
 
 
-async def test_port_and_dedup_with_one_running_job_per_key(url: str) -> None:
-    queue = make(url, concurrency=4)
-    assert isinstance(queue, JobQueue)
-    started = asyncio.Event()
-    release = asyncio.Event()
-    events: list[str] = []
+class TestProcrastinateJobQueue(JobQueueSuite):
+    """The conformance suite on procrastinate (one PostgreSQL database, emptied per test)."""
 
-    async def slow(ctx: JobContext, args: dict[str, Any]) -> None:
-        events.append(f"start {args['n']}")
-        started.set()
-        await release.wait()
-        events.append(f"end {args['n']}")
+    @pytest.fixture
+    def make_queue(self, url: str) -> Callable[[], JobQueue]:
+        return lambda: make(url)
 
-    queue.task("slow", slow)
-    with pytest.raises(UnknownTaskError):
-        await queue.enqueue("nope")
-    first = await queue.enqueue("slow", {"n": 1}, dedup_key="k")
-    assert first.enqueued
-    dup = await queue.enqueue("slow", {"n": 9}, dedup_key="k")
-    assert (dup.enqueued, dup.reason) == (False, "deduplicated")
-    await queue.start()
-    try:
-        await asyncio.wait_for(started.wait(), 20)
-        in_flight = await queue.enqueue("slow", {"n": 9}, dedup_key="k", dedup_scope="running")
-        assert in_flight.reason == "in_flight"
-        assert (await queue.enqueue("slow", {"n": 2}, dedup_key="k")).enqueued  # may wait
-        assert (await queue.enqueue("slow", {"n": 9}, dedup_key="k")).reason == "deduplicated"
-        await asyncio.sleep(0.3)  # give the worker time to (wrongly) start the second one
-        release.set()
-        await queue.drain(20)
-    finally:
-        await queue.aclose()
-    assert events == ["start 1", "end 1", "start 2", "end 2"]
-    stats = queue.snapshot().to_dict()
-    assert (stats["enqueued"], stats["done"], stats["deduplicated"]) == (2, 2, 2)
-    assert stats["skipped"]["in_flight"] == 1
+    @pytest.fixture
+    async def transaction(
+        self, url: str
+    ) -> AsyncIterator[Callable[[], AbstractAsyncContextManager[Any]]]:
+        engine = create_async_engine(url)
+
+        @asynccontextmanager
+        async def transaction() -> AsyncIterator[AsyncSession]:
+            async with AsyncSession(engine) as session, session.begin():
+                yield session
+
+        yield transaction
+        await engine.dispose()
 
 
-async def test_jobs_on_one_lock_never_overlap(url: str) -> None:
-    queues = [make(url, concurrency=4) for _ in range(2)]
-    active = {"n": 0, "peak": 0}
-    done: list[int] = []
-
-    async def work(ctx: JobContext, args: dict[str, Any]) -> None:
-        active["n"] += 1
-        active["peak"] = max(active["peak"], active["n"])
-        await asyncio.sleep(0.01)
-        active["n"] -= 1
-        done.append(args["i"])
-
-    for q in queues:
-        q.task("work", work, lock=lambda a: "L")
-    for i in range(12):
-        await queues[i % 2].enqueue("work", {"i": i})
-    for q in queues:
-        await q.start()
-    try:
-        await asyncio.gather(*(q.drain(60) for q in queues))
-    finally:
-        for q in queues:
-            await q.aclose()
-    assert sorted(done) == list(range(12)) and active["peak"] == 1
-
-
-async def test_retries_then_failed(url: str) -> None:
+async def test_transactional_enqueue_needs_a_postgresql_transaction(url: str) -> None:
     queue = make(url)
-    attempts: list[int] = []
-
-    async def flaky(ctx: JobContext, args: dict[str, Any]) -> None:
-        attempts.append(ctx.attempt)
-        raise RuntimeError(f"attempt {ctx.attempt} broke")
-
-    queue.task("flaky", flaky, retries=2, backoff=0.0, max_backoff=0.0)
-    job_id = (await queue.enqueue("flaky")).job_id
-    try:
-        await queue.drain(30)
-    finally:
-        await queue.aclose()
-    assert attempts == [1, 2, 3]
-    stats = queue.snapshot().to_dict()
-    assert (stats["retried"], stats["failed"]) == (2, 1)
-    assert stats["last_error"] == "flaky: RuntimeError: attempt 3 broke"
-    engine = create_async_engine(url)
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text("SELECT status, attempts FROM procrastinate_jobs WHERE id = :id"),
-                {"id": int(job_id or 0)},
-            )
-        ).one()
-    await engine.dispose()
-    assert tuple(row) == ("failed", 3)
-
-
-async def test_transactional_enqueue_through_sqlalchemy(url: str) -> None:
-    queue = make(url)
-    ran: list[int] = []
-
-    async def job(ctx: JobContext, args: dict[str, Any]) -> None:
-        ran.append(args["n"])
-
-    queue.task("job", job)
+    queue.task("job", noop)
     engine = create_async_engine(url)
     try:
-        async with AsyncSession(engine) as session:
-            assert (await queue.enqueue("job", {"n": 1}, connection=session)).enqueued
-            await session.rollback()
-        async with AsyncSession(engine) as session:
-            assert (
-                await queue.enqueue("job", {"n": 2}, dedup_key="d", connection=session)
-            ).enqueued
-            dup = await queue.enqueue("job", {"n": 3}, dedup_key="d", connection=session)
-            assert dup.reason == "deduplicated"
-            await session.execute(text("SELECT 1"))  # the caller's transaction is intact
-            await session.commit()
         async with engine.connect() as conn:
-            async with conn.begin():
-                assert (await queue.enqueue("job", {"n": 4}, connection=conn)).enqueued
             with pytest.raises(ConfigurationError, match="in a transaction"):
                 await queue.enqueue("job", connection=conn)
         other = create_async_engine("sqlite+aiosqlite://")
@@ -176,11 +89,9 @@ async def test_transactional_enqueue_through_sqlalchemy(url: str) -> None:
             with pytest.raises(ConfigurationError, match="procrastinate needs"):
                 await queue.enqueue("job", connection=session)
         await other.dispose()
-        await queue.drain(30)
     finally:
         await queue.aclose()
         await engine.dispose()
-    assert sorted(ran) == [2, 4]
 
 
 async def test_periodic_ticks_once_across_two_workers_and_misfires(url: str) -> None:

@@ -1,6 +1,6 @@
-"""The embedded job runner across processes, and on PostgreSQL: dedup under concurrent
-enqueues from two processes, a killed worker's job recovered, locks, periodic ticks and
-transactional enqueue on a real server."""
+"""The embedded job runner on SQLite and PostgreSQL: the job-queue conformance suite, dedup
+under concurrent enqueues from two processes, a killed worker's job recovered, periodic ticks
+once across instances, and the migration's table."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from freshkeep.jobs import JobContext, SQLJobQueue, jobs_table
+from freshkeep.jobs import JobContext, JobQueue, SQLJobQueue, jobs_table
 from freshkeep.testing import FakeClock
+from freshkeep.testing.conformance import JobQueueSuite
 from tests.conftest import PgSchema
 
 J = jobs_table.c
@@ -48,6 +50,23 @@ async def engine(target: tuple[str, str]) -> AsyncIterator[AsyncEngine]:
     await SQLJobQueue(eng).create_tables()
     yield eng
     await eng.dispose()
+
+
+class TestSQLJobQueue(JobQueueSuite):
+    """The conformance suite on SQLite and on PostgreSQL."""
+
+    @pytest.fixture
+    def make_queue(self, engine: AsyncEngine) -> Callable[[], JobQueue]:
+        return lambda: SQLJobQueue(engine, poll_interval=0.02)
+
+    @pytest.fixture
+    def transaction(self, engine: AsyncEngine) -> Callable[[], AbstractAsyncContextManager[Any]]:
+        @asynccontextmanager
+        async def transaction() -> AsyncIterator[AsyncSession]:
+            async with AsyncSession(engine) as session, session.begin():
+                yield session
+
+        return transaction
 
 
 async def noop(ctx: JobContext, args: dict[str, Any]) -> None:
@@ -120,35 +139,7 @@ async def test_a_killed_workers_job_is_recovered(
     await queue.aclose()
 
 
-async def test_locks_dedup_and_concurrency_on_the_server(engine: AsyncEngine) -> None:
-    active = {"n": 0, "peak": 0}
-    done: list[int] = []
-
-    async def work(ctx: JobContext, args: dict[str, Any]) -> None:
-        active["n"] += 1
-        active["peak"] = max(active["peak"], active["n"])
-        await asyncio.sleep(0.003)
-        active["n"] -= 1
-        done.append(args["i"])
-
-    queues = [SQLJobQueue(engine, concurrency=4, poll_interval=0.02) for _ in range(2)]
-    for q in queues:
-        q.task("work", work, lock=lambda a: "L")
-    results = await asyncio.gather(
-        *(queues[i % 2].enqueue("work", {"i": i}, dedup_key=f"d{i % 12}") for i in range(48))
-    )
-    assert sum(r.enqueued for r in results) == 12
-    for q in queues:
-        await q.start()
-    try:
-        await asyncio.gather(*(q.drain(60) for q in queues))
-    finally:
-        for q in queues:
-            await q.aclose()
-    assert len(done) == 12 and active["peak"] == 1
-
-
-async def test_periodic_and_transactional_enqueue_on_the_server(engine: AsyncEngine) -> None:
+async def test_periodic_ticks_once_across_instances_on_the_server(engine: AsyncEngine) -> None:
     clock = FakeClock(wall=time.time())
     queues = [SQLJobQueue(engine, clock=clock) for _ in range(3)]
     for q in queues:
@@ -162,22 +153,6 @@ async def test_periodic_and_transactional_enqueue_on_the_server(engine: AsyncEng
         ticks = (await conn.execute(select(J.tick).order_by(J.tick))).scalars().all()
     assert len(ticks) == 4 and len(set(ticks)) == 4
 
-    queue = queues[0]
-    async with AsyncSession(engine) as session:
-        assert (
-            await queue.enqueue("tick", {"keep": 1}, dedup_key="x", connection=session)
-        ).enqueued
-        skipped = await queue.enqueue("tick", dedup_key="x", connection=session)
-        assert skipped.reason == "deduplicated"
-        await session.execute(text("SELECT 1"))  # the transaction is still usable
-        await session.commit()
-    async with engine.connect() as conn:
-        trans = await conn.begin()
-        assert (await queue.enqueue("tick", {"keep": 0}, connection=conn)).enqueued
-        await trans.rollback()
-    async with engine.connect() as conn:
-        kept = (await conn.execute(select(J.args).where(J.tick.is_(None)))).scalars().all()
-    assert kept == ['{"keep":1}']
     for q in queues:
         await q.aclose()
 

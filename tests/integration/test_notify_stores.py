@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from freshkeep import ChangeNotifier, MemoryStateStore, Notice, StateStore, StoreError
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, metadata
-from freshkeep.notify import canonical
 from freshkeep.notify.sql import NOTIFY_STATE_TABLE, SQLAlchemyStateStore
+from freshkeep.testing.conformance import StateStoreSuite
 from tests.conftest import REDIS_URL, PgSchema
 
 StoreFactory = Callable[[], Awaitable[StateStore]]
@@ -81,24 +81,13 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path, opened: list[Any]
     return factory
 
 
-async def test_the_store_contract(open_store: StoreFactory) -> None:
-    store = await open_store()
-    assert isinstance(store, StateStore)
-    assert await store.get("n", "s1") is None and await store.get_all("n") == {}
-    await store.set("n", "s1", canonical({"status": "open"}), 1.5)
-    await store.set("n", "s2", canonical([1, "ü"]), 2.0)
-    await store.set("other", "s1", canonical("x"), 2.0)
-    assert await store.get("n", "s1") == b'{"status":"open"}'
-    await store.set("n", "s1", canonical({"status": "done"}), 3.0)  # overwrite
-    assert await store.get_all("n") == {
-        "s1": b'{"status":"done"}',
-        "s2": canonical([1, "ü"]),
-    }
-    await store.delete("n", "s1")
-    await store.delete("n", "missing")
-    assert await store.get("n", "s1") is None
-    assert await store.get_all("n") == {"s2": canonical([1, "ü"])}
-    assert await store.get("other", "s1") == b'"x"'
+class TestStateStores(StateStoreSuite):
+    """Every notifier state store: memory, SQL (SQLite, PostgreSQL; async and sync engines)
+    and Redis."""
+
+    @pytest.fixture
+    async def state_store(self, open_store: StoreFactory) -> AsyncIterator[StateStore]:
+        yield await open_store()
 
 
 async def test_a_restart_does_not_resend(open_store: StoreFactory) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from freshkeep.exceptions import ProcessorBusy
+from freshkeep.ports import Lock, ProcessingStateStore
 from freshkeep.processing import (
     Item,
     ItemState,
@@ -24,6 +26,7 @@ from freshkeep.processing import (
 )
 from freshkeep.processing.sql import PROCESSING_STATE_TABLE, SQLProcessingState
 from freshkeep.sql import migrate as m
+from freshkeep.testing.conformance import LockSuite, ProcessingStateStoreSuite
 from tests.conftest import PgSchema
 from tests.integration.processing_worker import run_processor
 from tests.integration.test_migrations import HEAD
@@ -154,25 +157,39 @@ async def test_postgres_migration_from_the_previous_schema(pg_schema: PgSchema) 
 
 
 @pytest.mark.postgres
-async def test_postgres_locks_in_one_process(pg_schema: PgSchema) -> None:
-    engine = pg_schema.async_engine()
-    other = pg_schema.async_engine()  # "another instance": its own pool
-    try:
-        a, b = PostgresLocks(engine), PostgresLocks(other)
-        held = await a.acquire("processor:x")
-        assert held is not None
-        assert await a.acquire("processor:x") is None  # in-process guard
-        assert await b.acquire("processor:x") is None  # the server's lock
-        y = await b.acquire("processor:y")
-        assert y is not None
-        await b.release("processor:y", y)
-        await a.release("processor:x", held)
-        again = await b.acquire("processor:x")
-        assert again is not None
-        await b.release("processor:x", again)
-    finally:
+class TestPostgresLock(LockSuite):
+    """Advisory locks: ``other`` is "another instance" with its own pool."""
+
+    @pytest.fixture
+    async def lock(self, pg_schema: PgSchema) -> AsyncIterator[Lock]:
+        engine = pg_schema.async_engine()
+        lk = PostgresLocks(engine)
+        yield lk
+        await lk.aclose()
         await engine.dispose()
-        await other.dispose()
+
+    @pytest.fixture
+    async def other(self, pg_schema: PgSchema) -> AsyncIterator[Lock]:
+        engine = pg_schema.async_engine()
+        lk = PostgresLocks(engine)
+        yield lk
+        await lk.aclose()
+        await engine.dispose()
+
+
+class TestSQLProcessingState(ProcessingStateStoreSuite):
+    @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+    async def processing_store(
+        self, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> AsyncIterator[ProcessingStateStore]:
+        if request.param == "sqlite":
+            engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+        else:
+            engine = request.getfixturevalue("pg_schema").async_engine()
+        store = SQLProcessingState(engine)
+        await store.create_table()
+        yield store
+        await engine.dispose()
 
 
 @pytest.mark.postgres

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from freshkeep.exceptions import ConfigurationError, StoreError
+from freshkeep.ports import Lock
 from freshkeep.stores.redis import RedisStore
 from freshkeep.stores.redis_lock import RedisLock
+from freshkeep.testing.conformance import LockSuite
 from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.redis
@@ -99,4 +101,20 @@ async def test_failures_raise_store_error() -> None:
         with pytest.raises(ConfigurationError, match="lease"):
             await lk.acquire("x", 0)
     finally:
+        await lk.aclose()
+
+
+class TestRedisLock(LockSuite):
+    """``other`` is a second lock on its own client, as another instance holds it."""
+
+    @pytest.fixture
+    async def lock(self, redis_client: Any) -> AsyncIterator[Lock]:
+        lk = RedisLock(redis_client, prefix=redis_client.freshkeep_prefix + "lock:")
+        yield lk
+        await lk.aclose()
+
+    @pytest.fixture
+    async def other(self, redis_client: Any) -> AsyncIterator[Lock]:
+        lk = RedisLock(REDIS_URL, prefix=redis_client.freshkeep_prefix + "lock:")
+        yield lk
         await lk.aclose()

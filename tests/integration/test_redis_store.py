@@ -15,9 +15,11 @@ import pytest
 from freshkeep.core.codec import encode_entry
 from freshkeep.core.entry import Entry, SectionEntry
 from freshkeep.exceptions import ConfigurationError
+from freshkeep.ports import SharedStore
 from freshkeep.stores.base import store_from_url
 from freshkeep.stores.redis import RedisStore
 from freshkeep.testing import FakeClock
+from freshkeep.testing.conformance import SharedStoreSuite
 from tests.conftest import REDIS_URL
 from tests.proxy import CuttableProxy
 
@@ -313,3 +315,11 @@ async def test_store_from_settings() -> None:
     assert isinstance(store, RedisStore)
     assert (store.secret, store.prefix, store.ttl) == (b"k", "p:", 5.0)
     await store.aclose()
+
+
+class TestRedisStore(SharedStoreSuite):
+    @pytest.fixture
+    async def store(self, redis_client: Any) -> AsyncIterator[SharedStore]:
+        s = RedisStore(redis_client, prefix=redis_client.freshkeep_prefix, secret=SECRET, ttl=60.0)
+        yield s
+        await s.aclose()

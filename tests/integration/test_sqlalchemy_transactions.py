@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from freshkeep import BuildContext, Revision
 from freshkeep.integrations.sqlalchemy import revisions_table
-from freshkeep.ports import Listener
+from freshkeep.ports import Bus, Listener
 from tests.integration.sa_support import (
     PROJECTS,
     TAGS,
@@ -172,7 +172,7 @@ async def test_writes_made_while_committing_are_bumped(db: TrackedDb) -> None:
     assert db.keeper.tracker.floor[TAGS] == 1
 
 
-class FailingBus:
+class FailingBus(Bus):
     """A bus that is down."""
 
     def __init__(self) -> None:

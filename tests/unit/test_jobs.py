@@ -122,38 +122,6 @@ async def test_the_same_dedup_key_enqueues_one_job(engine: AsyncEngine) -> None:
     await queue.aclose()
 
 
-async def test_dedup_scope_running_and_one_running_job_per_key(engine: AsyncEngine) -> None:
-    queue = make_queue(engine, concurrency=4)
-    started = asyncio.Event()
-    release = asyncio.Event()
-    intervals: list[tuple[str, str]] = []
-
-    async def slow(ctx: JobContext, args: dict[str, Any]) -> None:
-        intervals.append(("start", ctx.job_id))
-        started.set()
-        await release.wait()
-        intervals.append(("end", ctx.job_id))
-
-    queue.task("slow", slow)
-    await queue.start()
-    try:
-        assert (await queue.enqueue("slow", dedup_key="k")).enqueued
-        await asyncio.wait_for(started.wait(), 10)
-        in_flight = await queue.enqueue("slow", dedup_key="k", dedup_scope="running")
-        assert in_flight == EnqueueResult(None, False, "in_flight")
-        queued = await queue.enqueue("slow", dedup_key="k")  # scope "queued": one may wait
-        assert queued.enqueued
-        again = await queue.enqueue("slow", dedup_key="k", dedup_scope="running")
-        assert again.reason == "deduplicated"
-        release.set()
-        await queue.drain(10)
-    finally:
-        await queue.aclose()
-    # the job that waited on the key started only after the first one ended
-    assert [kind for kind, _ in intervals] == ["start", "end", "start", "end"]
-    assert queue.snapshot().skipped["in_flight"] == 1
-
-
 async def test_jobs_on_one_lock_never_overlap(engine: AsyncEngine) -> None:
     """Two queues (workers) on one database, 4 slots each; 16 jobs on one lock, 8 free."""
     active: dict[str, int] = {"L": 0, "free": 0}

@@ -154,7 +154,7 @@ async def test_a_job_held_elsewhere_is_skipped_as_locked() -> None:
 
     job = sched.add("j", job_fn, every=1.0)
     other = sched.add("busy", busy, every=1.0)
-    handle = await locks.acquire("job:j")  # "another instance" holds it
+    handle = await locks.acquire("job:j", 60.0)  # "another instance" holds it
     sched.tick()
     await sched.wait_idle()
     assert runs == 0 and job.skips["locked"] == 1 and job.last_run == 0.0
@@ -164,7 +164,7 @@ async def test_a_job_held_elsewhere_is_skipped_as_locked() -> None:
     clock.advance(1.0)
     sched.tick()
     await sched.wait_idle()
-    assert runs == 1 and locks.held == set()
+    assert runs == 1 and locks.held == {}
 
 
 async def test_jitter_delays_and_bad_jobs_are_refused() -> None:

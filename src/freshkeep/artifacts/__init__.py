@@ -3,8 +3,9 @@ source changes, handed out as URLs without touching the expensive path, and coll
 they expire (see ``docs/artifacts.md``).
 
 - :class:`ArtifactCache`: ``get`` / ``prebuild`` / ``gc``, stale-if-error, job glue, stats.
-- :class:`ObjectStorage`: content-addressed objects through fsspec (a local directory, or
-  ``s3://…`` with s3fs).
+- :class:`ObjectStorage` (the port, :mod:`freshkeep.ports`) and :class:`FsspecStorage`, its
+  adapter: content-addressed objects through fsspec (a local directory, or ``s3://…`` with
+  s3fs).
 - :class:`ArtifactIndex`: the index tables ``freshkeep_artifacts`` and
   ``freshkeep_artifact_objects`` (migration ``0005``).
 - :func:`artifact_routes` / :func:`artifact_app` (Starlette): serve local objects at signed
@@ -37,7 +38,13 @@ from freshkeep.artifacts._index import (
     artifacts_table,
 )
 from freshkeep.artifacts._signing import Grant
-from freshkeep.artifacts._storage import ObjectStorage, StoredObject, content_id, is_content_id
+from freshkeep.artifacts._storage import (
+    FsspecStorage,
+    ObjectStorage,
+    StoredObject,
+    content_id,
+    is_content_id,
+)
 
 if TYPE_CHECKING:
     from freshkeep.artifacts.routes import artifact_app, artifact_routes
@@ -61,6 +68,7 @@ __all__ = [
     "ArtifactStats",
     "BuildFunc",
     "Built",
+    "FsspecStorage",
     "Grant",
     "IndexRow",
     "ObjectStorage",

@@ -13,12 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from freshkeep.artifacts._index import ArtifactIndex, IndexRow
 from freshkeep.artifacts._signing import Grant, expiry, signed_query, verify
-from freshkeep.artifacts._storage import ObjectStorage, content_id
+from freshkeep.artifacts._storage import FsspecStorage
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component, Kind, Snapshot
 from freshkeep.core.singleflight import SingleFlight
@@ -27,6 +27,8 @@ from freshkeep.exceptions import (
     ConfigurationError,
     StoreError,
 )
+from freshkeep.ports import JobQueue, ObjectStorage
+from freshkeep.ports._storage import content_id
 from freshkeep.settings import Settings
 
 if TYPE_CHECKING:
@@ -176,41 +178,6 @@ class ArtifactBacklog:
     in_flight: int
 
 
-class _Queue(Protocol):
-    def task(
-        self,
-        name: str,
-        func: Callable[[JobContext, dict[str, Any]], Awaitable[Any]],
-        *,
-        retries: int = ...,
-        backoff: float = ...,
-        max_backoff: float = ...,
-        lock: Callable[[dict[str, Any]], str | None] | None = ...,
-    ) -> None: ...
-
-    def periodic(
-        self,
-        task: str,
-        every: float,
-        *,
-        args: Mapping[str, Any] | None = ...,
-        misfire_grace: float | None = ...,
-    ) -> None: ...
-
-    async def enqueue(
-        self,
-        task: str,
-        args: Mapping[str, Any] | None = ...,
-        *,
-        dedup_key: str | None = ...,
-        dedup_scope: Literal["queued", "running"] = ...,
-        delay: float = ...,
-        connection: Any = ...,
-    ) -> EnqueueResult: ...
-
-    async def waiting(self, task: str) -> int: ...
-
-
 def _positive(name: str, value: float, *, zero: bool = False) -> float:
     if not isinstance(value, int | float) or value < 0 or (value == 0 and not zero):
         bound = ">= 0" if zero else "> 0"
@@ -285,10 +252,11 @@ class ArtifactCache(Component):
         self.settings = s
         self._builder = build
         self.index = index if isinstance(index, ArtifactIndex) else ArtifactIndex(index)
+        self.storage: ObjectStorage
         if isinstance(storage, ObjectStorage):
             self.storage = storage
         else:
-            self.storage = ObjectStorage(
+            self.storage = FsspecStorage(
                 storage if storage is not None else s.artifact_storage_url,
                 **dict(storage_options or {}),
             )
@@ -325,7 +293,7 @@ class ArtifactCache(Component):
         self._flights: SingleFlight[str, tuple[IndexRow, ReadStatus]] = SingleFlight()
         self._failing: dict[str, tuple[str, float]] = {}
         self._pending = 0
-        self._queue: _Queue | None = None
+        self._queue: JobQueue | None = None
         self.gc_interval: float | None = None
         """Seconds between periodic GC jobs (set by :meth:`register_jobs`), or ``None``."""
         if keeper is not None:
@@ -646,7 +614,7 @@ class ArtifactCache(Component):
 
     def register_jobs(
         self,
-        queue: _Queue,
+        queue: JobQueue,
         *,
         gc_every: float | None = None,
         retries: int = 5,
@@ -680,7 +648,7 @@ class ArtifactCache(Component):
 
     async def enqueue_prebuild(
         self,
-        queue: _Queue,
+        queue: JobQueue,
         keys: Iterable[str],
         *,
         change_id: str | int,

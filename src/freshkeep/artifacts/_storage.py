@@ -9,16 +9,15 @@ the event loop never blocks on the filesystem or the network.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from freshkeep.exceptions import ConfigurationError, StoreError, missing_extra
+from freshkeep.ports._storage import ObjectStorage, StoredObject, content_id, is_content_id
 
 try:
     import fsspec
@@ -26,29 +25,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("artifacts", "fsspec") from exc
 
-_ID = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _TMP = ".tmp-"
-
-
-def content_id(data: bytes) -> str:
-    """The id of an object: the SHA-256 of its bytes, as 64 hex digits."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def is_content_id(value: str) -> bool:
-    """Whether ``value`` looks like an object id (64 lowercase hex digits)."""
-    return bool(_ID.match(value))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """An object found by :meth:`ObjectStorage.list`: its id, size and modification time
-    (seconds since the epoch)."""
-
-    id: str
-    size: int
-    mtime: float
 
 
 def _mtime(info: Mapping[str, Any]) -> float:
@@ -61,8 +39,8 @@ def _mtime(info: Mapping[str, Any]) -> float:
     return 0.0
 
 
-class ObjectStorage:
-    """Objects of artifact caches under one fsspec URL.
+class FsspecStorage(ObjectStorage):
+    """The :class:`~freshkeep.ports.ObjectStorage` of artifact caches under one fsspec URL.
 
     ``url`` is a local directory (``/var/lib/app/artifacts``, ``file:///…``) or any fsspec URL
     (``s3://bucket/prefix`` with s3fs; ``storage_options`` go to the filesystem, e.g.
@@ -85,7 +63,7 @@ class ObjectStorage:
             os.makedirs(self.root, exist_ok=True)
 
     def __repr__(self) -> str:
-        return f"ObjectStorage({self.url!r})"
+        return f"FsspecStorage({self.url!r})"
 
     def path(self, cache: str, object_id: str) -> str:
         """Where the object ``object_id`` of ``cache`` is stored."""
@@ -217,11 +195,9 @@ class ObjectStorage:
                 return None
             raise
 
-    def local_path(self, cache: str, object_id: str) -> str:
-        """The file of an object on local storage (raises ``ConfigurationError`` otherwise)."""
-        if not self.local:
-            raise ConfigurationError(f"artifact storage {self.url!r} is not a local directory")
-        return self.path(cache, object_id)
+    def local_path(self, cache: str, object_id: str) -> str | None:
+        """The file of an object on local storage (``None`` on another filesystem)."""
+        return self.path(cache, object_id) if self.local else None
 
     async def _call(self, fn: Any, *args: Any, what: str, **kw: Any) -> Any:
         try:
@@ -230,4 +206,4 @@ class ObjectStorage:
             raise StoreError(f"artifact storage {self.url!r}: cannot {what}: {exc!r}") from exc
 
 
-__all__ = ["ObjectStorage", "StoredObject", "content_id", "is_content_id"]
+__all__ = ["FsspecStorage", "ObjectStorage", "StoredObject", "content_id", "is_content_id"]

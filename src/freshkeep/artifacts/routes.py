@@ -58,12 +58,12 @@ def artifact_routes(*caches: ArtifactCache | Iterable[ArtifactCache]) -> list[Ro
             grant = cache.verify(artifact_id, request.query_params)
         except InvalidSignatureError as exc:
             return _error(403, "invalid-signature", str(exc))
-        if not cache.storage.local:
+        path = cache.storage.local_path(name, artifact_id)
+        if path is None:  # not a local directory: the storage's own (presigned) URL
             url, _ = await cache.url_for(
                 artifact_id, content_type=grant.content_type, filename=grant.filename
             )
             return Response(status_code=307, headers={"Location": url})
-        path = cache.storage.local_path(name, artifact_id)
         if not os.path.isfile(path):
             return _error(404, "not-found", f"artifact {name}/{artifact_id} is not stored")
         remaining = max(0, int(grant.expires - cache.clock.time()))

@@ -239,8 +239,10 @@ async def run_library(
             async def remote_change() -> None:
                 # Another instance committed to decisions; the bus delivered it. (The
                 # progress tail is strict: a change there is rebuilt in line, never stale.)
-                assert revisions is not None and hasattr(revisions, "bump")
-                tracker.apply(await revisions.bump(["table:decisions"]))
+                assert revisions is not None
+                bumped = await revisions.bump(["table:decisions"])
+                assert bumped is not None
+                tracker.apply(bumped)
 
             async def local_progress() -> None:
                 async with hub.sessionmaker() as s:

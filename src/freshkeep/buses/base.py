@@ -10,23 +10,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from freshkeep.buses.messages import BusStats, decode, encode
-from freshkeep.core.component import Component, Kind
+from freshkeep.core.backoff import Backoff
+from freshkeep.core.component import Kind
 from freshkeep.core.revision import Revision
-from freshkeep.ports import Listener, RemoteBusSnapshot
+from freshkeep.ports import Bus, ConnectCallback, Listener, RemoteBusSnapshot
 
 log = logging.getLogger("freshkeep.bus")
 
-ConnectCallback = Callable[[], Awaitable[Any] | None]
-"""Called after each successful (re)subscribe, e.g. ``keeper.resync`` (sync or async)."""
 
-
-class RemoteBus(Component):
+class RemoteBus(Bus):
     """The base of the buses between processes; subclasses connect, listen and send.
 
     Lifecycle: ``await bus.start()`` subscribes (and keeps re-subscribing, with a doubling
@@ -224,7 +221,7 @@ class RemoteBus(Component):
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
-        delay = self.reconnect_backoff
+        delays = Backoff(self.reconnect_backoff, self.max_reconnect_backoff, jitter=0.5)
         while not self._closing.is_set():
             error: Exception | None = None
             try:
@@ -234,13 +231,12 @@ class RemoteBus(Component):
             if self._closing.is_set():
                 return
             if self.stats.connected:
-                delay = self.reconnect_backoff  # it was up: retry soon
+                delays.reset()  # it was up: retry soon
             self._disconnected(error)
             try:
-                await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.5, 1.0))
+                await asyncio.wait_for(self._closing.wait(), delays.next())
             except TimeoutError:
                 pass
-            delay = min(delay * 2, self.max_reconnect_backoff)
 
     def _connected(self) -> None:
         """Record a successful (re)subscribe and call the ``on_connect`` callbacks."""

@@ -6,14 +6,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
-from freshkeep.core.component import Component, Kind
+from freshkeep.core.component import Kind
 from freshkeep.core.revision import Revision
-from freshkeep.ports import BusSnapshot, Listener
+from freshkeep.ports import Bus, BusSnapshot, Listener
 
 log = logging.getLogger("freshkeep.bus")
 
 
-class LocalBus(Component):
+class LocalBus(Bus):
     """A bus inside one process (the embedded default).
 
     Delivery is synchronous and in order; a listener that raises is logged and counted and

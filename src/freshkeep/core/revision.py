@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock, SystemClock
 from freshkeep.exceptions import RevisionSourceError
+
+if TYPE_CHECKING:
+    from freshkeep.ports import RevisionSource  # the port sits above core
 
 _EPOCHS = itertools.count(1)
 """Epochs are unique across trackers, so an entry validated by one keeper is never taken as
@@ -27,14 +30,6 @@ validated by another that shares its store."""
 
 Revision = int | str
 """A source's revision: an ``int`` counter, or a ``str`` watermark."""
-
-
-class RevisionSource(Protocol):
-    """Reads the current revisions of sources, all in one round trip."""
-
-    async def read(self, sources: Collection[str]) -> dict[str, Revision]:
-        """Return the committed revision of each source (``0`` for one never written)."""
-        ...
 
 
 def is_newer(old: Revision | None, new: Revision) -> bool:

@@ -17,18 +17,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
 
 from freshkeep.exceptions import UnknownSourceError
-
-
-@runtime_checkable
-class SourceCatalog(Protocol):
-    """A revision source that can list the sources it can read (tables, watermarks)."""
-
-    async def known_sources(self) -> frozenset[str]:
-        """Every source this revision source can read a moving revision of."""
-        ...
 
 
 class SourceCheck:
@@ -85,4 +75,4 @@ class SourceCheck:
         )
 
 
-__all__ = ["SourceCatalog", "SourceCheck"]
+__all__ = ["SourceCheck"]

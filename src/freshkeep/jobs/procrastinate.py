@@ -29,12 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import socket
 import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,23 +41,18 @@ import orjson
 
 from freshkeep.exceptions import (
     ConfigurationError,
-    DuplicateNameError,
     EncodeError,
     JobQueueError,
     JobQueueTimeout,
-    UnknownTaskError,
     missing_extra,
 )
 from freshkeep.jobs._types import (
-    SKIP_REASONS,
     DedupScope,
     EnqueueResult,
     JobContext,
+    JobQueue,
     JobQueueSnapshot,
-    LockFunc,
     PeriodicSpec,
-    QueueComponent,
-    TaskFunc,
     TaskSpec,
 )
 
@@ -174,7 +167,7 @@ class _Backoff(BaseRetryStrategy):
         return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
 
 
-class ProcrastinateJobQueue(QueueComponent):
+class ProcrastinateJobQueue(JobQueue):
     """The distributed :class:`~freshkeep.jobs.JobQueue` on procrastinate (see the module
     docstring for the mapping). ``url`` is the PostgreSQL database (a SQLAlchemy or libpq URL);
     apply procrastinate's schema once with :meth:`apply_schema`. :meth:`start` runs a
@@ -184,6 +177,7 @@ class ProcrastinateJobQueue(QueueComponent):
     """
 
     backend = "procrastinate"
+    reserved_tasks = frozenset({STALLED_TASK})
 
     def __init__(
         self,
@@ -196,6 +190,7 @@ class ProcrastinateJobQueue(QueueComponent):
         stalled_check_every: float = 60.0,
         worker_id: str | None = None,
     ) -> None:
+        super().__init__()
         if concurrency < 1 or poll_interval <= 0 or lease <= 0:
             raise ConfigurationError("need concurrency >= 1, poll_interval > 0 and lease > 0")
         self.url = url
@@ -208,34 +203,14 @@ class ProcrastinateJobQueue(QueueComponent):
             conninfo=conninfo(url), min_size=1, max_size=max(4, concurrency + 2)
         )
         self.app = procrastinate.App(connector=connector)
-        self._tasks: dict[str, TaskSpec] = {}
-        self._periodic: dict[str, PeriodicSpec] = {}
-        self._stats: Counter[str] = Counter()
-        self._skips: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
-        self._counts = {"queued": 0, "running": 0}
-        self._last_error: str | None = None
-        self._last_failed: tuple[float, str] | None = None
         self._opened = False
         self._worker: asyncio.Task[None] | None = None
         self._register_stalled_task(stalled_check_every)
 
     # -- registration ----------------------------------------------------------------------
 
-    def task(
-        self,
-        name: str,
-        func: TaskFunc,
-        *,
-        retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 300.0,
-        lock: LockFunc | None = None,
-    ) -> None:
-        """Register a task. ``lock(args)`` -> lock name: at most one running job per lock."""
-        if name in self._tasks or name == STALLED_TASK:
-            raise DuplicateNameError(f"a job task named {name!r} is registered")
-        spec = TaskSpec(name, func, retries, backoff, max_backoff, lock)
-        self._tasks[name] = spec
+    def _register_task(self, spec: TaskSpec) -> None:
+        """A procrastinate task that runs ``spec`` (retried with the port's backoff)."""
 
         async def run(
             context: procrastinate.JobContext,
@@ -245,35 +220,21 @@ class ProcrastinateJobQueue(QueueComponent):
             await self._run(spec, context, args or {}, timestamp)
 
         self.app.task(
-            name=name,
+            name=spec.name,
             queue=QUEUE,
             pass_context=True,
-            retry=_Backoff(spec) if retries else False,
+            retry=_Backoff(spec) if spec.retries else False,
         )(run)
 
-    def periodic(
-        self,
-        task: str,
-        every: float,
-        *,
-        args: Mapping[str, Any] | None = None,
-        misfire_grace: float | None = None,
-    ) -> None:
-        """Defer ``task`` once per tick of ``every`` seconds (a cron step, see
-        :func:`cron_for`) across all workers; a tick started later than ``misfire_grace``
-        (default: ``every``) past its time is skipped and counted."""
-        spec = self._spec(task)
-        if task in self._periodic:
-            raise DuplicateNameError(f"task {task!r} is periodic already")
-        periodic = PeriodicSpec(task, every, dict(args or {}), misfire_grace)
-        cron = cron_for(every)
-        self._periodic[task] = periodic
+    def _register_periodic(self, spec: TaskSpec, periodic: PeriodicSpec) -> None:
+        """A procrastinate periodic task on a cron step (see :func:`cron_for`)."""
+        cron = cron_for(periodic.every)
         kwargs: dict[str, Any] = {"task_kwargs": {"args": dict(periodic.args)}}
         lock = spec.lock_for(dict(periodic.args))
         if lock is not None:
             kwargs["lock"] = lock
-        self.app.periodic(cron=cron, periodic_id=f"freshkeep:{task}", **kwargs)(
-            self.app.tasks[task]
+        self.app.periodic(cron=cron, periodic_id=f"freshkeep:{spec.name}", **kwargs)(
+            self.app.tasks[spec.name]
         )
 
     def _register_stalled_task(self, every: float) -> None:
@@ -284,15 +245,6 @@ class ProcrastinateJobQueue(QueueComponent):
             name=STALLED_TASK, queue=QUEUE, pass_context=True, queueing_lock=STALLED_TASK
         )(retry_stalled_jobs)
         self.app.periodic(cron=cron_for(every), periodic_id=STALLED_TASK)(task)
-
-    def _spec(self, task: str) -> TaskSpec:
-        try:
-            return self._tasks[task]
-        except KeyError:
-            known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTaskError(
-                f"no job task named {task!r} is registered (registered: {known})"
-            ) from None
 
     # -- schema and connection -------------------------------------------------------------
 
@@ -322,12 +274,7 @@ class ProcrastinateJobQueue(QueueComponent):
         """Add a job (see :meth:`freshkeep.jobs.JobQueue.enqueue`). ``connection``: an
         SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on this queue's database, in a
         transaction; the job is inserted in it, in a savepoint."""
-        spec = self._spec(task)
-        if dedup_scope not in ("queued", "running"):
-            raise ConfigurationError(f"dedup_scope must be 'queued' or 'running': {dedup_scope!r}")
-        if delay < 0 or not math.isfinite(delay):
-            raise ConfigurationError(f"delay must be a finite number >= 0: {delay!r}")
-        data = dict(args or {})
+        _, data, lock = self._prepare(task, args, dedup_key, dedup_scope, delay)
         try:
             encoded = orjson.dumps({"args": data}).decode()
         except TypeError as exc:
@@ -337,7 +284,7 @@ class ProcrastinateJobQueue(QueueComponent):
         params = {
             "queue": QUEUE,
             "task": task,
-            "lock": spec.lock_for(data) or dedup_key,
+            "lock": lock or dedup_key,
             "qlock": dedup_key,
             "args": encoded,
             "delay": float(delay),
@@ -350,11 +297,13 @@ class ProcrastinateJobQueue(QueueComponent):
                 job_id, reason = await self._defer_sqlalchemy(connection, params)
         except (pe.ProcrastinateException, OSError) as exc:
             raise JobQueueError(f"could not enqueue a {task!r} job: {exc}") from exc
-        if job_id is not None:
-            self._stats["enqueued"] += 1
-            return EnqueueResult(str(job_id), True)
-        self._skips[reason] += 1
-        return EnqueueResult(None, False, reason)
+        result = (
+            EnqueueResult(str(job_id), True)
+            if job_id is not None
+            else EnqueueResult(None, False, reason)
+        )
+        self._count_enqueue(result)
+        return result
 
     async def _defer_pool(self, params: dict[str, Any]) -> tuple[int | None, str]:
         await self.open()
@@ -439,12 +388,8 @@ class ProcrastinateJobQueue(QueueComponent):
         try:
             await spec.func(JobContext(str(job.id), spec.name, attempt), args)
         except Exception as exc:
-            self._last_error = f"{spec.name}: {type(exc).__name__}: {exc}"
-            if attempt <= spec.retries:
-                self._stats["retried"] += 1
-            else:
-                self._stats["failed"] += 1
-                self._last_failed = (time.time(), self._last_error)
+            error = f"{type(exc).__name__}: {exc}"
+            self._count_failure(spec.name, error, final=attempt > spec.retries)
             raise
         self._stats["done"] += 1
 
@@ -550,25 +495,7 @@ class ProcrastinateJobQueue(QueueComponent):
     def snapshot(self) -> JobQueueSnapshot:
         """Counters of this process, and queued/running counts as of the last :meth:`counts`
         or :meth:`drain`."""
-        return JobQueueSnapshot(
-            name=self.name,
-            backend=self.backend,
-            worker=self.worker_id,
-            tasks=tuple(sorted(self._tasks)),
-            periodic={n: s.every for n, s in self._periodic.items()},
-            enqueued=self._stats["enqueued"],
-            deduplicated=self._skips["deduplicated"],
-            done=self._stats["done"],
-            failed=self._stats["failed"],
-            retried=self._stats["retried"],
-            stalled=self._stats["stalled"],
-            skipped=dict(self._skips),
-            queued=self._counts["queued"],
-            running=self._counts["running"],
-            last_error=self._last_error,
-            last_failed_at=self._last_failed[0] if self._last_failed else None,
-            last_failed=self._last_failed[1] if self._last_failed else None,
-        )
+        return JobQueueSnapshot(**self._snapshot_fields(), worker=self.worker_id)
 
 
 __all__ = ["QUEUE", "STALLED_TASK", "ProcrastinateJobQueue", "conninfo", "cron_for"]

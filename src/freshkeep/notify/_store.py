@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import orjson
 
 from freshkeep.exceptions import EncodeError
+from freshkeep.ports import StateStore as StateStore
 
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
@@ -20,33 +21,7 @@ def canonical(state: Any) -> bytes:
         raise EncodeError(f"a notifier state must be JSON-encodable: {exc}") from exc
 
 
-@runtime_checkable
-class StateStore(Protocol):
-    """The last confirmed state of each (notifier, subject), as canonical JSON bytes.
-
-    Implementations: :class:`MemoryStateStore` (the default, lost on restart),
-    :class:`freshkeep.notify.sql.SQLAlchemyStateStore` and
-    :class:`freshkeep.notify.redis.RedisStateStore`. Nothing is pickled.
-    """
-
-    async def get(self, notifier: str, subject: str) -> bytes | None:
-        """The confirmed state of ``subject``, or ``None`` if none was confirmed."""
-        ...
-
-    async def get_all(self, notifier: str) -> dict[str, bytes]:
-        """Every confirmed state of ``notifier``, by subject."""
-        ...
-
-    async def set(self, notifier: str, subject: str, state: bytes, confirmed_at: float) -> None:
-        """Record ``state`` as the confirmed state of ``subject`` (wall-clock ``confirmed_at``)."""
-        ...
-
-    async def delete(self, notifier: str, subject: str) -> None:
-        """Forget the confirmed state of ``subject``."""
-        ...
-
-
-class MemoryStateStore:
+class MemoryStateStore(StateStore):
     """A :class:`StateStore` in a dict: states survive a notifier, not the process."""
 
     def __init__(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from freshkeep.exceptions import StoreError, missing_extra
+from freshkeep.ports import StateStore
 
 try:
     import redis.asyncio as aioredis
@@ -17,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
     raise missing_extra("redis", "redis") from exc
 
 
-class RedisStateStore:
+class RedisStateStore(StateStore):
     """Confirmed notifier states in Redis hashes under ``prefix`` (default ``freshkeep:``).
 
     Errors of the client are raised as :class:`~freshkeep.exceptions.StoreError`.

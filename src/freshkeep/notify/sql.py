@@ -9,6 +9,7 @@ pickled.
 from __future__ import annotations
 
 from freshkeep.exceptions import missing_extra
+from freshkeep.ports import StateStore
 
 try:
     from sqlalchemy import delete, select
@@ -19,7 +20,7 @@ from freshkeep.sql.schema import NOTIFY_STATE_TABLE, notify_state_table
 from freshkeep.sql.state import SQLStateStore, upsert_rows
 
 
-class SQLAlchemyStateStore(SQLStateStore):
+class SQLAlchemyStateStore(SQLStateStore, StateStore):
     """Confirmed notifier states in the ``freshkeep_notify_state`` table.
 
     Errors of the driver are raised as :class:`~freshkeep.exceptions.StoreError`.

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
+from freshkeep.core.backoff import backoff
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component, Kind
 from freshkeep.exceptions import DuplicateNameError, UnknownProcessorError
@@ -250,7 +251,7 @@ class Pipeline(Component):
             stats.errors[item.key] = error
         log.warning("processor %s failed on %s: %s", name, item.key, error)
         attempts = (prev.attempts if prev is not None and prev.failed else 0) + 1
-        delay = min(self.retry_backoff * 2 ** (attempts - 1), self.max_retry_backoff)
+        delay = backoff(attempts, self.retry_backoff, self.max_retry_backoff)
         return ItemState(
             name,
             item.key,

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
 
-from freshkeep.processing._types import ItemState
-
-
-class ProcessingStateStore(Protocol):
-    """Per-(processor, item) state. A run loads a processor's states in one call and writes
-    them in batches; processors never see each other's rows."""
-
-    async def load(self, processor: str) -> dict[str, ItemState]:
-        """Every state of ``processor``, by item key."""
-        ...
-
-    async def save(self, states: Sequence[ItemState]) -> None:
-        """Insert or replace ``states`` (one transaction)."""
-        ...
-
-    async def delete(self, processor: str, keys: Iterable[str]) -> None:
-        """Forget the states of ``keys`` (items that no longer exist)."""
-        ...
+from freshkeep.ports import ItemState as ItemState
+from freshkeep.ports import ProcessingStateStore as ProcessingStateStore
 
 
-class MemoryProcessingState:
+class MemoryProcessingState(ProcessingStateStore):
     """A :class:`ProcessingStateStore` in a dict (tests, and one process without a database).
 
     ``loads`` and ``saves`` count calls; ``fail`` makes them raise.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from freshkeep.core.component import Snapshot
+from freshkeep.ports import ItemState as ItemState
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,33 +39,6 @@ class Outcome:
 
     counts: Mapping[str, int] = field(default_factory=dict)
     details: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ItemState:
-    """What is recorded per (processor, item).
-
-    ``processed_at`` is the wall time of the last successful processing (``None``: never
-    succeeded); ``mtime_ns``/``size``/``content_hash`` describe the content last looked at;
-    ``attempts`` counts the failures since the last success; ``retry_at`` is the wall time
-    before which a failed item is not tried again (unless its file changes).
-    """
-
-    processor: str
-    key: str
-    mtime_ns: int
-    size: int
-    content_hash: str | None = None
-    processed_at: float | None = None
-    counts: Mapping[str, int] = field(default_factory=dict)
-    last_error: str | None = None
-    attempts: int = 0
-    retry_at: float | None = None
-
-    @property
-    def failed(self) -> bool:
-        """Whether the last attempt on this content failed."""
-        return self.last_error is not None
 
 
 @dataclass(frozen=True, slots=True)

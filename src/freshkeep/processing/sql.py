@@ -13,13 +13,13 @@ from typing import Any
 import orjson
 
 from freshkeep.exceptions import missing_extra
+from freshkeep.ports import ItemState, ProcessingStateStore
 
 try:
     from sqlalchemy import delete, select
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
-from freshkeep.processing._types import ItemState
 from freshkeep.sql.schema import PROCESSING_STATE_TABLE, processing_state_table
 from freshkeep.sql.state import SQLStateStore, upsert_rows
 
@@ -50,7 +50,7 @@ def _states(rows: Iterable[Any]) -> dict[str, ItemState]:
     }
 
 
-class SQLProcessingState(SQLStateStore):
+class SQLProcessingState(SQLStateStore, ProcessingStateStore):
     """A :class:`~freshkeep.processing.ProcessingStateStore` in a SQL table (sync or async
     engine). Driver errors are raised as :class:`~freshkeep.exceptions.StoreError`."""
 

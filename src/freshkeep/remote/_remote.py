@@ -12,6 +12,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from freshkeep.core.backoff import backoff
 from freshkeep.core.component import Component, Kind
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import ConfigurationError, RemoteUnavailableError
@@ -333,9 +334,7 @@ class Remote(Component):
         c = self.config
         now = self._clock.monotonic()
         slot.failures += 1
-        slot.backoff = (
-            c.retry_backoff if slot.failures == 1 else min(slot.backoff * 2, c.max_retry_backoff)
-        )
+        slot.backoff = backoff(slot.failures, c.retry_backoff, c.max_retry_backoff)
         slot.retry_at = now + slot.backoff
         slot.error, slot.error_at = exc, self._clock.time()
         s = self.stats

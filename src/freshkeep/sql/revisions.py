@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
+from freshkeep.ports import RevisionSource
 
 try:
     from sqlalchemy import Connection, Engine, Table, func, inspect, select, update
@@ -134,7 +135,7 @@ class DataVersion:
             self._conn = None
 
 
-class SQLAlchemyRevisions:
+class SQLAlchemyRevisions(RevisionSource):
     """Reads (and bumps) revision counters through a SQLAlchemy engine, sync or async.
 
     ``watermarks`` maps source names to :class:`Watermark` for tables freshkeep's hooks never

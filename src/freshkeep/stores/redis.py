@@ -30,10 +30,10 @@ import orjson
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.codec import decode_entry, encode_entry, identity_json
-from freshkeep.core.component import Component, Kind
+from freshkeep.core.component import Kind
 from freshkeep.core.entry import Entry
 from freshkeep.exceptions import ConfigurationError, CorruptEntryError, EncodeError, missing_extra
-from freshkeep.stores.base import SharedStoreSnapshot
+from freshkeep.ports import SharedStore, SharedStoreSnapshot
 
 try:
     import redis.asyncio as aioredis
@@ -130,7 +130,7 @@ class RedisStoreSnapshot(SharedStoreSnapshot):
     signed: bool
 
 
-class RedisStore(Component):
+class RedisStore(SharedStore):
     """Entries in Redis, shared by every instance. See the module docstring.
 
     ``url_or_client``: a ``redis://`` / ``rediss://`` URL (the store owns that client and closes

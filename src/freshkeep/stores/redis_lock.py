@@ -22,6 +22,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from freshkeep.exceptions import ConfigurationError, StoreError
+from freshkeep.ports import Lock
 from freshkeep.stores.redis import check_client, connect
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ return 0
 """
 
 
-class RedisLock:
+class RedisLock(Lock):
     """Named leases in Redis under ``prefix``; each operation is bounded by ``timeout``.
 
     ``url_or_client``: a URL (this lock owns that client and closes it in :meth:`aclose`) or a

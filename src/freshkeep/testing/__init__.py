@@ -1,4 +1,8 @@
-"""Stand-ins for your own tests: a fake clock, and a keeper with in-memory revisions."""
+"""Stand-ins for your own tests: a fake clock, and a keeper with in-memory revisions.
+
+The conformance suites of the ports, for your own backends, are in
+:mod:`freshkeep.testing.conformance` (it imports pytest; this module does not).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from freshkeep.core.revision import Revision
+from freshkeep.ports import RevisionSource
 
 
 class FakeClock:
@@ -58,7 +63,7 @@ class _Timer:
         self.cancelled = True
 
 
-class MemoryRevisions:
+class MemoryRevisions(RevisionSource):
     """A :class:`~freshkeep.core.revision.RevisionSource` held in a dict: counters another
     "process" can move behind the keeper's back (assign to ``revisions[source]``).
 

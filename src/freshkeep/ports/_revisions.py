@@ -1,0 +1,35 @@
+"""The revision source port: where the committed revision of each source is read."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+
+from freshkeep.core.revision import Revision
+
+
+class RevisionSource(ABC):
+    """Reads the current revisions of sources, all in one round trip.
+
+    Optional capabilities, "not supported" (``None``) in the base: :meth:`bump` (increment
+    counters in a transaction of its own) and :meth:`known_sources` (list what it can read,
+    so a keeper can refuse a view whose source nothing moves).
+    """
+
+    @abstractmethod
+    async def read(self, sources: Collection[str]) -> dict[str, Revision]:
+        """Return the committed revision of each source (``0`` for one never written)."""
+
+    async def bump(self, sources: Collection[str]) -> dict[str, Revision] | None:
+        """Increment the counters of ``sources``; return their new revisions, or ``None`` when
+        this source cannot bump (the default)."""
+        return None
+
+    async def known_sources(self) -> frozenset[str] | None:
+        """Every source this revision source can read a moving revision of, or ``None`` when
+        it cannot tell (the default: a keeper then checks views against tracked tables and
+        declared sources only)."""
+        return None
+
+
+__all__ = ["RevisionSource"]
