@@ -119,6 +119,21 @@ def test_a_missing_table_or_revision_table_is_a_clear_error(tmp_path: Path) -> N
         install_triggers(str(bare), ["freshkeep_revisions"])
 
 
+def test_downgrade_drops_the_triggers_with_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "down.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY)")
+    migrate.upgrade(str(path))
+    install_triggers(str(path), ["tasks"])
+    assert migrate.downgrade(str(path), "base").after is None
+    assert triggered_tables(str(path)) == []
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        run(conn, "INSERT INTO tasks (id) VALUES (1)")  # writes keep working
+    migrate.upgrade(str(path))
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM freshkeep_revisions").fetchone() == (0,)
+
+
 async def test_hooks_and_a_trigger_on_one_write_agree(db: TrackedDb) -> None:
     await install_triggers_async(db.engine, ["tasks"])
     async with db.session() as s:

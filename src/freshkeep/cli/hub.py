@@ -154,8 +154,8 @@ def migrate(
         typer.Option(
             "--triggers",
             metavar="TABLE",
-            help="PostgreSQL: install the change-capture trigger on TABLE (repeat, or "
-            "comma-separate). Raw SQL writes to it then bump its revision.",
+            help="Install the change-capture trigger(s) on TABLE (PostgreSQL or SQLite; "
+            "repeat, or comma-separate). Any program's writes to it then bump its revision.",
             show_default=False,
         ),
     ] = None,
@@ -164,7 +164,7 @@ def migrate(
         typer.Option(
             "--remove-triggers",
             metavar="TABLE",
-            help="PostgreSQL: drop the change-capture trigger of TABLE.",
+            help="Drop the change-capture trigger(s) of TABLE.",
             show_default=False,
         ),
     ] = None,

@@ -6,7 +6,9 @@ legacy bulk operation, a Core DML statement, also through ``session.connection()
 **at** ``before_commit``, **in** the writing transaction; the new revisions are applied to the
 keeper **after** commit (read-your-writes) and published to its bus through
 :meth:`Keeper.publish <freshkeep.Keeper.publish>`; a rollback changes and publishes nothing.
-Raw SQL (``text()``, ``exec_driver_sql``) is not parsed: :func:`bump` marks what it wrote.
+Raw SQL (``text()``, ``exec_driver_sql``) is attributed to the tables it writes
+(:func:`freshkeep.sql.statements.written_tables`); :func:`bump` marks what nothing can
+attribute (a ``SELECT`` of a function that writes, a cascade into another table).
 
 The SQL substrate the hooks write to (the revision table, :class:`SQLAlchemyRevisions`,
 engines) is :mod:`freshkeep.sql`; its names used with the hooks are re-exported here.

@@ -30,8 +30,9 @@ idempotent (``CREATE OR REPLACE FUNCTION``, ``DROP TRIGGER IF EXISTS``).
 ``freshkeep_revisions`` inside the writing transaction. A statement that writes N rows bumps
 the counter N times (counters only need to move; the cost is one indexed update per row, inside
 SQLite). A ``DELETE`` without ``WHERE`` fires them too (SQLite skips its truncate optimisation
-for a table with a delete trigger). SQLite has no NOTIFY: another process learns of the commit
-through ``PRAGMA data_version`` (see :class:`freshkeep.sql.watch.SQLiteChangeWatcher`).
+for a table with a delete trigger). SQLite has no NOTIFY: other processes read the counter at
+their next resync, which ``PRAGMA data_version`` keeps cheap (see
+:class:`freshkeep.sql.revisions.DataVersion`).
 Installing is idempotent (``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``), in one
 transaction.
 """

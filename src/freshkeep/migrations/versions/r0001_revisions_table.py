@@ -31,10 +31,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop ``freshkeep_revisions`` (every counter is lost), and on PostgreSQL the
-    change-capture triggers and their function first: they would fail every write without it."""
+    """Drop ``freshkeep_revisions`` (every counter is lost), and the change-capture triggers
+    first (on PostgreSQL with their function): they would fail every write without it."""
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS freshkeep_bump() CASCADE")
+    elif bind.dialect.name == "sqlite":
+        quote = bind.dialect.identifier_preparer.quote_identifier
+        triggers = bind.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+            "AND name LIKE 'freshkeep_bump_%' AND sql LIKE '%freshkeep_revisions%'"
+        ).fetchall()
+        for (name,) in triggers:
+            op.execute(f"DROP TRIGGER IF EXISTS {quote(name)}")
     if sa.inspect(bind).has_table(TABLE):
         op.drop_table(TABLE)
