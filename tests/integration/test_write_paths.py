@@ -278,7 +278,14 @@ def make_process(
     engine: AsyncEngine, bus: Bus, clock: FakeClock, notes: Path, **revision_kw: Any
 ) -> Process:
     revisions = SQLAlchemyRevisions(engine, **revision_kw)
-    keeper = Keeper(revisions, bus=bus, clock=clock, probe="interval", resync_interval=INTERVAL)
+    keeper = Keeper(
+        revisions,
+        bus=bus,
+        clock=clock,
+        probe="interval",
+        resync_interval=INTERVAL,
+        sources=[FILES],  # the application bumps it itself
+    )
     return Process(keeper, revisions, engine, notes)
 
 
