@@ -11,6 +11,7 @@ from freshkeep.exceptions import (
 
 try:
     import typer
+    import typer.core
     from rich.console import Console
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("cli", exc.name or "typer") from exc
@@ -21,7 +22,22 @@ if TYPE_CHECKING:
 DEFAULT_SEED_TASKS = 10_000
 """The default of ``--seed-tasks`` (the same as :data:`freshkeep.demo.DEFAULT_SEED_TASKS`)."""
 
+
+class _Group(typer.core.TyperGroup):
+    """The root group: ``--triggers`` given without tables means every table."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg in ("--triggers", "--remove-triggers") and (
+                i + 1 == len(args) or args[i + 1].startswith("-")
+            ):
+                args.insert(i + 1, "*")
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="freshkeep",
     help="freshkeep: keep derived data fresh, and know when it is not.",
     no_args_is_help=True,

@@ -155,7 +155,8 @@ def migrate(
             "--triggers",
             metavar="TABLE",
             help="Install the change-capture trigger(s) on TABLE (PostgreSQL or SQLite; "
-            "repeat, or comma-separate). Any program's writes to it then bump its revision.",
+            "repeat, or comma-separate; alone: every table but freshkeep's own). Any "
+            "program's writes to it then bump its revision.",
             show_default=False,
         ),
     ] = None,
@@ -164,7 +165,7 @@ def migrate(
         typer.Option(
             "--remove-triggers",
             metavar="TABLE",
-            help="Drop the change-capture trigger(s) of TABLE.",
+            help="Drop the change-capture trigger(s) of TABLE (alone: of every table).",
             show_default=False,
         ),
     ] = None,
@@ -194,7 +195,14 @@ def migrate(
             console.print(f"already up to date (revision {result.after})", highlight=False)
         if add := split(triggers):
             done = capture.install_triggers(url, add, channel=channel)
-            console.print(f"triggers installed on: {', '.join(done)}", highlight=False)
+            if done:
+                console.print(f"triggers installed on: {', '.join(done)}", highlight=False)
+            else:
+                console.print(
+                    "no table of the application yet: run this again once it created them "
+                    "(freshkeep demo installs triggers on its own tables)",
+                    highlight=False,
+                )
         if drop := split(remove_triggers):
             done = capture.remove_triggers(url, drop)
             console.print(f"triggers removed from: {', '.join(done)}", highlight=False)

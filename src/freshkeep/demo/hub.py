@@ -18,6 +18,7 @@ from freshkeep.keeper import Keeper
 from freshkeep.sql.engine import async_url, display_url
 from freshkeep.sql.engine import create_engine as _create_engine
 from freshkeep.sql.revisions import SQLAlchemyRevisions
+from freshkeep.sql.triggers import install_triggers_async
 from freshkeep.views import View
 
 log = logging.getLogger("freshkeep.demo")
@@ -65,14 +66,22 @@ class Hub:
     summary: View
     exports: TopicExports
     seed_tasks: int
+    triggers: bool = True
     seed_report: SeedReport | None = None
     started: bool = False
 
     @classmethod
     def create(
-        cls, database_url: str, *, seed_tasks: int | None = None, **keeper_kwargs: Any
+        cls,
+        database_url: str,
+        *,
+        seed_tasks: int | None = None,
+        triggers: bool = True,
+        **keeper_kwargs: Any,
     ) -> Hub:
-        """Build the hub for ``database_url`` (nothing connects yet)."""
+        """Build the hub for ``database_url`` (nothing connects yet). ``triggers``: install
+        the change-capture triggers on the hub's tables at start, so writes by any other
+        program (a script, the ``sqlite3`` shell, ``psql``) move the revisions too."""
         n = DEFAULT_SEED_TASKS if seed_tasks is None else seed_tasks
         if not isinstance(n, int) or n < 0:
             raise ConfigurationError(f"seed_tasks must be an integer >= 0, not {seed_tasks!r}")
@@ -83,7 +92,7 @@ class Hub:
         tracking = track(keeper, sessionmaker, models=TRACKED)
         summary = register_summary(keeper, sessionmaker)
         exports = TopicExports.create(engine, sessionmaker, keeper)  # prebuild on commit
-        return cls(url, engine, sessionmaker, keeper, tracking, summary, exports, n)
+        return cls(url, engine, sessionmaker, keeper, tracking, summary, exports, n, triggers)
 
     async def start(self) -> None:
         """Create the tables (idempotent), seed an empty database, read the revisions, start
@@ -102,6 +111,8 @@ class Hub:
                 log.info("seeded %s rows in %.2f s: %s", rows, report.seconds, report.counts)
             else:
                 log.info("not seeded: %s", report.reason)
+            if self.triggers:  # after seeding: the seed's rows are counted by the hooks
+                await install_triggers_async(self.engine, self.tracking.tables or ())
             await self.keeper.start()
             await self.keeper.resync()
             await self.exports.start()

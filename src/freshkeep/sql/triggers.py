@@ -187,7 +187,37 @@ def _revisions_schema(conn: Connection) -> str:
     return str(schema)
 
 
+ALL_TABLES = "*"
+"""Given as a table name: every table of the database (its default schema) but freshkeep's own
+and Alembic's version table."""
+
+
+def _every_table(conn: Connection) -> list[str]:
+    if conn.dialect.name == "sqlite":
+        names = sorted(n for n in _sqlite_tables(conn) if not n.startswith("sqlite_"))
+    else:
+        rows = conn.execute(
+            text(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' "
+                "ORDER BY 1"
+            )
+        )
+        names = [str(r[0]) for r in rows]
+    return [n for n in names if not n.startswith("freshkeep_") and n != "alembic_version"]
+
+
+def _expand(conn: Connection, tables: list[str]) -> list[str]:
+    if ALL_TABLES not in tables:
+        return tables
+    rest = [t for t in tables if t != ALL_TABLES]
+    return list(dict.fromkeys([*_every_table(conn), *rest]))
+
+
 def _install(conn: Connection, tables: list[str], channel: str) -> list[str]:
+    tables = _expand(conn, tables)
+    if not tables:
+        return []  # "*" on a database with no table of the application yet
     if conn.dialect.name == "sqlite":
         return _sqlite_install(conn, tables)
     _check_postgres(conn)
@@ -208,6 +238,7 @@ def _install(conn: Connection, tables: list[str], channel: str) -> list[str]:
 
 
 def _remove(conn: Connection, tables: list[str]) -> list[str]:
+    tables = _expand(conn, tables)
     if conn.dialect.name == "sqlite":
         return _sqlite_remove(conn, tables)
     _check_postgres(conn)
@@ -237,7 +268,8 @@ def install_triggers(
 ) -> list[str]:
     """Install (or replace) the change-capture trigger on each of ``tables``.
 
-    ``tables`` are names (``tasks``, ``table:tasks`` or, on PostgreSQL, ``schema.tasks``); the
+    ``tables`` are names (``tasks``, ``table:tasks`` or, on PostgreSQL, ``schema.tasks``), or
+    :data:`ALL_TABLES` (``"*"``) for every table of the database but freshkeep's own; the
     ``freshkeep_revisions`` table must exist (``freshkeep migrate``). On PostgreSQL,
     notifications go to ``channel`` (SQLite has none). Returns the bare table names, whose
     sources are ``table:<name>``. Raises :class:`~freshkeep.exceptions.ConfigurationError` for
