@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ PACKAGES = (
     "matplotlib",
 )
 PEERS = ("dogpile", "aiocache", "cashews", "cashews_norepr")
+REFERENCES = {
+    "await": "`await` of a coroutine (reference)",
+    "freshkeep": "summary hit, probe=interval (reference)",
+}
+"""Rows of the hit table repeated in the probes' table, for scale."""
 
 
 def _read(path: str) -> str:
@@ -110,8 +116,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             fastest = min(peers, key=lambda p: p["median_ns"])
             r = fastest["median_ns"] / fk["median_ns"]
             add(
-                "in-process hit no slower than the peers' memory backends",
-                f"fastest peer ({fastest['name']}) is {r:.1f}x slower",
+                "in-process hit no slower than the peers' memory caches",
+                f"fastest: {fastest['name']}, {r:.1f}x slower",
                 r >= 1.0,
             )
     floor, fresh = _mode(svc, "floor", "read"), _mode(svc, "freshkeep", "read")
@@ -164,8 +170,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# freshkeep benchmark ({results['preset']}, {results['started_at']})",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib'] or '?'} MiB, {m['os']}, "
-        f"{m['python']}. Command: `{results['command']}`; {results['seconds']:.0f} s.",
+        _wrap(
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib'] or '?'} MiB, {m['os']}, "
+            f"{m['python']}. Command: `{results['command']}`; {results['seconds']:.0f} s."
+        ),
         "",
     ]
     lib, svc = results.get("library"), results.get("service")
@@ -176,12 +184,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"{lib['seed_tasks']:,} tasks)",
             "",
             f"Hits: {lib['rounds']} interleaved rounds of calibrated loops; reads that work: "
-            "each timed alone. Spread: interquartile range.",
+            "each timed",
+            "alone. Spread: interquartile range (min and max in results.json).",
             "",
-            "| operation | median | IQR | min - max | x await | x freshkeep hit |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| operation | median | IQR | x await | x freshkeep hit |",
+            "|---|---:|---:|---:|---:|",
         ]
         for c in lib["cases"]:
+            if c.get("group", "read") != "read":
+                continue
             med = c["median_ns"]
             x_aw = f"{med / aw['median_ns']:.2f}" if aw and aw["median_ns"] else ""
             x_fk = f"{med / fk['median_ns']:.2f}" if fk and fk["median_ns"] else ""
@@ -189,10 +200,11 @@ def markdown(results: dict[str, Any]) -> str:
                 x_aw = x_fk = ""
             lines.append(
                 f"| {c['label']} | {_ns(med)} | {_ns(c['q1_ns'])} - {_ns(c['q3_ns'])} "
-                f"| {_ns(c['min_ns'])} - {_ns(c['max_ns'])} | {x_aw} | {x_fk} |"
+                f"| {x_aw} | {x_fk} |"
             )
+        lines += _probes(lib)
         for note in lib.get("notes", []):
-            lines.append(f"\nNote: {note}")
+            lines.append("\n" + _wrap(f"Note: {note}"))
         lines.append("")
     if svc:
         floor = _mode(svc, "floor", "read")
@@ -259,8 +271,48 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {row['target']} | {row['measured']} | {met} |")
         lines.append("")
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
-    lines += [f"Packages: {pk}.", ""]
+    lines += [_wrap(f"Packages: {pk}."), ""]
     return "\n".join(lines)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+def _probes(lib: dict[str, Any]) -> list[str]:
+    """The revision probes' table and the ratios of the library level (lines < 100 columns)."""
+    probes = [c for c in lib["cases"] if c.get("group") == "probe"]
+    lines: list[str] = []
+    aw = _case(lib, "await")
+    if probes:
+        lines += [
+            "",
+            f"### Revision probes: the summary's {lib.get('sources', '?')} sources, SQLite file",
+            "",
+            'Rows "after a commit": each read timed alone, right after another connection',
+            "committed to the file (the commit not timed); the other rows: the rounds above.",
+            "Queried: reads that ran the counter `SELECT`.",
+            "",
+            "| probe | median | IQR | x await | queried |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        refs = [c for c in (aw, _case(lib, "freshkeep")) if c]
+        for c in refs + probes:
+            med = c["median_ns"]
+            x_aw = f"{med / aw['median_ns']:,.1f}" if aw and aw["median_ns"] else ""
+            st = c.get("statuses") or {}
+            reads = st.get("queried", 0) + st.get("skipped", 0)
+            queried = f"{st.get('queried', 0):,} of {reads:,}" if reads else ""
+            label = REFERENCES.get(c["name"], c["label"]) if c not in probes else c["label"]
+            lines.append(
+                f"| {label} | {_ns(med)} | {_ns(c['q1_ns'])} - {_ns(c['q3_ns'])} "
+                f"| {x_aw} | {queried} |"
+            )
+    ratios = lib.get("ratios") or []
+    if ratios:
+        lines += ["", "| ratio of medians, this run | ratio |", "|---|---:|"]
+        lines += [f"| {r['label']} | {r['ratio']:,.2f} |" for r in ratios]
+    return lines
 
 
 def _distributed(dist: dict[str, Any]) -> list[str]:
@@ -324,10 +376,16 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
     row = 0
     if lib:
         ax = axes[row][0]
-        hits = [c for c in lib["cases"] if c["kind"] == "hit" and c["name"] != "empty"]
+        hits = [
+            c
+            for c in lib["cases"]
+            if c["kind"] == "hit" and c["name"] != "empty" and c.get("group", "read") == "read"
+        ]
         names = [c["name"] for c in hits]
         vals = [c["median_ns"] for c in hits]
-        colors = ["tab:green" if n == "freshkeep" else "tab:gray" for n in names]
+        colors = [
+            "tab:green" if n == "freshkeep" or n.startswith("hit_") else "tab:gray" for n in names
+        ]
         ax.barh(names, vals, color=colors)
         ax.set_xscale("log")
         ax.invert_yaxis()
