@@ -23,6 +23,7 @@ The ``await`` floor and the hub's own hit (``freshkeep``) are the library level'
 from __future__ import annotations
 
 import sqlite3
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -228,10 +229,26 @@ async def changed(p: Probes, samples: int) -> dict[str, tuple[str, list[float], 
 
 
 def ratios(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """:data:`RATIOS` of the medians of ``cases`` (those measured)."""
-    med = {c["name"]: c["median_ns"] for c in cases}
+    """:data:`RATIOS` of ``cases`` (those measured): ``ratio`` is the median of the ratios of
+    samples taken side by side (the same round of loops, or the same pair of reads after a
+    commit), so a burst of load from elsewhere weighs on both; ``ratio_of_medians`` beside it."""
+    by_name = {c["name"]: c for c in cases}
     out = []
     for num, den, label in RATIOS:
-        if med.get(num) and med.get(den):
-            out.append({"num": num, "den": den, "label": label, "ratio": med[num] / med[den]})
+        a, b = by_name.get(num), by_name.get(den)
+        if not a or not b or not a["median_ns"] or not b["median_ns"]:
+            continue
+        xs, ys = a["samples_ns"], b["samples_ns"]
+        paired = [x / y for x, y in zip(xs, ys, strict=True) if y] if len(xs) == len(ys) else []
+        of_medians = a["median_ns"] / b["median_ns"]
+        out.append(
+            {
+                "num": num,
+                "den": den,
+                "label": label,
+                "ratio": statistics.median(paired) if paired else of_medians,
+                "paired": bool(paired),
+                "ratio_of_medians": of_medians,
+            }
+        )
     return out
