@@ -210,9 +210,13 @@ def markdown(results: dict[str, Any]) -> str:
         floor = _mode(svc, "floor", "read")
         fresh = _mode(svc, "freshkeep", "read")
         lines += [
-            f"## Service level: `GET` the summary under uvicorn ({svc['server']['loop']}, "
-            f"{svc['server']['http']}, 1 worker), {svc['connections']} keep-alive connections "
-            f"from another process, {svc['seed_tasks']:,} tasks",
+            "## Service level: `GET` the summary under uvicorn",
+            "",
+            _wrap(
+                f"uvicorn with {svc['server']['loop']} and {svc['server']['http']}, 1 worker; "
+                f"{svc['connections']} keep-alive connections from another process; "
+                f"{svc['seed_tasks']:,} tasks."
+            ),
             "",
             f"### Read phase: no writes (per mode the median of {svc.get('read_rounds', 1)} "
             f"interleaved rounds of {svc['read_s']:g} s)",
@@ -231,34 +235,47 @@ def markdown(results: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            f"### Write phase: {svc['write_rate']:g} writes/s for {svc['write_s']:g} s per mode, "
-            "every response checked against the committed history",
+            f"### Write phase: {svc['write_rate']:g} writes/s for {svc['write_s']:g} s per mode",
             "",
-            "| mode | req/s | p50 ms | p99 ms | writes | checked | stale | stale share "
-            "| beyond bound | stale age p50 / p99 / max | served as |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| mode | req/s | p50 ms | p99 ms | writes | served as |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for name, d in svc["modes"].items():
             w = d["write"]
-            f = w.get("freshness")
-            fresh_cols = "| n/a (fixed bytes) | | | | |"
-            if f:
-                a = f["stale_age_ms"]
-                ages = (
-                    f"{a['p50']:,.0f} / {a['p99']:,.0f} / {a['max']:,.0f} ms" if f["stale"] else ""
-                )
-                bound = f"{f['beyond_bound']} (bound {d['bound_s']:g} s)"
-                fresh_cols = (
-                    f"| {f['checked']:,} | {f['stale']:,} | {f['stale_share']:.1%} | {bound} "
-                    f"| {ages} |"
-                )
             lines.append(
                 f"| {name} | {w['rps']:,.0f} | {w['latency_ms']['p50']:.2f} "
                 f"| {w['latency_ms']['p99']:.2f} | {w['writes']['count'] if w['writes'] else 0} "
-                f"{fresh_cols} {_labels(w)} |"
+                f"| {_labels(w)} |"
+            )
+        lines += [
+            "",
+            "Freshness: every response of the write phase checked against the committed history.",
+            "",
+            "| mode | checked | stale | stale share | beyond bound | stale age p50 / p99 / max |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, d in svc["modes"].items():
+            f = d["write"].get("freshness")
+            if not f:
+                lines.append(f"| {name} | n/a (fixed bytes) | | | | |")
+                continue
+            a = f["stale_age_ms"]
+            ages = f"{a['p50']:,.0f} / {a['p99']:,.0f} / {a['max']:,.0f} ms" if f["stale"] else ""
+            lines.append(
+                f"| {name} | {f['checked']:,} | {f['stale']:,} | {f['stale_share']:.1%} "
+                f"| {f['beyond_bound']} (bound {d['bound_s']:g} s) | {ages} |"
             )
         lines += ["", "Modes:", ""]
-        lines += [f"- `{name}` (`{d['path']}`): {d['what']}" for name, d in svc["modes"].items()]
+        lines += [
+            textwrap.fill(
+                f"- `{name}` (`{d['path']}`): {d['what']}",
+                width=100,
+                subsequent_indent="  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            for name, d in svc["modes"].items()
+        ]
         lines.append("")
     dist = results.get("distributed")
     if dist:
@@ -330,12 +347,15 @@ def _distributed(dist: dict[str, Any]) -> list[str]:
     lines = [
         "## Distributed: two hubs on PostgreSQL + Redis",
         "",
-        f"Two `freshkeep demo` processes (uvicorn, one worker each) on one PostgreSQL database "
-        f"({dist['seed_tasks']:,} tasks), with a Redis store and bus (resync interval "
-        f"{dist['resync_interval_s']:g} s).",
+        _wrap(
+            f"Two `freshkeep demo` processes (uvicorn, one worker each) on one PostgreSQL "
+            f"database ({dist['seed_tasks']:,} tasks), with a Redis store and bus (resync "
+            f"interval {dist['resync_interval_s']:g} s)."
+        ),
         "",
-        f"### Read phase: `GET /state/summary`, {dist['connections']} keep-alive connections "
-        f"split between the hubs, {dist['read_s']:g} s",
+        f"### Read phase: `GET /state/summary`, {dist['read_s']:g} s",
+        "",
+        f"{dist['connections']} keep-alive connections split between the hubs.",
         "",
         "| hub | connections | req/s | p50 ms | p99 ms | errors | served as |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -349,12 +369,16 @@ def _distributed(dist: dict[str, Any]) -> list[str]:
     a, p = inv["latency_ms"], inv["polls"]
     lines += [
         "",
-        f"### Invalidation across processes: {inv['writes']} writes (`POST /progress`) to hub A, "
-        "each timed from A's `201` until hub B first serves a summary that contains it (B "
-        "polled back to back)",
+        "### Invalidation across processes",
         "",
-        "| writes | seen by B | timed out | A → B p50 ms | p99 ms | max ms | polls of B p50 / max "
-        "| write (A's 201) p50 ms |",
+        _wrap(
+            f"{inv['writes']} writes (`POST /progress`) to hub A, each timed from A's `201` until "
+            "hub B first serves a summary that contains it (B polled back to back; polls: the "
+            "reads of B it took)."
+        ),
+        "",
+        "| writes | seen by B | timed out | A → B p50 ms | p99 ms | max ms | polls p50/max "
+        "| A's 201 p50 ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {inv['writes']} | {inv['seen']} | {inv['timeouts']} (after {inv['timeout_s']:g} s) "
         f"| {a['p50']:.2f} | {a['p99']:.2f} | {a['max']:.2f} | {p['p50']:.0f} / {p['max']:.0f} "
