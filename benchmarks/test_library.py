@@ -66,3 +66,17 @@ def test_cashews_memory(
     cache.setup("mem://", check_repr=check_repr)
     loop.run_until_complete(cache.set("k", hub.summary.peek().body))  # type: ignore[union-attr]
     _run(benchmark, batch(lambda: cache.get("k")))
+
+
+def test_revision_probe_unchanged(benchmark: Any, batch: Batch, hub: Hub) -> None:
+    """A read of the summary's revisions when nothing committed: the SQLite data version only
+    (the counter SELECT, ~1 ms here, is ``freshkeep bench --level library``'s ``probe_query``)."""
+    from freshkeep.sql.revisions import SQLAlchemyRevisions
+
+    revisions = SQLAlchemyRevisions(hub.engine)
+    sources = hub.summary.sources
+    try:
+        _run(benchmark, batch(lambda: revisions.read(sources)))
+        assert revisions.skipped > 0
+    finally:
+        revisions.close()

@@ -16,6 +16,14 @@ import pytest
 pytest.importorskip("uvicorn")
 
 MODES = {"floor", "freshkeep", "freshkeep-fastapi", "ttl", "maxprobe", "uncached"}
+PROBES = {
+    "probe_unchanged",
+    "probe_query",
+    "probe_changed",
+    "probe_changed_query",
+    "always",
+    "always_query",
+}
 
 
 def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
@@ -49,6 +57,16 @@ def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
     statuses = {c["name"]: c["statuses"] for c in data["library"]["cases"]}
     assert set(statuses["stale"]) == {"stale"}
     assert set(statuses["miss"]) == {"miss"}
+    # The revision probes (SQLite data version vs the counter SELECT) and the policy hits.
+    assert PROBES | {"hit_swr", "hit_swr_max_age"} <= names
+    groups = {c["name"]: c["group"] for c in data["library"]["cases"]}
+    assert {groups[n] for n in PROBES} == {"probe"} and groups["hit_swr_max_age"] == "read"
+    assert statuses["probe_unchanged"]["skipped"] > 0  # answered by the data version alone
+    for name in ("probe_query", "always_query", "probe_changed", "probe_changed_query"):
+        assert statuses[name]["skipped"] == 0 and statuses[name]["queried"] > 0, name
+    ratios = {(r["num"], r["den"]): r["ratio"] for r in data["library"]["ratios"]}
+    assert ("hit_swr_max_age", "hit_swr") in ratios and ("probe_query", "probe_unchanged") in ratios
+    assert all(r > 0 for r in ratios.values())
 
     modes = data["service"]["modes"]
     assert set(modes) == MODES
@@ -64,8 +82,16 @@ def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
     assert {t["target"] for t in data["targets"]}
 
     report = (out / "results.md").read_text()
-    for heading in ("## Library level", "### Read phase", "### Write phase", "## Targets"):
+    for heading in (
+        "## Library level",
+        "### Revision probes",
+        "### Read phase",
+        "### Write phase",
+        "## Targets",
+    ):
         assert heading in report
+    assert max(len(line) for line in report.splitlines()) <= 100
+    assert "| hit: `swr(30, max_age=300)` / `swr(30)` |" in report
     assert "| freshkeep |" in report
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
@@ -119,5 +145,6 @@ def test_distributed_section_is_reported_without_a_chart(tmp_path: Path) -> None
     report = paths["markdown"].read_text()
     assert "## Distributed: two hubs on PostgreSQL + Redis" in report
     assert "| both | 16 | 8,000 |" in report
+    assert max(len(line) for line in report.splitlines()) <= 100
     assert "| 50 | 50 | 0 (after 10 s) | 8.40 | 12.60 | 12.60 | 4 / 7 |" in report
     assert json.loads(paths["json"].read_text())["distributed"]["invalidation"]["seen"] == 50

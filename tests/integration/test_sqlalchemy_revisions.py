@@ -97,6 +97,16 @@ async def test_an_unchanged_sqlite_file_is_not_queried_again(db: TrackedDb) -> N
     revisions.close()
 
 
+async def test_skip_unchanged_false_queries_on_every_read(db: TrackedDb) -> None:
+    revisions = SQLAlchemyRevisions(db.engine, skip_unchanged=False)
+    first = await revisions.read([TASKS])
+    with statement_log(db.engine) as log:
+        for _ in range(3):
+            assert await revisions.read([TASKS]) == first
+    assert len(log.statements) == 3 and revisions.skipped == 0 and revisions.queries == 4
+    revisions.close()  # nothing to close: no data version was opened
+
+
 async def test_a_delete_changes_the_counter_and_the_watermark_only_through_count(
     db: TrackedDb,
 ) -> None:

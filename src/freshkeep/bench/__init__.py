@@ -4,7 +4,8 @@ Two levels (see ``docs/performance.md``):
 
 - library (:mod:`freshkeep.bench.library`): ns per read in one process: a freshkeep view hit
   beside a dict lookup, an ``await``, and the memory backends of dogpile.cache, aiocache and
-  cashews; a stale read, a section rebuild and a miss of the hub's summary;
+  cashews; a stale read, a section rebuild and a miss of the hub's summary; the revision
+  probes on a SQLite file (:mod:`freshkeep.bench.probes`);
 - service (:mod:`freshkeep.bench.service`): the hub's summary under uvicorn in several modes
   (floor, freshkeep, fixed TTL, ``MAX(updated_at)`` probe, uncached), load from another
   process, and the freshness of every response while a writer changes the data;
@@ -78,6 +79,7 @@ def quick() -> BenchConfig:
             stale_samples=10,
             section_samples=3,
             miss_samples=3,
+            probe_samples=20,
         ),
         service=ServiceConfig(seed_tasks=500, read_s=1.0, read_rounds=1, write_s=2.0, warmup_s=0.3),
         distributed=DistributedConfig(seed_tasks=500, read_s=1.0, warmup_s=0.3, writes=20),

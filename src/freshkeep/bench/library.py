@@ -5,11 +5,15 @@ summary view, and the memory backends of dogpile.cache, aiocache and cashews (be
 dependencies: a peer that is not installed is skipped with a note) holding the same bytes.
 Each is timed in loops of ``n`` operations (``n`` calibrated so a loop lasts ``round_s``),
 ``rounds`` times, interleaved, with the garbage collector off; the figures include the loop's
-own overhead (the ``empty loop`` row).
+own overhead (the ``empty loop`` row). Beside them, in the same rounds: hits of the summary's
+sections under ``Policy.swr(30)`` with and without ``max_age=300``, and the revision probes
+of :mod:`freshkeep.bench.probes` (a SQLite file's data version check against the counter
+``SELECT``; reads under ``probe="always"``).
 
 Reads that do work, on the hub's summary, each timed alone: a stale read (a change learned
 from another instance, served stale while one background refresh runs), a section rebuild
-(a local commit to ``progress_events`` or ``decisions``, rebuilt in line) and a miss.
+(a local commit to ``progress_events`` or ``decisions``, rebuilt in line) and a miss; and a
+revision probe right after a commit to the file, with and without the data version check.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from freshkeep.bench import probes
 from freshkeep.bench.progress import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from freshkeep.demo.hub import Hub
 
 LoopFn = Callable[[int], Awaitable[int]]
 """``await loop(n)`` runs ``n`` operations and returns the elapsed ns."""
@@ -42,6 +50,8 @@ class CaseResult:
     ops_per_sample: int = 1
     statuses: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    group: str = "read"
+    """``read`` (reads of a view, and the references) or ``probe`` (reads of revisions)."""
 
     def summary(self) -> dict[str, Any]:
         """Median, quartiles and range of the samples, with the raw samples."""
@@ -51,6 +61,7 @@ class CaseResult:
             "name": self.name,
             "label": self.label,
             "kind": self.kind,
+            "group": self.group,
             "median_ns": statistics.median(s) if s else 0.0,
             "q1_ns": q[0],
             "q3_ns": q[2],
@@ -74,6 +85,8 @@ class LibraryConfig:
     stale_samples: int = 100
     section_samples: int = 20
     miss_samples: int = 10
+    probe_samples: int = 200
+    """Reads of revisions right after a commit, per case (``probe_changed*``)."""
 
 
 async def _calibrate(fn: LoopFn, round_s: float) -> int:
@@ -174,7 +187,7 @@ async def _hit_loops(view: Any, body: bytes, notes: list[str]) -> dict[str, tupl
             cache.setup("mem://", check_repr=check_repr)
             await cache.set(key, body, expire=3600)
             assert await cache.get(key) == body
-            label = "cashews mem:// `await get(k)`" + (
+            label = "cashews mem:// `get(k)`" + (
                 " (defaults)" if check_repr else " (check_repr=False)"
             )
             loops[name] = (label, _cashews_loop(cache, key))
@@ -199,7 +212,6 @@ async def run_library(
 ) -> dict[str, Any]:
     """Run the library level; return its figures (see :meth:`CaseResult.summary`)."""
     from freshkeep.demo.app import get_hub, hub_app
-    from freshkeep.demo.models import Decision, ProgressEvent, utcnow
 
     rep = reporter if reporter is not None else NullReporter()
     notes: list[str] = []
@@ -210,109 +222,152 @@ async def run_library(
             view = hub.summary
             first = await view.get()
             body = first.body
-            loops = await _hit_loops(view, body, notes)
+            extra = await probes.setup(hub)
+            try:
+                return await _measure(config, rep, hub, body, extra, notes)
+            finally:
+                await extra.aclose()
+
+
+async def _measure(
+    config: LibraryConfig,
+    rep: Reporter,
+    hub: Hub,
+    body: bytes,
+    extra: probes.Probes,
+    notes: list[str],
+) -> dict[str, Any]:
+    from freshkeep.demo.models import Decision, ProgressEvent, utcnow
+
+    view = hub.summary
+    loops: dict[str, probes.Loop] = {}
+    for name, (label, fn) in (await _hit_loops(view, body, notes)).items():
+        loops[name] = probes.Loop(label, "hit", "read", fn)
+        if name == "freshkeep":  # the same hit under other policies, next to it
+            loops.update({k: v for k, v in extra.loops.items() if v.group == "read"})
+    loops.update({k: v for k, v in extra.loops.items() if v.group != "read"})
+    rep.advance()
+    results = {
+        name: CaseResult(name, loop.label, loop.kind, group=loop.group)
+        for name, loop in loops.items()
+    }
+    rep.stage("library: calibrating the hit and probe loops", len(loops))
+    sizes: dict[str, int] = {}
+    for name, loop in loops.items():
+        sizes[name] = await _calibrate(loop.fn, config.round_s)
+        results[name].ops_per_sample = sizes[name]
+        rep.advance()
+    before = {name: loop.counters() for name, loop in loops.items() if loop.counters}
+    rep.stage(f"library: {config.rounds} rounds of hits and probes", config.rounds)
+    for _ in range(config.rounds):
+        for name, loop in loops.items():
+            gc.disable()
+            try:
+                elapsed = await loop.fn(sizes[name])
+            finally:
+                gc.enable()
+            results[name].samples.append(elapsed / sizes[name])
+        rep.advance()
+    for name, counted in before.items():
+        counters = loops[name].counters
+        assert counters is not None
+        after = counters()
+        results[name].statuses = {k: after[k] - counted[k] for k in after}
+    stats = (await view.get()).status
+    if stats != "hit":
+        notes.append(f"the summary read after the hit rounds was {stats!r}, not a hit")
+
+    revisions = hub.keeper.revisions
+    tracker = hub.keeper.tracker
+
+    async def remote_change() -> None:
+        # Another instance committed to decisions; the bus delivered it. (The
+        # progress tail is strict: a change there is rebuilt in line, never stale.)
+        assert revisions is not None
+        bumped = await revisions.bump(["table:decisions"])
+        assert bumped is not None
+        tracker.apply(bumped)
+
+    async def local_progress() -> None:
+        async with hub.sessionmaker() as s:
+            s.add(
+                ProgressEvent(
+                    topic_id=1,
+                    event_type="note",
+                    summary="bench",
+                    author="bench",
+                    created_at=utcnow(),
+                )
+            )
+            await s.commit()
+
+    async def local_decision() -> None:
+        async with hub.sessionmaker() as s:
+            s.add(Decision(topic_id=1, title="bench", status="open", blocking=False))
+            await s.commit()
+
+    async def invalidate() -> None:
+        view.invalidate()
+
+    work = [
+        (
+            "stale",
+            "stale read (change from another instance)",
+            remote_change,
+            "stale",
+            config.stale_samples,
+        ),
+        (
+            "section_progress",
+            "section rebuild in line: `progress` (local commit)",
+            local_progress,
+            "section",
+            config.section_samples,
+        ),
+        (
+            "section_core",
+            "section rebuild in line: `core` (local commit)",
+            local_decision,
+            "section",
+            config.section_samples,
+        ),
+        (
+            "miss",
+            "miss: full build of the summary",
+            invalidate,
+            "miss",
+            config.miss_samples,
+        ),
+    ]
+    for name, label, prepare, expect, count in work:
+        case = results[name] = CaseResult(name, label, "work", note=f"expects {expect}")
+        rep.stage(f"library: {label.split(' (')[0]}", count)
+        for _ in range(count):
+            await hub.keeper.wait_idle()
+            await view.get()  # start from a current entry
+            await prepare()
+            t = time.perf_counter_ns()
+            read = await view.get()
+            case.samples.append(float(time.perf_counter_ns() - t))
+            case.statuses[read.status] = case.statuses.get(read.status, 0) + 1
             rep.advance()
-            results = {name: CaseResult(name, label, "hit") for name, (label, _) in loops.items()}
-            rep.stage("library: calibrating the hit loops", len(loops))
-            sizes: dict[str, int] = {}
-            for name, (_, fn) in loops.items():
-                sizes[name] = await _calibrate(fn, config.round_s)
-                results[name].ops_per_sample = sizes[name]
-                rep.advance()
-            rep.stage(f"library: {config.rounds} rounds of hits", config.rounds)
-            for _ in range(config.rounds):
-                for name, (_, fn) in loops.items():
-                    gc.disable()
-                    try:
-                        elapsed = await fn(sizes[name])
-                    finally:
-                        gc.enable()
-                    results[name].samples.append(elapsed / sizes[name])
-                rep.advance()
-            stats = (await view.get()).status
-            if stats != "hit":
-                notes.append(f"the summary read after the hit rounds was {stats!r}, not a hit")
-
-            revisions = hub.keeper.revisions
-            tracker = hub.keeper.tracker
-
-            async def remote_change() -> None:
-                # Another instance committed to decisions; the bus delivered it. (The
-                # progress tail is strict: a change there is rebuilt in line, never stale.)
-                assert revisions is not None
-                bumped = await revisions.bump(["table:decisions"])
-                assert bumped is not None
-                tracker.apply(bumped)
-
-            async def local_progress() -> None:
-                async with hub.sessionmaker() as s:
-                    s.add(
-                        ProgressEvent(
-                            topic_id=1,
-                            event_type="note",
-                            summary="bench",
-                            author="bench",
-                            created_at=utcnow(),
-                        )
-                    )
-                    await s.commit()
-
-            async def local_decision() -> None:
-                async with hub.sessionmaker() as s:
-                    s.add(Decision(topic_id=1, title="bench", status="open", blocking=False))
-                    await s.commit()
-
-            async def invalidate() -> None:
-                view.invalidate()
-
-            work = [
-                (
-                    "stale",
-                    "stale read (change from another instance; refresh in background)",
-                    remote_change,
-                    "stale",
-                    config.stale_samples,
-                ),
-                (
-                    "section_progress",
-                    "section rebuild in line: `progress` (local commit to progress_events)",
-                    local_progress,
-                    "section",
-                    config.section_samples,
-                ),
-                (
-                    "section_core",
-                    "section rebuild in line: `core` (local commit to decisions)",
-                    local_decision,
-                    "section",
-                    config.section_samples,
-                ),
-                (
-                    "miss",
-                    "miss: full build of the summary",
-                    invalidate,
-                    "miss",
-                    config.miss_samples,
-                ),
-            ]
-            for name, label, prepare, expect, count in work:
-                case = results[name] = CaseResult(name, label, "work", note=f"expects {expect}")
-                rep.stage(f"library: {label.split(' (')[0]}", count)
-                for _ in range(count):
-                    await hub.keeper.wait_idle()
-                    await view.get()  # start from a current entry
-                    await prepare()
-                    t = time.perf_counter_ns()
-                    read = await view.get()
-                    case.samples.append(float(time.perf_counter_ns() - t))
-                    case.statuses[read.status] = case.statuses.get(read.status, 0) + 1
-                    rep.advance()
-                await hub.keeper.wait_idle()
-            return {
-                "seed_tasks": config.seed_tasks,
-                "body_bytes": len(body),
-                "rounds": config.rounds,
-                "round_s": config.round_s,
-                "cases": [r.summary() for r in results.values()],
-                "notes": notes,
-            }
+        await hub.keeper.wait_idle()
+    rep.stage("library: revision probes after a commit", 1)
+    for name, (label, samples, statuses) in (
+        await probes.changed(extra, config.probe_samples)
+    ).items():
+        results[name] = CaseResult(
+            name, label, "work", samples, statuses=statuses, group="probe", note="expects queried"
+        )
+    rep.advance()
+    cases = [r.summary() for r in results.values()]
+    return {
+        "seed_tasks": config.seed_tasks,
+        "body_bytes": len(body),
+        "rounds": config.rounds,
+        "round_s": config.round_s,
+        "sources": len(extra.sources),
+        "cases": cases,
+        "ratios": probes.ratios(cases),
+        "notes": notes,
+    }

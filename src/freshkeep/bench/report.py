@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ PACKAGES = (
     "matplotlib",
 )
 PEERS = ("dogpile", "aiocache", "cashews", "cashews_norepr")
+REFERENCES = {
+    "await": "`await` of a coroutine (reference)",
+    "freshkeep": "summary hit, probe=interval (reference)",
+}
+"""Rows of the hit table repeated in the probes' table, for scale."""
 
 
 def _read(path: str) -> str:
@@ -110,8 +116,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             fastest = min(peers, key=lambda p: p["median_ns"])
             r = fastest["median_ns"] / fk["median_ns"]
             add(
-                "in-process hit no slower than the peers' memory backends",
-                f"fastest peer ({fastest['name']}) is {r:.1f}x slower",
+                "in-process hit no slower than the peers' memory caches",
+                f"fastest: {fastest['name']}, {r:.1f}x slower",
                 r >= 1.0,
             )
     floor, fresh = _mode(svc, "floor", "read"), _mode(svc, "freshkeep", "read")
@@ -164,8 +170,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# freshkeep benchmark ({results['preset']}, {results['started_at']})",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib'] or '?'} MiB, {m['os']}, "
-        f"{m['python']}. Command: `{results['command']}`; {results['seconds']:.0f} s.",
+        _wrap(
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib'] or '?'} MiB, {m['os']}, "
+            f"{m['python']}. Command: `{results['command']}`; {results['seconds']:.0f} s."
+        ),
         "",
     ]
     lib, svc = results.get("library"), results.get("service")
@@ -176,12 +184,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"{lib['seed_tasks']:,} tasks)",
             "",
             f"Hits: {lib['rounds']} interleaved rounds of calibrated loops; reads that work: "
-            "each timed alone. Spread: interquartile range.",
+            "each timed",
+            "alone. Spread: interquartile range (min and max in results.json).",
             "",
-            "| operation | median | IQR | min - max | x await | x freshkeep hit |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| operation | median | IQR | x await | x freshkeep hit |",
+            "|---|---:|---:|---:|---:|",
         ]
         for c in lib["cases"]:
+            if c.get("group", "read") != "read":
+                continue
             med = c["median_ns"]
             x_aw = f"{med / aw['median_ns']:.2f}" if aw and aw["median_ns"] else ""
             x_fk = f"{med / fk['median_ns']:.2f}" if fk and fk["median_ns"] else ""
@@ -189,18 +200,23 @@ def markdown(results: dict[str, Any]) -> str:
                 x_aw = x_fk = ""
             lines.append(
                 f"| {c['label']} | {_ns(med)} | {_ns(c['q1_ns'])} - {_ns(c['q3_ns'])} "
-                f"| {_ns(c['min_ns'])} - {_ns(c['max_ns'])} | {x_aw} | {x_fk} |"
+                f"| {x_aw} | {x_fk} |"
             )
+        lines += _probes(lib)
         for note in lib.get("notes", []):
-            lines.append(f"\nNote: {note}")
+            lines.append("\n" + _wrap(f"Note: {note}"))
         lines.append("")
     if svc:
         floor = _mode(svc, "floor", "read")
         fresh = _mode(svc, "freshkeep", "read")
         lines += [
-            f"## Service level: `GET` the summary under uvicorn ({svc['server']['loop']}, "
-            f"{svc['server']['http']}, 1 worker), {svc['connections']} keep-alive connections "
-            f"from another process, {svc['seed_tasks']:,} tasks",
+            "## Service level: `GET` the summary under uvicorn",
+            "",
+            _wrap(
+                f"uvicorn with {svc['server']['loop']} and {svc['server']['http']}, 1 worker; "
+                f"{svc['connections']} keep-alive connections from another process; "
+                f"{svc['seed_tasks']:,} tasks."
+            ),
             "",
             f"### Read phase: no writes (per mode the median of {svc.get('read_rounds', 1)} "
             f"interleaved rounds of {svc['read_s']:g} s)",
@@ -219,34 +235,47 @@ def markdown(results: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            f"### Write phase: {svc['write_rate']:g} writes/s for {svc['write_s']:g} s per mode, "
-            "every response checked against the committed history",
+            f"### Write phase: {svc['write_rate']:g} writes/s for {svc['write_s']:g} s per mode",
             "",
-            "| mode | req/s | p50 ms | p99 ms | writes | checked | stale | stale share "
-            "| beyond bound | stale age p50 / p99 / max | served as |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| mode | req/s | p50 ms | p99 ms | writes | served as |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for name, d in svc["modes"].items():
             w = d["write"]
-            f = w.get("freshness")
-            fresh_cols = "| n/a (fixed bytes) | | | | |"
-            if f:
-                a = f["stale_age_ms"]
-                ages = (
-                    f"{a['p50']:,.0f} / {a['p99']:,.0f} / {a['max']:,.0f} ms" if f["stale"] else ""
-                )
-                bound = f"{f['beyond_bound']} (bound {d['bound_s']:g} s)"
-                fresh_cols = (
-                    f"| {f['checked']:,} | {f['stale']:,} | {f['stale_share']:.1%} | {bound} "
-                    f"| {ages} |"
-                )
             lines.append(
                 f"| {name} | {w['rps']:,.0f} | {w['latency_ms']['p50']:.2f} "
                 f"| {w['latency_ms']['p99']:.2f} | {w['writes']['count'] if w['writes'] else 0} "
-                f"{fresh_cols} {_labels(w)} |"
+                f"| {_labels(w)} |"
+            )
+        lines += [
+            "",
+            "Freshness: every response of the write phase checked against the committed history.",
+            "",
+            "| mode | checked | stale | stale share | beyond bound | stale age p50 / p99 / max |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, d in svc["modes"].items():
+            f = d["write"].get("freshness")
+            if not f:
+                lines.append(f"| {name} | n/a (fixed bytes) | | | | |")
+                continue
+            a = f["stale_age_ms"]
+            ages = f"{a['p50']:,.0f} / {a['p99']:,.0f} / {a['max']:,.0f} ms" if f["stale"] else ""
+            lines.append(
+                f"| {name} | {f['checked']:,} | {f['stale']:,} | {f['stale_share']:.1%} "
+                f"| {f['beyond_bound']} (bound {d['bound_s']:g} s) | {ages} |"
             )
         lines += ["", "Modes:", ""]
-        lines += [f"- `{name}` (`{d['path']}`): {d['what']}" for name, d in svc["modes"].items()]
+        lines += [
+            textwrap.fill(
+                f"- `{name}` (`{d['path']}`): {d['what']}",
+                width=100,
+                subsequent_indent="  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            for name, d in svc["modes"].items()
+        ]
         lines.append("")
     dist = results.get("distributed")
     if dist:
@@ -259,8 +288,58 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {row['target']} | {row['measured']} | {met} |")
         lines.append("")
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
-    lines += [f"Packages: {pk}.", ""]
+    lines += [_wrap(f"Packages: {pk}."), ""]
     return "\n".join(lines)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+def _probes(lib: dict[str, Any]) -> list[str]:
+    """The revision probes' table and the ratios of the library level (lines < 100 columns)."""
+    probes = [c for c in lib["cases"] if c.get("group") == "probe"]
+    lines: list[str] = []
+    aw = _case(lib, "await")
+    if probes:
+        lines += [
+            "",
+            f"### Revision probes: the summary's {lib.get('sources', '?')} sources, SQLite file",
+            "",
+            'Rows "after a commit": each read timed alone, right after another connection',
+            "committed to the file (the commit not timed); the other rows: the rounds above.",
+            "Queried: reads that ran the counter `SELECT`.",
+            "",
+            "| probe | median | IQR | x await | queried |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        refs = [c for c in (aw, _case(lib, "freshkeep")) if c]
+        for c in refs + probes:
+            med = c["median_ns"]
+            x_aw = f"{med / aw['median_ns']:,.1f}" if aw and aw["median_ns"] else ""
+            st = c.get("statuses") or {}
+            reads = st.get("queried", 0) + st.get("skipped", 0)
+            queried = f"{st.get('queried', 0):,} of {reads:,}" if reads else ""
+            label = REFERENCES.get(c["name"], c["label"]) if c not in probes else c["label"]
+            lines.append(
+                f"| {label} | {_ns(med)} | {_ns(c['q1_ns'])} - {_ns(c['q3_ns'])} "
+                f"| {x_aw} | {queried} |"
+            )
+    ratios = lib.get("ratios") or []
+    if ratios:
+        lines += [
+            "",
+            "Ratios: the median of the ratios of samples taken side by side (the same round, or",
+            "the same pair of reads after a commit); the ratio of the medians beside it.",
+            "",
+            "| ratio, this run | side by side | of medians |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {r['label']} | {r['ratio']:,.2f} | {r.get('ratio_of_medians', r['ratio']):,.2f} |"
+            for r in ratios
+        ]
+    return lines
 
 
 def _distributed(dist: dict[str, Any]) -> list[str]:
@@ -268,12 +347,15 @@ def _distributed(dist: dict[str, Any]) -> list[str]:
     lines = [
         "## Distributed: two hubs on PostgreSQL + Redis",
         "",
-        f"Two `freshkeep demo` processes (uvicorn, one worker each) on one PostgreSQL database "
-        f"({dist['seed_tasks']:,} tasks), with a Redis store and bus (resync interval "
-        f"{dist['resync_interval_s']:g} s).",
+        _wrap(
+            f"Two `freshkeep demo` processes (uvicorn, one worker each) on one PostgreSQL "
+            f"database ({dist['seed_tasks']:,} tasks), with a Redis store and bus (resync "
+            f"interval {dist['resync_interval_s']:g} s)."
+        ),
         "",
-        f"### Read phase: `GET /state/summary`, {dist['connections']} keep-alive connections "
-        f"split between the hubs, {dist['read_s']:g} s",
+        f"### Read phase: `GET /state/summary`, {dist['read_s']:g} s",
+        "",
+        f"{dist['connections']} keep-alive connections split between the hubs.",
         "",
         "| hub | connections | req/s | p50 ms | p99 ms | errors | served as |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -287,12 +369,16 @@ def _distributed(dist: dict[str, Any]) -> list[str]:
     a, p = inv["latency_ms"], inv["polls"]
     lines += [
         "",
-        f"### Invalidation across processes: {inv['writes']} writes (`POST /progress`) to hub A, "
-        "each timed from A's `201` until hub B first serves a summary that contains it (B "
-        "polled back to back)",
+        "### Invalidation across processes",
         "",
-        "| writes | seen by B | timed out | A → B p50 ms | p99 ms | max ms | polls of B p50 / max "
-        "| write (A's 201) p50 ms |",
+        _wrap(
+            f"{inv['writes']} writes (`POST /progress`) to hub A, each timed from A's `201` until "
+            "hub B first serves a summary that contains it (B polled back to back; polls: the "
+            "reads of B it took)."
+        ),
+        "",
+        "| writes | seen by B | timed out | A → B p50 ms | p99 ms | max ms | polls p50/max "
+        "| A's 201 p50 ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {inv['writes']} | {inv['seen']} | {inv['timeouts']} (after {inv['timeout_s']:g} s) "
         f"| {a['p50']:.2f} | {a['p99']:.2f} | {a['max']:.2f} | {p['p50']:.0f} / {p['max']:.0f} "
@@ -324,10 +410,16 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
     row = 0
     if lib:
         ax = axes[row][0]
-        hits = [c for c in lib["cases"] if c["kind"] == "hit" and c["name"] != "empty"]
+        hits = [
+            c
+            for c in lib["cases"]
+            if c["kind"] == "hit" and c["name"] != "empty" and c.get("group", "read") == "read"
+        ]
         names = [c["name"] for c in hits]
         vals = [c["median_ns"] for c in hits]
-        colors = ["tab:green" if n == "freshkeep" else "tab:gray" for n in names]
+        colors = [
+            "tab:green" if n == "freshkeep" or n.startswith("hit_") else "tab:gray" for n in names
+        ]
         ax.barh(names, vals, color=colors)
         ax.set_xscale("log")
         ax.invert_yaxis()

@@ -291,7 +291,8 @@ def bench(
     chart: Annotated[bool, typer.Option(help="Draw results.png (needs matplotlib).")] = True,
 ) -> None:
     """Measure what freshkeep costs against a dict, an await, peer caches, a fixed TTL, a
-    MAX(updated_at) probe and no cache; write results.md, results.json and results.png."""
+    MAX(updated_at) probe and no cache, and what a revision probe costs on a SQLite file; write
+    results.md, results.json and results.png."""
     try:
         from freshkeep import bench as fkbench
     except MissingDependencyError as exc:

@@ -145,7 +145,9 @@ class SQLAlchemyRevisions(RevisionSource):
     when no connection committed to the file since the last read, the revisions read then are
     returned without a query (``skipped`` counts those reads). Writes by other processes are
     still seen at once, provided they move the counters (the change-capture triggers of
-    :mod:`freshkeep.sql.triggers`, or the write hooks).
+    :mod:`freshkeep.sql.triggers`, or the write hooks). ``skip_unchanged=False`` turns that
+    off: every read queries, as on any other database (e.g. to measure what the check saves:
+    ``freshkeep bench``).
     """
 
     def __init__(
@@ -153,13 +155,15 @@ class SQLAlchemyRevisions(RevisionSource):
         engine: AsyncEngine | Engine,
         *,
         watermarks: Mapping[str, Watermark] | None = None,
+        skip_unchanged: bool = True,
     ) -> None:
         self.engine = check_engine(engine)
         self.watermarks = dict(watermarks or {})
         self.queries = 0
         self.skipped = 0
         """Reads answered without a query: nothing was committed to the SQLite file since."""
-        self._version = DataVersion.for_engine(self.engine)
+        self.skip_unchanged = skip_unchanged
+        self._version = DataVersion.for_engine(self.engine) if skip_unchanged else None
         self._seen_version: int | None = None
         self._seen: dict[str, Revision] = {}
 
