@@ -92,7 +92,12 @@ async def _commit(session: AsyncSession) -> None:
     await session.commit()
 
 
-HubDep = Annotated[Hub, Depends(get_hub)]
+async def _hub(request: Request) -> Hub:
+    # An async dependency: FastAPI runs a sync one in a worker thread on every request.
+    return get_hub(request)
+
+
+HubDep = Annotated[Hub, Depends(_hub)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 
 

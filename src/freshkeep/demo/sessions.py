@@ -242,7 +242,11 @@ def get_sessions(request: Request) -> Sessions:
     return cast(Sessions, request.app.state.sessions)
 
 
-SessionsDep = Annotated[Sessions, Depends(get_sessions)]
+async def _sessions(request: Request) -> Sessions:
+    return get_sessions(request)  # async: a sync dependency runs in a worker thread
+
+
+SessionsDep = Annotated[Sessions, Depends(_sessions)]
 
 router = APIRouter()
 
