@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set-up and tasks on a fresh machine with only Python 3.11+.
 
-    python3 dev.py demo [ARGS...]   run the reference hub (`freshkeep demo ARGS...`)
+    python3 dev.py demo [ARGS...]   run the reference hub (`freshkeep demo ARGS...`) from
+                                    `.venv-demo`, which holds the hub's dependencies only
     python3 dev.py test [ARGS...]   run every check: ruff, mypy --strict, the package imported
                                     without extras, and the whole test suite (pytest ARGS...)
 
@@ -21,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BARE = ROOT / ".venv-bare"
+DEMO = ROOT / ".venv-demo"
 
 
 def run(*cmd: str | Path, **kw: object) -> None:
@@ -46,7 +48,7 @@ def ensure(env: Path, spec: str) -> Path:
 
 
 def demo(args: list[str]) -> int:
-    py = ensure(VENV, "-e .[test]")
+    py = ensure(DEMO, "-e .[demo]")  # the hub's dependencies only: no test toolchain
     return subprocess.call([str(py), "-m", "freshkeep.cli", "demo", *args], cwd=ROOT)
 
 
