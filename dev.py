@@ -75,7 +75,7 @@ for mod, extra in [("freshkeep.integrations.sqlalchemy", "sqlalchemy"),
                    ("freshkeep.integrations.dashboard", "starlette"),
                    ("freshkeep.integrations.prometheus", "prometheus"),
                    ("freshkeep.health.http", "starlette"),
-                   ("freshkeep.cli", "cli"),
+                   ("freshkeep.cli._main", "cli"),
                    ("freshkeep.stores.redis", "redis"),
                    ("freshkeep.buses.redis", "redis"),
                    ("freshkeep.buses.postgres", "postgres"),
@@ -88,6 +88,11 @@ for mod, extra in [("freshkeep.integrations.sqlalchemy", "sqlalchemy"),
         assert f"freshkeep[{extra}]" in str(exc), exc
     else:
         raise SystemExit(f"{mod} imported without its extra")
+import subprocess, sys
+run = subprocess.run([sys.executable, "-c", "import freshkeep.cli; freshkeep.cli.main()"],
+                     capture_output=True, text=True)
+lines = run.stderr.strip().splitlines()
+assert run.returncode == 2 and len(lines) == 1 and "freshkeep[cli]" in lines[0], run.stderr
 print("no-extras import: ok")
 """
 
