@@ -40,6 +40,8 @@ LAYERS: dict[str, int] = {
     "freshkeep.sql": 3,
     "freshkeep.migrations": 3,
     "freshkeep.views": 4,
+    "freshkeep._view_types": 4,  # the value types of freshkeep.views
+    "freshkeep._view_builds": 4,  # the build path of freshkeep.views
     "freshkeep.remote": 4,
     "freshkeep.artifacts": 4,
     "freshkeep.processing": 4,
