@@ -50,6 +50,8 @@ LAYERS: dict[str, int] = {
     "freshkeep.health": 4,
     "freshkeep.jobs": 4,
     "freshkeep.keeper": 4,
+    "freshkeep._keeper_types": 4,  # the counters and snapshot of freshkeep.keeper
+    "freshkeep._keeper_components": 4,  # the component registry of freshkeep.keeper
     "freshkeep": 5,  # the package's re-exports
     "freshkeep.testing": 6,
     "freshkeep.integrations": 6,
