@@ -115,3 +115,15 @@ def test_no_package_import_cycle() -> None:
 def test_the_tool_sees_a_cycle() -> None:
     """The cycle check is not blind."""
     assert tool.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+LIMIT = 600
+
+
+def test_no_module_over_the_limit() -> None:
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+        for p in (ROOT / "src" / "freshkeep").rglob("*.py")
+    }
+    over = {path: n for path, n in sizes.items() if n > LIMIT}
+    assert not over, over
