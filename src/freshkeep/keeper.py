@@ -6,64 +6,26 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    ClassVar,
-    Literal,
-    TypeVar,
-    overload,
-)
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from freshkeep._keeper_components import KeeperComponents
+from freshkeep._keeper_types import KeeperSnapshot, KeeperStats
 from freshkeep.buses.local import LocalBus
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
-from freshkeep.core.component import KINDS, Component, Kind, Snapshot
+from freshkeep.core.component import Component
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision, RevisionTracker
 from freshkeep.core.sources import SourceCheck
-from freshkeep.exceptions import (
-    ConfigurationError,
-    DuplicateNameError,
-    DuplicateViewError,
-    FreshkeepError,
-    UnknownSourceError,
-    UnknownViewError,
-)
-from freshkeep.ports import (
-    Bus,
-    BusSnapshot,
-    Lock,
-    RevisionSource,
-    SharedStore,
-    SharedStoreSnapshot,
-)
-from freshkeep.remote import NO_FALLBACK, Remote, RemoteConfig
-from freshkeep.remote._config import from_env
-from freshkeep.remote._types import RemoteSnapshot
+from freshkeep.exceptions import ConfigurationError, FreshkeepError, UnknownSourceError
+from freshkeep.ports import Bus, Lock, RevisionSource, SharedStore
 from freshkeep.settings import Settings
-from freshkeep.stores.memory import MemoryStore, MemoryStoreSnapshot
-from freshkeep.views import (
-    Builder,
-    PrincipalView,
-    Probe,
-    Section,
-    View,
-    ViewObserver,
-    ViewSnapshot,
-)
+from freshkeep.stores.memory import MemoryStore
+from freshkeep.views import Probe, View
 
 log = logging.getLogger("freshkeep")
 
 if TYPE_CHECKING:
-    from freshkeep.artifacts import ArtifactCache, ArtifactSnapshot
     from freshkeep.health import Health
-    from freshkeep.jobs import QueueComponent
-    from freshkeep.notify import ChangeNotifier, NotifierSnapshot, Send, StateStore
-    from freshkeep.processing import Pipeline
-    from freshkeep.remote import Derive, Fetch
-
-C = TypeVar("C", bound=Component)
 
 
 def _check_port(what: str, value: object, port: type) -> None:
@@ -76,49 +38,7 @@ def _check_port(what: str, value: object, port: type) -> None:
         )
 
 
-@dataclass(slots=True)
-class KeeperStats:
-    """Counters of a keeper."""
-
-    commits: int = 0
-    """Commits of this process applied to the keeper (write hooks, :meth:`Keeper.publish`,
-    :meth:`Keeper.bump`)."""
-    remote_revisions: int = 0
-    """Messages of revisions received from other keepers through the bus."""
-    probe_errors: int = 0
-    """Reads whose revision probe failed."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeeperSnapshot(Snapshot):
-    """Counters of a keeper and the snapshots of its views, remotes, notifiers, artifact
-    caches, bus and shared store (:meth:`Keeper.snapshot`);
-    :meth:`~freshkeep.core.component.Snapshot.to_dict` is the stats JSON (``GET /state/stats``
-    of the demo hub)."""
-
-    instance: str
-    """The keeper's :attr:`~Keeper.instance_id`."""
-    probe: Probe
-    resync_interval: float
-    probes: int
-    """Reads of source revisions."""
-    commits: int
-    remote_revisions: int
-    probe_errors: int
-    store: MemoryStoreSnapshot
-    """The in-process store (L1)."""
-    shared: SharedStoreSnapshot | None
-    """The shared store (L2), or ``None``."""
-    bus: BusSnapshot
-    bus_down: bool
-    """Whether the bus is down (reads probe revisions meanwhile)."""
-    views: Mapping[str, ViewSnapshot]
-    remotes: Mapping[str, RemoteSnapshot]
-    notifiers: Mapping[str, NotifierSnapshot]
-    artifacts: Mapping[str, ArtifactSnapshot]
-
-
-class Keeper:
+class Keeper(KeeperComponents):
     """Keeps derived data fresh: one per application (per database).
 
     ``revisions`` reads source revisions (for SQLAlchemy:
@@ -192,27 +112,7 @@ class Keeper:
         self._hooks = False
         self._sources = SourceCheck(sources)
         self._sources_checked = False
-        self._views: dict[str, View] = {}
-        self.view_observers: list[ViewObserver] = []
-        """Observers added to every view registered from now on (e.g. by the metrics)."""
-        self._remotes: dict[str, Remote] = {}
-        self._notifiers: dict[str, ChangeNotifier] = {}
-        self._artifacts: dict[str, ArtifactCache] = {}
-        self._pipelines: dict[str, Pipeline] = {}
-        self._jobs: dict[str, QueueComponent] = {}
-        self._buses: dict[str, Component] = {}
-        self._stores: dict[str, Component] = {}
-        self._registry: dict[Kind, dict[str, Any]] = {
-            "view": self._views,
-            "remote": self._remotes,
-            "notifier": self._notifiers,
-            "artifacts": self._artifacts,
-            "pipeline": self._pipelines,
-            "jobs": self._jobs,
-            "bus": self._buses,
-            "store": self._stores,
-        }
-        assert tuple(self._registry) == KINDS
+        self._init_components()
         if isinstance(self.bus, Component):
             self.register(self.bus)
         if isinstance(shared, Component):
@@ -284,69 +184,6 @@ class Keeper:
         except FreshkeepError:
             self.stats.probe_errors += 1
 
-    # -- components ------------------------------------------------------------------------
-
-    def register(self, component: C) -> C:
-        """Register ``component`` (a view, remote, notifier, artifact cache, pipeline, job
-        queue, bus or shared store: a :class:`~freshkeep.core.component.Component`) under its
-        ``name`` among those of its ``kind``, and return it: the health checks, the metrics
-        and the dashboard find it (views, remotes, notifiers and artifact caches also show in
-        :meth:`snapshot`).
-
-        Raises :class:`~freshkeep.exceptions.DuplicateNameError` when a component of that
-        kind is registered under that name (:class:`~freshkeep.exceptions.DuplicateViewError`
-        for a view), :class:`~freshkeep.exceptions.ConfigurationError` for anything that is
-        not a component, an unknown kind or an empty name.
-        """
-        if not isinstance(component, Component):
-            raise ConfigurationError(
-                f"cannot register {component!r}: not a freshkeep Component (a view, remote, "
-                "notifier, artifact cache, pipeline, job queue, bus or shared store)"
-            )
-        kind, name = component.kind, component.name
-        registry = self._registry.get(kind)
-        if registry is None:
-            raise ConfigurationError(
-                f"cannot register {component!r}: unknown component kind {kind!r} "
-                f"(known: {', '.join(KINDS)})"
-            )
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"a {kind} name must be a non-empty string, not {name!r}")
-        if name in registry:
-            error = DuplicateViewError if kind == "view" else DuplicateNameError
-            raise error(f"a {kind} named {name!r} is already registered")
-        if isinstance(component, View):
-            if component.keeper is not self:
-                raise ConfigurationError(f"view {name!r} belongs to another keeper")
-            component.observers.extend(self.view_observers)
-            self._apply_probe(component)
-        registry[name] = component
-        return component
-
-    @overload
-    def components(self, kind: Literal["view"]) -> Mapping[str, View]: ...
-    @overload
-    def components(self, kind: Literal["remote"]) -> Mapping[str, Remote]: ...
-    @overload
-    def components(self, kind: Literal["notifier"]) -> Mapping[str, ChangeNotifier]: ...
-    @overload
-    def components(self, kind: Literal["artifacts"]) -> Mapping[str, ArtifactCache]: ...
-    @overload
-    def components(self, kind: Literal["pipeline"]) -> Mapping[str, Pipeline]: ...
-    @overload
-    def components(self, kind: Literal["jobs"]) -> Mapping[str, QueueComponent]: ...
-    @overload
-    def components(self, kind: Kind) -> Mapping[str, Component]: ...
-
-    def components(self, kind: Kind) -> Mapping[str, Component]:
-        """The components of ``kind`` registered on this keeper, by name (a copy)."""
-        try:
-            return dict(self._registry[kind])
-        except KeyError:
-            raise ConfigurationError(
-                f"unknown component kind {kind!r} (known: {', '.join(KINDS)})"
-            ) from None
-
     @property
     def health(self) -> Health:
         """The health checks of this keeper (:class:`freshkeep.health.Health`), made on
@@ -357,57 +194,6 @@ class Keeper:
                 raise ConfigurationError("freshkeep.health is not loaded")
             self._health = factory(self)
         return self._health
-
-    # -- views ---------------------------------------------------------------------------
-
-    def view(
-        self,
-        name: str,
-        build: Builder | None = None,
-        *,
-        sources: Iterable[str] = (),
-        sections: Mapping[str, Section] | None = None,
-        policy: Policy | None = None,
-        probe: Probe | None = None,
-        per_principal: bool = False,
-        public: bool = False,
-        version: str = "",
-    ) -> View:
-        """Register and return a view.
-
-        Either one ``build`` with its ``sources``, or ``sections``: ``{name: Section(build,
-        sources)}`` whose dict values are merged into one JSON object. ``per_principal``
-        keys entries by the reader; ``public`` declares the value the same for everyone.
-        ``version`` is part of the ETag: change it when a builder's output changes for the
-        same data, so clients holding an old ETag get the new output.
-        """
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
-        if name in self._views:
-            raise DuplicateViewError(f"a view named {name!r} is already registered")
-        if (build is None) == (sections is None):
-            raise ConfigurationError(
-                f"view {name!r}: give either build= and sources=, or sections="
-            )
-        if sections is None:
-            assert build is not None
-            sections = {"default": Section(build, sources)}
-        elif sources:
-            raise ConfigurationError(f"view {name!r}: sources belong to each Section")
-        v = (PrincipalView if per_principal else View)(
-            self,
-            name,
-            sections,
-            policy=policy if policy is not None else self.default_policy,
-            probe=probe,
-            per_principal=per_principal,
-            public=public,
-            version=version,
-            retry_backoff=self.settings.retry_backoff,
-            max_retry_backoff=self.settings.max_retry_backoff,
-        )
-        self._check_view_sources(name, v.sources)
-        return self.register(v)
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -456,19 +242,6 @@ class Keeper:
         if slips:
             raise check.error(name, slips)
 
-    def get_view(self, name: str) -> View:
-        """The view registered under ``name``."""
-        try:
-            return self._views[name]
-        except KeyError:
-            known = ", ".join(sorted(self._views)) or "none"
-            raise UnknownViewError(f"no view named {name!r} (registered: {known})") from None
-
-    @property
-    def views(self) -> Mapping[str, View]:
-        """Every registered view, by name."""
-        return dict(self._views)
-
     @property
     def probe(self) -> Probe:
         """The probe mode of views that do not set their own."""
@@ -490,115 +263,6 @@ class Keeper:
         mode = v.probe if v.probe is not None else self.probe
         always = mode == "always" or self._bus_is_down
         v._probe_always = always and self.revisions is not None
-
-    # -- remote values and notifiers ---------------------------------------------------------
-
-    def remote(
-        self,
-        name: str,
-        fetch: Fetch | None = None,
-        *,
-        ttl: float,
-        fallback: Any = NO_FALLBACK,
-        derive: Derive | None = None,
-        swr: bool = False,
-        max_stale: float | None = None,
-        retry_backoff: float | None = None,
-        max_retry_backoff: float | None = None,
-        fetch_sync: Callable[[Any], Any] | None = None,
-    ) -> Remote:
-        """Register and return a remote value: ``fetch(key)`` (sync or async) per key, kept
-        ``ttl`` seconds (``0``: for the process lifetime), stale on error, with backoff.
-
-        ``fallback`` is served while nothing was ever fetched for a key and the fetch fails
-        (leave it out to raise ``RemoteUnavailableError`` instead). ``derive(value)`` returns
-        named lookups computed from the same fetch. ``swr`` serves an expired value and
-        refreshes it in the background. ``max_stale`` bounds how old a value may be served
-        (default: no bound). ``fetch_sync`` serves :meth:`Remote.get_sync` when ``fetch`` is
-        async. Every setting is overridable by ``FRESHKEEP_REMOTE_<NAME>_*`` (see
-        :func:`freshkeep.remote.env_prefix`); a bad one raises ``ConfigurationError``.
-        """
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"a remote name must be a non-empty string, not {name!r}")
-        if name in self._remotes:
-            raise DuplicateNameError(f"a remote named {name!r} is already registered")
-        s = self.settings
-        try:
-            config = RemoteConfig(
-                ttl=ttl,
-                max_stale=max_stale,
-                swr=swr,
-                retry_backoff=s.retry_backoff if retry_backoff is None else retry_backoff,
-                max_retry_backoff=(
-                    s.max_retry_backoff if max_retry_backoff is None else max_retry_backoff
-                ),
-            )
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"remote {name!r}: {exc}") from exc
-        return self.register(
-            Remote(
-                self,
-                name,
-                fetch,
-                from_env(name, config),
-                fallback=fallback,
-                derive=derive,
-                fetch_sync=fetch_sync,
-            )
-        )
-
-    @property
-    def remotes(self) -> Mapping[str, Remote]:
-        """Every registered remote, by name."""
-        return dict(self._remotes)
-
-    def notifier(
-        self,
-        name: str,
-        send: Send,
-        *,
-        store: StateStore | None = None,
-        terminal: Callable[[Any], bool] | None = None,
-        problem: Callable[[Any], bool] | None = None,
-        confirm: int = 1,
-        notify_initial: bool = True,
-    ) -> ChangeNotifier:
-        """Register and return a :class:`~freshkeep.notify.ChangeNotifier` on this keeper's
-        clock; it shows in :meth:`snapshot`."""
-        from freshkeep.notify import ChangeNotifier
-
-        return ChangeNotifier(
-            name,
-            send,
-            store=store,
-            terminal=terminal,
-            problem=problem,
-            confirm=confirm,
-            notify_initial=notify_initial,
-            keeper=self,
-        )
-
-    @property
-    def notifiers(self) -> Mapping[str, ChangeNotifier]:
-        """Every registered notifier, by name."""
-        return dict(self._notifiers)
-
-    @property
-    def artifacts(self) -> Mapping[str, ArtifactCache]:
-        """Every artifact cache registered on this keeper (``ArtifactCache(..., keeper=)``)."""
-        return dict(self._artifacts)
-
-    @property
-    def pipelines(self) -> Mapping[str, Pipeline]:
-        """Every processing pipeline registered on this keeper (:meth:`register`, or
-        ``keeper.health.watch_processor(pipeline, ...)``)."""
-        return dict(self._pipelines)
-
-    @property
-    def jobs(self) -> Mapping[str, QueueComponent]:
-        """Every job queue registered on this keeper (:meth:`register`, or
-        ``keeper.health.watch_jobs(queue)``)."""
-        return dict(self._jobs)
 
     # -- revisions -------------------------------------------------------------------------
 
@@ -704,3 +368,6 @@ class Keeper:
             notifiers={name: n.snapshot() for name, n in list(self._notifiers.items())},
             artifacts={name: a.snapshot() for name, a in list(self._artifacts.items())},
         )
+
+
+__all__ = ["Keeper", "KeeperSnapshot", "KeeperStats"]

@@ -11,23 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, assert_never
+from typing import TYPE_CHECKING, ClassVar, assert_never
 
-from freshkeep.core.backoff import Backoff, backoff
-from freshkeep.core.clock import SystemClock
-from freshkeep.core.component import Component, Kind, Snapshot
-from freshkeep.core.entry import (
-    Entry,
-    Fingerprint,
-    Read,
-    SectionEntry,
-    Status,
-    compute_etag,
-    encode,
+from freshkeep._view_builds import ViewBuilds
+from freshkeep._view_types import (
+    BuildContext,
+    Builder,
+    PolicySnapshot,
+    Probe,
+    Section,
+    ViewObserver,
+    ViewSnapshot,
+    ViewStats,
 )
+from freshkeep.core.clock import SystemClock
+from freshkeep.core.component import Component, Kind
+from freshkeep.core.entry import Entry, Fingerprint, Read, Status, compute_etag
 from freshkeep.core.policy import (
     Hit,
     Miss,
@@ -42,140 +43,30 @@ from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import (
     BuildError,
     ConfigurationError,
-    EncodeError,
     FreshkeepError,
     UnavailableError,
 )
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
-    from freshkeep.ports import Lock, SharedStore
+
+__all__ = [
+    "BuildContext",
+    "Builder",
+    "PolicySnapshot",
+    "PrincipalView",
+    "Probe",
+    "Section",
+    "View",
+    "ViewObserver",
+    "ViewSnapshot",
+    "ViewStats",
+]
 
 log = logging.getLogger("freshkeep.views")
 
-Probe = Literal["always", "interval"]
 
-
-@dataclass(frozen=True, slots=True)
-class BuildContext:
-    """What a builder is told about the build it runs."""
-
-    view: str
-    section: str
-    key: Any
-    principal: str | None
-    revisions: Mapping[str, Revision]
-    """The revisions of the section's sources, read before the builder was called."""
-
-
-Builder = Callable[[BuildContext], Awaitable[Any]]
-"""``async def build(ctx) -> value``: a JSON-encodable value (or pre-encoded ``bytes``)."""
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Section:
-    """A named part of a view's value with its own sources and builder.
-
-    ``policy`` overrides the view's policy for this section: e.g. a ``strict`` section is
-    rebuilt in line when it changes, while the view's other sections are served
-    stale-while-revalidate.
-    """
-
-    build: Builder
-    sources: tuple[str, ...]
-    policy: Policy | None
-
-    def __init__(
-        self, build: Builder, sources: Iterable[str], *, policy: Policy | None = None
-    ) -> None:
-        srcs = tuple(sorted(set(sources)))
-        for s in srcs:
-            if not isinstance(s, str) or not s:
-                raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
-        if policy is not None and not isinstance(policy, Policy):
-            raise ConfigurationError(f"a section's policy must be a Policy, not {policy!r}")
-        object.__setattr__(self, "build", build)
-        object.__setattr__(self, "sources", srcs)
-        object.__setattr__(self, "policy", policy)
-
-
-class ViewObserver(Protocol):
-    """Told about a view's slow-path events (e.g. by the Prometheus metrics, to fill histograms).
-
-    Never called on the hit path. Add one to :attr:`View.observers`; an observer that raises
-    is logged and does not fail the read.
-    """
-
-    def build_finished(self, view: str, section: str, seconds: float) -> None:
-        """A section of ``view`` was built in ``seconds``."""
-        ...
-
-    def stale_served(self, view: str, status: Status, age: float) -> None:
-        """An entry ``age`` seconds past its last confirmation was served (``status`` is
-        ``stale`` or ``error-stale``)."""
-        ...
-
-
-@dataclass(slots=True)
-class ViewStats:
-    """Counters of one view (read by health checks and metrics)."""
-
-    reads: dict[str, int] = field(default_factory=dict)
-    builds: dict[str, int] = field(default_factory=dict)
-    build_seconds: dict[str, float] = field(default_factory=dict)
-    build_errors: int = 0
-    background_refreshes: int = 0
-    collapsed: int = 0
-    shared_hits: int = 0
-    """Builds answered from the shared store (another instance built it)."""
-    shared_waits: int = 0
-    """Builds that waited for another instance holding the build lock."""
-    last_error: str | None = None
-    last_error_at: float | None = None
-    last_build_at: float | None = None
-    failing_since: float | None = None
-    """Wall time of the first build error since the last successful build (``None``: the
-    last build succeeded)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PolicySnapshot:
-    """The freshness policy of a view, as reported in its snapshot."""
-
-    mode: str
-    max_stale: float
-    stale_if_error: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ViewSnapshot(Snapshot):
-    """A view's counters now (:meth:`View.snapshot`)."""
-
-    view: str
-    """The view's name (as ``name``: the key of the stats JSON)."""
-    sources: tuple[str, ...]
-    policy: PolicySnapshot
-    reads: Mapping[str, int]
-    """Reads by status (``hit`` counts the hits of the memory store too)."""
-    builds: Mapping[str, int]
-    """Builds by section."""
-    build_seconds: Mapping[str, float]
-    """The duration of each section's last build."""
-    build_errors: int
-    background_refreshes: int
-    collapsed: int
-    shared_hits: int
-    shared_waits: int
-    last_error: str | None
-    last_error_at: float | None
-    last_build_at: float | None
-    failing_since: float | None
-    """Wall time of the first build error since the last successful build (``None``: the
-    last build succeeded)."""
-    in_flight: int
-
-
-class View(Component):
+class View(ViewBuilds, Component):
     """A cached, revision-gated view. Create it with :meth:`freshkeep.Keeper.view`."""
 
     kind: ClassVar[Kind] = "view"
@@ -334,9 +225,6 @@ class View(Component):
             await tracker.resync(self.sources if self._probe_always else None)
         vector = dict(zip(self.sources, tracker.current(self.sources), strict=True))
         return compute_etag(self.name, self._identity(key, principal), vector, self.version)
-
-    def _identity(self, key: Hashable, principal: str | None) -> Hashable:
-        return (principal, key) if self.per_principal else key
 
     def peek(self, key: Hashable = None, *, principal: str | None = None) -> Entry | None:
         """The stored entry for ``key``, without any freshness check."""
@@ -508,220 +396,12 @@ class View(Component):
         self._flights.start(ck, partial(self._build, ck, key, principal, sections, False))
         self.stats.background_refreshes += 1
 
-    async def _build(
-        self,
-        ck: Hashable,
-        key: Hashable,
-        principal: str | None,
-        sections: tuple[str, ...],
-        refresh: bool,
-    ) -> tuple[Entry, Status]:
-        tracker = self._tracker
-        if refresh and tracker.has_source:
-            await tracker.resync(self.sources)  # a forced refresh reads fresh revisions
-        base = self._store.peek(ck)
-        parts: dict[str, SectionEntry] = dict(base.sections) if base is not None else {}
-        wanted = set(sections) | (set(self.sections) - set(parts))
-        shared = self._keeper.shared
-        if shared is None:
-            return await self._build_sections(ck, key, principal, parts, wanted)
-        skey = self._shared_key(shared, key, principal)
-        if skey is None:
-            return await self._build_sections(ck, key, principal, parts, wanted)
-        if not refresh and self._adopt(await shared.get(skey), parts, wanted) and not wanted:
-            # Another instance built all of it: a hit from the shared store.
-            self.stats.shared_hits += 1
-            return self._store_built(ck, key, principal, parts), "hit"
-        lock, token = self._keeper.build_lock, None
-        if lock is not None:
-            try:
-                token = await lock.acquire(skey, self._keeper.lock_lease)
-            except FreshkeepError:
-                token = None  # the lock's store is down: build here
-            else:
-                if token is None:  # another instance is building it: wait for its entry
-                    self.stats.shared_waits += 1
-                    landed, token = await self._wait_for_shared(shared, lock, skey, parts, wanted)
-                    if landed:
-                        self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts), "hit"
-                elif not refresh and self._adopt(await shared.get(skey), parts, wanted):
-                    # It landed between our look and our lock: take it rather than rebuild.
-                    if not wanted:
-                        await lock.release(skey, token)
-                        token = None
-                        self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts), "hit"
-        try:
-            entry, status = await self._build_sections(ck, key, principal, parts, wanted)
-            await shared.put(skey, entry)  # compare-and-set: a late build never wins
-            return entry, status
-        finally:
-            if lock is not None and token is not None:
-                try:
-                    await lock.release(skey, token)
-                except FreshkeepError:
-                    pass  # the lease expires by itself
-
-    def _shared_key(self, shared: SharedStore, key: Hashable, principal: str | None) -> str | None:
-        try:
-            return shared.key_for(self.name, self._identity(key, principal), version=self.version)
-        except FreshkeepError:
-            return None  # a key with no stable form across processes stays in this process
-
-    def _adopt(self, other: Entry | None, parts: dict[str, SectionEntry], wanted: set[str]) -> bool:
-        """Take from ``other`` (built by another instance) the wanted sections that match the
-        current revisions; return whether any was taken."""
-        if other is None or other.sources != self._section_sources or other.version != self.version:
-            return False
-        taken = False
-        for name in list(wanted):
-            part = other.sections.get(name)
-            if (
-                part is not None
-                and part.fingerprint == self._tracker.current(self._section_sources[name])
-                and not self._expired(name, part)
-            ):
-                parts[name] = part
-                wanted.discard(name)
-                taken = True
-        return taken
-
-    def _expired(self, name: str, part: SectionEntry) -> bool:
-        """Whether ``part`` is older than its section's ``max_age``."""
-        if not self._capped:
-            return False
-        cap = (self._policies or {}).get(name, self.policy).max_age
-        return cap is not None and self._clock.time() - part.built_at > cap
-
-    async def _wait_for_shared(
-        self,
-        shared: SharedStore,
-        lock: Lock,
-        skey: str,
-        parts: dict[str, SectionEntry],
-        wanted: set[str],
-    ) -> tuple[bool, str | None]:
-        """Wait (bounded by ``lock_wait``) for another instance's build of the wanted sections.
-
-        Returns ``(True, None)`` when it landed. When the holder let go without storing what
-        this read needs (it built from older revisions, or failed), the lock is taken here:
-        ``(False, token)``, and the caller builds. ``(False, None)``: time is up, or the lock's
-        store is down: the caller builds without the lock.
-        """
-        deadline = self._mono() + self._keeper.lock_wait
-        poll = Backoff(0.01, 0.2)
-        while self._mono() < deadline:
-            await asyncio.sleep(poll.next())
-            self._adopt(await shared.get(skey), parts, wanted)
-            if not wanted:
-                return True, None
-            try:
-                token = await lock.acquire(skey, self._keeper.lock_lease)
-            except FreshkeepError:
-                return False, None
-            if token is not None:
-                self._adopt(await shared.get(skey), parts, wanted)  # it may have just landed
-                if not wanted:
-                    await lock.release(skey, token)
-                    return True, None
-                return False, token
-        return False, None
-
-    def _store_built(
-        self, ck: Hashable, key: Hashable, principal: str | None, parts: dict[str, SectionEntry]
-    ) -> Entry:
-        entry = Entry(
-            self.name,
-            self._identity(key, principal),
-            {n: parts[n] for n in self.sections},
-            self._section_sources,
-            self.version,
-        )
-        self._retry_at.pop(ck, None)
-        return self._store.put(ck, entry)
-
-    async def _build_sections(
-        self,
-        ck: Hashable,
-        key: Hashable,
-        principal: str | None,
-        parts: dict[str, SectionEntry],
-        wanted: set[str],
-    ) -> tuple[Entry, Status]:
-        tracker = self._tracker
-        built = len(wanted)
-        multi = len(self.sections) > 1
-        for name, section in self.sections.items():
-            if name not in wanted:
-                continue
-            # Rule 3: the revisions are read before the data.
-            fingerprint = tracker.current(section.sources)
-            built_at, built_mono = self._clock.time(), self._mono()
-            ctx = BuildContext(
-                self.name,
-                name,
-                key,
-                principal,
-                dict(zip(section.sources, fingerprint, strict=True)),
-            )
-            started = time.perf_counter()
-            value = await section.build(ctx)
-            elapsed = time.perf_counter() - started
-            if multi:
-                self._check_section_value(name, value)
-            parts[name] = SectionEntry(encode(value), fingerprint, built_at, built_mono)
-            s = self.stats
-            s.builds[name] = s.builds.get(name, 0) + 1
-            s.build_seconds[name] = elapsed
-            s.last_build_at = built_at
-            s.failing_since = None
-            if self.observers:
-                self._observe_build(name, elapsed)
-        status: Status = "miss" if built == len(self.sections) else "section"
-        return self._store_built(ck, key, principal, parts), status
-
-    def _observe_build(self, section: str, seconds: float) -> None:
-        for observer in self.observers:
-            try:
-                observer.build_finished(self.name, section, seconds)
-            except Exception:
-                log.exception("an observer of view %r failed", self.name)
-
     def _observe_stale(self, status: Status, age: float) -> None:
         for observer in self.observers:
             try:
                 observer.stale_served(self.name, status, age)
             except Exception:
                 log.exception("an observer of view %r failed", self.name)
-
-    def _check_section_value(self, name: str, value: Any) -> None:
-        if not isinstance(value, dict):
-            raise EncodeError(
-                f"section {name!r} of view {self.name!r} must return a dict (its keys are merged "
-                f"into the view's JSON object), not {type(value).__name__}"
-            )
-        keys = frozenset(value)
-        for other, other_keys in self._section_keys.items():
-            if other != name and keys & other_keys:
-                dup = ", ".join(sorted(map(str, keys & other_keys)))
-                raise EncodeError(
-                    f"sections {other!r} and {name!r} of view {self.name!r} both return {dup}"
-                )
-        self._section_keys[name] = keys
-
-    def _on_error(self, ck: Hashable, exc: BaseException) -> None:
-        s = self.stats
-        s.build_errors += 1
-        s.last_error = f"{type(exc).__name__}: {exc}"
-        s.last_error_at = self._clock.time()
-        if s.failing_since is None:
-            s.failing_since = s.last_error_at
-        prev = self._retry_at.get(ck)
-        attempt = 1 if prev is None else prev[1] + 1
-        delay = backoff(attempt, self._retry_backoff, self._max_retry_backoff)
-        self._retry_at[ck] = (self._mono() + delay, attempt)
-        log.warning("build of view %r failed: %s", self.name, s.last_error)
 
 
 def _reason(reason: str) -> str | None:

@@ -4,23 +4,31 @@ they expire."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from freshkeep.artifacts._index import ArtifactIndex, IndexRow
+from freshkeep.artifacts._maintenance import ArtifactMaintenance, _positive
 from freshkeep.artifacts._signing import Grant, expiry, signed_query, verify
 from freshkeep.artifacts._storage import FsspecStorage
+from freshkeep.artifacts._types import (
+    Artifact,
+    ArtifactBacklog,
+    ArtifactSnapshot,
+    ArtifactStats,
+    BuildFunc,
+    Built,
+    ReadStatus,
+)
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
-from freshkeep.core.component import Component, Kind, Snapshot
+from freshkeep.core.component import Component, Kind
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import (
     ArtifactBuildError,
@@ -34,158 +42,17 @@ from freshkeep.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from freshkeep.jobs import EnqueueResult, JobContext
     from freshkeep.keeper import Keeper
 
 log = logging.getLogger("freshkeep.artifacts")
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-_DEDUP = re.compile(r"^[A-Za-z0-9_.:\-/]{1,180}$")
 MAX_KEY_LENGTH = 1024
 """The longest key an artifact cache accepts (characters)."""
 _WRITE_ATTEMPTS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Built:
-    """What a builder may return instead of bare bytes: the bytes and how to serve them."""
-
-    data: bytes
-    content_type: str | None = None
-    """``Content-Type`` of the served file (default ``application/octet-stream``)."""
-    filename: str | None = None
-    """Offered as the download's file name (``Content-Disposition: attachment``)."""
-
-
-BuildFunc = Callable[[str], Awaitable[bytes | Built]]
-"""A builder: ``await build(key)`` returns the artifact's bytes, or a :class:`Built`."""
-
-ReadStatus = Literal["hit", "miss", "error-stale"]
-
-
-@dataclass(frozen=True, slots=True)
-class Artifact:
-    """An artifact handed out by :meth:`ArtifactCache.get`."""
-
-    cache: str
-    key: str
-    id: str
-    """The object's id: SHA-256 of its bytes (hex). Keys with the same bytes share it."""
-    size: int
-    url: str
-    """Where to fetch it: a presigned URL (S3) or a signed URL of :func:`artifact_routes`."""
-    url_expires_at: float
-    """Epoch seconds after which :attr:`url` is refused."""
-    created_at: float
-    expires_at: float
-    """Epoch seconds at which the artifact stops being fresh."""
-    status: ReadStatus
-    """``hit`` (fresh row), ``miss`` (built now) or ``error-stale`` (rebuild failed; the last
-    good artifact, expired less than ``max_stale_on_error`` ago)."""
-    content_type: str | None = None
-    filename: str | None = None
-
-
-@dataclass(slots=True)
-class ArtifactStats:
-    """Counters of an :class:`ArtifactCache` (this process)."""
-
-    hits: int = 0
-    """:meth:`~ArtifactCache.get` calls served from a fresh row, without building."""
-    misses: int = 0
-    """:meth:`~ArtifactCache.get` calls that found no fresh row."""
-    built: int = 0
-    """Artifacts built and recorded."""
-    skipped: int = 0
-    """Keys a prebuild skipped: their row was fresh."""
-    failed: int = 0
-    """Builds that failed (the builder, the storage or the index); nothing was recorded."""
-    stale_served: int = 0
-    """Reads that got the last good artifact because its rebuild failed."""
-    unavailable: int = 0
-    """Reads that raised ``ArtifactBuildError``: a failed build and nothing within bounds."""
-    rewrites: int = 0
-    """Builds whose object GC deleted between their steps; written again."""
-    gc_runs: int = 0
-    gc_rows: int = 0
-    """Expired rows deleted by GC."""
-    gc_objects: int = 0
-    """Stored objects deleted by GC."""
-    gc_orphans: int = 0
-    """Stored objects found without an object row (adopted, deleted once past the grace)."""
-    gc_temp_files: int = 0
-    """Left-over temporary files of interrupted local writes deleted by GC."""
-    last_gc_at: float | None = None
-    last_gc_seconds: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ArtifactSnapshot(Snapshot):
-    """An artifact cache's counters (those of :class:`ArtifactStats`) and bounds now
-    (:meth:`ArtifactCache.snapshot`, no I/O)."""
-
-    hits: int
-    misses: int
-    built: int
-    skipped: int
-    failed: int
-    stale_served: int
-    unavailable: int
-    rewrites: int
-    gc_runs: int
-    gc_rows: int
-    gc_objects: int
-    gc_orphans: int
-    gc_temp_files: int
-    last_gc_at: float | None
-    last_gc_seconds: float | None
-    last_error: str | None
-    last_error_at: float | None
-    storage: str
-    ttl: float
-    max_stale_on_error: float
-    orphan_grace: float
-    in_flight: int
-    """Builds running in this process."""
-    pending: int
-    """Keys of this process's prebuilds not built yet."""
-    failing_keys: int
-    """Keys whose last build in this process failed."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ArtifactBacklog:
-    """What the health check of an artifact cache reads (:meth:`ArtifactCache.health_data`)."""
-
-    prebuild_backlog: int
-    """Prebuild jobs waiting in the job queue (every instance's) plus the keys of this
-    process's prebuilds not built yet."""
-    prebuild_jobs_waiting: int
-    gc_backlog: int
-    """Rows and objects the next GC would delete."""
-    oldest_expired_age: float | None
-    """Seconds since the oldest collectable row became collectable (``None``: none); it
-    grows when GC does not run."""
-    failing_keys: int
-    last_error: str | None
-    """The last build error (``"key: error"``), or ``None``."""
-    stale_rows: int
-    """Expired rows kept for stale-if-error."""
-    collectable_rows: int
-    collectable_objects: int
-    in_flight: int
-
-
-def _positive(name: str, value: float, *, zero: bool = False) -> float:
-    if not isinstance(value, int | float) or value < 0 or (value == 0 and not zero):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigurationError(f"{name} must be a number {bound}, not {value!r}")
-    return float(value)
-
-
-class ArtifactCache(Component):
+class ArtifactCache(ArtifactMaintenance, Component):
     """Files derived from immutable keys, built ahead of time, handed out as URLs.
 
     ``build(key)`` (async) returns the artifact's bytes, or a :class:`Built` with a content
@@ -301,16 +168,6 @@ class ArtifactCache(Component):
 
     def __repr__(self) -> str:
         return f"ArtifactCache({self.name!r}, storage={self.storage.url!r})"
-
-    @property
-    def prebuild_task(self) -> str:
-        """The job task that prebuilds keys: ``artifacts.<name>.prebuild``."""
-        return f"artifacts.{self.name}.prebuild"
-
-    @property
-    def gc_task(self) -> str:
-        """The periodic job task that collects garbage: ``artifacts.<name>.gc``."""
-        return f"artifacts.{self.name}.gc"
 
     @property
     def in_flight(self) -> int:
@@ -546,145 +403,6 @@ class ArtifactCache(Component):
     async def wait_idle(self) -> None:
         """Wait until no build is in flight in this process."""
         await self._flights.wait_all()
-
-    # -- GC --------------------------------------------------------------------------------
-
-    async def gc(self, now: float | None = None, *, orphans: bool = True) -> dict[str, int]:
-        """Delete expired rows, then the stored objects no row references; idempotent, and
-        safe to run while :meth:`get` and :meth:`prebuild` build, here or elsewhere.
-
-        1. Rows that expired more than ``max_stale_on_error`` ago are deleted, ``gc_batch`` at
-           a time: a query finds the batch's last row by expiry, a ``DELETE`` takes the range.
-        2. With ``orphans``, the storage is listed: objects without an object row, older than
-           ``orphan_grace``, are recorded in the object table (adopted, with their
-           modification time), and left-over temporary files older than that are deleted.
-        3. Objects no row references and no build touched for ``orphan_grace`` are deleted,
-           ``gc_batch`` at a time: a query picks candidates; then, in one transaction,
-           ``DELETE … RETURNING`` their object rows (checking both conditions again), delete
-           the stored objects, commit.
-
-        Why a concurrent build that produces the same object is safe: a build first records
-        the object (``touched_at = now``, one committed statement), then writes it if missing,
-        then in one transaction touches it again and upserts its row (and starts over if the
-        object row is gone). Step 3 only takes rows untouched for ``orphan_grace`` and not
-        referenced; its ``DELETE`` locks them until the stored objects are deleted and the
-        transaction commits. So either the build touched the object first (step 3 skips it:
-        PostgreSQL re-checks ``touched_at`` on the row the build committed, SQLite runs one
-        writer at a time), or step 3 took it first: the build's touch waits for the commit,
-        then records the object anew and writes it after the deletion. A row is never written
-        for an object that is not stored.
-
-        ``now`` (epoch seconds) replaces the clock (tests). Returns counts: ``rows``,
-        ``objects``, ``orphans`` (adopted), ``temp_files`` and ``statements``.
-        """
-        started = time.perf_counter()
-        at = self.clock.time() if now is None else float(now)
-        rows, st_rows = await self.index.delete_rows(
-            self.name, at - self.max_stale_on_error, self.gc_batch
-        )
-        adopted = temps = st_adopt = 0
-        cutoff = at - self.orphan_grace
-        if orphans:
-            found, temp_files = await self.storage.list_objects(self.name)
-            old = [(o.id, o.size, o.mtime) for o in found if o.mtime < cutoff]
-            adopted, st_adopt = await self.index.adopt_objects(self.name, old)
-            stale_temps = [p for p, mtime in temp_files if mtime < cutoff]
-            await self.storage.delete_paths(stale_temps)
-            temps = len(stale_temps)
-        objects, st_objects = await self.index.collect_objects(
-            self.name, cutoff, self.gc_batch, partial(self.storage.delete, self.name)
-        )
-        s = self.stats
-        s.gc_runs += 1
-        s.gc_rows += rows
-        s.gc_objects += objects
-        s.gc_orphans += adopted
-        s.gc_temp_files += temps
-        s.last_gc_at = self.clock.time()
-        s.last_gc_seconds = time.perf_counter() - started
-        return {
-            "rows": rows,
-            "objects": objects,
-            "orphans": adopted,
-            "temp_files": temps,
-            "statements": st_rows + st_adopt + st_objects,
-        }
-
-    # -- jobs ------------------------------------------------------------------------------
-
-    def register_jobs(
-        self,
-        queue: JobQueue,
-        *,
-        gc_every: float | None = None,
-        retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 300.0,
-    ) -> None:
-        """Register the tasks ``artifacts.<name>.prebuild`` (args ``{"keys": [...]}``) and
-        ``artifacts.<name>.gc`` on a :class:`~freshkeep.jobs.JobQueue`; with ``gc_every``,
-        run the GC periodically (one run at a time across instances: a lock). A failed
-        prebuild raises, so the queue retries it with its backoff."""
-        self._queue = queue
-        queue.task(
-            self.prebuild_task,
-            self._prebuild_job,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-        )
-        gc_lock = self.gc_task
-        queue.task(
-            self.gc_task,
-            self._gc_job,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            lock=lambda _args: gc_lock,
-        )
-        if gc_every is not None:
-            self.gc_interval = _positive("gc_every", gc_every)
-            queue.periodic(self.gc_task, self.gc_interval)
-
-    async def enqueue_prebuild(
-        self,
-        queue: JobQueue,
-        keys: Iterable[str],
-        *,
-        change_id: str | int,
-        connection: Any = None,
-    ) -> EnqueueResult:
-        """Enqueue ONE prebuild job carrying every key. Its dedup key is derived from
-        ``change_id`` (scope ``running``), so the same change is never built twice while its
-        job waits or runs, and a later duplicate finds the keys fresh and skips them.
-        ``connection``: the caller's transaction on the job database (the job commits with
-        it). No keys: nothing is enqueued (``reason="empty"``)."""
-        from freshkeep.jobs import EnqueueResult
-
-        wanted = [self._check_key(k) for k in dict.fromkeys(keys)]
-        if not wanted:
-            return EnqueueResult(None, False, "empty")
-        change = str(change_id)
-        if not _DEDUP.match(change):
-            change = hashlib.sha256(change.encode()).hexdigest()[:32]
-        return await queue.enqueue(
-            self.prebuild_task,
-            {"keys": wanted},
-            dedup_key=f"artifacts.{self.name}.prebuild:{change}",
-            dedup_scope="running",
-            connection=connection,
-        )
-
-    async def _prebuild_job(self, ctx: JobContext, args: dict[str, Any]) -> dict[str, int]:
-        keys = args.get("keys")
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise ConfigurationError(
-                f"job {ctx.task!r}: args must be {{'keys': [str, ...]}}, not {args!r}"
-            )
-        return await self.prebuild(keys, attempt=ctx.attempt)
-
-    async def _gc_job(self, ctx: JobContext, args: dict[str, Any]) -> dict[str, int]:
-        return await self.gc()
 
     # -- health ----------------------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""The value types of :mod:`freshkeep.views`: what a builder is told, a section, the observer
+of slow-path events, and a view's counters and snapshot (re-exported there)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from freshkeep.core.component import Snapshot
+from freshkeep.core.entry import Status
+from freshkeep.core.policy import Policy
+from freshkeep.core.revision import Revision
+from freshkeep.exceptions import ConfigurationError
+
+Probe = Literal["always", "interval"]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a builder is told about the build it runs."""
+
+    view: str
+    section: str
+    key: Any
+    principal: str | None
+    revisions: Mapping[str, Revision]
+    """The revisions of the section's sources, read before the builder was called."""
+
+
+Builder = Callable[[BuildContext], Awaitable[Any]]
+"""``async def build(ctx) -> value``: a JSON-encodable value (or pre-encoded ``bytes``)."""
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Section:
+    """A named part of a view's value with its own sources and builder.
+
+    ``policy`` overrides the view's policy for this section: e.g. a ``strict`` section is
+    rebuilt in line when it changes, while the view's other sections are served
+    stale-while-revalidate.
+    """
+
+    build: Builder
+    sources: tuple[str, ...]
+    policy: Policy | None
+
+    def __init__(
+        self, build: Builder, sources: Iterable[str], *, policy: Policy | None = None
+    ) -> None:
+        srcs = tuple(sorted(set(sources)))
+        for s in srcs:
+            if not isinstance(s, str) or not s:
+                raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
+        if policy is not None and not isinstance(policy, Policy):
+            raise ConfigurationError(f"a section's policy must be a Policy, not {policy!r}")
+        object.__setattr__(self, "build", build)
+        object.__setattr__(self, "sources", srcs)
+        object.__setattr__(self, "policy", policy)
+
+
+class ViewObserver(Protocol):
+    """Told about a view's slow-path events (e.g. by the Prometheus metrics, to fill histograms).
+
+    Never called on the hit path. Add one to :attr:`View.observers`; an observer that raises
+    is logged and does not fail the read.
+    """
+
+    def build_finished(self, view: str, section: str, seconds: float) -> None:
+        """A section of ``view`` was built in ``seconds``."""
+        ...
+
+    def stale_served(self, view: str, status: Status, age: float) -> None:
+        """An entry ``age`` seconds past its last confirmation was served (``status`` is
+        ``stale`` or ``error-stale``)."""
+        ...
+
+
+@dataclass(slots=True)
+class ViewStats:
+    """Counters of one view (read by health checks and metrics)."""
+
+    reads: dict[str, int] = field(default_factory=dict)
+    builds: dict[str, int] = field(default_factory=dict)
+    build_seconds: dict[str, float] = field(default_factory=dict)
+    build_errors: int = 0
+    background_refreshes: int = 0
+    collapsed: int = 0
+    shared_hits: int = 0
+    """Builds answered from the shared store (another instance built it)."""
+    shared_waits: int = 0
+    """Builds that waited for another instance holding the build lock."""
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_build_at: float | None = None
+    failing_since: float | None = None
+    """Wall time of the first build error since the last successful build (``None``: the
+    last build succeeded)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySnapshot:
+    """The freshness policy of a view, as reported in its snapshot."""
+
+    mode: str
+    max_stale: float
+    stale_if_error: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewSnapshot(Snapshot):
+    """A view's counters now (:meth:`View.snapshot`)."""
+
+    view: str
+    """The view's name (as ``name``: the key of the stats JSON)."""
+    sources: tuple[str, ...]
+    policy: PolicySnapshot
+    reads: Mapping[str, int]
+    """Reads by status (``hit`` counts the hits of the memory store too)."""
+    builds: Mapping[str, int]
+    """Builds by section."""
+    build_seconds: Mapping[str, float]
+    """The duration of each section's last build."""
+    build_errors: int
+    background_refreshes: int
+    collapsed: int
+    shared_hits: int
+    shared_waits: int
+    last_error: str | None
+    last_error_at: float | None
+    last_build_at: float | None
+    failing_since: float | None
+    """Wall time of the first build error since the last successful build (``None``: the
+    last build succeeded)."""
+    in_flight: int
