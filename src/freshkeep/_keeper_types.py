@@ -29,6 +29,9 @@ class KeeperStats:
     """Messages of revisions received from other keepers through the bus."""
     probe_errors: int = 0
     """Reads whose revision probe failed."""
+    unattributed_writes: int = 0
+    """Raw SQL statements whose tables could not be determined: every tracked table was
+    bumped for each (the write hooks count them; see ``freshkeep.sql.statements``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +50,7 @@ class KeeperSnapshot(Snapshot):
     commits: int
     remote_revisions: int
     probe_errors: int
+    unattributed_writes: int = 0
     store: MemoryStoreSnapshot
     """The in-process store (L1)."""
     shared: SharedStoreSnapshot | None

@@ -356,6 +356,7 @@ class Keeper(KeeperComponents):
             commits=self.stats.commits,
             remote_revisions=self.stats.remote_revisions,
             probe_errors=self.stats.probe_errors,
+            unattributed_writes=self.stats.unattributed_writes,
             store=self.store.snapshot(),
             shared=self.shared.snapshot() if self.shared is not None else None,
             bus=self.bus.snapshot(),

@@ -158,6 +158,7 @@ async def test_stats_and_index(hub: HubClient) -> None:
         "commits",
         "remote_revisions",
         "probe_errors",
+        "unattributed_writes",
         "store",
         "shared",
         "bus",

@@ -185,7 +185,8 @@ async def test_an_unknown_target_bumps_every_tracked_table_and_is_counted(
                         await s.execute(text(opaque))
                         await s.commit()
             assert moved(before, await db.counters()) == {TASKS, PROJECTS, TAGS, TASK_TAGS}
-            assert db.tracking.unattributed == 2
+            assert db.tracking.unattributed == db.keeper.stats.unattributed_writes == 2
+            assert db.keeper.snapshot().unattributed_writes == 2
             assert sum("cannot tell which tables" in r.message for r in caplog.records) == 1
     finally:
         await engine.dispose()

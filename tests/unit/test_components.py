@@ -193,6 +193,7 @@ KEEPER_KEYS = {
     "commits",
     "remote_revisions",
     "probe_errors",
+    "unattributed_writes",
     "store",
     "shared",
     "bus",

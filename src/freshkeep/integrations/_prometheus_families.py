@@ -73,6 +73,11 @@ class CollectorFamilies:
         )
         yield m.counter("revision_probes", "Reads of source revisions.", s.probes)
         yield m.counter("probe_errors", "Reads whose revision probe failed.", s.probe_errors)
+        yield m.counter(
+            "unattributed_writes",
+            "Raw SQL writes whose tables could not be determined (every tracked table bumped).",
+            s.unattributed_writes,
+        )
         store = s.store
         yield m.gauge("store_entries", "Entries in the memory store.", store.entries)
         yield m.gauge("store_bytes", "Bytes of entries in the memory store.", store.bytes)

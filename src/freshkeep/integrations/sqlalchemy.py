@@ -165,6 +165,7 @@ class Tracking:
         tables = written_tables(sql, dialect)
         if tables is UNKNOWN:
             self.unattributed += 1
+            self.keeper.stats.unattributed_writes += 1
             if len(self._logged) < 100 and sql not in self._logged:
                 self._logged.add(sql)
                 log.warning(
