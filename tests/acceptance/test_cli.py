@@ -68,3 +68,18 @@ def test_freshkeep_demo_serves_the_summary(tmp_path: Path) -> None:
     log = demo.log
     assert db.exists()
     assert "freshkeep demo hub" in log.read_text()
+
+
+def test_a_busy_port_fails_at_once_before_seeding(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = tmp_path / "busy.db"
+        result = runner.invoke(cli.app, ["demo", "--port", str(port), "--db", str(db)], env=WIDE)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0]
+    assert not db.exists()  # nothing seeded, nothing created

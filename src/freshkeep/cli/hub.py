@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import shlex
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +47,23 @@ from freshkeep.cli._root import (
     console,
     err_console,
 )
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or ``None`` when it can (it is freed again)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"unknown host: {exc.strerror or exc}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        if os.name != "nt":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 @app.command()
@@ -87,6 +106,9 @@ def demo(
     level = log_level.upper()
     if level not in logging.getLevelNamesMapping():
         raise _fail(f"unknown log level {log_level!r}")
+    busy = _port_taken(host, port)  # before seeding: a busy port fails in a second, not later
+    if busy is not None:
+        raise _fail(f"cannot listen on {host}:{port} ({busy}): pass another --port")
     try:
         settings = HubSettings.load()
         token = None
