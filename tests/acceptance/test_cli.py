@@ -83,3 +83,26 @@ def test_a_busy_port_fails_at_once_before_seeding(tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0]
     assert not db.exists()  # nothing seeded, nothing created
+
+
+def test_migrate_asks_which_database_and_says_which_it_used(tmp_path: Path) -> None:
+    clean: dict[str, str | None] = {"FRESHKEEP_DATABASE_URL": None}  # unset
+    asked = runner.invoke(cli.app, ["migrate"], env=WIDE | clean)
+    assert asked.exit_code == 2
+    assert asked.output.strip().splitlines() == [
+        "error: which database? pass --db PATH_OR_URL (or set FRESHKEEP_DATABASE_URL)"
+    ]
+    db = tmp_path / "app.db"
+    done = runner.invoke(cli.app, ["migrate", "--db", str(db)], env=WIDE)
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[0] == f"database: sqlite:///{db}"
+
+
+def test_a_mistyped_database_path_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    for args in (["gc", "--db", str(typo)], ["jobs", "status", "--db", str(typo)]):
+        result = runner.invoke(cli.app, args, env=WIDE)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "no SQLite database at" in lines[0], lines
+        assert not typo.exists()

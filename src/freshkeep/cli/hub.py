@@ -200,6 +200,7 @@ def migrate(
         from freshkeep.settings import Settings
         from freshkeep.sql import migrate as migrations
         from freshkeep.sql import triggers as capture
+        from freshkeep.sql.engine import display_url
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
 
@@ -207,7 +208,14 @@ def migrate(
         return [t.strip() for v in values or () for t in v.split(",") if t.strip()]
 
     try:
-        url = migrations.normalize_url(db if db is not None else Settings.load().database_url)
+        settings = Settings.load()
+    except FreshkeepError as exc:
+        raise _fail(str(exc)) from exc
+    if db is None and "database_url" not in settings.model_fields_set:
+        raise _fail("which database? pass --db PATH_OR_URL (or set FRESHKEEP_DATABASE_URL)")
+    try:
+        url = migrations.normalize_url(db if db is not None else settings.database_url)
+        console.print(f"database: {display_url(url)}", highlight=False)
         result = migrations.upgrade(url, revision)
         if result.changed:
             for step in result.applied:

@@ -59,7 +59,7 @@ DbOption = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -107,6 +107,10 @@ async def _rows_of(queue: Any) -> list[tuple[str, str, int]]:
 
 async def _status(settings: Any) -> list[tuple[str, str, int]]:
     from freshkeep.jobs import job_queue_from_settings
+    from freshkeep.sql.engine import require_existing
+
+    if settings.jobs_backend == "sql":
+        require_existing(settings.jobs_url or settings.database_url)
 
     queue = job_queue_from_settings(settings)
     try:

@@ -99,7 +99,11 @@ def process(
         settings = HubSettings.load()
         if root is not None:
             settings = settings.model_copy(update={"sessions_root": str(root)})
-        engine = create_engine(normalize_url(db if db is not None else settings.database_url))
+        from freshkeep.sql.engine import require_existing
+
+        url = normalize_url(db if db is not None else settings.database_url)
+        require_existing(url)
+        engine = create_engine(url)
         try:
             return await run_on(Sessions.create(engine, settings).pipeline)
         finally:
@@ -298,13 +302,14 @@ async def _hub_gc(
     from freshkeep.demo.exports import EXPORT_CACHE, default_storage
     from freshkeep.demo.hub import create_engine, normalize_url
     from freshkeep.settings import Settings
-    from freshkeep.sql.engine import display_url
+    from freshkeep.sql.engine import display_url, require_existing
 
     async def never(key: str) -> bytes:  # GC never builds
         raise AssertionError(f"freshkeep gc does not build ({key!r})")
 
     settings = Settings.load()
     url = normalize_url(db or settings.database_url)
+    require_existing(url)
     where = storage or default_storage(
         url,
         settings.artifact_storage_url,

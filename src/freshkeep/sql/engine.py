@@ -101,6 +101,23 @@ def create_engine(
     return engine
 
 
+def require_existing(url: str) -> None:
+    """Refuse a SQLite URL or path whose file does not exist: for commands that read what is
+    there (a mistyped path must not leave an empty database behind). Other databases pass."""
+    full = async_url(url)
+    parsed = make_url(full)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if not Path(database).expanduser().is_file():
+        raise ConfigurationError(
+            f"no SQLite database at {database!r} (nothing was created): check the path, or "
+            "create it first (freshkeep migrate --db PATH)"
+        )
+
+
 def check_sqlite_path(database: str | None) -> None:
     """Refuse a SQLite file whose directory does not exist (before a connect fails on it)."""
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -222,6 +239,7 @@ __all__ = [
     "check_sqlite_path",
     "create_engine",
     "display_url",
+    "require_existing",
     "run_on",
     "sqlite_pragmas",
     "sqlite_transactions",
