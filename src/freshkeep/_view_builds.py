@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
 from freshkeep.core.backoff import Backoff, backoff
-from freshkeep.core.entry import Entry, SectionEntry, Status, encode
+from freshkeep.core.entry import Entry, SectionEntry, Status, encode, to_plain
 from freshkeep.core.policy import Policy
 from freshkeep.exceptions import EncodeError, FreshkeepError
 
@@ -211,7 +211,7 @@ class ViewBuilds:
                 dict(zip(section.sources, fingerprint, strict=True)),
             )
             started = time.perf_counter()
-            value = await section.build(ctx)
+            value = to_plain(await section.build(ctx))
             elapsed = time.perf_counter() - started
             if multi:
                 self._check_section_value(name, value)

@@ -3,6 +3,9 @@ of slow-path events, and a view's counters and snapshot (re-exported there)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -39,6 +42,11 @@ class Section:
     ``policy`` overrides the view's policy for this section: e.g. a ``strict`` section is
     rebuilt in line when it changes, while the view's other sections are served
     stale-while-revalidate.
+
+    ``build`` is checked here, not at the first read: an ``async def`` (or an object with an
+    async ``__call__``) is called on the event loop; a plain ``def`` runs in a worker thread
+    (``asyncio.to_thread``), so a blocking builder never stalls the loop; anything that is not
+    callable raises :class:`~freshkeep.exceptions.ConfigurationError`.
     """
 
     build: Builder
@@ -54,9 +62,33 @@ class Section:
                 raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
         if policy is not None and not isinstance(policy, Policy):
             raise ConfigurationError(f"a section's policy must be a Policy, not {policy!r}")
+        if not callable(build):
+            raise ConfigurationError(
+                f"a builder must be an async function of a BuildContext, not {build!r}"
+            )
+        if not _is_async(build):
+            build = _in_thread(build)
         object.__setattr__(self, "build", build)
         object.__setattr__(self, "sources", srcs)
         object.__setattr__(self, "policy", policy)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _in_thread(fn: Callable[[BuildContext], Any]) -> Builder:
+    """``fn``, a plain function, run in a worker thread (an awaitable it returns is awaited)."""
+
+    @functools.wraps(fn)
+    async def build(ctx: BuildContext) -> Any:
+        value = await asyncio.to_thread(fn, ctx)
+        if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
+            value = await value
+        return value
+
+    return build
 
 
 class ViewObserver(Protocol):

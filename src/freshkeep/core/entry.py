@@ -8,6 +8,7 @@ without touching the others.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,10 +34,27 @@ Fingerprint = tuple[Revision, ...]
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
+def _is_model(obj: Any) -> bool:
+    """A Pydantic (v2) model instance, recognised without importing Pydantic."""
+    return callable(getattr(obj, "model_dump", None)) and hasattr(type(obj), "model_fields")
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` with a Pydantic model or a dataclass instance at the top turned into the dict
+    it encodes as (a model through ``model_dump(mode="json")``); anything else unchanged."""
+    if _is_model(value):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
 def _default(obj: Any) -> Any:
     # Databases return Decimal for SUM/NUMERIC (PostgreSQL does for SUM of integers).
     if isinstance(obj, Decimal):
         return int(obj) if obj == obj.to_integral_value() else float(obj)
+    if _is_model(obj):  # what FastAPI users return: a Pydantic model, encoded as its JSON
+        return obj.model_dump(mode="json")
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
 
@@ -44,8 +62,8 @@ def encode(value: Any) -> bytes:
     """Encode a built value as JSON bytes, or raise :class:`EncodeError` naming the problem.
 
     orjson encodes dicts, lists, str, int, float, bool, None, datetimes, UUIDs, dataclasses and
-    enums natively; ``Decimal`` becomes an int when integral, else a float. ``bytes`` are taken
-    as already encoded JSON.
+    enums natively; Pydantic models are encoded as ``model_dump(mode="json")``; ``Decimal``
+    becomes an int when integral, else a float. ``bytes`` are taken as already encoded JSON.
     """
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
