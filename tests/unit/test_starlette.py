@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from freshkeep import BuildContext, Keeper, Policy, PrincipalRequiredError, Settings
+from freshkeep import BuildContext, Keeper, Policy, Settings
 from freshkeep.integrations.starlette import cache_status, endpoint, etag_matches, serve
 from freshkeep.testing import MemoryRevisions
 
@@ -115,15 +115,26 @@ async def test_no_servable_value_is_a_503_with_json(hub: tuple[App, httpx.AsyncC
     assert "builder broke" in body["detail"]
 
 
-async def test_authenticated_request_to_a_shared_view_is_refused(
-    hub: tuple[App, httpx.AsyncClient],
+async def test_authenticated_request_to_a_shared_view_gets_everyones_value_privately(
+    hub: tuple[App, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, client = hub
-    with pytest.raises(PrincipalRequiredError, match="per_principal=True"):
-        await client.get("/shared", headers={"Authorization": "Bearer x"})
-    assert a.calls == 0
+    anonymous = await client.get("/shared")
+    for _ in range(2):
+        r = await client.get("/shared", headers={"Authorization": "Bearer x"})
+        assert r.status_code == 200 and r.json() == anonymous.json()  # never a 500
+        assert r.headers["cache-control"] == "private, no-cache"
+        assert r.json()["who"] is None  # the builder never saw a principal
+    etag = r.headers["etag"]
+    not_modified = await client.get(
+        "/shared", headers={"Authorization": "Bearer x", "If-None-Match": etag}
+    )
+    assert not_modified.status_code == 304
+    assert not_modified.headers["cache-control"] == "private, no-cache"
+    assert a.calls == 1
+    assert sum("is shared" in rec.message for rec in caplog.records) == 1  # logged once
     r = await client.get("/public", headers={"Authorization": "Bearer x"})
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
 
 
 async def test_per_principal_views_are_private(hub: tuple[App, httpx.AsyncClient]) -> None:

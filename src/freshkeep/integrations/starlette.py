@@ -15,18 +15,22 @@
 :func:`causal_token` sets ``X-Freshkeep-Revision`` on a write's response from the revisions its
 SQLAlchemy session committed: the token a client sends back as ``X-Freshkeep-Min-Revision``.
 
-A request that carries an ``Authorization`` header or a non-empty session is refused
-(:class:`~freshkeep.exceptions.PrincipalRequiredError`) unless the view is per-principal or
-declared public: a shared entry must never hold one user's data.
+A request that carries an ``Authorization`` header or a non-empty session, read from a shared
+view (neither per-principal nor declared public), gets the shared value: its builder never sees
+the principal, so it holds no user's data. The response says ``Cache-Control: private,
+no-cache`` (a shared HTTP cache must not store it), and the first such request of each view is
+logged, since the view may be meant ``public=True`` or ``per_principal=True``.
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from freshkeep.core.entry import Read, Status, format_revision, parse_revision
-from freshkeep.exceptions import PrincipalRequiredError, UnavailableError, missing_extra
+from freshkeep.exceptions import UnavailableError, missing_extra
 from freshkeep.settings import Settings
 from freshkeep.views import View
 
@@ -52,6 +56,8 @@ _CACHE_STATUS: dict[Status, str] = {
     "section": "fwd=partial; stored",
     "miss": "fwd=miss; stored",
 }
+
+log = logging.getLogger("freshkeep.starlette")
 
 
 def wants_refresh(request: Request) -> bool:
@@ -116,12 +122,14 @@ async def serve(
             if read.status == "hit":
                 return _PrebuiltResponse(read.entry.body, _hit_headers(read, view))
             return _response(read, view, refresh=False, headers=None)
+    private = view.per_principal
     if _is_authenticated(request) and not (view.public or view.per_principal):
-        raise PrincipalRequiredError(
-            f"view {view.name!r} is shared but the request to {request.url.path} is "
-            "authenticated: key the view by principal (per_principal=True) or declare it "
-            "public=True"
-        )
+        # A shared view's builder never sees the principal: its value is everyone's, so it is
+        # served. A response to a request with credentials must not be stored by a shared
+        # cache (RFC 9111 3.5): it says private.
+        private = True
+        headers = {**(headers or {}), "Cache-Control": "private, no-cache"}
+        _warn_shared(view, request.url.path)
     s = view.keeper.settings
     refresh = wants_refresh(request)
     min_revision = None
@@ -134,7 +142,6 @@ async def serve(
                 {"error": "bad-request", "header": s.header_min_revision, "detail": str(exc)},
                 status_code=400,
             )
-    private = view.per_principal
     inm = request.headers.get("if-none-match")
     if inm and not refresh and min_revision is None:
         try:
@@ -219,6 +226,23 @@ class _PrebuiltResponse(Response):
         self.background = None
         self.body = body
         self.raw_headers = raw_headers
+
+
+_WARNED: weakref.WeakSet[View] = weakref.WeakSet()
+
+
+def _warn_shared(view: View, path: str) -> None:
+    """Log once per view that a shared view answered a request with credentials."""
+    if view in _WARNED:
+        return
+    _WARNED.add(view)
+    log.warning(
+        "view %r is shared (neither per_principal nor public) and %s was asked with "
+        "credentials: everyone's value is served, marked private. Declare public=True if "
+        "that is meant, or per_principal=True if the value should depend on the reader",
+        view.name,
+        path,
+    )
 
 
 def _not_modified(etag: str, private: bool, name: str) -> Response:
