@@ -99,11 +99,7 @@ def process(
         settings = HubSettings.load()
         if root is not None:
             settings = settings.model_copy(update={"sessions_root": str(root)})
-        from freshkeep.sql.engine import require_existing
-
-        url = normalize_url(db if db is not None else settings.database_url)
-        require_existing(url)
-        engine = create_engine(url)
+        engine = create_engine(normalize_url(db if db is not None else settings.database_url))
         try:
             return await run_on(Sessions.create(engine, settings).pipeline)
         finally:
