@@ -189,3 +189,42 @@ async def test_another_os_process_is_seen_within_the_resync_interval(path: Path)
         await keeper.aclose()
     finally:
         await engine.dispose()
+
+
+async def test_the_applications_conflict_clauses_neither_reset_nor_fail_the_counter(
+    db: TrackedDb, shell: sqlite3.Connection
+) -> None:
+    """SQLite applies an outer OR REPLACE / OR ABORT ... to a trigger's statements that have
+    no conflict clause of their own: the trigger's upsert has one."""
+    await install_triggers_async(db.engine, ["tasks"])
+    statements = [
+        "INSERT INTO tasks (id, title, updated_at) VALUES (1, 'a', '2024-01-01')",
+        "INSERT OR REPLACE INTO tasks (id, title, updated_at) VALUES (1, 'b', '2024-01-01')",
+        "REPLACE INTO tasks (id, title, updated_at) VALUES (1, 'c', '2024-01-01')",
+        "INSERT OR ABORT INTO tasks (id, title, updated_at) VALUES (2, 'd', '2024-01-01')",
+        "INSERT OR ROLLBACK INTO tasks (id, title, updated_at) VALUES (3, 'e', '2024-01-01')",
+        "INSERT OR FAIL INTO tasks (id, title, updated_at) VALUES (4, 'f', '2024-01-01')",
+        "INSERT OR IGNORE INTO tasks (id, title, updated_at) VALUES (5, 'g', '2024-01-01')",
+        "UPDATE OR FAIL tasks SET title = 'h' WHERE id = 2",
+        "UPDATE OR REPLACE tasks SET title = 'i' WHERE id = 3",
+    ]
+    last = 0
+    for sql in statements:
+        run(shell, sql)  # never fails because of the trigger
+        now = (await db.counters())[TASKS]
+        assert now > last, (sql, last, now)  # never reset, always moved
+        last = now
+
+
+async def test_a_reopened_data_version_connection_never_reuses_old_revisions(
+    db: TrackedDb, shell: sqlite3.Connection
+) -> None:
+    await install_triggers_async(db.engine, ["tasks"])
+    revisions = SQLAlchemyRevisions(db.engine)
+    before = await revisions.read([TASKS])
+    run(shell, "INSERT INTO tasks (id, title, updated_at) VALUES (1, 'a', '2024-01-01')")
+    assert revisions._version is not None
+    revisions._version.close()  # as after a failed look: a new connection counts anew
+    after = await revisions.read([TASKS])
+    assert after[TASKS] == before[TASKS] + 1 and revisions.skipped == 0
+    revisions.close()

@@ -98,6 +98,7 @@ class DataVersion:
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._generation = 0
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine | Engine) -> DataVersion | None:
@@ -110,20 +111,27 @@ class DataVersion:
             return None
         return cls(database)
 
-    def read(self) -> int | None:
-        """The file's data version now, or ``None`` if it cannot be read (then nothing may be
-        skipped)."""
+    def read(self) -> tuple[int, int] | None:
+        """``(connection generation, data version)`` now, or ``None`` if it cannot be read
+        (then nothing may be skipped).
+
+        Versions are comparable only on one connection: a reopened connection counts anew, so
+        each (re)open starts a new generation and nothing read before it is reused. The
+        connection never waits (``timeout=0``): a file locked by a writer answers "cannot
+        tell", so the event loop is never blocked.
+        """
         try:
             if self._conn is None:
                 self._conn = sqlite3.connect(  # mode=rw: never create the file
                     f"file:{quote(self.path)}?mode=rw",
                     uri=True,
-                    timeout=1.0,
+                    timeout=0.0,
                     isolation_level=None,
                     check_same_thread=False,
                 )
+                self._generation += 1
             row = self._conn.execute("PRAGMA data_version").fetchone()
-            return int(row[0])
+            return self._generation, int(row[0])
         except sqlite3.Error:
             self.close()
             return None
@@ -164,14 +172,16 @@ class SQLAlchemyRevisions(RevisionSource):
         """Reads answered without a query: nothing was committed to the SQLite file since."""
         self.skip_unchanged = skip_unchanged
         self._version = DataVersion.for_engine(self.engine) if skip_unchanged else None
-        self._seen_version: int | None = None
+        self._seen_version: tuple[int, int] | None = None
         self._seen: dict[str, Revision] = {}
 
     async def read(self, sources: Collection[str]) -> dict[str, Revision]:
         """Read the revision of every source: counters in one query, watermarks in one more
         (none at all on an unchanged SQLite file)."""
         version = self._version.read() if self._version is not None else None
-        if version is not None and version == self._seen_version:
+        if version is None:  # cannot tell: forget what was seen, query
+            self._seen_version, self._seen = None, {}
+        elif version == self._seen_version:
             seen = self._seen
             if all(s in seen for s in sources):
                 self.skipped += 1

@@ -91,10 +91,14 @@ _SQLITE_OPS = ("insert", "update", "delete")
 _SQLITE_TRIGGER = """
 CREATE TRIGGER {name} AFTER {op} ON {table} FOR EACH ROW
 BEGIN
-    INSERT OR IGNORE INTO freshkeep_revisions (source, revision) VALUES ({source}, 0);
-    UPDATE freshkeep_revisions SET revision = revision + 1 WHERE source = {source};
+    INSERT INTO freshkeep_revisions (source, revision) VALUES ({source}, 1)
+    ON CONFLICT (source) DO UPDATE SET revision = revision + 1;
 END
 """
+# One upsert with its own ON CONFLICT clause: SQLite applies the conflict resolution of the
+# outer statement (INSERT OR REPLACE, UPDATE OR ABORT ...) to the statements of a trigger that
+# have none, so an INSERT OR IGNORE here would become a REPLACE (resetting the counter) or an
+# ABORT (failing the application's write).
 
 
 def _sqlite_name(table: str) -> str:
