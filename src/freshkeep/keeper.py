@@ -205,6 +205,12 @@ class Keeper(KeeperComponents):
                 raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
         self._sources.declared.update(sources)
 
+    @property
+    def source_catalog(self) -> frozenset[str]:
+        """What the revision source listed at :meth:`check_sources` (the database's tables and
+        watermarks); empty before, or when it cannot tell."""
+        return self._sources.catalog or frozenset()
+
     async def check_sources(self) -> None:
         """Check every view's sources against what can move them (rule 8: a typo'd source
         is an error, never a view that silently never invalidates). :meth:`start` calls it;

@@ -190,3 +190,66 @@ async def test_an_unknown_target_bumps_every_tracked_table_and_is_counted(
             assert sum("cannot tell which tables" in r.message for r in caplog.records) == 1
     finally:
         await engine.dispose()
+
+
+async def test_names_match_whatever_their_case(db: TrackedDb) -> None:
+    before = await seed(db)
+    async with db.session() as s:
+        await s.execute(text("UPDATE TASKS SET title = 'upper' WHERE id = 1"))
+        await s.commit()
+    assert moved(before, await db.counters()) == {TASKS}
+
+
+async def test_an_unknown_target_in_a_process_without_views_bumps_the_listed_tables(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from freshkeep import Keeper
+    from freshkeep.integrations.sqlalchemy import track
+    from freshkeep.sql.revisions import SQLAlchemyRevisions
+    from tests.integration.sa_support import db_counters, sqlite_engine
+
+    engine = sqlite_engine(tmp_path / "worker.db")
+    try:
+        await create_schema(engine)
+        keeper = Keeper(SQLAlchemyRevisions(engine))  # a worker: no view at all
+        tracking = track(keeper, async_sessionmaker(engine))  # every table
+        await keeper.start()  # lists the database's tables
+        async with engine.begin() as conn:
+            for sql in SEED:
+                await conn.execute(text(sql))
+        assert TASKS in await db_counters(engine)  # the seed outside sessions was bumped
+        bumped = tracking.sources_of_sql("CALL refresh()", "sqlite")  # an opaque write
+        assert {TASKS, PROJECTS, TAGS, TASK_TAGS, "table:notes"} <= bumped
+        tracking.remove()
+        await keeper.aclose()
+    finally:
+        await engine.dispose()
+
+
+async def test_writes_outside_sessions_never_fail_for_a_missing_revision_table(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from freshkeep import Keeper
+    from freshkeep.integrations.sqlalchemy import track
+    from freshkeep.sql.revisions import SQLAlchemyRevisions
+    from tests.integration.sa_support import Base, sqlite_engine
+
+    engine = sqlite_engine(tmp_path / "unmigrated.db")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)  # no freshkeep_revisions
+        keeper = Keeper(SQLAlchemyRevisions(engine))
+        tracking = track(keeper, async_sessionmaker(engine))
+        async with engine.begin() as conn:
+            for sql in SEED:
+                await conn.execute(text(sql))  # seen, not bumped, not failed
+            rows = (await conn.execute(text("SELECT count(*) FROM tasks"))).scalar_one()
+        assert rows == 2
+        tracking.remove()
+        await keeper.aclose()
+    finally:
+        await engine.dispose()

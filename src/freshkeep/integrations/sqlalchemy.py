@@ -19,6 +19,7 @@ Source names: ``table:<table name>`` (see :func:`table_source`).
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -123,12 +124,15 @@ class Tracking:
     unattributed: int = 0
     """Statements that may write but whose tables could not be determined (every tracked
     table was bumped for each)."""
+    bump_errors: int = 0
+    """Autocommitted writes outside sessions whose bump failed (logged; the write stands)."""
     _listeners: list[tuple[str, Any]] = field(default_factory=list)
     _engines: list[Engine] = field(default_factory=list)
     _writers: weakref.WeakKeyDictionary[Connection, weakref.ref[Session]] = field(
         default_factory=weakref.WeakKeyDictionary
     )
     _logged: set[str] = field(default_factory=set)
+    _ready: dict[int, tuple[bool, float]] = field(default_factory=dict)
 
     def source_of(self, table: Any) -> str | None:
         """The source of ``table`` if it is tracked."""
@@ -140,25 +144,29 @@ class Tracking:
         """The source of the table named ``name`` (``table`` or ``schema.table``) if it is
         tracked. freshkeep's own tables (``freshkeep_*``) never are."""
         bare = name.rsplit(".", 1)[-1]
-        if bare.startswith("freshkeep_"):
+        if bare.lower().startswith("freshkeep_"):
             return None
         if self.tables is None:
-            known = self.keeper.tracker.sources
-            if f"table:{name}" in known or "." not in name:
-                return f"table:{name}"
-            return f"table:{bare}"  # main.tasks, public.tasks: the table as the ORM names it
-        if name in self.tables:
-            return f"table:{name}"
-        if bare in self.tables:
-            return f"table:{bare}"
+            known = {s.removeprefix("table:") for s in self.every_source()}
+            for candidate in (name, bare):
+                found = _match(candidate, known)
+                if found is not None:
+                    return f"table:{found}"
+            return f"table:{name if '.' not in name else bare}"
+        for candidate in (name, bare):  # main.tasks, public.tasks: as the ORM names it
+            found = _match(candidate, self.tables)
+            if found is not None:
+                return f"table:{found}"
         return None
 
     def every_source(self) -> set[str]:
         """Every tracked table's source: the tracked tables, or, when every table is tracked,
-        every ``table:`` source the keeper's views read."""
+        every ``table:`` source the keeper's views read and every table of the database the
+        keeper listed at start (so that a process with no view still moves the others')."""
         if self.tables is not None:
             return {f"table:{t}" for t in self.tables}
-        return {s for s in self.keeper.tracker.sources if s.startswith("table:")}
+        listed = self.keeper.source_catalog
+        return {s for s in (*self.keeper.tracker.sources, *listed) if s.startswith("table:")}
 
     def sources_of_sql(self, sql: str, dialect: str) -> set[str]:
         """The tracked sources the raw statement ``sql`` writes (every one when unknown)."""
@@ -210,6 +218,7 @@ class Tracking:
     ) -> None:
         self.watch_engine(connection.engine)
         self._writers[connection] = weakref.ref(session)
+        _SESSION_OWNED.add(connection)
         session.info.setdefault(_CONNS, []).append(connection)
 
     def _before_execute(
@@ -254,6 +263,8 @@ class Tracking:
             if session is not None:
                 _mark(session, self.sources_of_sql(statement, conn.dialect.name))
             return
+        if conn in _SESSION_OWNED:
+            return  # another tracking's session: its hooks bump at its commit
         clause = getattr(compiled, "statement", None)
         if compiled is None:
             sources = self.sources_of_sql(statement, conn.dialect.name)
@@ -263,10 +274,40 @@ class Tracking:
             sources = self.sources_of_sql(clause.text, conn.dialect.name)
         else:
             return
-        if sources:
+        if sources and self._revisions_ready(conn):
             # In the statement's own transaction, after it: a rollback undoes both; under
             # AUTOCOMMIT the data commits first, so a reader can only over-invalidate.
-            bump_counters(conn, sources)
+            try:
+                bump_counters(conn, sources)
+            except Exception as exc:
+                if conn.in_transaction():
+                    exc.add_note(f"freshkeep could not bump the revisions of {sorted(sources)}")
+                    raise
+                # AUTOCOMMIT: the write is committed already; failing it now would lie.
+                self.bump_errors += 1
+                log.exception("bumping %s after an autocommitted write failed", sorted(sources))
+
+    def _revisions_ready(self, conn: Connection) -> bool:
+        """Whether ``freshkeep_revisions`` exists on ``conn``'s database (looked up once, and
+        again every 10 s while it is missing): writes outside sessions are never failed by a
+        freshkeep table that was not migrated yet; they are logged once instead."""
+        key = id(conn.engine)
+        now = time.monotonic()
+        known = self._ready.get(key)
+        if known is not None and (known[0] or now < known[1]):
+            return known[0]
+        try:
+            ready = bool(inspect(conn).has_table(REVISION_TABLE))
+        except Exception:
+            ready = False
+        self._ready[key] = (ready, now + 10.0)
+        if not ready and known is None:
+            log.warning(
+                "no %s table: writes outside tracked sessions are not bumped until "
+                "`freshkeep migrate` creates it",
+                REVISION_TABLE,
+            )
+        return ready
 
     def _before_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
@@ -311,6 +352,7 @@ class Tracking:
         info.pop(_COMMITTING, None)
         for conn in info.pop(_CONNS, ()):
             self._writers.pop(conn, None)
+            _SESSION_OWNED.discard(conn)
 
     def install(self) -> None:
         if self.target is None:
@@ -334,6 +376,22 @@ class Tracking:
             sa_event.remove(engine, "after_cursor_execute", self._after_cursor_execute)
         self._engines.clear()
         self._writers.clear()
+
+
+_SESSION_OWNED: weakref.WeakSet[Connection] = weakref.WeakSet()
+"""Connections some tracked session (of any :class:`Tracking`) is in a transaction on."""
+
+
+def _match(name: str, known: Collection[str]) -> str | None:
+    """``name`` as it is in ``known``: exactly, else ignoring case (the database folds unquoted
+    names, the ORM keeps its own spelling)."""
+    if name in known:
+        return name
+    lower = name.lower()
+    for k in known:
+        if k.lower() == lower:
+            return k
+    return None
 
 
 def _event_target(target: Any) -> Any:

@@ -75,7 +75,13 @@ def _unquote(name: str) -> str:
 
 
 def _table_name(table: exp.Table) -> str:
-    return f"{table.db}.{table.name}" if table.db else table.name
+    """``schema.table`` or ``table``; an unquoted name is folded to lower case, as SQLite and
+    PostgreSQL fold it (the hooks match names case-insensitively where the database does)."""
+    parts = [p for p in (table.args.get("db"), table.args.get("this")) if p is not None]
+    names = [
+        p.name if isinstance(p, exp.Identifier) and p.quoted else p.name.lower() for p in parts
+    ]
+    return ".".join(n for n in names if n)
 
 
 def _targets(tree: exp.Expression) -> tuple[str, ...] | None:
@@ -101,10 +107,11 @@ def _targets(tree: exp.Expression) -> tuple[str, ...] | None:
             found.extend(_table_name(t) for t in tables)
         elif isinstance(node, exp.Drop) and str(node.args.get("kind", "")).upper() == "TABLE":
             writes = True
-            table = node.this if isinstance(node.this, exp.Table) else node.find(exp.Table)
-            if table is None:
+            listed = [node.this, *node.expressions, *(node.args.get("tables") or [])]
+            tables = [t for t in listed if isinstance(t, exp.Table)]
+            if not tables:
                 return UNKNOWN
-            found.append(_table_name(table))
+            found.extend(_table_name(t) for t in tables)
         elif isinstance(node, exp.Command):
             return UNKNOWN if first_keyword(str(node.this)) not in _READS else ()
     if not writes:
@@ -120,7 +127,10 @@ def written_tables(sql: str, dialect: str = "") -> tuple[str, ...] | None:
     parser's grammar. Several statements separated by ``;`` are read together.
     """
     word = first_keyword(sql)
-    if word in _READS or not word:
+    several = ";" in sql.strip().rstrip(";")  # one read first must not hide a later write
+    if word == "EXPLAIN" and re.search(r"\bANALY[SZ]E\b", sql[:200], re.I):
+        return UNKNOWN  # EXPLAIN ANALYZE runs the statement it explains
+    if (word in _READS or not word) and not several:
         return ()
     if word in _OPAQUE:
         return UNKNOWN
@@ -131,7 +141,7 @@ def written_tables(sql: str, dialect: str = "") -> tuple[str, ...] | None:
         return (".".join(_unquote(p) for p in re.split(r"\s*\.\s*", m.group(1))),)
     if word == "REPLACE":
         sql = _REPLACE.sub("INSERT OR REPLACE", sql, count=1)
-    elif word not in _PARSED:
+    elif word not in _PARSED and not several:
         return ()
     try:
         trees = sqlglot.parse(sql, read=_DIALECTS.get(dialect))
