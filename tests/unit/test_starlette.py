@@ -210,3 +210,28 @@ async def test_the_fast_path_answers_like_the_full_one(hub: tuple[App, httpx.Asy
     assert {k: fast.headers[k] for k in keys} == {k: full.headers[k] for k in keys}
     assert fast.headers["content-length"] == str(len(fast.content))
     assert fast.content == full.content
+
+
+async def test_a_build_started_by_an_authenticated_read_sees_no_context_of_the_request() -> None:
+    import contextvars
+
+    user: contextvars.ContextVar[str | None] = contextvars.ContextVar("user", default=None)
+    keeper = Keeper(MemoryRevisions(), probe="always")
+
+    async def build(ctx: BuildContext) -> dict[str, Any]:
+        return {"user": user.get()}  # a builder that (wrongly) reads a request's context
+
+    view = keeper.view("shared", build, sources=["t:a"])
+
+    async def route(request: Request) -> Response:
+        user.set(request.headers.get("x-user"))  # as an authentication middleware would
+        return await serve(request, view)
+
+    app = Starlette(routes=[Route("/shared", route)])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        r = await client.get("/shared", headers={"Authorization": "Bearer a", "x-user": "alice"})
+        assert r.json() == {"user": None}  # alice's context never reached the shared entry
+        r = await client.get("/shared")
+        assert r.json() == {"user": None}

@@ -24,10 +24,12 @@ logged, since the view may be meant ``public=True`` or ``per_principal=True``.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from freshkeep.core.entry import Read, Status, format_revision, parse_revision
 from freshkeep.exceptions import UnavailableError, missing_extra
@@ -123,11 +125,13 @@ async def serve(
                 return _PrebuiltResponse(read.entry.body, _hit_headers(read, view))
             return _response(read, view, refresh=False, headers=None)
     private = view.per_principal
+    shielded = False
     if _is_authenticated(request) and not (view.public or view.per_principal):
-        # A shared view's builder never sees the principal: its value is everyone's, so it is
-        # served. A response to a request with credentials must not be stored by a shared
-        # cache (RFC 9111 3.5): it says private.
-        private = True
+        # A shared view's builder is never given the principal: its value is everyone's, so
+        # it is served. Its reads run in an empty context (a build they start must not see the
+        # user in a context variable either), and a response to a request with credentials
+        # must not be stored by a shared cache (RFC 9111 3.5): it says private.
+        private = shielded = True
         headers = {**(headers or {}), "Cache-Control": "private, no-cache"}
         _warn_shared(view, request.url.path)
     s = view.keeper.settings
@@ -145,14 +149,17 @@ async def serve(
     inm = request.headers.get("if-none-match")
     if inm and not refresh and min_revision is None:
         try:
-            etag = await view.current_etag(key, principal=principal)
+            etag = await _run(view.current_etag(key, principal=principal), shielded)
         except UnavailableError:
             pass  # the read below serves error-stale within its bounds, or answers 503
         else:
             if etag_matches(inm, etag):
                 return _not_modified(etag, private, s.cache_status_name)
     try:
-        read = await view.get(key, principal=principal, refresh=refresh, min_revision=min_revision)
+        read = await _run(
+            view.get(key, principal=principal, refresh=refresh, min_revision=min_revision),
+            shielded,
+        )
     except UnavailableError as exc:
         return _unavailable(view, exc)
     if inm and not refresh and etag_matches(inm, read.etag):
@@ -226,6 +233,17 @@ class _PrebuiltResponse(Response):
         self.background = None
         self.body = body
         self.raw_headers = raw_headers
+
+
+T = TypeVar("T")
+
+
+async def _run(work: Coroutine[Any, Any, T], shielded: bool) -> T:
+    """Await ``work``; ``shielded``: in a task of an empty context, so that what it starts
+    (a build, a background refresh) sees none of the request's context variables."""
+    if not shielded:
+        return await work
+    return await asyncio.get_running_loop().create_task(work, context=contextvars.Context())
 
 
 _WARNED: weakref.WeakSet[View] = weakref.WeakSet()
