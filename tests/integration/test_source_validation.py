@@ -74,3 +74,31 @@ async def test_a_keeper_that_cannot_list_sources_checks_nothing() -> None:
     keeper.view("any", build, sources=["t:whatever"])
     await keeper.start()  # no catalog, no declarations: every source is the application's
     await keeper.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_tables_of_other_schemas_are_known(pg_schema: object) -> None:
+    from sqlalchemy import text
+
+    from tests.conftest import PgSchema
+
+    assert isinstance(pg_schema, PgSchema)
+    other = f"{pg_schema.name}_x"
+    engine = pg_schema.async_engine()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{other}"'))
+            await conn.execute(text(f'CREATE TABLE "{other}".events (id int)'))
+            await conn.execute(text("CREATE TABLE local_table (id int)"))
+        await SQLAlchemyRevisions(engine).create_table()
+        keeper = Keeper(SQLAlchemyRevisions(engine))
+        keeper.view("a", build, sources=[f"table:{other}.events", "table:local_table"])
+        keeper.view("b", build, sources=[f"table:{pg_schema.name}.local_table"])
+        await keeper.start()  # all known: no error
+        with pytest.raises(UnknownSourceError, match="did you mean"):
+            keeper.view("c", build, sources=[f"table:{other}.event"])
+        await keeper.aclose()
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{other}" CASCADE'))
+        await engine.dispose()

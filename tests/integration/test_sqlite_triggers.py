@@ -228,3 +228,13 @@ async def test_a_reopened_data_version_connection_never_reuses_old_revisions(
     after = await revisions.read([TASKS])
     assert after[TASKS] == before[TASKS] + 1 and revisions.skipped == 0
     revisions.close()
+
+
+def test_every_table_leaves_out_virtual_tables_and_their_shadows(tmp_path: Path) -> None:
+    path = tmp_path / "fts.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("CREATE VIRTUAL TABLE notes_fts USING fts5(body)")
+    migrate.upgrade(str(path))
+    assert install_triggers(str(path), ["*"]) == ["notes"]
+    assert triggered_tables(str(path)) == ["notes"]

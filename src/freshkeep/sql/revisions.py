@@ -198,14 +198,37 @@ class SQLAlchemyRevisions(RevisionSource):
         return found
 
     async def known_sources(self) -> frozenset[str]:
-        """The ``table:`` source of every table in the database's default schema (freshkeep's
-        own tables left out) and the watermark sources: what a view may read."""
+        """The ``table:`` sources of the database's tables and views (freshkeep's own left
+        out) and the watermark sources: what a view may read.
 
-        def tables(conn: Connection) -> list[str]:
-            return list(inspect(conn).get_table_names())
+        Every schema's tables are listed as ``table:schema.name``; those a bare name reaches
+        (the default schema, PostgreSQL's ``search_path``) as ``table:name`` too.
+        """
 
-        names = await run_on(self.engine, tables)
-        found = {f"table:{n}" for n in names if not n.startswith("freshkeep_")}
+        def tables(conn: Connection) -> set[str]:
+            inspector = inspect(conn)
+            default = inspector.default_schema_name
+            reached: set[str | None] = {None, default}
+            if conn.dialect.name == "postgresql":
+                rows = conn.exec_driver_sql("SELECT unnest(current_schemas(false))")
+                reached |= {str(r[0]) for r in rows}
+            found: set[str] = set()
+            for schema in inspector.get_schema_names():
+                if schema in ("information_schema", "pg_catalog") or schema.startswith("pg_"):
+                    continue
+                names = [
+                    *inspector.get_table_names(schema=schema),
+                    *inspector.get_view_names(schema=schema),
+                ]
+                for name in names:
+                    if name.startswith("freshkeep_"):
+                        continue
+                    found.add(f"table:{schema}.{name}")
+                    if schema in reached:
+                        found.add(f"table:{name}")
+            return found
+
+        found = await run_on(self.engine, tables)
         return frozenset(found | set(self.watermarks))
 
     def close(self) -> None:

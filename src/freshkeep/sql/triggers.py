@@ -198,16 +198,26 @@ and Alembic's version table."""
 
 def _every_table(conn: Connection) -> list[str]:
     if conn.dialect.name == "sqlite":
-        names = sorted(n for n in _sqlite_tables(conn) if not n.startswith("sqlite_"))
+        rows = list(
+            conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        )
+        virtual = [str(n) for n, sql in rows if str(sql or "").upper().startswith("CREATE VIRTUAL")]
+        names = sorted(
+            str(n)
+            for n, _ in rows
+            if not str(n).startswith("sqlite_")
+            and str(n) not in virtual  # no trigger on a virtual table ...
+            and not any(str(n).startswith(f"{v}_") for v in virtual)  # ... or its shadow tables
+        )
     else:
-        rows = conn.execute(
+        found = conn.execute(
             text(
                 "SELECT table_name FROM information_schema.tables "
                 "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' "
                 "ORDER BY 1"
             )
         )
-        names = [str(r[0]) for r in rows]
+        names = [str(r[0]) for r in found]
     return [n for n in names if not n.startswith("freshkeep_") and n != "alembic_version"]
 
 
