@@ -44,9 +44,10 @@ class Section:
     stale-while-revalidate.
 
     ``build`` is checked here, not at the first read: an ``async def`` (or an object with an
-    async ``__call__``) is called on the event loop; a plain ``def`` runs in a worker thread
-    (``asyncio.to_thread``), so a blocking builder never stalls the loop; anything that is not
-    callable raises :class:`~freshkeep.exceptions.ConfigurationError`.
+    async ``__call__``) is awaited on the event loop; a plain ``def`` runs in a worker thread
+    (``asyncio.to_thread``), so a blocking builder never stalls the loop; a lambda or another
+    callable is called on the loop and what it returns awaited if it can be; anything that is
+    not callable raises :class:`~freshkeep.exceptions.ConfigurationError`.
     """
 
     build: Builder
@@ -67,7 +68,7 @@ class Section:
                 f"a builder must be an async function of a BuildContext, not {build!r}"
             )
         if not _is_async(build):
-            build = _in_thread(build)
+            build = _in_thread(build) if _is_plain_def(build) else _on_loop(build)
         object.__setattr__(self, "build", build)
         object.__setattr__(self, "sources", srcs)
         object.__setattr__(self, "policy", policy)
@@ -76,6 +77,24 @@ class Section:
 def _is_async(fn: Callable[..., Any]) -> bool:
     call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _is_plain_def(fn: Callable[..., Any]) -> bool:
+    """A function written with ``def`` (not a lambda, a partial or a callable object)."""
+    return inspect.isfunction(fn) and fn.__name__ != "<lambda>"
+
+
+def _on_loop(fn: Callable[[BuildContext], Any]) -> Builder:
+    """A lambda or another callable, called on the event loop; an awaitable it returns (a
+    coroutine, ``asyncio.gather(...)``) is awaited."""
+
+    async def build(ctx: BuildContext) -> Any:
+        value = fn(ctx)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    return build
 
 
 def _in_thread(fn: Callable[[BuildContext], Any]) -> Builder:
@@ -137,6 +156,8 @@ class PolicySnapshot:
     mode: str
     max_stale: float
     stale_if_error: float
+    max_age: float | None = None
+    """Seconds after its build an entry is rebuilt whatever its revisions (``None``: no cap)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -257,7 +257,10 @@ class View(ViewBuilds, Component):
             view=self.name,
             sources=self.sources,
             policy=PolicySnapshot(
-                mode=p.mode, max_stale=p.max_stale, stale_if_error=p.stale_if_error
+                mode=p.mode,
+                max_stale=p.max_stale,
+                stale_if_error=p.stale_if_error,
+                max_age=p.max_age,
             ),
             reads=reads,
             builds=dict(s.builds),

@@ -147,7 +147,12 @@ async def test_stats_and_index(hub: HubClient) -> None:
     view = stats["views"]["summary"]
     assert view["reads"] == {"miss": 1, "hit": 1}
     assert view["builds"] == {"core": 1, "progress": 1}
-    assert view["policy"] == {"mode": "swr", "max_stale": 30.0, "stale_if_error": 300.0}
+    assert view["policy"] == {
+        "mode": "swr",
+        "max_stale": 30.0,
+        "stale_if_error": 300.0,
+        "max_age": 300.0,
+    }
     assert "table:progress_events" in view["sources"] and stats["probe"] == "interval"
     # the typed snapshots keep the JSON's shape: the same keys as the dicts they replaced
     assert set(stats) == {

@@ -74,3 +74,15 @@ async def test_pydantic_models_and_dataclasses_are_encoded() -> None:
     assert (await merged.get()).value == {"tasks": 3, "names": ["a", "b"], "x": 1, "y": 2}
     inner = keeper.view("nested", nested, sources=["t:a"])
     assert (await inner.get()).value == {"totals": {"tasks": 1, "names": []}}
+
+
+async def test_a_lambda_returning_a_future_runs_on_the_loop() -> None:
+    async def part(n: int) -> int:
+        return n
+
+    async def gathered(ctx: BuildContext) -> dict[str, list[int]]:
+        return {"n": await asyncio.gather(part(1), part(2))}
+
+    keeper = Keeper(MemoryRevisions())
+    view = keeper.view("gather", lambda ctx: asyncio.ensure_future(gathered(ctx)), sources=["t:a"])
+    assert (await view.get()).value == {"n": [1, 2]}

@@ -248,7 +248,7 @@ async def test_a_views_snapshot(keeper: Keeper) -> None:
     assert snap.name == snap.view == "summary" and snap.sources == ("table:t",)
     assert snap.reads == {"miss": 1, "hit": 1} and snap.builds == {"default": 1}
     assert snap.to_dict()["sources"] == ["table:t"]  # plain data: lists, not tuples
-    assert set(snap.to_dict()["policy"]) == {"mode", "max_stale", "stale_if_error"}
+    assert set(snap.to_dict()["policy"]) == {"mode", "max_stale", "stale_if_error", "max_age"}
 
 
 async def test_a_per_principal_views_snapshot(keeper: Keeper) -> None:
