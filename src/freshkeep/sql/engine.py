@@ -101,6 +101,14 @@ def create_engine(
     return engine
 
 
+def sqlite_file(database: str | None) -> str | None:
+    """``database`` (a SQLite URL's database part) if it names a file on disk; ``None`` for an
+    in-memory or URI (``file:``) database, or none at all."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
 def require_existing(url: str) -> None:
     """Refuse a SQLite URL or path whose file does not exist: for commands that read what is
     there (a mistyped path must not leave an empty database behind). Other databases pass."""
@@ -108,10 +116,8 @@ def require_existing(url: str) -> None:
     parsed = make_url(full)
     if parsed.get_backend_name() != "sqlite":
         return
-    database = parsed.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    if not Path(database).expanduser().is_file():
+    database = sqlite_file(parsed.database)
+    if database is not None and not Path(database).expanduser().is_file():
         raise ConfigurationError(
             f"no SQLite database at {database!r} (nothing was created): check the path, or "
             "create it first (freshkeep migrate --db PATH)"
@@ -120,7 +126,8 @@ def require_existing(url: str) -> None:
 
 def check_sqlite_path(database: str | None) -> None:
     """Refuse a SQLite file whose directory does not exist (before a connect fails on it)."""
-    if not database or database == ":memory:" or database.startswith("file:"):
+    database = sqlite_file(database)
+    if database is None:
         return
     parent = Path(database).expanduser().absolute().parent
     if not parent.is_dir():
@@ -241,6 +248,7 @@ __all__ = [
     "display_url",
     "require_existing",
     "run_on",
+    "sqlite_file",
     "sqlite_pragmas",
     "sqlite_transactions",
     "writer_engine",

@@ -28,7 +28,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
 
-from freshkeep.sql.engine import check_engine, run_on
+from freshkeep.sql.engine import check_engine, run_on, sqlite_file
 from freshkeep.sql.schema import metadata, revisions_table
 
 
@@ -106,10 +106,8 @@ class DataVersion:
         url = engine.url
         if url.get_backend_name() != "sqlite":
             return None
-        database = url.database
-        if not database or database == ":memory:" or database.startswith("file:"):
-            return None
-        return cls(database)
+        database = sqlite_file(url.database)
+        return None if database is None else cls(database)
 
     def read(self) -> tuple[int, int] | None:
         """``(connection generation, data version)`` now, or ``None`` if it cannot be read
