@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
 from freshkeep.core.backoff import Backoff, backoff
 from freshkeep.core.entry import Entry, SectionEntry, Status, encode, to_plain
-from freshkeep.core.policy import Policy
+from freshkeep.core.policy import Policy, is_expired
 from freshkeep.exceptions import EncodeError, FreshkeepError
 
 if TYPE_CHECKING:
@@ -136,8 +136,8 @@ class ViewBuilds:
         """Whether ``part`` is older than its section's ``max_age``."""
         if not self._capped:
             return False
-        cap = (self._policies or {}).get(name, self.policy).max_age
-        return cap is not None and self._clock.time() - part.built_at > cap
+        policy = (self._policies or {}).get(name, self.policy)
+        return is_expired(part.built_at, policy, self._clock.time())
 
     async def _wait_for_shared(
         self,

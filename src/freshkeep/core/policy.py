@@ -159,8 +159,9 @@ def decide(
             if must_rebuild(sources, part.fingerprint):
                 hard.add(name)
             continue
-        cap = (policies.get(name, policy) if policies else policy).max_age
-        if cap is not None and now is not None and now - part.built_at > cap:
+        if now is not None and is_expired(
+            part.built_at, policies.get(name, policy) if policies else policy, now
+        ):
             changed.append(name)
             expired.add(name)
     if not changed:
@@ -180,6 +181,11 @@ def decide(
         return Miss("expired" if expired.issuperset(inline) else "changed")
     inline_reason: Reason = "expired" if expired.issuperset(inline) else "changed"
     return RebuildSections(tuple(inline), tuple(background), inline_reason)
+
+
+def is_expired(built_at: float, policy: Policy, now: float) -> bool:
+    """Whether a section built at wall time ``built_at`` is older than ``policy.max_age``."""
+    return policy.max_age is not None and now - built_at > policy.max_age
 
 
 def may_serve_on_error(entry: Entry | None, *, age: float, policy: Policy) -> bool:
