@@ -147,6 +147,9 @@ class Tracking:
         if bare.lower().startswith("freshkeep_"):
             return None
         if self.tables is None:
+            exact = f"table:{name}"
+            if exact in self.keeper.tracker.sources or exact in self.keeper.source_catalog:
+                return exact  # the usual case, without building the set of every source
             known = {s.removeprefix("table:") for s in self.every_source()}
             for candidate in (name, bare):
                 found = _match(candidate, known)
