@@ -197,7 +197,9 @@ class KeeperComponents:
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
         )
-        self._check_view_sources(name, v.sources)
+        self._check_view_sources(name, (*v.sources, *(p.table for p in v.partitions)))
+        for p in v.partitions:
+            cast("Keeper", self).partition(p)
         return self.register(v)
 
     # -- remote values and notifiers ---------------------------------------------------------

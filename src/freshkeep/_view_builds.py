@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
 from freshkeep.core.backoff import Backoff, backoff
 from freshkeep.core.entry import Entry, SectionEntry, Status, encode, to_plain
+from freshkeep.core.partitions import EVERY, split_source
 from freshkeep.core.policy import Policy, is_expired
-from freshkeep.exceptions import EncodeError, FreshkeepError
+from freshkeep.core.revision import Revision
+from freshkeep.exceptions import ConfigurationError, EncodeError, FreshkeepError
 
 if TYPE_CHECKING:
     from freshkeep.core.clock import Clock
@@ -49,6 +51,63 @@ class ViewBuilds:
     _max_retry_backoff: float
     _policies: dict[str, Policy] | None
     _capped: bool
+    _probe_always: bool
+    keyed: bool
+
+    # -- the sources of a key ------------------------------------------------------------------
+
+    def _sources_of(self, key: Hashable) -> dict[str, tuple[str, ...]]:
+        """The sources of each section of ``key``'s entry."""
+        if not self.keyed:
+            return self._section_sources
+        return {name: section.for_key(key) for name, section in self.sections.items()}
+
+    @staticmethod
+    def _all_sources(by_section: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+        return tuple(sorted({s for srcs in by_section.values() for s in srcs}))
+
+    async def _learn(self, sources: Sequence[str], *, fresh: bool = False) -> dict[str, Revision]:
+        """Make the keeper follow ``sources`` (their revisions are read from the database the
+        first time, and at every resync after); return their revisions. ``fresh``: read them
+        from the database now whatever is known (``probe="always"``)."""
+        tracker = self._tracker
+        new = [s for s in sources if s not in tracker.sources]
+        if new:
+            self._keeper._check_view_sources(self.name, new)
+            self._check_partitions(new)
+            tracker.add(new)
+        if tracker.has_source and (fresh or new):
+            await tracker.resync(sources if fresh else new)
+        return dict(zip(sources, tracker.current(sources), strict=True))
+
+    def _check_partitions(self, sources: Sequence[str]) -> None:
+        """A partition the keeper was not told of would never be bumped by the write hooks
+        (they move every partition of its table instead): refuse it, naming the fix."""
+        for s in sources:
+            table, part = split_source(s)
+            if part is None or part == EVERY:
+                continue
+            column = part.partition("#")[0]
+            if not any(p.column == column for p in self._keeper.partitions_of(table)):
+                raise ConfigurationError(
+                    f"view {self.name!r} depends on {s!r}, a partition of {table} by {column!r} "
+                    f"this keeper does not know: declare it with keeper.partition("
+                    f"table_source(<table>, by={column!r}))"
+                )
+
+    async def _learn_found(self, sources: tuple[str, ...]) -> Mapping[str, Revision]:
+        return await self._learn(sources, fresh=self._probe_always)
+
+    @staticmethod
+    def _covers(entry: Entry, wanted: Mapping[str, Sequence[str]]) -> set[str]:
+        """The sections of ``entry`` whose sources include those ``wanted`` now (a key whose
+        sources changed since it was built must be rebuilt)."""
+        have = entry.sources
+        return {
+            name
+            for name, srcs in wanted.items()
+            if name in have and (have[name] == srcs or set(srcs) <= set(have[name]))
+        }
 
     def _identity(self, key: Hashable, principal: str | None) -> Hashable:
         return (principal, key) if self.per_principal else key
@@ -62,21 +121,26 @@ class ViewBuilds:
         refresh: bool,
     ) -> tuple[Entry, Status]:
         tracker = self._tracker
+        wants = self._sources_of(key)
         if refresh and tracker.has_source:
-            await tracker.resync(self.sources)  # a forced refresh reads fresh revisions
+            # a forced refresh reads fresh revisions
+            await tracker.resync(self._all_sources(wants) if self.keyed else self.sources)
         base = self._store.peek(ck)
-        parts: dict[str, SectionEntry] = dict(base.sections) if base is not None else {}
+        parts: dict[str, SectionEntry] = {}
+        have: dict[str, tuple[str, ...]] = {}
+        if base is not None:
+            for name in self._covers(base, wants) if self.keyed else base.sections:
+                parts[name], have[name] = base.sections[name], base.sources[name]
         wanted = set(sections) | (set(self.sections) - set(parts))
         shared = self._keeper.shared
-        if shared is None:
-            return await self._build_sections(ck, key, principal, parts, wanted)
-        skey = self._shared_key(shared, key, principal)
-        if skey is None:
-            return await self._build_sections(ck, key, principal, parts, wanted)
-        if not refresh and self._adopt(await shared.get(skey), parts, wanted) and not wanted:
-            # Another instance built all of it: a hit from the shared store.
-            self.stats.shared_hits += 1
-            return self._store_built(ck, key, principal, parts), "hit"
+        skey = None if shared is None else self._shared_key(shared, key, principal)
+        if shared is None or skey is None:
+            return await self._build_sections(ck, key, principal, parts, have, wants, wanted)
+        take = self._adopt
+        if not refresh and await take(await shared.get(skey), parts, have, wants, wanted):
+            if not wanted:  # Another instance built all of it: a hit from the shared store.
+                self.stats.shared_hits += 1
+                return self._store_built(ck, key, principal, parts, have), "hit"
         lock, token = self._keeper.build_lock, None
         if lock is not None:
             try:
@@ -86,19 +150,23 @@ class ViewBuilds:
             else:
                 if token is None:  # another instance is building it: wait for its entry
                     self.stats.shared_waits += 1
-                    landed, token = await self._wait_for_shared(shared, lock, skey, parts, wanted)
+                    landed, token = await self._wait_for_shared(
+                        shared, lock, skey, parts, have, wants, wanted
+                    )
                     if landed:
                         self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts), "hit"
-                elif not refresh and self._adopt(await shared.get(skey), parts, wanted):
+                        return self._store_built(ck, key, principal, parts, have), "hit"
+                elif not refresh and await take(await shared.get(skey), parts, have, wants, wanted):
                     # It landed between our look and our lock: take it rather than rebuild.
                     if not wanted:
                         await lock.release(skey, token)
                         token = None
                         self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts), "hit"
+                        return self._store_built(ck, key, principal, parts, have), "hit"
         try:
-            entry, status = await self._build_sections(ck, key, principal, parts, wanted)
+            entry, status = await self._build_sections(
+                ck, key, principal, parts, have, wants, wanted
+            )
             await shared.put(skey, entry)  # compare-and-set: a late build never wins
             return entry, status
         finally:
@@ -114,20 +182,35 @@ class ViewBuilds:
         except FreshkeepError:
             return None  # a key with no stable form across processes stays in this process
 
-    def _adopt(self, other: Entry | None, parts: dict[str, SectionEntry], wanted: set[str]) -> bool:
+    async def _adopt(
+        self,
+        other: Entry | None,
+        parts: dict[str, SectionEntry],
+        have: dict[str, tuple[str, ...]],
+        wants: Mapping[str, tuple[str, ...]],
+        wanted: set[str],
+    ) -> bool:
         """Take from ``other`` (built by another instance) the wanted sections that match the
         current revisions; return whether any was taken."""
-        if other is None or other.sources != self._section_sources or other.version != self.version:
+        if other is None or other.version != self.version:
             return False
+        if not self.keyed and other.sources != self._section_sources:
+            return False
+        covered = self._covers(other, wants) if self.keyed else set(other.sections)
+        if self.keyed:  # its build may have found sources this process does not follow yet
+            found = {s for name in covered & wanted for s in other.sources[name]}
+            await self._learn(sorted(found))
         taken = False
         for name in list(wanted):
             part = other.sections.get(name)
+            srcs = other.sources.get(name, ())
             if (
                 part is not None
-                and part.fingerprint == self._tracker.current(self._section_sources[name])
+                and name in covered
+                and part.fingerprint == self._tracker.current(srcs)
                 and not self._expired(name, part)
             ):
-                parts[name] = part
+                parts[name], have[name] = part, tuple(srcs)
                 wanted.discard(name)
                 taken = True
         return taken
@@ -145,6 +228,8 @@ class ViewBuilds:
         lock: Lock,
         skey: str,
         parts: dict[str, SectionEntry],
+        have: dict[str, tuple[str, ...]],
+        wants: Mapping[str, tuple[str, ...]],
         wanted: set[str],
     ) -> tuple[bool, str | None]:
         """Wait (bounded by ``lock_wait``) for another instance's build of the wanted sections.
@@ -158,7 +243,7 @@ class ViewBuilds:
         poll = Backoff(0.01, 0.2)
         while self._mono() < deadline:
             await asyncio.sleep(poll.next())
-            self._adopt(await shared.get(skey), parts, wanted)
+            await self._adopt(await shared.get(skey), parts, have, wants, wanted)
             if not wanted:
                 return True, None
             try:
@@ -166,7 +251,8 @@ class ViewBuilds:
             except FreshkeepError:
                 return False, None
             if token is not None:
-                self._adopt(await shared.get(skey), parts, wanted)  # it may have just landed
+                # it may have just landed
+                await self._adopt(await shared.get(skey), parts, have, wants, wanted)
                 if not wanted:
                     await lock.release(skey, token)
                     return True, None
@@ -174,13 +260,18 @@ class ViewBuilds:
         return False, None
 
     def _store_built(
-        self, ck: Hashable, key: Hashable, principal: str | None, parts: dict[str, SectionEntry]
+        self,
+        ck: Hashable,
+        key: Hashable,
+        principal: str | None,
+        parts: dict[str, SectionEntry],
+        have: Mapping[str, tuple[str, ...]],
     ) -> Entry:
         entry = Entry(
             self.name,
             self._identity(key, principal),
             {n: parts[n] for n in self.sections},
-            self._section_sources,
+            {n: have[n] for n in self.sections} if self.keyed else self._section_sources,
             self.version,
         )
         self._retry_at.pop(ck, None)
@@ -192,6 +283,8 @@ class ViewBuilds:
         key: Hashable,
         principal: str | None,
         parts: dict[str, SectionEntry],
+        have: dict[str, tuple[str, ...]],
+        wants: Mapping[str, tuple[str, ...]],
         wanted: set[str],
     ) -> tuple[Entry, Status]:
         tracker = self._tracker
@@ -201,21 +294,23 @@ class ViewBuilds:
             if name not in wanted:
                 continue
             # Rule 3: the revisions are read before the data.
-            fingerprint = tracker.current(section.sources)
+            srcs = wants[name]
+            fingerprint = tracker.current(srcs)
             built_at, built_mono = self._clock.time(), self._mono()
-            ctx = BuildContext(
-                self.name,
-                name,
-                key,
-                principal,
-                dict(zip(section.sources, fingerprint, strict=True)),
-            )
+            revisions = dict(zip(srcs, fingerprint, strict=True))
+            ctx = BuildContext(self.name, name, key, principal, revisions, self._learn_found)
             started = time.perf_counter()
             value = to_plain(await section.build(ctx))
             elapsed = time.perf_counter() - started
             if multi:
                 self._check_section_value(name, value)
+            if ctx.found:  # sources the builder found: read before the data they cover
+                revisions.update(ctx.found)
+                srcs = tuple(sorted(revisions))
+                fingerprint = tuple(revisions[s] for s in srcs)
+                self.keyed = True  # from now on, entries carry their own sources
             parts[name] = SectionEntry(encode(value), fingerprint, built_at, built_mono)
+            have[name] = srcs
             s = self.stats
             s.builds[name] = s.builds.get(name, 0) + 1
             s.build_seconds[name] = elapsed
@@ -224,7 +319,7 @@ class ViewBuilds:
             if self.observers:
                 self._observe_build(name, elapsed)
         status: Status = "miss" if built == len(self.sections) else "section"
-        return self._store_built(ck, key, principal, parts), status
+        return self._store_built(ck, key, principal, parts, have), status
 
     def _observe_build(self, section: str, seconds: float) -> None:
         for observer in self.observers:

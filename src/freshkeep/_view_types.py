@@ -6,17 +6,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from freshkeep.core.component import Snapshot
 from freshkeep.core.entry import Status
+from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError
 
 Probe = Literal["always", "interval"]
+
+
+Learn = Callable[[tuple[str, ...]], Awaitable[Mapping[str, Revision]]]
+"""Registers sources with the keeper and returns their revisions (read first when new)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +34,49 @@ class BuildContext:
     principal: str | None
     revisions: Mapping[str, Revision]
     """The revisions of the section's sources, read before the builder was called."""
+    learn: Learn | None = field(default=None, repr=False, compare=False)
+    found: dict[str, Revision] = field(default_factory=dict, repr=False, compare=False)
+    """The sources :meth:`depend` added, with their revisions."""
+
+    async def depend(self, *sources: str) -> Mapping[str, Revision]:
+        """Add ``sources`` to what this section depends on, found while building (e.g. the
+        partitions of the rows a first query returned: ``await ctx.depend(*tasks.of(*ids))``).
+
+        Call it **before** reading the data those sources cover: their revisions are taken
+        now (read from the database first when the keeper did not know them yet), so a write
+        that lands after this call invalidates the entry. Returns their revisions.
+        """
+        for s in sources:
+            if not isinstance(s, str) or not s:
+                raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
+        new = tuple(sorted({s for s in sources if s not in self.revisions}))
+        if not new:
+            return {s: self.revisions[s] for s in sources}
+        if self.learn is None:
+            raise ConfigurationError("this build context cannot add sources")
+        revs = await self.learn(new)
+        self.found.update(revs)
+        return {s: self.revisions.get(s, self.found.get(s, 0)) for s in sources}
 
 
 Builder = Callable[[BuildContext], Awaitable[Any]]
 """``async def build(ctx) -> value``: a JSON-encodable value (or pre-encoded ``bytes``)."""
 
 
+SourcesOf = Callable[[Any], Iterable[str]]
+"""The sources of a key: ``key -> source names`` (e.g. ``lambda key: orders.of(key)``)."""
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Section:
     """A named part of a view's value with its own sources and builder.
+
+    ``sources`` are source names, and :class:`~freshkeep.core.partitions.Partitioned` sources
+    (``table_source(Order, by="customer_id")``): such a section depends only on the partition
+    of the view's key (``view.get(key)``), so a write for another key leaves its entry valid.
+    ``sources`` may also be a callable of the key returning source names, for a key that is
+    not itself the partition value (``lambda key: orders.of(key[0])``). Sources a builder
+    finds while it runs are added with :meth:`BuildContext.depend`.
 
     ``policy`` overrides the view's policy for this section: e.g. a ``strict`` section is
     rebuilt in line when it changes, while the view's other sections are served
@@ -52,15 +91,34 @@ class Section:
 
     build: Builder
     sources: tuple[str, ...]
+    """The sources every key depends on."""
+    keyed: tuple[Partitioned, ...]
+    """Partitioned sources: each key depends on its own partition of them."""
+    sources_of: SourcesOf | None
     policy: Policy | None
 
     def __init__(
-        self, build: Builder, sources: Iterable[str], *, policy: Policy | None = None
+        self,
+        build: Builder,
+        sources: Iterable[str | Partitioned] | SourcesOf,
+        *,
+        policy: Policy | None = None,
     ) -> None:
-        srcs = tuple(sorted(set(sources)))
-        for s in srcs:
-            if not isinstance(s, str) or not s:
-                raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
+        sources_of: SourcesOf | None = None
+        keyed: list[Partitioned] = []
+        names: set[str] = set()
+        if callable(sources):
+            sources_of = sources
+        elif isinstance(sources, str | bytes):
+            raise ConfigurationError(f"sources must be a list of source names, not {sources!r}")
+        else:
+            for s in sources:
+                if isinstance(s, Partitioned):
+                    keyed.append(s)
+                elif isinstance(s, str) and s:
+                    names.add(s)
+                else:
+                    raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
         if policy is not None and not isinstance(policy, Policy):
             raise ConfigurationError(f"a section's policy must be a Policy, not {policy!r}")
         if not callable(build):
@@ -70,8 +128,36 @@ class Section:
         if not _is_async(build):
             build = _in_thread(build) if _is_plain_def(build) else _on_loop(build)
         object.__setattr__(self, "build", build)
-        object.__setattr__(self, "sources", srcs)
+        object.__setattr__(self, "sources", tuple(sorted(names)))
+        object.__setattr__(self, "keyed", tuple(dict.fromkeys(keyed)))
+        object.__setattr__(self, "sources_of", sources_of)
         object.__setattr__(self, "policy", policy)
+
+    @property
+    def per_key(self) -> bool:
+        """Whether the sources depend on the key."""
+        return bool(self.keyed) or self.sources_of is not None
+
+    def for_key(self, key: Hashable) -> tuple[str, ...]:
+        """The sources of ``key``'s entry, sorted."""
+        if not self.per_key:
+            return self.sources
+        found = set(self.sources)
+        for p in self.keyed:
+            found.update(p.of(key))
+        if self.sources_of is not None:
+            extra = self.sources_of(key)
+            if isinstance(extra, str | bytes):
+                raise ConfigurationError(
+                    f"the sources of key {key!r} must be a list of source names, not {extra!r}"
+                )
+            for s in extra:
+                if not isinstance(s, str) or not s:
+                    raise ConfigurationError(
+                        f"a source must be a non-empty string, not {s!r} (key {key!r})"
+                    )
+                found.add(s)
+        return tuple(sorted(found))
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

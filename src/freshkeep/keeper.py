@@ -13,6 +13,7 @@ from freshkeep._keeper_types import KeeperSnapshot, KeeperStats
 from freshkeep.buses.local import LocalBus
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component
+from freshkeep.core.partitions import Partitioned, every_partition
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision, RevisionTracker
 from freshkeep.core.sources import SourceCheck
@@ -112,6 +113,7 @@ class Keeper(KeeperComponents):
         self._hooks = False
         self._sources = SourceCheck(sources)
         self._sources_checked = False
+        self._partitions: dict[str, dict[str, Partitioned]] = {}
         self._init_components()
         if isinstance(self.bus, Component):
             self.register(self.bus)
@@ -205,6 +207,36 @@ class Keeper(KeeperComponents):
                 raise ConfigurationError(f"a source must be a non-empty string, not {s!r}")
         self._sources.declared.update(sources)
 
+    def partition(self, partitioned: Partitioned) -> Partitioned:
+        """Declare a partitioned source (``table_source(Order, by="customer_id")``): the write
+        hooks of this keeper then bump the partitions of the rows a write touches instead of
+        every partition of the table. Views declare the partitions of their sections
+        themselves; a process that writes but defines no view (a worker) declares the same
+        partitions here. A table may be partitioned by several columns. Returns it."""
+        if not isinstance(partitioned, Partitioned):
+            raise ConfigurationError(f"not a partitioned source: {partitioned!r}")
+        found = self._partitions.setdefault(partitioned.table, {})
+        old = found.get(partitioned.column)
+        if old is not None and old != partitioned:
+            raise ConfigurationError(
+                f"{partitioned} is already partitioned into {old.buckets} buckets, "
+                f"not {partitioned.buckets}: every reader and writer must use the same number"
+            )
+        found[partitioned.column] = partitioned
+        return partitioned
+
+    @property
+    def partitions(self) -> tuple[Partitioned, ...]:
+        """Every partitioned source declared (:meth:`partition`, and by views)."""
+        return tuple(p for by in self._partitions.values() for p in by.values())
+
+    def partitions_of(self, table: str) -> tuple[Partitioned, ...]:
+        """The partitioned sources of the table source ``table`` (``table:<name>``)."""
+        found = self._partitions.get(table)
+        if found is None and "." in table:  # table:public.tasks for a partition of table:tasks
+            found = self._partitions.get("table:" + table.rsplit(".", 1)[-1])
+        return tuple(found.values()) if found else ()
+
     @property
     def source_catalog(self) -> frozenset[str]:
         """What the revision source listed at :meth:`check_sources` (the database's tables and
@@ -228,7 +260,10 @@ class Keeper(KeeperComponents):
         check = self._sources
         if not check.active:
             return  # nothing to check against: every source is the application's
-        bad = {name: check.unknown(v.sources) for name, v in self._views.items()}
+        bad = {
+            name: check.unknown((*v.sources, *(p.table for p in v.partitions)))
+            for name, v in self._views.items()
+        }
         errors = [str(check.error(name, b)) for name, b in bad.items() if b]
         if errors:
             raise UnknownSourceError("; ".join(errors))
@@ -293,6 +328,19 @@ class Keeper(KeeperComponents):
         if not sources:
             return {}
         self._sources.declared.update(sources)  # what the application bumps, it moves
+        # A table bumped by hand changed where nobody can tell: every partition moves.
+        sources = tuple(
+            sorted(
+                {
+                    *sources,
+                    *(
+                        every_partition(s)
+                        for s in sources
+                        if s.startswith("table:") and "/" not in s
+                    ),
+                }
+            )
+        )
         revs: dict[str, Revision] | None
         if self.revisions is None:
             snap = self.tracker.snapshot

@@ -29,6 +29,7 @@ from freshkeep._view_types import (
 from freshkeep.core.clock import SystemClock
 from freshkeep.core.component import Component, Kind
 from freshkeep.core.entry import Entry, Fingerprint, Read, Status, compute_etag
+from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import (
     Hit,
     Miss,
@@ -96,6 +97,13 @@ class View(ViewBuilds, Component):
         self.sources: tuple[str, ...] = tuple(
             sorted({s for x in sections.values() for s in x.sources})
         )
+        """The sources every key depends on (a keyed section adds its key's own)."""
+        self.partitions: tuple[Partitioned, ...] = tuple(
+            dict.fromkeys(p for x in sections.values() for p in x.keyed)
+        )
+        """The partitioned sources whose partition of the key a keyed section reads."""
+        self.keyed = any(x.per_key for x in sections.values())
+        """Whether the sources of an entry depend on its key."""
         self.policy = policy
         self.probe = probe
         self.per_principal = per_principal
@@ -176,15 +184,24 @@ class View(ViewBuilds, Component):
     ) -> Read:
         tracker = self._tracker
         token: dict[str, Revision] | None = None
+        sources, source_set = self.sources, self._source_set
         probe = self._probe_always or tracker.fresh_until <= self._mono()
+        try:
+            if self.keyed:
+                sources = self._all_sources(self._sources_of(key))
+                source_set = frozenset(sources)
+                await self._learn(sources)
+        except UnavailableError as exc:
+            self._keeper.stats.probe_errors += 1
+            return self._on_failed_read(ck, exc)
         if min_revision:
-            token = {s: r for s, r in min_revision.items() if s in self._source_set}
+            token = {s: r for s, r in min_revision.items() if s in source_set}
             snap = tracker.snapshot
             behind = any(is_older(snap.get(s, 0), r) for s, r in token.items())
             probe = probe or behind
         if probe:
             try:
-                await tracker.resync(self.sources if self._probe_always or token else None)
+                await tracker.resync(sources if self._probe_always or token else None)
             except UnavailableError as exc:
                 # Rule 7: a failing database fails no read that an entry within
                 # stale_if_error can answer.
@@ -219,11 +236,19 @@ class View(ViewBuilds, Component):
         Reads revisions as :meth:`get` does (so it costs no I/O when they are pushed) and runs
         no builder: a conditional request whose ETag matches is answered ``304`` from this.
         """
-        self._cache_key(key, principal)  # validates principal
+        ck = self._cache_key(key, principal)  # validates principal
         tracker = self._tracker
+        sources = self.sources
+        if self.keyed:
+            entry = self._store.peek(ck)
+            wanted = self._all_sources(self._sources_of(key))
+            # Sources its build found (BuildContext.depend) are part of its ETag.
+            found = wanted if entry is None else (*wanted, *entry.vector)
+            sources = tuple(sorted(set(found)))
+            await self._learn(sources)
         if self._probe_always or tracker.fresh_until <= self._mono():
-            await tracker.resync(self.sources if self._probe_always else None)
-        vector = dict(zip(self.sources, tracker.current(self.sources), strict=True))
+            await tracker.resync(sources if self._probe_always else None)
+        vector = dict(zip(sources, tracker.current(sources), strict=True))
         return compute_etag(self.name, self._identity(key, principal), vector, self.version)
 
     def peek(self, key: Hashable = None, *, principal: str | None = None) -> Entry | None:
@@ -300,6 +325,10 @@ class View(ViewBuilds, Component):
         must_rebuild: Callable[[Sequence[str], Fingerprint], bool],
     ) -> Read:
         tracker = self._tracker
+        if self.keyed and entry is not None:
+            wants = self._sources_of(key)
+            if len(self._covers(entry, wants)) < len(wants):
+                entry = None  # built when the key had other sources: rebuild it
         for _ in range(3):
             age = self._mono() - entry.confirmed_mono if entry is not None else 0.0
             decision = decide(

@@ -109,6 +109,11 @@ class RevisionTracker:
             self.sources |= new
             self.fresh_until = float("-inf")  # their revisions are not known yet
 
+    def add(self, sources: Iterable[str]) -> None:
+        """Add sources to those read by every resync, without ending the interval: the
+        caller reads them now (``resync(sources)``), e.g. the partition of a new key."""
+        self.sources.update(sources)
+
     def current(self, sources: Iterable[str]) -> tuple[Revision, ...]:
         """The snapshot's revisions of ``sources``, in order."""
         snap = self.snapshot

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from freshkeep.core.partitions import split_source
 from freshkeep.exceptions import UnknownSourceError
 
 
@@ -46,7 +47,8 @@ class SourceCheck:
     def unknown(self, sources: Iterable[str]) -> list[str]:
         """The sources of ``sources`` nothing known moves."""
         known = self.known
-        return [s for s in sources if s not in known]
+        # A partition (table:t/col#3, table:t/*) is known when its table is.
+        return [s for s in sources if s not in known and split_source(s)[0] not in known]
 
     def suggestion(self, source: str) -> str | None:
         """The closest known source, if one is close enough to be a typo of ``source``."""

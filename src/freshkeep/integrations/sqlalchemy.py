@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from freshkeep.core.partitions import every_partition, split_source
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, missing_extra
 
@@ -42,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
 
 from freshkeep.keeper import Keeper
 from freshkeep.sql.engine import SQLITE_BEGIN, sqlite_transactions, writer_engine
+from freshkeep.sql.partitions import state_values, statement_sources
 from freshkeep.sql.revisions import SQLAlchemyRevisions, Watermark, bump_counters, table_source
 from freshkeep.sql.schema import REVISION_TABLE, metadata, revisions_table
 from freshkeep.sql.statements import UNKNOWN, written_tables
@@ -56,6 +58,17 @@ _REVS = "freshkeep.revisions"
 _COMMITTING = "freshkeep.committing"
 _CONNS = "freshkeep.connections"
 _COMMITTED = "freshkeep.committed"
+_FLUSH_UNKNOWN = "freshkeep.flush-unknown"
+
+
+def with_every(sources: Iterable[str]) -> set[str]:
+    """``sources`` and, for each whole table among them, its ``/*`` source: a write whose
+    partitions are not known moves every partition of the tables it wrote."""
+    out = set(sources)
+    out.update(
+        [every_partition(s) for s in out if s.startswith("table:") and split_source(s)[1] is None]
+    )
+    return out
 
 
 def _bump_now(session: Session) -> None:
@@ -169,7 +182,11 @@ class Tracking:
         if self.tables is not None:
             return {f"table:{t}" for t in self.tables}
         listed = self.keeper.source_catalog
-        return {s for s in (*self.keeper.tracker.sources, *listed) if s.startswith("table:")}
+        return {
+            s
+            for s in (*self.keeper.tracker.sources, *listed)
+            if s.startswith("table:") and split_source(s)[1] is None
+        }
 
     def sources_of_sql(self, sql: str, dialect: str) -> set[str]:
         """The tracked sources the raw statement ``sql`` writes (every one when unknown)."""
@@ -185,9 +202,9 @@ class Tracking:
                     "): %.200s",
                     sql,
                 )
-            return self.every_source()
+            return with_every(self.every_source())
         found = (self.source_of_name(t) for t in tables)
-        return {src for src in found if src is not None}
+        return with_every(src for src in found if src is not None)
 
     def sources_of(self, target: Any) -> set[str]:
         """The tracked sources a DML statement's target writes (a table, or an alias or a
@@ -199,6 +216,38 @@ class Tracking:
             return set()
         found = (self.source_of(t) for t in find_tables(target, include_aliases=True))
         return {src for src in found if src is not None}
+
+    def partitions_of(self, clause: Any, context: Any, flushing: Session | None = None) -> set[str]:
+        """The partition sources a compiled DML statement touched: the buckets of its rows
+        for the partitions the keeper knows, else the ``/*`` source of each table it wrote.
+        During a flush (``flushing``), what a statement does not show (``WHERE id = ?``) is
+        left to :meth:`_after_flush`, which reads the flushed objects."""
+        target = getattr(clause, "table", None)
+        if isinstance(target, Table):
+            tables = [target]
+        elif isinstance(target, FromClause):
+            tables = [t for t in find_tables(target, include_aliases=True) if isinstance(t, Table)]
+        else:
+            return set()
+        out: set[str] = set()
+        for table in tables:
+            src = self.source_of(table)
+            if src is None:
+                continue
+            specs = self.keeper.partitions_of(src)
+            found = None
+            if specs and target is table:
+                compiled = context.compiled
+                found = statement_sources(
+                    clause, table, specs, compiled.bind_names, context.compiled_parameters or []
+                )
+            if found is not None:
+                out |= found
+            elif specs and flushing is not None:
+                flushing.info.setdefault(_FLUSH_UNKNOWN, set()).add(src)
+            else:
+                out.add(every_partition(src))
+        return out
 
     @staticmethod
     def pending(session: Session) -> set[str]:
@@ -260,11 +309,16 @@ class Tracking:
         compiled = getattr(context, "compiled", None)
         ref = self._writers.get(conn)
         if ref is not None:
-            if compiled is not None:
-                return  # seen by _before_execute
             session = ref()
-            if session is not None:
+            if session is None:
+                return
+            if compiled is None:
                 _mark(session, self.sources_of_sql(statement, conn.dialect.name))
+                return
+            clause = compiled.statement
+            if getattr(clause, "is_dml", False):  # its table was marked by _before_execute
+                flushing = session if getattr(session, "_flushing", False) else None
+                _mark(session, self.partitions_of(clause, context, flushing))
             return
         if conn in _SESSION_OWNED:
             return  # another tracking's session: its hooks bump at its commit
@@ -273,6 +327,7 @@ class Tracking:
             sources = self.sources_of_sql(statement, conn.dialect.name)
         elif getattr(clause, "is_dml", False):
             sources = self.sources_of(getattr(clause, "table", None))
+            sources |= self.partitions_of(clause, context)
         elif isinstance(clause, TextClause):
             sources = self.sources_of_sql(clause.text, conn.dialect.name)
         else:
@@ -311,6 +366,31 @@ class Tracking:
                 REVISION_TABLE,
             )
         return ready
+
+    def _after_flush(self, session: Session, flush_context: Any) -> None:
+        """The partitions of the objects a flush wrote (their old and new values): the
+        statements of a flush update and delete by primary key, which names no partition."""
+        unknown: set[str] = session.info.pop(_FLUSH_UNKNOWN, set())
+        keeper = self.keeper
+        if not unknown and not keeper.partitions:
+            return
+        found: set[str] = set()
+        covered: set[str] = set()
+        for state, (_isdelete, listonly) in getattr(flush_context, "states", {}).items():
+            if listonly:
+                continue
+            for table in state.mapper.tables:
+                src = self.source_of(table)
+                specs = keeper.partitions_of(src) if src is not None else ()
+                if not specs:
+                    continue
+                assert src is not None
+                covered.add(src)
+                for spec in specs:
+                    values = state_values(state, table, spec.column)
+                    found |= {every_partition(src)} if values is None else spec.bumps(values)
+        found |= {every_partition(src) for src in unknown - covered}
+        _mark(session, found)
 
     def _before_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
@@ -362,6 +442,7 @@ class Tracking:
             return
         for name, fn in (
             ("after_begin", self._after_begin),
+            ("after_flush", self._after_flush),
             ("before_commit", self._before_commit),
             ("after_commit", self._after_commit),
             ("after_transaction_end", self._after_transaction_end),
@@ -479,7 +560,7 @@ def bump(session: Session | AsyncSession, *sources: Any) -> None:
     ``sources`` are source names, tables or mapped classes.
     """
     sync = session.sync_session if isinstance(session, AsyncSession) else session
-    _mark(sync, [table_source(s) for s in sources])
+    _mark(sync, with_every(table_source(s) for s in sources))
 
 
 def committed_revisions(session: Session | AsyncSession) -> dict[str, Revision]:

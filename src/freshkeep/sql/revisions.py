@@ -13,9 +13,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 from urllib.parse import quote
 
+from freshkeep.core.partitions import DEFAULT_BUCKETS, Partitioned
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, RevisionSourceError, missing_extra
 from freshkeep.ports import RevisionSource
@@ -32,8 +33,41 @@ from freshkeep.sql.engine import check_engine, run_on, sqlite_file
 from freshkeep.sql.schema import metadata, revisions_table
 
 
-def table_source(obj: Any) -> str:
-    """The source name of a table, a mapped class or a table name: ``table:<name>``."""
+@overload
+def table_source(obj: Any) -> str: ...
+
+
+@overload
+def table_source(obj: Any, *, by: str, buckets: int = DEFAULT_BUCKETS) -> Partitioned: ...
+
+
+def table_source(
+    obj: Any, *, by: str | None = None, buckets: int = DEFAULT_BUCKETS
+) -> str | Partitioned:
+    """The source name of a table, a mapped class or a table name: ``table:<name>``.
+
+    With ``by``, the table's source partitioned by that column (a
+    :class:`~freshkeep.core.partitions.Partitioned`, in ``buckets`` counters): put it among a
+    keyed view's sources, and a write invalidates only the entries of the keys it touched.
+    The column must exist on a table or mapped class given (a name is taken as it is).
+    """
+    source = _table_source(obj)
+    if by is None:
+        return source
+    table = (
+        obj
+        if isinstance(obj, Table)
+        else getattr(inspect(obj, raiseerr=False), "local_table", None)
+    )
+    if isinstance(table, Table) and not any(c.name == by or c.key == by for c in table.c):
+        columns = ", ".join(c.name for c in table.c)
+        raise ConfigurationError(f"{source} has no column {by!r} (its columns: {columns})")
+    if isinstance(table, Table):
+        by = next(c.name for c in table.c if c.name == by or c.key == by)
+    return Partitioned(source, by, buckets)
+
+
+def _table_source(obj: Any) -> str:
     if isinstance(obj, str):
         return obj if obj.startswith("table:") else f"table:{obj}"
     if isinstance(obj, Table):
