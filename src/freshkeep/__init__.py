@@ -14,6 +14,7 @@ from freshkeep.core.component import Snapshot as Snapshot
 from freshkeep.core.entry import Entry as Entry
 from freshkeep.core.entry import Read as Read
 from freshkeep.core.entry import Status as Status
+from freshkeep.core.partitions import Partitioned as Partitioned
 from freshkeep.core.policy import Policy as Policy
 from freshkeep.core.revision import Revision as Revision
 from freshkeep.core.revision import RevisionTracker as RevisionTracker
@@ -113,6 +114,7 @@ __all__ = [
     "MissingDependencyError",
     "Notice",
     "Outcome",
+    "Partitioned",
     "Pipeline",
     "Policy",
     "PrincipalRequiredError",

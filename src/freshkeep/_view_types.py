@@ -272,3 +272,6 @@ class ViewSnapshot(Snapshot):
     """Wall time of the first build error since the last successful build (``None``: the
     last build succeeded)."""
     in_flight: int
+    partitions: tuple[str, ...] = ()
+    """The partitioned sources a keyed section reads the key's partition of
+    (``table:<t>/<column>``)."""

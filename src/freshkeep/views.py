@@ -300,6 +300,7 @@ class View(ViewBuilds, Component):
             last_build_at=s.last_build_at,
             failing_since=s.failing_since,
             in_flight=self.in_flight,
+            partitions=tuple(str(p) for p in self.partitions),
         )
 
     # -- internals ------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from tests.integration.sa_support import (
     sync_db_counters,
     tasks_table,
     titles,
+    whole,
 )
 
 
@@ -46,7 +47,7 @@ async def db(tmp_path: Path) -> AsyncIterator[TrackedDb]:
 async def assert_agrees(db: TrackedDb, expected: dict[str, int]) -> None:
     """The database holds ``expected`` and the keeper already knows it (read-your-writes)."""
     assert await db.counters() == expected
-    snapshot, floor = db.keeper.tracker.snapshot, db.keeper.tracker.floor
+    snapshot, floor = whole(db.keeper.tracker.snapshot), whole(db.keeper.tracker.floor)
     assert {s: snapshot[s] for s in expected} == expected
     assert {s: floor[s] for s in expected} == expected
 
@@ -56,11 +57,11 @@ async def test_insert_update_delete_bump_at_commit_and_publish(db: TrackedDb) ->
         s.add(Project(id=1, name="p", tasks=[Task(id=1, title="a"), Task(id=2, title="b")]))
         await s.flush()
         assert await db.counters() == {}  # a flush bumps nothing (rule 2)
-        assert db.published == []
+        assert [whole(p) for p in db.published] == []
         await s.commit()
         # commit() has returned: the keeper has the revisions already (no probe, no bus wait).
         await assert_agrees(db, {PROJECTS: 1, TASKS: 1})
-        assert db.published == [{PROJECTS: 1, TASKS: 1}]
+        assert [whole(p) for p in db.published] == [{PROJECTS: 1, TASKS: 1}]
 
         task = await s.get(Task, 1)
         assert task is not None
@@ -71,7 +72,7 @@ async def test_insert_update_delete_bump_at_commit_and_publish(db: TrackedDb) ->
         await s.delete(task)
         await s.commit()
         await assert_agrees(db, {PROJECTS: 1, TASKS: 3})
-    assert db.published == [{PROJECTS: 1, TASKS: 1}, {TASKS: 2}, {TASKS: 3}]
+    assert [whole(p) for p in db.published] == [{PROJECTS: 1, TASKS: 1}, {TASKS: 2}, {TASKS: 3}]
     assert db.keeper.stats.commits == 3
 
 
@@ -210,9 +211,9 @@ async def test_writes_outside_tracked_sessions_bump_in_their_own_transaction(
         s.add(Project(id=1, name="p"))
         await s.commit()
     assert await db.counters() == {TASKS: 1, PROJECTS: 1}
-    assert db.keeper.tracker.floor == {PROJECTS: 1}  # read-your-writes for the session's
+    assert whole(db.keeper.tracker.floor) == {PROJECTS: 1}  # read-your-writes for the session's
     # Not published: the keeper learns it at its next resync, like another program's write.
-    assert TASKS not in db.keeper.tracker.snapshot
+    assert TASKS not in whole(db.keeper.tracker.snapshot)
     async with db.engine.begin() as conn:
         await conn.execute(insert(tasks_table).values(id=2, title="y", updated_at=at(0)))
         await conn.rollback()
@@ -264,7 +265,7 @@ async def test_sync_session_bumps_and_publishes(tmp_path: Path) -> None:
             s.commit()
         assert sync_db_counters(engine) == {TASKS: 3}
         assert await revisions.read([TASKS, PROJECTS]) == {TASKS: 3, PROJECTS: 0}
-        assert published == [{TASKS: 1}, {TASKS: 2}, {TASKS: 3}]
+        assert [whole(p) for p in published] == [{TASKS: 1}, {TASKS: 2}, {TASKS: 3}]
         with Session(engine) as other:  # not made by the tracked factory, on its engine
             other.add(Task(id=2, title="c"))
             other.commit()

@@ -20,7 +20,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from freshkeep import Revision
-from tests.integration.sa_support import Project, Tag, Task, TrackedDb, sqlite_db
+from tests.integration.sa_support import Project, Tag, Task, TrackedDb, sqlite_db, whole
 
 MODELS: dict[str, type[Project] | type[Task] | type[Tag]] = {
     "projects": Project,
@@ -119,9 +119,9 @@ def test_counters_count_committed_transactions(txs: list[Tx]) -> None:
                     assert low <= counters.get(source, 0) <= low + extra.get(source, 0), source
                 if not extra:
                     assert counters == exact
-                snapshot: dict[str, Revision] = dict(db.keeper.tracker.snapshot)
+                snapshot: dict[str, Revision] = dict(whole(db.keeper.tracker.snapshot))
                 assert snapshot == counters
-                assert dict(db.keeper.tracker.floor) == counters
+                assert dict(whole(db.keeper.tracker.floor)) == counters
                 committed = sum(t.outcome in ("commit", "savepoint-commit") for t in txs)
                 undone = sum(t.outcome == "undone-then-commit" for t in txs)
                 assert committed <= len(db.published) <= committed + undone

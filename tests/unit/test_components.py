@@ -61,6 +61,7 @@ VIEW_KEYS = {
     "last_build_at",
     "failing_since",
     "in_flight",
+    "partitions",
 }
 REMOTE_KEYS = {
     "remote",
