@@ -163,6 +163,7 @@ class KeeperComponents:
         per_principal: bool = False,
         public: bool = False,
         version: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> View:
         """Register and return a view.
 
@@ -170,7 +171,10 @@ class KeeperComponents:
         sources)}`` whose dict values are merged into one JSON object. ``per_principal``
         keys entries by the reader; ``public`` declares the value the same for everyone.
         ``version`` is part of the ETag: change it when a builder's output changes for the
-        same data, so clients holding an old ETag get the new output.
+        same data, so clients holding an old ETag get the new output. ``labels`` map read
+        statuses to the words the status header says (``{"hit": "hit-revision"}``), for
+        clients of a service that used other words; ``FRESHKEEP_STATUS_LABELS`` sets them for
+        every view.
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
@@ -194,6 +198,7 @@ class KeeperComponents:
             per_principal=per_principal,
             public=public,
             version=version,
+            labels=labels,
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
         )

@@ -137,6 +137,8 @@ class ViewBuilds:
         if shared is None or skey is None:
             return await self._build_sections(ck, key, principal, parts, have, wants, wanted)
         take = self._adopt
+        # Sections dropped by hand are rebuilt here, not taken from another instance's entry.
+        refresh = refresh or bool(base is not None and base.invalid)
         if not refresh and await take(await shared.get(skey), parts, have, wants, wanted):
             if not wanted:  # Another instance built all of it: a hit from the shared store.
                 self.stats.shared_hits += 1

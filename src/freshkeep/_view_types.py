@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -18,6 +19,27 @@ from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError
 
 Probe = Literal["always", "interval"]
+
+STATUSES: tuple[Status, ...] = ("hit", "section", "stale", "miss", "error-stale")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def check_labels(labels: Mapping[str, str], what: str) -> dict[str, str]:
+    """``labels`` (status -> the word a status header says instead), checked: every key a
+    status, every value an HTTP token (letters, digits, ``-._~!#$%&'*+^`|``)."""
+    out: dict[str, str] = {}
+    for status, label in labels.items():
+        if status not in STATUSES:
+            raise ConfigurationError(
+                f"{what}: {status!r} is not a read status (one of {', '.join(STATUSES)})"
+            )
+        if not isinstance(label, str) or not _TOKEN.match(label):
+            raise ConfigurationError(
+                f"{what}: the label of {status!r} must be a non-empty HTTP token (letters, "
+                f"digits, '-', '_', '.'), not {label!r}"
+            )
+        out[status] = label
+    return out
 
 
 Learn = Callable[[tuple[str, ...]], Awaitable[Mapping[str, Revision]]]

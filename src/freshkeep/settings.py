@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, ge=1, description="Bytes of entries kept in memory (LRU)."
     )
     header_cache: str = Field("X-Freshkeep-Cache", description="Header carrying the status.")
+    status_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the status header says for each read status, for clients that know "
+        "other words: a JSON object such as "
+        '{"hit": "hit-revision", "section": "progress-section"}. A status not listed keeps its '
+        "name. A view's own labels= take precedence.",
+    )
     header_reason: str = Field(
         "X-Freshkeep-Reason",
         description="Header saying why a read was not a hit when no source changed "

@@ -25,6 +25,7 @@ from freshkeep._view_types import (
     ViewObserver,
     ViewSnapshot,
     ViewStats,
+    check_labels,
 )
 from freshkeep.core.clock import SystemClock
 from freshkeep.core.component import Component, Kind
@@ -83,6 +84,7 @@ class View(ViewBuilds, Component):
         per_principal: bool,
         public: bool,
         version: str = "",
+        labels: Mapping[str, str] | None = None,
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 30.0,
     ) -> None:
@@ -109,6 +111,10 @@ class View(ViewBuilds, Component):
         self.per_principal = per_principal
         self.public = public
         self.version = version
+        self.labels: dict[str, str] = check_labels(
+            {**keeper.settings.status_labels, **(labels or {})}, f"view {name!r}"
+        )
+        """What the status header says for each status (a status not here keeps its name)."""
         self.stats = ViewStats()
         self.observers: list[ViewObserver] = []
         """Told about builds and stale serves (slow path only); see :class:`ViewObserver`."""
@@ -255,9 +261,30 @@ class View(ViewBuilds, Component):
         """The stored entry for ``key``, without any freshness check."""
         return self._store.peek(self._cache_key(key, principal))
 
-    def invalidate(self, key: Hashable = None, *, principal: str | None = None) -> bool:
-        """Drop the stored entry for ``key``; return whether there was one."""
-        return self._store.delete(self._cache_key(key, principal))
+    def invalidate(
+        self, key: Hashable = None, *, principal: str | None = None, section: str | None = None
+    ) -> bool:
+        """Drop the stored entry for ``key``; return whether there was one.
+
+        With ``section``, drop that section only: the next read rebuilds it in line (status
+        ``section``, or ``miss`` for a view of one section) and keeps the others, whatever
+        the revisions and the policy say. An unknown section raises
+        :class:`~freshkeep.exceptions.ConfigurationError`.
+        """
+        ck = self._cache_key(key, principal)
+        if section is None:
+            return self._store.delete(ck)
+        if section not in self.sections:
+            raise ConfigurationError(
+                f"view {self.name!r} has no section {section!r} "
+                f"(its sections: {', '.join(self.sections)})"
+            )
+        entry = self._store.peek(ck)
+        if entry is None:
+            return False
+        entry.invalid = entry.invalid | {section}
+        entry.epoch = -1  # the next read goes through decide()
+        return True
 
     async def wait_idle(self) -> None:
         """Wait for builds in flight (background refreshes included) to end."""

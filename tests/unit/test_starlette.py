@@ -235,3 +235,17 @@ async def test_a_build_started_by_an_authenticated_read_sees_no_context_of_the_r
         assert r.json() == {"user": None}  # alice's context never reached the shared entry
         r = await client.get("/shared")
         assert r.json() == {"user": None}
+
+
+async def test_the_status_header_says_the_labels_an_application_maps() -> None:
+    a = App(status_labels={"hit": "hit-revision", "miss": "miss"})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=a.app), base_url="http://t"
+    ) as client:
+        r1 = await client.get("/shared")
+        r2 = await client.get("/shared")
+        r3 = await client.get("/shared?refresh=true")
+    assert r1.headers["x-freshkeep-cache"] == "miss"
+    assert r2.headers["x-freshkeep-cache"] == "hit-revision"
+    assert r2.headers["cache-status"] == "freshkeep; hit"  # RFC 9211 keeps its own words
+    assert r3.headers["x-freshkeep-cache"] == "miss"

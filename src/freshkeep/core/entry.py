@@ -166,6 +166,9 @@ class Entry:
     """``hits`` when the store last considered evicting this entry."""
     epoch: int = field(default=-1, init=False)
     """The tracker epoch at which this entry was last found current (hit-path shortcut)."""
+    invalid: frozenset[str] = field(default=frozenset(), init=False)
+    """Sections dropped by ``view.invalidate(key, section=...)``: rebuilt in line on the next
+    read, whatever their revisions."""
     hit: Read = field(init=False)
     """The prebuilt result of a hit on this entry, so a hit allocates nothing."""
     memo: dict[str, Any] = field(default_factory=dict, init=False)

@@ -152,8 +152,13 @@ def decide(
     changed: list[str] = []
     expired: set[str] = set()
     hard: set[str] = set()
+    invalid = entry.invalid
     for name, part in entry.sections.items():
         sources = entry.sources[name]
+        if invalid and name in invalid:  # dropped by hand: rebuilt in line
+            changed.append(name)
+            hard.add(name)
+            continue
         if part.fingerprint != current(sources):
             changed.append(name)
             if must_rebuild(sources, part.fingerprint):

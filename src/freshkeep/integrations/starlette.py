@@ -172,7 +172,7 @@ def _headers_of(read: Read, view: View, *, refresh: bool) -> dict[str, str]:
     out = {
         "ETag": read.etag,
         "Cache-Control": "private, no-cache" if view.per_principal else "no-cache",
-        s.header_cache: read.status,
+        s.header_cache: view.labels.get(read.status, read.status),
         s.header_revision: read.revision,
         "Cache-Status": cache_status(read, s.cache_status_name, refresh=refresh),
     }
