@@ -175,6 +175,6 @@ def test_cli_migrate_with_triggers_on_postgres(pg_schema: PgSchema) -> None:
             conn.execute(text("INSERT INTO a VALUES (1)"))
             conn.execute(text("INSERT INTO b VALUES (1)"))
             rows = conn.execute(text("SELECT source, revision FROM freshkeep_revisions"))
-            assert {tuple(r) for r in rows} == {("table:a", 1)}
+            assert {tuple(r) for r in rows} == {("table:a", 1), ("table:a/*", 1)}
     finally:
         engine.dispose()

@@ -1,5 +1,8 @@
-"""PostgreSQL change capture: raw SQL from another program bumps the counter once per
-statement, notifies on commit, and a rollback leaves no trace."""
+"""PostgreSQL change capture: raw SQL from another program bumps the counters once per
+statement, notifies on commit, and a rollback leaves no trace.
+
+The tables here are triggered without partitions: every write also moves ``table:<t>/*``.
+Partitioned triggers: ``test_partition_triggers.py``."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from tests.conftest import PgSchema
 
 pytestmark = pytest.mark.postgres
 TIMEOUT = 10.0
+ITEMS = "table:items"
+EVERY = "table:items/*"
 
 
 def libpq_url(url: str) -> str:
@@ -92,25 +97,25 @@ async def db(pg_schema: PgSchema, engine: Engine) -> AsyncIterator[Db]:
 
 async def test_raw_sql_from_another_program_bumps_and_notifies(db: Db) -> None:
     db.sql("INSERT INTO items VALUES (1, 'a')")
-    assert await db.note() == {"o": "trigger", "r": {"table:items": 1}}
+    assert await db.note() == {"o": "trigger", "r": {ITEMS: 1, EVERY: 1}}
     conn = db.raw()  # default search_path: the table is named with its schema
     try:
         with conn, conn.cursor() as cur:
             cur.execute(f"UPDATE \"{db.schema.name}\".items SET v = 'b' WHERE id = 1")
     finally:
         conn.close()
-    assert await db.note() == {"o": "trigger", "r": {"table:items": 2}}
+    assert await db.note() == {"o": "trigger", "r": {ITEMS: 2, EVERY: 2}}
     db.sql("DELETE FROM items")
-    assert await db.note() == {"o": "trigger", "r": {"table:items": 3}}
-    assert db.counters() == {"table:items": 3}
+    assert await db.note() == {"o": "trigger", "r": {ITEMS: 3, EVERY: 3}}
+    assert db.counters() == {ITEMS: 3, EVERY: 3}
 
 
 async def test_one_statement_of_100_rows_bumps_once(db: Db) -> None:
     db.sql("INSERT INTO items SELECT g, 'x' FROM generate_series(1, 100) AS g")
-    assert (await db.note())["r"] == {"table:items": 1}
+    assert (await db.note())["r"] == {ITEMS: 1, EVERY: 1}
     db.sql("TRUNCATE items")
-    assert (await db.note())["r"] == {"table:items": 2}
-    assert db.counters() == {"table:items": 2}
+    assert (await db.note())["r"] == {ITEMS: 2, EVERY: 2}
+    assert db.counters() == {ITEMS: 2, EVERY: 2}
 
 
 async def test_rollback_bumps_and_notifies_nothing(db: Db) -> None:
@@ -125,7 +130,7 @@ async def test_rollback_bumps_and_notifies_nothing(db: Db) -> None:
     assert db.counters() == {}
     db.sql("INSERT INTO items VALUES (2, 'b')")
     # The next notification is the committed write's: the rolled-back one was never sent.
-    assert (await db.note())["r"] == {"table:items": 1}
+    assert (await db.note())["r"] == {ITEMS: 1, EVERY: 1}
     assert db.notes.empty()
 
 
@@ -133,14 +138,14 @@ async def test_install_is_idempotent_and_remove_stops_the_bumps(db: Db) -> None:
     install_triggers(db.engine, ["table:items", "other"], channel=db.channel)
     assert triggered_tables(db.engine) == ["items", "other"]
     db.sql("INSERT INTO items VALUES (1, 'a')")  # one trigger on items, not two
-    assert (await db.note())["r"] == {"table:items": 1}
+    assert (await db.note())["r"] == {ITEMS: 1, EVERY: 1}
     assert remove_triggers(db.engine, ["items"]) == ["items"]
     assert remove_triggers(db.engine, ["items"]) == ["items"]
     assert triggered_tables(db.engine) == ["other"]
     db.sql("INSERT INTO items VALUES (2, 'b')")
     db.sql("INSERT INTO other VALUES (1)")
-    assert (await db.note())["r"] == {"table:other": 1}
-    assert db.counters() == {"table:items": 1, "table:other": 1}
+    assert (await db.note())["r"] == {"table:other": 1, "table:other/*": 1}
+    assert db.counters() == {ITEMS: 1, EVERY: 1, "table:other": 1, "table:other/*": 1}
 
 
 async def test_async_install_and_errors(pg_schema: PgSchema, engine: Engine) -> None:
@@ -158,7 +163,9 @@ async def test_async_install_and_errors(pg_schema: PgSchema, engine: Engine) -> 
             await conn.execute(text("INSERT INTO items VALUES (1, 'a')"))
             await conn.execute(text("UPDATE items SET v = 'b'"))
         async with async_engine.connect() as conn:
-            rev = await conn.scalar(text("SELECT revision FROM freshkeep_revisions"))
+            rev = await conn.scalar(
+                text("SELECT revision FROM freshkeep_revisions WHERE source = :s"), {"s": ITEMS}
+            )
         assert rev == 2
     finally:
         await async_engine.dispose()
