@@ -154,7 +154,7 @@ BEGIN
                     || ' || coalesce(' || expr || ', 0) FROM ' || rels[j]);
             END LOOP;
         END LOOP;
-        EXECUTE 'SELECT array_agg(s) FROM (' || sql_text || ') AS b(s)' INTO parts;
+        EXECUTE 'SELECT array_agg(DISTINCT s) FROM (' || sql_text || ') AS b(s)' INTO parts;
         sources := sources || coalesce(parts, ARRAY[]::text[]);
         -- Too many buckets for one NOTIFY: every partition moves too, and only it and the
         -- table are named (the buckets' revisions are read at the next resync).
