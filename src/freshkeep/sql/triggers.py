@@ -93,6 +93,7 @@ __all__ = [
     "ALL_TABLES",
     "DEFAULT_CHANNEL",
     "FUNCTION",
+    "NOTIFY_ROOM",
     "install_triggers",
     "install_triggers_async",
     "remove_triggers",
