@@ -322,6 +322,21 @@ async def test_partition_errors_install_nothing(db: Db) -> None:
     assert install_triggers(db.engine, [f"{schema}.orders"], partitions=[BY_CUSTOMER]) == ["orders"]
 
 
+async def test_enum_and_domain_columns_bucket_as_python(db: Db) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE TYPE mood AS ENUM ('sad', 'happy')"))
+        conn.execute(text("CREATE DOMAIN account AS bigint"))
+        conn.execute(text('CREATE TABLE "Moods" ("Mood" mood, acct account)'))
+    parts = [Partitioned("table:Moods", "Mood", 64), Partitioned("table:Moods", "acct", 64)]
+    install_triggers(db.engine, ["Moods"], channel=db.channel, partitions=parts)
+    db.sql("""INSERT INTO "Moods" VALUES ('happy', -70)""")
+    assert (await db.note())["r"] == {
+        "table:Moods": 1,
+        parts[0].source("happy"): 1,
+        parts[1].source(-70): 1,
+    }
+
+
 VALUES = sa.Table(
     "vals",
     sa.MetaData(),
