@@ -293,7 +293,7 @@ async def test_trigger_notifications_reach_the_postgres_bus(pg_schema: PgSchema)
         await bus.start()
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO items VALUES (1), (2)"))
-        assert await inbox.next() == ({"table:items": 1}, "trigger")
+        assert await inbox.next() == ({"table:items": 1, "table:items/*": 1}, "trigger")
         assert keeper.stats.remote_revisions == 1
         await keeper.aclose()
     finally:

@@ -3,7 +3,9 @@ version table and schema, serialize concurrent runs; ``freshkeep migrate``."""
 
 from __future__ import annotations
 
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
 from freshkeep import cli
+from freshkeep.core.partitions import Partitioned
 from freshkeep.exceptions import ConfigurationError
 from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_table
 from freshkeep.sql import migrate as m
@@ -153,6 +156,41 @@ def test_cli_migrate_triggers_name_a_missing_table(tmp_path: Path) -> None:
     assert "no table 'x'" in result.output
 
 
+def test_cli_migrate_partition_values_are_checked_first(tmp_path: Path) -> None:
+    db = str(tmp_path / "p.db")
+    for value in ["orders", "orders.", ".customer_id", "orders.customer_id:x", "orders.c:0"]:
+        result = runner.invoke(
+            cli.app, ["migrate", "--db", db, "--triggers", "orders", "--partition", value], env=WIDE
+        )
+        assert result.exit_code == 2, (value, result.output)
+        assert f"--partition {value!r}: expected TABLE.COLUMN or TABLE.COLUMN:BUCKETS" in (
+            result.output
+        )
+        assert "e.g. --partition orders.customer_id:1024" in result.output
+        assert len(result.output.strip().splitlines()) == 1  # before any migration
+    alone = runner.invoke(cli.app, ["migrate", "--db", db, "--partition", "a.b"], env=WIDE)
+    assert alone.exit_code == 2 and "add --triggers TABLE" in alone.output
+
+
+def test_cli_migrate_with_partitioned_triggers(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER)")
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    args = ["migrate", "--db", str(path), "--triggers", "--partition", "orders.customer_id:64"]
+    result = runner.invoke(cli.app, args, env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert "triggers installed on: notes, orders (by customer_id, 64 buckets)" in result.output
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("INSERT INTO orders VALUES (1, 70)")
+        conn.commit()
+        rows = dict(conn.execute("SELECT source, revision FROM freshkeep_revisions"))
+    assert rows == {"table:orders": 1, Partitioned("table:orders", "customer_id", 64).source(70): 1}
+    missing = runner.invoke(cli.app, [*args[:-1], "orders.nope"], env=WIDE)
+    assert missing.exit_code == 2
+    assert "no column 'nope' in table 'orders'" in missing.output
+
+
 @pytest.mark.postgres
 def test_cli_migrate_with_triggers_on_postgres(pg_schema: PgSchema) -> None:
     url = f"{pg_schema.sync_url}?options={quote(f'-csearch_path={pg_schema.name}')}"
@@ -175,6 +213,6 @@ def test_cli_migrate_with_triggers_on_postgres(pg_schema: PgSchema) -> None:
             conn.execute(text("INSERT INTO a VALUES (1)"))
             conn.execute(text("INSERT INTO b VALUES (1)"))
             rows = conn.execute(text("SELECT source, revision FROM freshkeep_revisions"))
-            assert {tuple(r) for r in rows} == {("table:a", 1)}
+            assert {tuple(r) for r in rows} == {("table:a", 1), ("table:a/*", 1)}
     finally:
         engine.dispose()

@@ -1,7 +1,8 @@
 """SQLite change capture: triggers bump the counters of any writer, in its transaction.
 
 "Another program" is a plain ``sqlite3`` connection (or another OS process) on the same file:
-it knows nothing of freshkeep, and its writes still move the revisions.
+it knows nothing of freshkeep, and its writes still move the revisions. The tables here are
+triggered without partitions: every write also moves ``table:<t>/*``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from freshkeep import Keeper
+from freshkeep.core.partitions import MAX_BUCKETS, Partitioned
 from freshkeep.exceptions import ConfigurationError
 from freshkeep.sql import migrate
 from freshkeep.sql.revisions import SQLAlchemyRevisions
@@ -38,6 +42,8 @@ from tests.integration.sa_support import (
     tracked,
     whole,
 )
+
+EVERY = f"{TASKS}/*"
 
 
 @pytest.fixture
@@ -78,16 +84,16 @@ async def test_any_writer_moves_the_counter_in_its_own_transaction(
         "projects",
     ]
     run(shell, "INSERT INTO tasks (id, title, updated_at) VALUES (1, 'a', '2024-01-01')")
-    assert await db.counters() == {TASKS: 1}
+    assert await db.counters() == {TASKS: 1, EVERY: 1}
     run(shell, "INSERT INTO tasks (id, title, updated_at) VALUES (2, 'b', '2024-01-01')")
     run(shell, "UPDATE tasks SET title = 'x'")  # two rows: two bumps
-    assert await db.counters() == {TASKS: 4}
+    assert await db.counters() == {TASKS: 4, EVERY: 4}
     run(shell, "DELETE FROM tasks")  # no WHERE: the delete trigger still fires per row
-    assert await db.counters() == {TASKS: 6}
+    assert await db.counters() == {TASKS: 6, EVERY: 6}
     run(shell, "INSERT INTO projects (id, name) VALUES (1, 'p')", commit=False)
-    assert await db.counters() == {TASKS: 6}  # a rollback leaves no trace
+    assert await db.counters() == {TASKS: 6, EVERY: 6}  # a rollback leaves no trace
     run(shell, "UPDATE notes SET body = 'n'")  # an untriggered table
-    assert await db.counters() == {TASKS: 6}
+    assert await db.counters() == {TASKS: 6, EVERY: 6}
 
 
 async def test_install_is_idempotent_and_removable(
@@ -143,7 +149,7 @@ async def test_hooks_and_a_trigger_on_one_write_agree(db: TrackedDb) -> None:
     # Two rows through the trigger, one bump by the hooks at commit: the counter moved, and
     # the revision the hooks applied and published is the committed one.
     counters = await db.counters()
-    assert counters == {TASKS: 3}
+    assert counters == {TASKS: 3, EVERY: 2}
     assert db.keeper.tracker.snapshot[TASKS] == db.keeper.tracker.floor[TASKS] == 3
     assert whole(db.published[-1]) == {TASKS: 3}
     builder = TitlesBuilder(db.engine)
@@ -239,3 +245,169 @@ def test_every_table_leaves_out_virtual_tables_and_their_shadows(tmp_path: Path)
     migrate.upgrade(str(path))
     assert install_triggers(str(path), ["*"]) == ["notes"]
     assert triggered_tables(str(path)) == ["notes"]
+
+
+# -- partitioned tables ----------------------------------------------------------------------
+
+ORDERS = "table:orders"
+BY_CUSTOMER = Partitioned(ORDERS, "customer_id", 16)
+BY_PAID = Partitioned(ORDERS, "paid", 16)
+
+
+@pytest.fixture
+def orders(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A database whose ``orders`` are partitioned by ``customer_id`` and ``paid``."""
+    path = tmp_path / "orders.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, paid BOOLEAN)"
+        )
+        migrate.upgrade(str(path))
+        install_triggers(str(path), ["orders"], partitions=[BY_CUSTOMER, BY_PAID])
+        yield conn
+
+
+def counters(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT source, revision FROM freshkeep_revisions").fetchall())
+
+
+def moves(conn: sqlite3.Connection, *statements: str) -> dict[str, int]:
+    """By how much each counter moved with ``statements``, in one transaction."""
+    before = counters(conn)
+    run(conn, *statements)
+    return {s: r - before.get(s, 0) for s, r in counters(conn).items() if r != before.get(s)}
+
+
+def moves_with(conn: sqlite3.Connection, sql: str, params: dict[str, object]) -> dict[str, int]:
+    """:func:`moves` of one statement with parameters."""
+    before = counters(conn)
+    conn.execute(sql, params)  # autocommit: one statement, one transaction
+    return {s: r - before.get(s, 0) for s, r in counters(conn).items() if r != before.get(s)}
+
+
+def test_a_partitioned_write_bumps_the_buckets_of_its_rows(
+    orders: sqlite3.Connection,
+) -> None:
+    conn, src = orders, BY_CUSTOMER.source
+    paid, unpaid = BY_PAID.source(True), BY_PAID.source(False)
+    assert moves(conn, "INSERT INTO orders VALUES (1, 3, 1)") == {ORDERS: 1, src(3): 1, paid: 1}
+    # An UPDATE: the buckets of the old and the new values, each once.
+    assert moves(conn, "UPDATE orders SET customer_id = -5, paid = 0") == {
+        ORDERS: 1,
+        src(3): 1,
+        src(-5): 1,
+        paid: 1,
+        unpaid: 1,
+    }
+    assert moves(conn, "UPDATE orders SET customer_id = 11") == {ORDERS: 1, src(-5): 1, unpaid: 1}
+    assert src(-5) == src(11) == f"{ORDERS}/customer_id#11"  # one bucket: bumped once
+    assert moves(conn, "DELETE FROM orders") == {ORDERS: 1, src(11): 1, unpaid: 1}
+    assert moves(conn, "INSERT INTO orders VALUES (2, NULL, NULL), (3, 17, 1)") == {
+        ORDERS: 2,  # row-level: once per row
+        src(None): 1,
+        BY_PAID.source(None): 1,
+        src(17): 1,
+        paid: 1,
+    }
+    assert f"{ORDERS}/*" not in counters(conn)
+
+
+def test_a_value_sqlite_cannot_bucket_moves_every_partition(orders: sqlite3.Connection) -> None:
+    """No MD5 in SQLite: text or a real in the column bumps table:<t>/* instead."""
+    every = f"{ORDERS}/*"
+    conn, paid = orders, BY_PAID.source(True)
+    assert moves(conn, "INSERT INTO orders VALUES (1, 'c-1', 1)") == {
+        ORDERS: 1,
+        every: 1,
+        paid: 1,
+    }
+    # The old paid (1) has a bucket; the new one ('yes') does not.
+    assert moves(conn, "UPDATE orders SET customer_id = 2.5, paid = 'yes'") == {
+        ORDERS: 1,
+        every: 1,
+        paid: 1,
+    }
+    assert moves(conn, "UPDATE orders SET customer_id = 4, paid = 1") == {
+        ORDERS: 1,
+        every: 1,  # the old value was a real
+        BY_CUSTOMER.source(4): 1,
+        BY_PAID.source(True): 1,
+    }
+    # The application's conflict clauses apply to none of the trigger's statements.
+    statements = [
+        "INSERT OR REPLACE INTO orders VALUES (4, 4, 0)",
+        "REPLACE INTO orders VALUES (4, 'x', 0)",
+        "INSERT OR IGNORE INTO orders VALUES (4, 5, 0)",
+        "UPDATE OR FAIL orders SET customer_id = 6",
+    ]
+    for sql in statements:
+        before = counters(conn)
+        run(conn, sql)
+        assert all(r >= before.get(s, 0) for s, r in counters(conn).items())
+
+
+def test_reinstalling_switches_the_shape_and_remove_drops_it(
+    orders: sqlite3.Connection, tmp_path: Path
+) -> None:
+    path, conn = str(tmp_path / "orders.db"), orders
+    install_triggers(path, ["orders"])  # no partition now
+    assert triggered_tables(path) == ["orders"]
+    assert moves(conn, "INSERT INTO orders VALUES (1, 3, 1)") == {ORDERS: 1, f"{ORDERS}/*": 1}
+    install_triggers(path, ["orders"], partitions=[BY_CUSTOMER])
+    assert moves(conn, "DELETE FROM orders") == {ORDERS: 1, BY_CUSTOMER.source(3): 1}
+    assert remove_triggers(path, ["orders"]) == ["orders"] and triggered_tables(path) == []
+    assert moves(conn, "INSERT INTO orders VALUES (1, 3, 1)") == {}
+
+
+def test_partition_errors_install_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER)")
+        conn.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+    migrate.upgrade(str(path))
+    cases = [
+        (["orders"], Partitioned(ORDERS, "nope"), "no column 'nope' in table 'orders'"),
+        (["other"], BY_CUSTOMER, "table 'orders' is not among the tables to trigger"),
+        (["orders"], "table:orders/customer_id", "not a Partitioned source"),
+    ]
+    for tables, part, message in cases:
+        with pytest.raises(ConfigurationError, match=message):
+            install_triggers(str(path), [*tables, "other"], partitions=[part])  # type: ignore[list-item]
+    assert triggered_tables(str(path)) == []
+    # A column's name is matched as SQLite matches it, without case.
+    assert install_triggers(str(path), ["*"], partitions=[Partitioned(ORDERS, "Customer_Id")])
+
+
+INTS = st.none() | st.integers(-(2**63), 2**63 - 1) | st.integers(-3000, 3000)
+INT_PARTS = [
+    Partitioned("table:vals", "n", 1024),
+    Partitioned("table:vals", "n7", 7),
+    Partitioned("table:vals", "nmax", MAX_BUCKETS),
+    Partitioned("table:vals", "b", 64),
+]
+
+
+@pytest.fixture(scope="module")
+def vals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    """A table partitioned by integer and boolean columns, for every example."""
+    path = tmp_path_factory.mktemp("vals") / "vals.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE vals (n INTEGER, n7 INTEGER, nmax INTEGER, b BOOLEAN)")
+        migrate.upgrade(str(path))
+        install_triggers(str(path), ["vals"], partitions=INT_PARTS)
+        yield conn
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(INTS, st.none() | st.booleans()), min_size=1, max_size=30))
+def test_the_triggers_buckets_are_pythons(
+    vals: sqlite3.Connection, rows: list[tuple[int | None, bool | None]]
+) -> None:
+    """Whatever the integers, the buckets the triggers bump are those bucket_of computes."""
+    records = [{"n": n, "n7": n, "nmax": n, "b": b} for n, b in rows]
+    params = {f"{k}{i}": v for i, r in enumerate(records) for k, v in r.items()}
+    values = ", ".join(f"(:n{i}, :n7{i}, :nmax{i}, :b{i})" for i in range(len(records)))
+    moved = moves_with(vals, f"INSERT INTO vals VALUES {values}", params)
+    expected = {p.source(r[p.column]) for p in INT_PARTS for r in records}
+    assert set(moved) == {"table:vals"} | expected
+    assert moved["table:vals"] == len(rows)  # row-level: once per row

@@ -191,12 +191,24 @@ def migrate(
             show_default=False,
         ),
     ] = None,
+    partition: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--partition",
+            metavar="TABLE.COLUMN[:BUCKETS]",
+            help="With --triggers: a write to TABLE bumps the partitions of the COLUMN values "
+            "it touched (BUCKETS counters, default 1024) instead of every partition of TABLE. "
+            "Repeat for more columns or tables.",
+            show_default=False,
+        ),
+    ] = None,
     channel: Annotated[
         str, typer.Option(help="NOTIFY channel of the triggers (the PostgreSQL bus's channel).")
     ] = "freshkeep",
 ) -> None:
     """Create or upgrade freshkeep's own tables (idempotent); optionally install triggers."""
     try:
+        from freshkeep.core.partitions import DEFAULT_BUCKETS, MAX_BUCKETS, Partitioned
         from freshkeep.settings import Settings
         from freshkeep.sql import migrate as migrations
         from freshkeep.sql import triggers as capture
@@ -206,6 +218,26 @@ def migrate(
 
     def split(values: list[str] | None) -> list[str]:
         return [t.strip() for v in values or () for t in v.split(",") if t.strip()]
+
+    def partitioned(value: str) -> Partitioned:
+        spec, colon, count = value.partition(":")
+        table, dot, column = spec.rpartition(".")
+        usage = (
+            f"--partition {value!r}: expected TABLE.COLUMN or TABLE.COLUMN:BUCKETS with "
+            f"BUCKETS from 1 to {MAX_BUCKETS}, e.g. --partition orders.customer_id:"
+            f"{DEFAULT_BUCKETS}"
+        )
+        if not (table and dot and column) or (colon and not count.strip().isdigit()):
+            raise _fail(usage)
+        try:  # by the bare table name: the triggers bump table:<bare name>/...
+            bare = table.rsplit(".", 1)[-1]
+            return Partitioned(f"table:{bare}", column, int(count) if colon else DEFAULT_BUCKETS)
+        except FreshkeepError as exc:
+            raise _fail(f"{usage} ({exc})") from exc
+
+    partitions = [partitioned(v) for v in split(partition)]
+    if partitions and not split(triggers):
+        raise _fail("--partition applies to tables of --triggers: add --triggers TABLE")
 
     try:
         settings = Settings.load()
@@ -224,9 +256,18 @@ def migrate(
         else:
             console.print(f"already up to date (revision {result.after})", highlight=False)
         if add := split(triggers):
-            done = capture.install_triggers(url, add, channel=channel)
+            done = capture.install_triggers(url, add, channel=channel, partitions=partitions)
             if done:
-                console.print(f"triggers installed on: {', '.join(done)}", highlight=False)
+                shown = [
+                    name
+                    + "".join(
+                        f" (by {p.column}, {p.buckets} buckets)"
+                        for p in partitions
+                        if p.table == f"table:{name}"
+                    )
+                    for name in done
+                ]
+                console.print(f"triggers installed on: {', '.join(shown)}", highlight=False)
             else:
                 console.print(
                     "no table of the application yet: run this again once it created them "

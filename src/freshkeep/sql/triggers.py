@@ -1,47 +1,85 @@
 """Opt-in change capture: triggers that bump revisions on any write (PostgreSQL and SQLite).
 
 freshkeep's write hooks see what the application writes through SQLAlchemy. Tables that other
-programs also write (``psql``, the ``sqlite3`` shell, cron jobs, another service) can get a
-trigger instead, so that any writer moves the revisions, in its own transaction.
+programs also write (``psql``, the ``sqlite3`` shell, cron jobs, another service) can get
+triggers instead, so that any writer moves the revisions, in its own transaction.
 
-**PostgreSQL.** :func:`install_triggers` adds to each table a **statement-level** ``AFTER
-INSERT OR UPDATE OR DELETE OR TRUNCATE`` trigger that runs the PL/pgSQL function
-``freshkeep_bump()``. The function upserts the table's counter in ``freshkeep_revisions``
-(``source = 'table:' || TG_TABLE_NAME``, ``revision + 1``), in the writing transaction, and
-sends ``pg_notify(channel, payload)`` with the new revision, in the bus's JSON format
-(``{"o": "trigger", "r": {"table:<name>": <revision>}}``), which PostgreSQL delivers on commit;
-a rollback bumps and sends nothing.
+**What a write bumps.** Every write to a triggered table bumps ``table:<name>``. A table
+installed without partitions also bumps ``table:<name>/*`` (every partition: a writer nobody
+told the columns moves them all). A table installed with ``partitions=``
+(:class:`~freshkeep.core.partitions.Partitioned` sources of the table) bumps, for each
+partition column, the buckets of the rows the write touched instead: the new rows' values
+for an ``INSERT``, the old and new values for an ``UPDATE``, the old values for a
+``DELETE`` (``table:<name>/<column>#<bucket>``, the bucket computed as
+:func:`~freshkeep.core.partitions.bucket_of` does: ``v mod buckets`` for an integer, 0 for
+``NULL``, the MD5 of the text form otherwise).
+
+**PostgreSQL.** :func:`install_triggers` adds to an unpartitioned table a **statement-level**
+``AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE`` trigger, ``freshkeep_bump``; to a
+partitioned table four statement-level triggers, ``freshkeep_bump_insert``, ``_update`` and
+``_delete`` (each with the transition tables of its rows: PostgreSQL allows them on
+single-event triggers only) and ``freshkeep_bump_truncate``. All run the PL/pgSQL function
+``freshkeep_bump(channel, 'column:buckets:kind', ...)``, which upserts every source of the
+statement in ``freshkeep_revisions`` in one statement, in a stable order (two writers
+cannot deadlock on them), in the writing transaction, and sends one
+``pg_notify(channel, payload)`` with the new revisions, in the bus's JSON format
+(``{"o": "trigger", "r": {"table:<name>": <revision>, ...}}``), which PostgreSQL delivers on
+commit; a rollback bumps and sends nothing. The distinct buckets of a statement are bumped
+once each. ``TRUNCATE`` bumps ``table:<name>`` and ``/*``. A partition column is an integer
+(``smallint``, ``integer``, ``bigint``), ``boolean``, ``text``, ``varchar``, ``uuid`` or
+enum column: their text forms read the same in Python, other types are refused.
+A ``NOTIFY`` payload holds less than 8000 bytes: when a statement touched too many buckets to
+name them all, it also bumps ``/*`` and the payload names only ``table:<name>`` and ``/*``
+(readers rebuild now; the buckets' revisions are read at the next resync).
 
 Costs and limits, documented in the operator guide:
 
 - One bump per statement, even one that changes no row: over-invalidation, never under.
 - A table written by the ORM with :func:`~freshkeep.integrations.sqlalchemy.track` installed
   **and** triggered is bumped twice per transaction; harmless (one extra rebuild at most).
-- The counter row is locked from the statement until the commit (not just at commit, as the
+- The counter rows are locked from the statement until the commit (not just at commit, as the
   write hooks do): writers of one triggered table serialize on it, and transactions that write
   several triggered tables in different orders can deadlock (PostgreSQL aborts one).
+- Renaming, dropping or retyping a partition column fails the table's writes until the
+  triggers are installed again.
 
 The function is created in the schema of ``freshkeep_revisions`` and names that table with its
 schema, so writers with another ``search_path`` bump the same counters. All operations are
-idempotent (``CREATE OR REPLACE FUNCTION``, ``DROP TRIGGER IF EXISTS``).
+idempotent (``CREATE OR REPLACE FUNCTION``, ``DROP TRIGGER IF EXISTS``); installing a table
+again replaces its triggers of either shape.
 
 **SQLite** has row-level triggers only: each table gets three ``AFTER INSERT / UPDATE / DELETE
-… FOR EACH ROW`` triggers (``freshkeep_bump_<table>_insert`` …) that bump the table's counter in
-``freshkeep_revisions`` inside the writing transaction. A statement that writes N rows bumps
-the counter N times (counters only need to move; the cost is one indexed update per row, inside
-SQLite). A ``DELETE`` without ``WHERE`` fires them too (SQLite skips its truncate optimisation
-for a table with a delete trigger). SQLite has no NOTIFY: other processes read the counter at
-their next resync, which ``PRAGMA data_version`` keeps cheap (see
-:class:`freshkeep.sql.revisions.DataVersion`).
-Installing is idempotent (``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``), in one
-transaction.
+… FOR EACH ROW`` triggers (``freshkeep_bump_<table>_insert`` …) that bump the table's sources
+in ``freshkeep_revisions`` inside the writing transaction. A statement that writes N rows bumps
+them N times (counters only need to move; the cost is a few indexed updates per row, inside
+SQLite). SQLite has no MD5: a partition value that is neither an integer nor ``NULL`` bumps
+``table:<name>/*`` instead of its bucket (over-invalidation, never under); a ``BOOLEAN``
+column's 0 and 1 take the buckets of ``False`` and ``True``. A ``DELETE`` without ``WHERE``
+fires them too (SQLite skips its truncate optimisation for a table with a delete trigger).
+SQLite has no NOTIFY: other processes read the counters at their next resync, which ``PRAGMA
+data_version`` keeps cheap (see :class:`freshkeep.sql.revisions.DataVersion`). Installing is
+idempotent (``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``), in one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from freshkeep.core.partitions import Partitioned
 from freshkeep.exceptions import ConfigurationError
+from freshkeep.sql._capture import (
+    BOOLEAN,
+    FUNCTION,
+    INTEGER,
+    TEXT,
+    Split,
+    match_partitions,
+    missing_column,
+    sql_literal,
+    sqlite_install,
+    sqlite_remove,
+    sqlite_triggered,
+)
 from freshkeep.sql.migrate import Target, run, run_async
 
 try:
@@ -51,30 +89,119 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
     raise missing_extra("postgres", exc.name or "sqlalchemy") from exc
 
-FUNCTION = "freshkeep_bump"
-"""The name of the trigger function, and of the trigger on each table."""
+__all__ = [
+    "ALL_TABLES",
+    "DEFAULT_CHANNEL",
+    "FUNCTION",
+    "NOTIFY_ROOM",
+    "install_triggers",
+    "install_triggers_async",
+    "remove_triggers",
+    "remove_triggers_async",
+    "triggered_tables",
+    "triggered_tables_async",
+]
 
 DEFAULT_CHANNEL = "freshkeep"
 """The NOTIFY channel; the default of :class:`~freshkeep.buses.postgres.PostgresBus`."""
+
+NOTIFY_ROOM = 7900
+"""The bytes of revisions a trigger's ``NOTIFY`` names at most (PostgreSQL refuses a payload of
+8000 bytes); past that it names ``table:<name>`` and ``table:<name>/*`` only."""
 
 _FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger
 LANGUAGE plpgsql AS $freshkeep$
 DECLARE
-    src text := 'table:' || TG_TABLE_NAME;
-    rev bigint;
+    base text := 'table:' || TG_TABLE_NAME;
+    all_parts text := base || '/*';
+    sources text[] := ARRAY[base];
+    rels text[];
+    spec text[];
+    col text;
+    expr text;
+    sql_text text;
+    parts text[];
+    too_big boolean := false;
+    revs json;
 BEGIN
-    INSERT INTO {schema}.freshkeep_revisions AS r (source, revision) VALUES (src, 1)
-    ON CONFLICT (source) DO UPDATE SET revision = r.revision + 1
-    RETURNING r.revision INTO rev;
-    PERFORM pg_notify(
-        TG_ARGV[0],
-        json_build_object('o', 'trigger', 'r', json_build_object(src, rev))::text
-    );
+    IF TG_NARGS < 2 OR TG_OP = 'TRUNCATE' THEN
+        sources := sources || all_parts;  -- no partition known: every partition moves
+    ELSE
+        -- TG_ARGV[1...] are 'column:buckets:kind'; the transition tables hold the rows
+        rels := CASE TG_OP
+            WHEN 'INSERT' THEN ARRAY['freshkeep_new']
+            WHEN 'DELETE' THEN ARRAY['freshkeep_old']
+            ELSE ARRAY['freshkeep_old', 'freshkeep_new'] END;
+        FOR i IN 1 .. TG_NARGS - 1 LOOP
+            spec := string_to_array(TG_ARGV[i], ':');
+            col := quote_ident(spec[1]);
+            -- No percent sign in this function: drivers read it as a parameter's.
+            expr := CASE spec[3]
+                WHEN '{integer}' THEN
+                    'mod(mod(' || col || ', ' || spec[2] || ') + ' || spec[2] || ', '
+                    || spec[2] || ')'
+                WHEN '{boolean}' THEN
+                    'mod((''x'' || substr(md5(CASE ' || col || ' WHEN true THEN ''True'' '
+                    || 'WHEN false THEN ''False'' END), 1, 8))::bit(32)::bigint, '
+                    || spec[2] || ')'
+                ELSE
+                    'mod((''x'' || substr(md5(' || col || '::text), 1, 8))::bit(32)::bigint, '
+                    || spec[2] || ')'
+            END;
+            FOR j IN 1 .. array_length(rels, 1) LOOP
+                sql_text := concat_ws(' UNION ', sql_text,
+                    'SELECT ' || quote_literal(base || '/' || spec[1] || '#')
+                    || ' || coalesce(' || expr || ', 0) FROM ' || rels[j]);
+            END LOOP;
+        END LOOP;
+        EXECUTE 'SELECT array_agg(DISTINCT s) FROM (' || sql_text || ') AS b(s)' INTO parts;
+        sources := sources || coalesce(parts, ARRAY[]::text[]);
+        -- Too many buckets for one NOTIFY: every partition moves too, and only it and the
+        -- table are named (the buckets' revisions are read at the next resync).
+        too_big := (SELECT sum(octet_length(to_json(s)::text) + 24) FROM unnest(sources) s)
+            > {room};
+        IF too_big THEN
+            sources := sources || all_parts;
+        END IF;
+    END IF;
+    WITH bumped AS (
+        INSERT INTO {schema}.freshkeep_revisions AS r (source, revision)
+        SELECT s, 1 FROM unnest(sources) AS s ORDER BY s COLLATE "C"
+        ON CONFLICT (source) DO UPDATE SET revision = r.revision + 1
+        RETURNING r.source, r.revision
+    )
+    SELECT json_object_agg(b.source, b.revision)
+        FILTER (WHERE NOT too_big OR b.source IN (base, all_parts))
+    INTO revs FROM bumped AS b;
+    PERFORM pg_notify(TG_ARGV[0], json_build_object('o', 'trigger', 'r', revs)::text);
     RETURN NULL;
 END
 $freshkeep$
 """
+
+_PARTITIONED = {
+    "insert": "AFTER INSERT ON {table} REFERENCING NEW TABLE AS freshkeep_new",
+    "update": "AFTER UPDATE ON {table} "
+    "REFERENCING OLD TABLE AS freshkeep_old NEW TABLE AS freshkeep_new",
+    "delete": "AFTER DELETE ON {table} REFERENCING OLD TABLE AS freshkeep_old",
+    "truncate": "AFTER TRUNCATE ON {table}",
+}
+"""The triggers of a partitioned table: transition tables need one event per trigger."""
+
+_PG_TRIGGERS = (FUNCTION, *(f"{FUNCTION}_{op}" for op in _PARTITIONED))
+"""The names of the triggers of both shapes."""
+
+_PG_KINDS = {
+    "int2": INTEGER,
+    "int4": INTEGER,
+    "int8": INTEGER,
+    "bool": BOOLEAN,
+    "text": TEXT,
+    "varchar": TEXT,
+    "uuid": TEXT,
+}
+"""The column types whose values the trigger buckets as Python does (enums are text too)."""
 
 
 def _check_postgres(conn: Connection) -> None:
@@ -82,76 +209,6 @@ def _check_postgres(conn: Connection) -> None:
         raise ConfigurationError(
             f"change-capture triggers need PostgreSQL or SQLite, not {conn.dialect.name!r}"
         )
-
-
-# -- SQLite ----------------------------------------------------------------------------------
-
-_SQLITE_OPS = ("insert", "update", "delete")
-
-_SQLITE_TRIGGER = """
-CREATE TRIGGER {name} AFTER {op} ON {table} FOR EACH ROW
-BEGIN
-    INSERT INTO freshkeep_revisions (source, revision) VALUES ({source}, 1)
-    ON CONFLICT (source) DO UPDATE SET revision = revision + 1;
-END
-"""
-# One upsert with its own ON CONFLICT clause: SQLite applies the conflict resolution of the
-# outer statement (INSERT OR REPLACE, UPDATE OR ABORT ...) to the statements of a trigger that
-# have none, so an INSERT OR IGNORE here would become a REPLACE (resetting the counter) or an
-# ABORT (failing the application's write).
-
-
-def _sqlite_name(table: str) -> str:
-    name = table.removeprefix("table:")
-    if not name or "." in name:
-        raise ConfigurationError(f"not a SQLite table name: {table!r}")
-    if name == "freshkeep_revisions":
-        raise ConfigurationError("freshkeep_revisions itself cannot be triggered")
-    return name
-
-
-def _sqlite_tables(conn: Connection) -> set[str]:
-    rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
-    return {str(r[0]) for r in rows}
-
-
-def _sqlite_install(conn: Connection, tables: list[str]) -> list[str]:
-    names = [_sqlite_name(t) for t in tables]
-    present = _sqlite_tables(conn)
-    if "freshkeep_revisions" not in present:
-        raise ConfigurationError("no freshkeep_revisions table: run `freshkeep migrate` first")
-    for name in names:
-        if name not in present:
-            raise ConfigurationError(f"no table {name!r} in the SQLite database")
-    quote = conn.dialect.identifier_preparer.quote_identifier
-    for name in names:
-        source = "'" + f"table:{name}".replace("'", "''") + "'"
-        for op in _SQLITE_OPS:
-            trigger = quote(f"{FUNCTION}_{name}_{op}")
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
-            conn.exec_driver_sql(
-                _SQLITE_TRIGGER.format(
-                    name=trigger, op=op.upper(), table=quote(name), source=source
-                )
-            )
-    return names
-
-
-def _sqlite_remove(conn: Connection, tables: list[str]) -> list[str]:
-    names = [_sqlite_name(t) for t in tables]
-    quote = conn.dialect.identifier_preparer.quote_identifier
-    for name in names:
-        for op in _SQLITE_OPS:
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(f'{FUNCTION}_{name}_{op}')}")
-    return names
-
-
-def _sqlite_triggered(conn: Connection) -> list[str]:
-    rows = conn.exec_driver_sql(
-        "SELECT tbl_name, count(*) FROM sqlite_master WHERE type = 'trigger' "
-        "AND name LIKE 'freshkeep_bump_%' GROUP BY tbl_name ORDER BY 1"
-    )
-    return [str(name) for name, n in rows if n == len(_SQLITE_OPS)]
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -228,89 +285,155 @@ def _expand(conn: Connection, tables: list[str]) -> list[str]:
     return list(dict.fromkeys([*_every_table(conn), *rest]))
 
 
-def _install(conn: Connection, tables: list[str], channel: str) -> list[str]:
+def _pg_splits(conn: Connection, quoted: str, bare: str, parts: list[Partitioned]) -> list[Split]:
+    """The partition columns of a PostgreSQL table, with how the trigger buckets each."""
+    rows = conn.execute(
+        text(
+            "SELECT a.attname, coalesce(b.typname, t.typname), coalesce(b.typtype, t.typtype) "
+            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype "
+            "WHERE a.attrelid = to_regclass(:t) AND a.attnum > 0 AND NOT a.attisdropped"
+        ),
+        {"t": quoted},
+    ).all()
+    types = {str(name): (str(typ), str(kind)) for name, typ, kind in rows}
+    splits = []
+    for p in parts:
+        if p.column not in types:
+            raise missing_column(bare, p.column, types)
+        typ, typtype = types[p.column]
+        kind = TEXT if typtype == "e" else _PG_KINDS.get(typ)
+        if kind is None:
+            raise ConfigurationError(
+                f"column {p.column!r} of table {bare!r} is a {typ}: a partition column is an "
+                "integer, boolean, text, varchar, uuid or enum column (the triggers bucket "
+                "their values as Python does)"
+            )
+        splits.append(Split(p.column, p.buckets, kind))
+    return splits
+
+
+def _pg_create(conn: Connection, quoted: str, function: str, args: list[str]) -> None:
+    """Replace the triggers of a table by those of its shape."""
+    for name in _PG_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {quoted}")
+    channel = args[0]
+    if len(args) == 1:  # no partition: one trigger for every event
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {FUNCTION} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+            f"ON {quoted} FOR EACH STATEMENT EXECUTE FUNCTION {function}({channel})"
+        )
+        return
+    for op, event in _PARTITIONED.items():
+        given = channel if op == "truncate" else ", ".join(args)
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {FUNCTION}_{op} {event.format(table=quoted)} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {function}({given})"
+        )
+
+
+def _install(
+    conn: Connection, tables: list[str], channel: str, partitions: Sequence[object]
+) -> list[str]:
     tables = _expand(conn, tables)
     if not tables:
+        match_partitions(partitions, [])  # a partition of no triggered table is an error
         return []  # "*" on a database with no table of the application yet
     if conn.dialect.name == "sqlite":
-        return _sqlite_install(conn, tables)
+        return sqlite_install(conn, tables, partitions)
     _check_postgres(conn)
     if not channel or len(channel.encode()) > 63:
         raise ConfigurationError(f"a NOTIFY channel has 1 to 63 bytes, not {channel!r}")
     quote = conn.dialect.identifier_preparer.quote_identifier
     schema = quote(_revisions_schema(conn))
     targets = [_qualified(conn, t) for t in tables]
-    conn.exec_driver_sql(_FUNCTION_SQL.format(schema=schema, function=FUNCTION))
-    literal = "'" + channel.replace("'", "''") + "'"
-    for quoted, _ in targets:
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {FUNCTION} ON {quoted}")
-        conn.exec_driver_sql(
-            f"CREATE TRIGGER {FUNCTION} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
-            f"ON {quoted} FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{FUNCTION}({literal})"
+    by_table = match_partitions(partitions, [bare for _, bare in targets])
+    splits = [_pg_splits(conn, q, bare, by_table.get(bare, [])) for q, bare in targets]
+    conn.exec_driver_sql(
+        _FUNCTION_SQL.format(
+            schema=schema, function=FUNCTION, integer=INTEGER, boolean=BOOLEAN, room=NOTIFY_ROOM
         )
+    )
+    for (quoted, _), table_splits in zip(targets, splits, strict=True):
+        args = [sql_literal(a) for a in [channel, *(s.argument for s in table_splits)]]
+        _pg_create(conn, quoted, f"{schema}.{FUNCTION}", args)
     return [bare for _, bare in targets]
 
 
 def _remove(conn: Connection, tables: list[str]) -> list[str]:
     tables = _expand(conn, tables)
     if conn.dialect.name == "sqlite":
-        return _sqlite_remove(conn, tables)
+        return sqlite_remove(conn, tables)
     _check_postgres(conn)
     targets = [_qualified(conn, t) for t in tables]
     for quoted, _ in targets:
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {FUNCTION} ON {quoted}")
+        for name in _PG_TRIGGERS:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON {quoted}")
     return [bare for _, bare in targets]
 
 
 def _triggered(conn: Connection) -> list[str]:
     if conn.dialect.name == "sqlite":
-        return _sqlite_triggered(conn)
+        return sqlite_triggered(conn)
     _check_postgres(conn)
     rows = conn.execute(
         text(
             "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-            "WHERE t.tgname = :name AND NOT t.tgisinternal "
+            "WHERE t.tgname = ANY(:names) AND NOT t.tgisinternal "
             "AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1"
         ),
-        {"name": FUNCTION},
+        {"names": list(_PG_TRIGGERS)},
     )
     return [str(r[0]) for r in rows]
 
 
 def install_triggers(
-    target: Target, tables: Iterable[str], *, channel: str = DEFAULT_CHANNEL
+    target: Target,
+    tables: Iterable[str],
+    *,
+    channel: str = DEFAULT_CHANNEL,
+    partitions: Iterable[Partitioned] = (),
 ) -> list[str]:
-    """Install (or replace) the change-capture trigger on each of ``tables``.
+    """Install (or replace) the change-capture triggers on each of ``tables``.
 
     ``tables`` are names (``tasks``, ``table:tasks`` or, on PostgreSQL, ``schema.tasks``), or
     :data:`ALL_TABLES` (``"*"``) for every table of the database but freshkeep's own; the
     ``freshkeep_revisions`` table must exist (``freshkeep migrate``). On PostgreSQL,
-    notifications go to ``channel`` (SQLite has none). Returns the bare table names, whose
-    sources are ``table:<name>``. Raises :class:`~freshkeep.exceptions.ConfigurationError` for
-    a missing table or a database that is neither PostgreSQL nor SQLite (nothing is installed
+    notifications go to ``channel`` (SQLite has none). ``partitions`` are
+    :class:`~freshkeep.core.partitions.Partitioned` sources of some of these tables
+    (``Partitioned("table:tasks", "project_id")``, by the bare table name): a write to such a
+    table bumps the buckets of the rows it touched instead of ``table:<name>/*``. Returns the
+    bare table names, whose sources are ``table:<name>``. Raises
+    :class:`~freshkeep.exceptions.ConfigurationError` for a missing table or column, a
+    partition of a table not in ``tables``, a column type the triggers cannot bucket
+    (PostgreSQL), or a database that is neither PostgreSQL nor SQLite (nothing is installed
     then).
     """
-    names = list(tables)
-    return run(target, lambda conn: _install(conn, names, channel))
+    names, parts = list(tables), list(partitions)
+    return run(target, lambda conn: _install(conn, names, channel, parts))
 
 
 def remove_triggers(target: Target, tables: Iterable[str]) -> list[str]:
-    """Drop the change-capture trigger of each of ``tables`` (idempotent)."""
+    """Drop the change-capture triggers of each of ``tables``, of either shape (idempotent)."""
     names = list(tables)
     return run(target, lambda conn: _remove(conn, names))
 
 
 def triggered_tables(target: Target) -> list[str]:
-    """The tables in the ``search_path`` that have the change-capture trigger."""
+    """The tables in the ``search_path`` that have change-capture triggers."""
     return run(target, _triggered)
 
 
 async def install_triggers_async(
-    target: Target, tables: Iterable[str], *, channel: str = DEFAULT_CHANNEL
+    target: Target,
+    tables: Iterable[str],
+    *,
+    channel: str = DEFAULT_CHANNEL,
+    partitions: Iterable[Partitioned] = (),
 ) -> list[str]:
     """:func:`install_triggers` from async code."""
-    names = list(tables)
-    return await run_async(target, lambda conn: _install(conn, names, channel))
+    names, parts = list(tables), list(partitions)
+    return await run_async(target, lambda conn: _install(conn, names, channel, parts))
 
 
 async def remove_triggers_async(target: Target, tables: Iterable[str]) -> list[str]:
