@@ -112,7 +112,9 @@ class Hub:
             else:
                 log.info("not seeded: %s", report.reason)
             if self.triggers:  # after seeding: the seed's rows are counted by the hooks
-                await install_triggers_async(self.engine, self.tracking.tables or ())
+                await install_triggers_async(
+                    self.engine, self.tracking.tables or (), partitions=self.keeper.partitions
+                )
             await self.keeper.start()
             await self.keeper.resync()
             await self.exports.start()
