@@ -28,6 +28,8 @@ async def test_a_write_returns_its_revision_and_a_token_read_sees_it(hub: HubCli
     read = await hub.summary(headers={"X-Freshkeep-Min-Revision": token})
     served = parse_revision(read.headers["x-freshkeep-revision"])
     for source, rev in parse_revision(token).items():
+        if "/" in source:
+            continue  # a partition (table:t/*, table:t/col#n): read by keyed views only
         assert served[source] >= rev
 
 

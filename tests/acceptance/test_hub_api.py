@@ -190,6 +190,7 @@ async def test_stats_and_index(hub: HubClient) -> None:
         "last_build_at",
         "failing_since",
         "in_flight",
+        "partitions",
     }
     assert set(stats["store"]) == {"entries", "bytes", "evictions", "rejected"}
     assert "name" not in stats["artifacts"]["topic-export"]
