@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
+from freshkeep._view_types import ClientRefresh, SourcesOf
 from freshkeep.core.component import KINDS, Component, Kind
+from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import Policy
 from freshkeep.exceptions import (
     ConfigurationError,
@@ -156,7 +158,7 @@ class KeeperComponents:
         name: str,
         build: Builder | None = None,
         *,
-        sources: Iterable[str] = (),
+        sources: Iterable[str | Partitioned] | SourcesOf = (),
         sections: Mapping[str, Section] | None = None,
         policy: Policy | None = None,
         probe: Probe | None = None,
@@ -164,6 +166,7 @@ class KeeperComponents:
         public: bool = False,
         version: str = "",
         labels: Mapping[str, str] | None = None,
+        client_refresh: ClientRefresh | None = None,
     ) -> View:
         """Register and return a view.
 
@@ -174,7 +177,8 @@ class KeeperComponents:
         same data, so clients holding an old ETag get the new output. ``labels`` map read
         statuses to the words the status header says (``{"hit": "hit-revision"}``), for
         clients of a service that used other words; ``FRESHKEEP_STATUS_LABELS`` sets them for
-        every view.
+        every view. ``client_refresh`` says who may force a rebuild over HTTP
+        (:meth:`View.may_force`; ``FRESHKEEP_CLIENT_REFRESH`` by default).
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
@@ -199,6 +203,7 @@ class KeeperComponents:
             public=public,
             version=version,
             labels=labels,
+            client_refresh=client_refresh,
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
         )

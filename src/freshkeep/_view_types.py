@@ -20,6 +20,10 @@ from freshkeep.exceptions import ConfigurationError
 
 Probe = Literal["always", "interval"]
 
+ClientRefresh = Literal["limited", "any", "authorized", "never"]
+"""Who may force a rebuild over HTTP: see :meth:`View.may_force`."""
+CLIENT_REFRESH: tuple[ClientRefresh, ...] = ("limited", "any", "authorized", "never")
+
 STATUSES: tuple[Status, ...] = ("hit", "section", "stale", "miss", "error-stale")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 

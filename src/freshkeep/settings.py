@@ -105,6 +105,21 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, ge=1, description="Bytes of entries kept in memory (LRU)."
     )
     header_cache: str = Field("X-Freshkeep-Cache", description="Header carrying the status.")
+    client_refresh: Literal["limited", "any", "authorized", "never"] = Field(
+        "limited",
+        description="Who may force a rebuild over HTTP (?refresh=true, Cache-Control: "
+        "no-cache): 'limited' (anyone, at most once per client_refresh_interval per entry; "
+        "the admin token always), 'any' (anyone, always), 'authorized' (the admin token "
+        "only), 'never' (nobody). A request that may not force one is answered as a read "
+        "validated against the current revisions. A view's own client_refresh= takes "
+        "precedence.",
+    )
+    client_refresh_interval: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between two rebuilds of one entry forced by clients without the "
+        "admin token, under client_refresh='limited'.",
+    )
     status_labels: dict[str, str] = Field(
         default_factory=dict,
         description="What the status header says for each read status, for clients that know "

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, ClassVar, assert_never
 
 from freshkeep._view_builds import ViewBuilds
 from freshkeep._view_types import (
+    CLIENT_REFRESH,
     BuildContext,
     Builder,
+    ClientRefresh,
     PolicySnapshot,
     Probe,
     Section,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BuildContext",
     "Builder",
+    "ClientRefresh",
     "PolicySnapshot",
     "PrincipalView",
     "Probe",
@@ -85,6 +88,7 @@ class View(ViewBuilds, Component):
         public: bool,
         version: str = "",
         labels: Mapping[str, str] | None = None,
+        client_refresh: ClientRefresh | None = None,
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 30.0,
     ) -> None:
@@ -115,6 +119,16 @@ class View(ViewBuilds, Component):
             {**keeper.settings.status_labels, **(labels or {})}, f"view {name!r}"
         )
         """What the status header says for each status (a status not here keeps its name)."""
+        mode = client_refresh if client_refresh is not None else keeper.settings.client_refresh
+        if mode not in CLIENT_REFRESH:
+            raise ConfigurationError(
+                f"view {name!r}: client_refresh must be one of {', '.join(CLIENT_REFRESH)}, "
+                f"not {mode!r}"
+            )
+        self.client_refresh = mode
+        """Who may force a rebuild over HTTP (:meth:`may_force`)."""
+        self.client_refresh_interval = keeper.settings.client_refresh_interval
+        self._forced = {}
         self.stats = ViewStats()
         self.observers: list[ViewObserver] = []
         """Told about builds and stale serves (slow path only); see :class:`ViewObserver`."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from tests.acceptance.conftest import HubClient
+import pytest
+
+from tests.acceptance.conftest import HubClient, running_hub
 
 
 async def _some_task(hub: HubClient) -> dict[str, Any]:
@@ -60,12 +63,40 @@ async def test_refresh_and_no_cache_force_a_rebuild(hub: HubClient) -> None:
     assert r.headers["x-freshkeep-cache"] == "miss"
     assert r.headers["cache-status"] == "freshkeep; fwd=request; stored"
     assert hub.builds() == {"core": 2, "progress": 2}
+    # Another anonymous forced refresh within client_refresh_interval: a validated read.
+    r = await hub.summary(headers={"Cache-Control": "no-cache"})
+    assert r.headers["x-freshkeep-cache"] == "hit"
+    assert hub.builds() == {"core": 2, "progress": 2}
+    hub.hub.summary.client_refresh_interval = 0  # past the interval: it forces one again
     r = await hub.summary(headers={"Cache-Control": "no-cache"})
     assert r.headers["x-freshkeep-cache"] == "miss"
     assert hub.builds() == {"core": 3, "progress": 3}
     # Nothing changed: the same revisions, so the same ETag.
     assert r.headers["etag"] == first.headers["etag"]
     assert (await hub.summary()).headers["x-freshkeep-cache"] == "hit"
+
+
+async def test_anonymous_forced_refreshes_are_limited_and_the_admin_token_always_forces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRESHKEEP_ADMIN_TOKEN", "admin-secret")
+    async with running_hub(tmp_path / "hub.db", seed_tasks=50) as hub:
+        await hub.summary()
+        before = sum(hub.builds().values())
+        statuses = await asyncio.gather(
+            *(hub.summary(params={"refresh": "1"}) for _ in range(10)),
+            *(hub.summary(headers={"Cache-Control": "no-cache"}) for _ in range(10)),
+        )
+        assert all(r.status_code == 200 for r in statuses)
+        rebuilds = (sum(hub.builds().values()) - before) // 2  # two sections per rebuild
+        assert rebuilds <= 2, rebuilds
+        admin = {"Authorization": "Bearer admin-secret"}
+        for _ in range(3):
+            r = await hub.summary(params={"refresh": "1"}, headers=admin)
+            assert r.headers["x-freshkeep-cache"] == "miss"
+        wrong = {"Authorization": "Bearer not-it"}
+        r = await hub.summary(params={"refresh": "1"}, headers=wrong)
+        assert r.headers["x-freshkeep-cache"] == "hit"
 
 
 async def test_if_none_match_answers_304_without_building(hub: HubClient) -> None:

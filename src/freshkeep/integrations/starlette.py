@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from freshkeep.core.auth import bearer_ok
 from freshkeep.core.entry import Read, Status, format_revision, parse_revision
 from freshkeep.exceptions import UnavailableError, missing_extra
 from freshkeep.settings import Settings
@@ -79,6 +80,11 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
         return True
     opaque = etag.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
+
+
+def _admin_token(s: Settings) -> str | None:
+    token = s.admin_token
+    return token.get_secret_value() if token is not None else None
 
 
 def _is_authenticated(request: Request) -> bool:
@@ -136,6 +142,12 @@ async def serve(
         _warn_shared(view, request.url.path)
     s = view.keeper.settings
     refresh = wants_refresh(request)
+    if refresh and not view.may_force(
+        key,
+        principal=principal,
+        authorized=bearer_ok(request.headers.get("authorization"), _admin_token(s)),
+    ):
+        refresh = False  # a read validated against the current revisions (RFC 9111 5.2.1.4)
     min_revision = None
     token = request.headers.get(s.header_min_revision)
     if token:
