@@ -314,17 +314,17 @@ async def run_keyed(config: KeyedConfig, reporter: Reporter | None = None) -> di
     per_key = table_source(Order, by="customer_id")
     per_key_small = table_source(Order, by="customer_id", buckets=small)
     tallies = [
-        _Tally("per_table", "per-table revisions", "`table:orders`", None, None),
+        _Tally("per_table", "per-table", "`table:orders`", None, None),
         _Tally(
             "per_key",
-            f"per-key revisions, {DEFAULT_BUCKETS:,} buckets",
+            f"per-key, {DEFAULT_BUCKETS:,} buckets",
             '`table_source(Order, by="customer_id")`',
             DEFAULT_BUCKETS,
             per_key,
         ),
         _Tally(
             f"per_key_{small}",
-            f"per-key revisions, {small:,} buckets",
+            f"per-key, {small:,} buckets",
             f'`table_source(Order, by="customer_id", buckets={small})`',
             small,
             per_key_small,
