@@ -294,14 +294,16 @@ async def _store(
 
 
 async def _write(store: _Store, key: int, kind: str, order_id: int, amount: int) -> None:
-    """One write for ``key`` through a tracked session: insert an order, or update one."""
+    """One write for ``key`` through a tracked session: insert an order, or add ``amount``
+    (1 or more) to one. An update always changes the row: an ORM update that sets a column to
+    the value it has emits no statement, so it would bump nothing and write nothing."""
     async with store.sessions() as s, s.begin():
         if kind == "insert":
             s.add(Order(id=order_id, customer_id=key, amount=amount))
         else:
             found = await s.execute(select(Order).where(Order.id == order_id))
             order = found.scalar_one()
-            order.amount = amount
+            order.amount += amount
 
 
 async def run_keyed(config: KeyedConfig, reporter: Reporter | None = None) -> dict[str, Any]:
