@@ -70,7 +70,7 @@ from freshkeep.keeper import Keeper
 from freshkeep.sql.engine import async_url, create_engine, display_url, writer_engine
 from freshkeep.sql.schema import metadata as freshkeep_metadata
 from freshkeep.stores.memory import MemoryStore
-from freshkeep.views import BuildContext, View
+from freshkeep.views import BuildContext, Builder, Section, View
 
 
 class _Base(DeclarativeBase):
@@ -239,9 +239,14 @@ async def _databases(config: KeyedConfig) -> AsyncIterator[tuple[str, list[Async
     schemas = [f"fk_bench_keyed_{uuid.uuid4().hex[:10]}_{n}" for n in ("a", "b")]
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
-        async with admin.connect() as conn:
-            for s in schemas:
-                await conn.execute(text(f'CREATE SCHEMA "{s}"'))
+        try:
+            async with admin.connect() as conn:
+                for s in schemas:
+                    await conn.execute(text(f'CREATE SCHEMA "{s}"'))
+        except Exception as exc:  # a driver's error: one line, not a traceback
+            raise ConfigurationError(
+                f"the keyed level cannot use {display_url(url)!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         engines = [
             create_engine(url, connect_args={"server_settings": {"search_path": s}})
             for s in schemas
@@ -258,7 +263,7 @@ async def _databases(config: KeyedConfig) -> AsyncIterator[tuple[str, list[Async
         await admin.dispose()
 
 
-def _builder(engine: AsyncEngine, on_build: Callable[[str, int, int], None]) -> Any:
+def _builder(engine: AsyncEngine, on_build: Callable[[str, int, int], None]) -> Builder:
     query = select(func.count(Order.id), func.coalesce(func.sum(Order.amount), 0))
 
     async def totals(ctx: BuildContext) -> dict[str, int]:
@@ -275,9 +280,11 @@ def _builder(engine: AsyncEngine, on_build: Callable[[str, int, int], None]) -> 
 async def _store(
     engine: AsyncEngine,
     config: KeyedConfig,
-    views: list[tuple[_Tally, Any]],
+    views: list[tuple[_Tally, list[str | Partitioned]]],
     on_build: Callable[[str, int, int], None],
 ) -> tuple[_Store, dict[str, View]]:
+    """A keeper on ``engine`` with ``views`` (each: its tally and its sources), one builder,
+    and write hooks on a session factory; started."""
     keeper = Keeper(
         SQLAlchemyRevisions(engine),
         store=MemoryStore(max_entries=4 * config.keys * max(1, len(views))),
@@ -286,7 +293,11 @@ async def _store(
         policy=Policy.strict(),
     )
     build = _builder(engine, on_build)
-    made = {t.name: keeper.view(t.name, build, sources=sources) for t, sources in views}
+    # The section keeper.view(name, build, sources=sources) makes, spelt out.
+    made = {
+        t.name: keeper.view(t.name, sections={"default": Section(build, sources)})
+        for t, sources in views
+    }
     sessions = async_sessionmaker(writer_engine(engine), expire_on_commit=False)
     track(keeper, sessions)
     await keeper.start()
