@@ -61,6 +61,8 @@ def check(keyed: dict[str, Any]) -> None:
         assert 0.0 <= v["hit_ratio"] <= 1.0 and v["reads_per_s"] > 0, name
         assert v["hit_us"]["count"] == v["statuses"].get("hit", 0), name
         assert v["builds_per_write"] == pytest.approx(v["builds"] / writes["count"]), name
+        # A false invalidation needs a write to another key of the bucket since the last read.
+        assert v["false"] <= round(v["sharing_per_write"] * writes["count"]), name
     # A written key is rebuilt at its next read in every view alike.
     assert len({v["needed"] for v in views.values()}) == 1
     table, key, small = (views[n] for n in VIEWS)
