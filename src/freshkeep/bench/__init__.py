@@ -11,7 +11,10 @@ Two levels (see ``docs/performance.md``):
   process, and the freshness of every response while a writer changes the data;
 - distributed (:mod:`freshkeep.bench.distributed`, only when asked): two hub processes on a
   fresh PostgreSQL database with a Redis store and bus: read load on both, and how long a write
-  to one takes to show in the other's summary.
+  to one takes to show in the other's summary;
+- keyed (:mod:`freshkeep.bench.keyed`, only when asked): a view read by key (1,000 customers)
+  under 4 writes/s, with per-table revisions beside per-key revisions (1,024 and 64 buckets):
+  hit ratios, rebuilds per write, false invalidations and reads/s, side by side.
 
 :func:`run` runs them and writes ``results.md``, ``results.json`` and ``results.png``. Needs
 ``pip install 'freshkeep[bench]'`` (the peers, uvloop, httptools, matplotlib).
@@ -27,16 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from freshkeep.bench.distributed import DistributedConfig, run_distributed
+from freshkeep.bench.keyed import KeyedConfig, run_keyed
 from freshkeep.bench.library import LibraryConfig, run_library
 from freshkeep.bench.progress import NullReporter, PrintReporter, Reporter
 from freshkeep.bench.report import machine, write
 from freshkeep.bench.service import MODE_NAMES, MODES, Mode, ServiceConfig, run_service
 
 __all__ = [
+    "LEVELS",
     "MODES",
     "MODE_NAMES",
     "BenchConfig",
     "DistributedConfig",
+    "KeyedConfig",
     "LibraryConfig",
     "Mode",
     "NullReporter",
@@ -51,15 +57,21 @@ __all__ = [
 
 @dataclass
 class BenchConfig:
-    """What a run measures: ``levels`` is a subset of ``("library", "service", "distributed")``
-    (``distributed`` needs PostgreSQL and Redis, and is never a default level)."""
+    """What a run measures: ``levels`` is a subset of ``("library", "service", "distributed",
+    "keyed")`` (``distributed`` needs PostgreSQL and Redis; neither it nor ``keyed`` is a
+    default level)."""
 
     preset: str = "full"
     levels: tuple[str, ...] = ("library", "service")
     library: LibraryConfig = field(default_factory=LibraryConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    keyed: KeyedConfig = field(default_factory=KeyedConfig)
     chart: bool = True
+
+
+LEVELS = ("library", "service", "distributed", "keyed")
+"""Every level, in the order a run measures them."""
 
 
 def full() -> BenchConfig:
@@ -69,7 +81,8 @@ def full() -> BenchConfig:
 
 
 def quick() -> BenchConfig:
-    """A smoke run (well under 2 minutes): small hub, few rounds, about 3 s per mode."""
+    """A smoke run (well under 2 minutes): small hub, few rounds, about 3 s per mode; the
+    keyed level (when asked) measures for 3 s."""
     return BenchConfig(
         preset="quick",
         library=LibraryConfig(
@@ -83,6 +96,7 @@ def quick() -> BenchConfig:
         ),
         service=ServiceConfig(seed_tasks=500, read_s=1.0, read_rounds=1, write_s=2.0, warmup_s=0.3),
         distributed=DistributedConfig(seed_tasks=500, read_s=1.0, warmup_s=0.3, writes=20),
+        keyed=KeyedConfig(seconds=3.0),
     )
 
 
@@ -113,6 +127,8 @@ def run(
         results["service"] = run_service(config.service, rep)
     if "distributed" in config.levels:
         results["distributed"] = run_distributed(config.distributed, rep)
+    if "keyed" in config.levels:
+        results["keyed"] = asyncio.run(run_keyed(config.keyed, rep))
     results["seconds"] = time.monotonic() - started
     rep.stage("writing the report", 1)
     paths = write(results, out, draw=config.chart)

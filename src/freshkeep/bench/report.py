@@ -280,6 +280,9 @@ def markdown(results: dict[str, Any]) -> str:
     dist = results.get("distributed")
     if dist:
         lines += _distributed(dist)
+    keyed = results.get("keyed")
+    if keyed:
+        lines += _keyed(keyed)
     t = results.get("targets") or []
     if t:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -385,6 +388,69 @@ def _distributed(dist: dict[str, Any]) -> list[str]:
         f"| {inv['write_latency_ms']['p50']:.2f} |",
         "",
     ]
+    return lines
+
+
+def _keyed(k: dict[str, Any]) -> list[str]:
+    views = k["views"]
+    base = views[0]["reads_per_s"] if views else 0.0
+    w = k["writes"]
+    lines = [
+        f"## Keyed level: {k['keys']:,} keys read by key under {k['write_rate']:g} writes/s",
+        "",
+        _wrap(
+            f"{k['database']}; {k['keys']:,} customers (ids: a seeded sample of 1 to "
+            f"{k['id_space']:,}), {k['orders_per_key']} orders each at the start; the builder "
+            "runs one query (the count and sum of the key's orders). Every key was built once "
+            f"in every view, then {k['elapsed_s']:.0f} s of reads, uniform over the keys "
+            f"({k['reads_per_s_per_view']:,.0f}/s per view, {k['read_rate']:g} offered), "
+            "every view reading the same keys in turn, and writes "
+            f"({w['count']}: {w['insert']} inserts of an order, {w['update']} updates of one), "
+            "each for one key through a tracked session. Each read timed; reads/s: reads "
+            "over the time spent in that view's reads."
+        ),
+        "",
+        "| view | reads | hit ratio | hit µs p50 / p99 | rebuild ms p50 | reads/s | x per-table |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in views:
+        h, r = v["hit_us"], v["rebuild_ms"]
+        x = f"{v['reads_per_s'] / base:,.1f}" if base else ""
+        lines.append(
+            f"| {v['label']} | {v['reads']:,} | {v['hit_ratio']:.1%} "
+            f"| {h['p50']:,.1f} / {h['p99']:,.1f} | {r['p50']:,.2f} | {v['reads_per_s']:,.0f} "
+            f"| {x} |"
+        )
+    lines += [
+        "",
+        _wrap(
+            "Rebuilds: *needed* when the key was written since its last build, *false* "
+            "otherwise (a write to another key of its bucket; for per-table revisions, to any "
+            "other key). Sharing: the other keys of the written key's bucket, what a write "
+            "would rebuild for nothing if every key were read before the next write."
+        ),
+        "",
+        "| view | builds | per write | needed | false | false per write | false share | sharing |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in views:
+        lines.append(
+            f"| {v['label']} | {v['builds']:,} | {v['builds_per_write']:,.2f} | {v['needed']:,} "
+            f"| {v['false']:,} | {v['false_per_write']:,.2f} | {v['false_share']:.1%} "
+            f"| {v['sharing_per_write']:,.2f} |"
+        )
+    lines += ["", "Sources:", ""]
+    lines += [f"- {v['label']}: {v['sources']}" for v in views]
+    off = [v for v in views if v["builds"] != v["model_builds"]]
+    for v in off:
+        lines.append(
+            "\n"
+            + _wrap(
+                f"Note: {v['label']}: {v['builds']:,} builds, where the reads and writes call "
+                f"for {v['model_builds']:,}: something else moved its revisions."
+            )
+        )
+    lines.append("")
     return lines
 
 

@@ -323,8 +323,9 @@ def bench(
     level: Annotated[
         list[str] | None,
         typer.Option(
-            help="library, service and/or distributed (repeat; default: library and service; "
-            "distributed needs PostgreSQL and Redis).",
+            help="library, service, distributed and/or keyed (repeat; default: library and "
+            "service; distributed needs PostgreSQL and Redis; keyed: per-table against per-key "
+            "revisions of a view read by key).",
             show_default=False,
         ),
     ] = None,
@@ -349,7 +350,12 @@ def bench(
     ] = None,
     write_rate: Annotated[
         float | None,
-        typer.Option(min=0.1, help="Writes per second in the write phase.", show_default=False),
+        typer.Option(
+            min=0.1,
+            help="Writes per second in the service level's write phase and the keyed level "
+            "(default 4).",
+            show_default=False,
+        ),
     ] = None,
     connections: Annotated[
         int | None,
@@ -359,11 +365,52 @@ def bench(
         int | None,
         typer.Option(min=1, help="Rounds of the library level's hits.", show_default=False),
     ] = None,
+    keyed_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5,
+            help="Measured phase of the keyed level (s; default 30, 3 with --quick).",
+            show_default=False,
+        ),
+    ] = None,
+    keys: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keys of the keyed level (default 1,000).", show_default=False),
+    ] = None,
+    keyed_read_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Reads per second offered to each view of the keyed level (default 300).",
+            show_default=False,
+        ),
+    ] = None,
+    keyed_buckets: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1023,
+            help="The small bucket count the keyed level compares with the default 1,024 "
+            "(default 64).",
+            show_default=False,
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="PostgreSQL URL for the keyed level (two fresh schemas on it, dropped at the "
+            "end; needs the postgres extra). Default: SQLite files in a temporary directory.",
+            show_default=False,
+        ),
+    ] = None,
     chart: Annotated[bool, typer.Option(help="Draw results.png (needs matplotlib).")] = True,
 ) -> None:
     """Measure what freshkeep costs against a dict, an await, peer caches, a fixed TTL, a
-    MAX(updated_at) probe and no cache, and what a revision probe costs on a SQLite file; write
-    results.md, results.json and results.png."""
+    MAX(updated_at) probe and no cache, and what a revision probe costs on a SQLite file (with
+    --level keyed: per-table against per-key revisions); write results.md, results.json and
+    results.png."""
     try:
         from freshkeep import bench as fkbench
     except MissingDependencyError as exc:
@@ -372,7 +419,7 @@ def bench(
         raise _fail(str(missing_extra("bench", exc.name or "uvicorn"))) from exc
     config = fkbench.quick() if quick else fkbench.full()
     levels = tuple(level) if level else config.levels
-    if unknown := set(levels) - {"library", "service", "distributed"}:
+    if unknown := set(levels) - set(fkbench.LEVELS):
         raise _fail(f"unknown level(s): {', '.join(sorted(unknown))}")
     modes = tuple(mode) if mode else config.service.modes
     if unknown := set(modes) - set(fkbench.MODE_NAMES):
@@ -386,7 +433,17 @@ def bench(
     if write_seconds is not None:
         config.service.write_s = write_seconds
     if write_rate is not None:
-        config.service.write_rate = write_rate
+        config.service.write_rate = config.keyed.write_rate = write_rate
+    if keyed_seconds is not None:
+        config.keyed.seconds = keyed_seconds
+    if keys is not None:
+        config.keyed.keys = keys
+    if keyed_read_rate is not None:
+        config.keyed.read_rate = keyed_read_rate
+    if keyed_buckets is not None:
+        config.keyed.small_buckets = keyed_buckets
+    if db is not None:
+        config.keyed.database = db
     if connections is not None:
         config.service.connections = config.distributed.connections = connections
     if rounds is not None:
