@@ -6,15 +6,10 @@ from __future__ import annotations
 
 from typing import get_type_hints
 
-import pytest
-
 from freshkeep import Keeper
 from freshkeep.views import Section
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Keeper.view annotates sources as Iterable[str]: no Partitioned"
-)
 def test_keeper_view_is_annotated_to_take_the_sources_a_section_takes() -> None:
     view = get_type_hints(Keeper.view)["sources"]
     section = get_type_hints(Section.__init__)["sources"]
