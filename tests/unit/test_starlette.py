@@ -105,14 +105,19 @@ async def test_refresh_forces_a_stored_rebuild(
     assert (await client.get("/shared")).headers["x-freshkeep-cache"] == "hit"
 
 
-async def test_no_servable_value_is_a_503_with_json(hub: tuple[App, httpx.AsyncClient]) -> None:
+async def test_no_servable_value_is_a_503_with_json(
+    hub: tuple[App, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
+) -> None:
     a, client = hub
     a.fail = True
     r = await client.get("/shared")
     assert r.status_code == 503
     body = r.json()
     assert body["error"] == "unavailable" and body["view"] == "shared"
-    assert "builder broke" in body["detail"]
+    # The error stays in the log, under the id the body gives; the body never carries it.
+    assert "builder broke" not in r.text
+    error_id = body["error_id"]
+    assert any(error_id in m and "builder broke" in m for m in caplog.messages)
 
 
 async def test_authenticated_request_to_a_shared_view_gets_everyones_value_privately(

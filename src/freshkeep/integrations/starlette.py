@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -309,10 +310,24 @@ def endpoint(
 
 def unavailable_response(exc: UnavailableError, *, view: str | None = None) -> Response:
     """The ``503`` JSON response :func:`serve` gives for an :class:`UnavailableError` (also
-    for exception handlers), naming ``view`` when given."""
-    body: dict[str, Any] = {"error": "unavailable", "detail": str(exc)}
+    for exception handlers), naming ``view`` when given.
+
+    The body never carries the error itself (it may hold SQL, parameters or paths): the error
+    is logged with an ``error_id``, and the body carries that id, to look it up in the log.
+    """
+    error_id = uuid.uuid4().hex[:16]
+    log.error(
+        "%s unavailable (error id %s): %s",
+        f"view {view!r}" if view is not None else "a value",
+        error_id,
+        exc,
+        exc_info=exc.__cause__ if exc.__cause__ is not None else None,
+    )
+    body: dict[str, Any] = {"error": "unavailable"}
     if view is not None:
-        body = {"error": "unavailable", "view": view, "detail": str(exc)}
+        body["view"] = view
+    body["detail"] = "no value within its freshness bounds can be served now; retry shortly"
+    body["error_id"] = error_id
     return JSONResponse(
         body, status_code=503, headers={"Retry-After": "1", "Cache-Control": "no-store"}
     )
