@@ -149,10 +149,15 @@ class Keeper(KeeperComponents):
         """Connect the bus (if it is a network bus) and read revisions on every (re)connect,
         so a message lost while disconnected is caught at once. Never raises for a bus that
         cannot connect yet: it keeps retrying, and revisions are re-read every resync_interval.
-        Validates the ``FRESHKEEP_HEALTH_*`` overrides and every view's sources first
-        (``ConfigurationError``, :class:`~freshkeep.exceptions.UnknownSourceError`).
+        Validates the ``FRESHKEEP_HEALTH_*`` overrides, the revision source
+        (:meth:`RevisionSource.check <freshkeep.ports.RevisionSource.check>`: freshkeep's
+        tables, and the triggers it was told to expect, exist) and every view's sources first
+        (``ConfigurationError`` naming the command to run,
+        :class:`~freshkeep.exceptions.UnknownSourceError`).
         """
         self.health.configure()
+        if self.revisions is not None:
+            await self.revisions.check()  # e.g. freshkeep's tables were never created
         await self.check_sources()
         if self._bus_remover is None:
             removers = [self.bus.on_connect(self._bus_up), self.bus.on_disconnect(self._bus_down)]

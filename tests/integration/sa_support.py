@@ -110,6 +110,14 @@ def whole(revisions: Mapping[str, Any]) -> dict[str, Any]:
     return {s: r for s, r in revisions.items() if "/" not in s}
 
 
+async def raw_counters(engine: AsyncEngine) -> dict[str, int]:
+    """Every row of the revision table, partition counters included."""
+    t = revisions_table
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(t.c.source, t.c.revision))
+        return {source: int(rev) for source, rev in rows}
+
+
 async def db_counters(engine: AsyncEngine) -> dict[str, int]:
     """Every whole-source row of the revision table, read on a connection of its own."""
     t = revisions_table

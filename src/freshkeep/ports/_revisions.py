@@ -13,7 +13,8 @@ class RevisionSource(ABC):
 
     Optional capabilities, "not supported" (``None``) in the base: :meth:`bump` (increment
     counters in a transaction of its own) and :meth:`known_sources` (list what it can read,
-    so a keeper can refuse a view whose source nothing moves).
+    so a keeper can refuse a view whose source nothing moves); :meth:`check` (is it ready to
+    serve) checks nothing in the base.
     """
 
     @abstractmethod
@@ -23,6 +24,12 @@ class RevisionSource(ABC):
     async def bump(self, sources: Collection[str]) -> dict[str, Revision] | None:
         """Increment the counters of ``sources``; return their new revisions, or ``None`` when
         this source cannot bump (the default)."""
+        return None
+
+    async def check(self) -> None:
+        """Raise :class:`~freshkeep.exceptions.ConfigurationError` naming the fix when what
+        it needs is missing (e.g. its tables were never created); the default checks
+        nothing. :meth:`Keeper.start <freshkeep.Keeper.start>` calls it first."""
         return None
 
     async def known_sources(self) -> frozenset[str] | None:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
 
-from freshkeep.sql.engine import check_engine, run_on, sqlite_file
+from freshkeep.sql.engine import check_engine, display_url, run_on, sqlite_file
 from freshkeep.sql.schema import metadata, revisions_table
+
+log = logging.getLogger("freshkeep.sql")
 
 
 @overload
@@ -196,8 +199,11 @@ class SQLAlchemyRevisions(RevisionSource):
         *,
         watermarks: Mapping[str, Watermark] | None = None,
         skip_unchanged: bool = True,
+        triggers: Collection[str] = (),
     ) -> None:
         self.engine = check_engine(engine)
+        self.triggers = tuple(t.removeprefix("table:") for t in triggers)
+        """Tables whose change-capture triggers :meth:`check` requires."""
         self.watermarks = dict(watermarks or {})
         self.queries = 0
         self.skipped = 0
@@ -228,6 +234,36 @@ class SQLAlchemyRevisions(RevisionSource):
                 self._seen_version, self._seen = version, {}
             self._seen.update(found)
         return found
+
+    async def check(self) -> None:
+        """Fail fast, naming the command to run, when freshkeep's revision table is missing,
+        or the change-capture triggers of a table given as ``triggers=`` are. A database that
+        cannot be reached is not an error here (it may come up later): it is logged."""
+        from freshkeep.sql.triggers import triggered_tables_async
+
+        def missing(conn: Connection) -> bool:
+            return not inspect(conn).has_table(revisions_table.name)
+
+        where = display_url(self.engine.url)
+        try:
+            absent = await run_on(self.engine, missing)
+            triggered = set(await triggered_tables_async(self.engine)) if self.triggers else set()
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            log.warning("cannot check freshkeep's tables in %s yet: %s", where, exc)
+            return
+        if absent:
+            raise ConfigurationError(
+                f"freshkeep's tables are missing in {where}: run `freshkeep migrate --db "
+                f"'{where}'` (or await SQLAlchemyRevisions(engine).create_table())"
+            )
+        lacking = [t for t in self.triggers if t.rsplit(".", 1)[-1] not in triggered]
+        if lacking:
+            raise ConfigurationError(
+                f"the change-capture triggers are missing on {', '.join(lacking)} in {where}: "
+                f"run `freshkeep migrate --db '{where}' --triggers {','.join(lacking)}`"
+            )
 
     async def known_sources(self) -> frozenset[str]:
         """The ``table:`` sources of the database's tables and views (freshkeep's own left
