@@ -19,7 +19,7 @@ from freshkeep.ports import SharedStore
 from freshkeep.stores.base import store_from_url
 from freshkeep.stores.redis import RedisStore
 from freshkeep.testing import FakeClock
-from freshkeep.testing.conformance import SharedStoreSuite
+from freshkeep.testing.conformance import Plant, SharedStoreSuite
 from tests.conftest import REDIS_URL
 from tests.proxy import CuttableProxy
 
@@ -321,5 +321,20 @@ class TestRedisStore(SharedStoreSuite):
     @pytest.fixture
     async def store(self, redis_client: Any) -> AsyncIterator[SharedStore]:
         s = RedisStore(redis_client, prefix=redis_client.freshkeep_prefix, secret=SECRET, ttl=60.0)
+        yield s
+        await s.aclose()
+
+    @pytest.fixture
+    def plant(self, redis_client: Any) -> Plant:
+        async def plant(key: str, data: bytes) -> None:
+            await redis_client.set(key, data)
+
+        return plant
+
+
+class TestUnsignedRedisStore(TestRedisStore):
+    @pytest.fixture
+    async def store(self, redis_client: Any) -> AsyncIterator[SharedStore]:
+        s = RedisStore(redis_client, prefix=redis_client.freshkeep_prefix, ttl=60.0)
         yield s
         await s.aclose()

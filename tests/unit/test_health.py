@@ -508,3 +508,40 @@ async def test_a_job_that_failed_for_good_warns_until_the_window_has_passed(
     finally:
         await queue.aclose()
         await engine.dispose()
+
+
+async def test_a_shared_store_that_replaced_an_unreadable_value_warns_for_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from freshkeep.core.codec import encode_entry
+    from freshkeep.stores.memory_shared import MemorySharedStore
+    from freshkeep.testing.conformance._store import make_entry
+
+    for var in env_names():
+        monkeypatch.delenv(var, raising=False)
+    clock = FakeClock()
+    store = MemorySharedStore(secret=b"ours", clock=clock)
+    keeper = Keeper(MemoryRevisions(), shared=store, clock=clock)
+    check = (await keeper.health.run()).get("store")
+    assert check is not None and check.level is Level.OK and check.data["poisoned"] == 0
+
+    forged = make_entry({"table:a": 10**12})
+    key = store.key_for(forged.view, forged.key)
+    store.data[key] = encode_entry(forged, secret=b"theirs")
+    assert await store.put(key, make_entry({"table:a": 1}))
+    report = await keeper.health.run()
+    check = report.get("store")
+    assert check is not None and check.level is Level.WARNING and report.status == "degraded"
+    assert "1 value(s) it could not read were replaced" in check.detail
+    assert "signature" in check.detail and "STORE_POISONED_WINDOW" in check.detail
+    assert check.data["poisoned"] == 1 and check.data["last_poisoned_at"] == clock.time()
+
+    clock.advance(3601)  # FRESHKEEP_HEALTH_STORE_POISONED_WINDOW: 3600 s by default
+    check = (await keeper.health.run()).get("store")
+    assert check is not None and check.level is Level.OK, check
+    assert "1 unreadable value(s) replaced so far" in check.detail
+
+    keeper.health.configure({"FRESHKEEP_HEALTH_STORE_POISONED_WINDOW": "7200"})
+    check = (await keeper.health.run()).get("store")
+    assert check is not None and check.level is Level.WARNING
+    await keeper.aclose()

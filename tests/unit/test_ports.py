@@ -30,6 +30,7 @@ from freshkeep.testing.conformance import (
     BusSuite,
     LockSuite,
     ObjectStorageSuite,
+    Plant,
     ProcessingStateStoreSuite,
     SharedStoreSuite,
     StateStoreSuite,
@@ -40,6 +41,19 @@ class TestMemorySharedStore(SharedStoreSuite):
     @pytest.fixture
     async def store(self) -> AsyncIterator[SharedStore]:
         yield MemorySharedStore(secret=b"s")
+
+    @pytest.fixture
+    def plant(self, store: MemorySharedStore) -> Plant:
+        async def plant(key: str, data: bytes) -> None:
+            store.data[key] = data
+
+        return plant
+
+
+class TestUnsignedMemorySharedStore(TestMemorySharedStore):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[SharedStore]:
+        yield MemorySharedStore()
 
 
 class TestLocalBus(BusSuite):

@@ -10,7 +10,7 @@ from freshkeep.buses.base import RemoteBus
 from freshkeep.health._config import env_name
 from freshkeep.health._format import age_text
 from freshkeep.health._model import CheckResult, Level
-from freshkeep.ports import RemoteBusSnapshot
+from freshkeep.ports import RemoteBusSnapshot, SharedStoreSnapshot
 
 if TYPE_CHECKING:
     from freshkeep.artifacts import ArtifactCache
@@ -261,7 +261,9 @@ async def notifier_check(health: Health, notifier: ChangeNotifier) -> CheckResul
 
 async def store_check(health: Health, keeper: Keeper) -> CheckResult:
     """The shared store: ``warning`` while it is unreachable (every instance builds for itself
-    meanwhile); the in-process store alone is always ``ok``."""
+    meanwhile), and while a put replaced a value the store could not read (forged, tampered,
+    signed with another secret) less than ``FRESHKEEP_HEALTH_STORE_POISONED_WINDOW`` seconds
+    ago; the in-process store alone is always ``ok``."""
     m = keeper.store.snapshot()
     memory = {"entries": m.entries, "bytes": m.bytes, "evictions": m.evictions}
     if keeper.shared is None:
@@ -273,6 +275,7 @@ async def store_check(health: Health, keeper: Keeper) -> CheckResult:
         )
     shared = keeper.shared.snapshot()
     kind = type(keeper.shared).__name__
+    window = health.config.store_poisoned_window
     data = {
         "shared": True,
         "kind": kind,
@@ -281,22 +284,48 @@ async def store_check(health: Health, keeper: Keeper) -> CheckResult:
         "outages": shared.outages,
         "last_error": shared.last_error,
         "last_error_at": shared.last_error_at,
+        "poisoned": shared.poisoned,
+        "last_poisoned": shared.last_poisoned,
+        "last_poisoned_at": shared.last_poisoned_at,
+        "poisoned_window": window,
         "memory": memory,
     }
+    poisoned = _poisoned_text(health, shared)
     if not shared.reachable:
         outage = shared.outage_seconds
         lasting = f" for {age_text(outage)}" if outage is not None else ""
-        return CheckResult(
-            "store",
-            Level.WARNING,
+        detail = (
             f"shared store {kind} unreachable{lasting} ({shared.last_error}); "
-            "each instance builds for itself meanwhile",
-            data,
+            "each instance builds for itself meanwhile"
         )
+        if poisoned:
+            detail += f"; {poisoned}"
+        return CheckResult("store", Level.WARNING, detail, data)
+    if poisoned:
+        return CheckResult("store", Level.WARNING, f"shared store {kind}: {poisoned}", data)
     detail = f"shared store {kind} reachable"
     if shared.outages:
         detail += f" ({shared.outages} outage(s) so far, last error: {shared.last_error})"
+    if shared.poisoned:
+        detail += f" ({shared.poisoned} unreadable value(s) replaced so far)"
     return CheckResult("store", Level.OK, detail, data)
+
+
+def _poisoned_text(health: Health, shared: SharedStoreSnapshot) -> str | None:
+    """What to warn about values the shared store could not read, if the last one was
+    replaced within the window."""
+    at = shared.last_poisoned_at
+    if not shared.poisoned or at is None:
+        return None
+    ago = max(0.0, health.clock.time() - at)
+    if ago > health.config.store_poisoned_window:
+        return None
+    return (
+        f"{shared.poisoned} value(s) it could not read were replaced, the last "
+        f"{age_text(ago)} ago ({shared.last_poisoned}): something other than this "
+        "deployment's instances writes to it, or they do not share one store secret "
+        f"({env_name('store_poisoned_window')})"
+    )
 
 
 async def bus_check(health: Health, keeper: Keeper) -> CheckResult:

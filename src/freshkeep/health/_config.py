@@ -49,6 +49,9 @@ class HealthConfig:
     jobs_failed_window: float = 3600.0
     """Seconds a job that failed for good (after all its retries) keeps the ``jobs`` check of
     :meth:`Health.watch_jobs` at ``warning``."""
+    store_poisoned_window: float = 3600.0
+    """Seconds after a put replaced a value the shared store could not read (forged, tampered,
+    signed with another secret) that the ``store`` check stays at ``warning``."""
     artifacts_expired_age: float | None = None
     """Age (seconds since expiry) of the oldest expired artifact not yet collected above which
     its check warns. Default: 2 x the cache's ``gc_interval`` if it has one, else 3600 s."""

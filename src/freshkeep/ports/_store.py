@@ -24,6 +24,14 @@ class SharedStoreSnapshot(Snapshot):
     outages: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    poisoned: int = 0
+    """Values a put found it could not read (not an entry, tampered, signed with another key,
+    stored under another key) and replaced: something writes to the store that is not an
+    instance of this deployment, or instances do not share one secret."""
+    last_poisoned: str | None = None
+    """The key of the last such value and why it could not be read."""
+    last_poisoned_at: float | None = None
+    """Wall-clock time the last such value was replaced."""
 
 
 class SharedStore(Component):
@@ -32,7 +40,9 @@ class SharedStore(Component):
     ``get`` answers a miss (``None``) for anything it cannot serve: absent, corrupt, tampered,
     or the server unreachable; ``put`` is compare-and-set on the revision vector (design rule
     3: it never replaces an entry built from newer revisions) and answers whether it stored.
-    Neither raises; failures are counted in :meth:`snapshot`.
+    Only an entry ``get`` would serve can refuse a put: a value it cannot read, whatever
+    revisions it claims, is replaced (and counted as ``poisoned``). Neither raises; failures
+    are counted in :meth:`snapshot`.
 
     Optional capability: :meth:`lock`, a :class:`~freshkeep.ports.Lock` on the same server for
     cross-instance single-flight; the base answers ``None`` and a keeper then builds in each

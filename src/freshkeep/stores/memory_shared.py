@@ -3,7 +3,9 @@ keepers in one process standing for several instances).
 
 Entries are kept encoded (:mod:`freshkeep.core.codec`), as a server keeps them, so a keeper
 never shares an object with another; ``put`` is compare-and-set on the revision vector
-(design rule 3); :meth:`MemorySharedStore.lock` is a
+(design rule 3), and only an entry ``get`` would serve can refuse it: a stored value that
+cannot be read (tampered, signed with another key, stored under another key) is replaced and
+counted as ``poisoned``; :meth:`MemorySharedStore.lock` is a
 :class:`~freshkeep.stores.local_lock.LocalLock`.
 """
 
@@ -47,7 +49,16 @@ class MemorySharedStore(SharedStore):
         self.secret = secret
         self.clock = clock
         self.data: dict[str, bytes] = {}
-        self.counters = {"hits": 0, "misses": 0, "stored": 0, "rejected": 0, "corrupt": 0}
+        self.counters = {
+            "hits": 0,
+            "misses": 0,
+            "stored": 0,
+            "rejected": 0,
+            "corrupt": 0,
+            "poisoned": 0,
+        }
+        self.last_poisoned: str | None = None
+        self.last_poisoned_at: float | None = None
         self._lock = LocalLock(clock=clock)
 
     def key_for(self, view: str, identity: Hashable, *, version: str = "") -> str:
@@ -65,7 +76,7 @@ class MemorySharedStore(SharedStore):
             self.counters["misses"] += 1
             return None
         try:
-            entry = decode_entry(data, secret=self.secret, clock=self.clock)
+            entry = self._read(key, data)
         except (CorruptEntryError, EncodeError):
             self.counters["corrupt"] += 1
             return None
@@ -73,7 +84,8 @@ class MemorySharedStore(SharedStore):
         return entry
 
     async def put(self, key: str, entry: Entry) -> bool:
-        """Store ``entry`` unless the stored one was built from newer revisions."""
+        """Store ``entry`` unless the stored one is an entry ``get`` serves built from newer
+        revisions; a value it cannot read is replaced (counted as ``poisoned``)."""
         if self.key_for(entry.view, entry.key, version=entry.version) != key:
             raise ConfigurationError(
                 f"entry of view {entry.view!r} put under {key!r}, not under its key_for()"
@@ -85,12 +97,15 @@ class MemorySharedStore(SharedStore):
         old = self.data.get(key)
         if old is not None:
             try:
-                stored = decode_entry(old, secret=self.secret, clock=self.clock)
-            except (CorruptEntryError, EncodeError):
-                stored = None
-            if stored is not None and entry.is_older_than(stored):
-                self.counters["rejected"] += 1
-                return False
+                stored = self._read(key, old)
+            except (CorruptEntryError, EncodeError) as exc:
+                self.counters["poisoned"] += 1
+                self.last_poisoned = f"{key}: {exc}"
+                self.last_poisoned_at = self.clock.time()
+            else:
+                if entry.is_older_than(stored):
+                    self.counters["rejected"] += 1
+                    return False
         self.data[key] = data
         self.counters["stored"] += 1
         return True
@@ -110,7 +125,16 @@ class MemorySharedStore(SharedStore):
             hits=c["hits"],
             misses=c["misses"],
             corrupt=c["corrupt"],
+            poisoned=c["poisoned"],
+            last_poisoned=self.last_poisoned,
+            last_poisoned_at=self.last_poisoned_at,
         )
+
+    def _read(self, key: str, data: bytes) -> Entry:
+        entry = decode_entry(data, secret=self.secret, clock=self.clock)
+        if self.key_for(entry.view, entry.key, version=entry.version) != key:
+            raise CorruptEntryError("entry is stored under another key than its own")
+        return entry
 
     def lock(self) -> LocalLock:
         """The lock of this store's "instances" (one per store)."""

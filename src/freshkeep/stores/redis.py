@@ -2,13 +2,43 @@
 
 Each entry is one string key, ``<prefix><view>:<digest of version and key identity>``, holding
 the entry encoded by :mod:`freshkeep.core.codec` (JSON header and bodies, optionally HMAC
-signed; never pickled), with a TTL so that Redis never fills up with dead keys.
+signed; never pickled). Every write sets the TTL (``PX``), so Redis never fills up with dead
+keys.
 
-:meth:`RedisStore.put` is compare-and-set in one Lua script: it reads the revision vector from
-the stored entry's header (``cjson``) and refuses to replace an entry built from a newer
-revision of a common source, as :meth:`~freshkeep.core.entry.Entry.is_older_than` does. An
-unreadable stored value never blocks a put. (The script does not verify signatures: whoever can
-write to Redis can delete keys anyway; what it stores is verified by every reader.)
+Compare-and-set (design rule 3). :meth:`RedisStore.put` runs one Lua script that reads the
+revision vector from the stored value's header (``cjson``) and stores the new entry at once
+when no common source has a newer counter there. The header alone proves nothing, though:
+anyone who can write to Redis can plant a value whose header claims huge revisions, and a
+script that refused on its word would keep every genuine write out of that key. So the script
+never refuses by itself. When the header claims newer revisions (or cannot be parsed), it
+stores nothing and returns the stored value; the client then reads it exactly as
+:meth:`RedisStore.get` does (signature, structure, ETag and vector, the key it belongs under).
+Only a value that reads as a genuine entry built from newer revisions refuses the put. Any
+other value is replaced by a second script, and only if the key still holds that same value
+(compared by ``redis.sha1hex``); if it changed meanwhile, the put starts over (a few times at
+most).
+
+The secret never reaches Redis. Redis Lua has no HMAC-SHA256, and any key that lets the server
+check a MAC would let whoever reads the server's traffic (``MONITOR``, the slow log) forge one.
+The one check that needs the secret runs in the client. The common cases stay one round trip:
+an absent key, a stored entry built from older or equal revisions, and a value that is plainly
+not an entry (another Redis type, no ``FK1`` header, an unsigned entry while this store signs,
+a truncated header), which the script replaces at once. Only a put whose stored entry claims
+newer revisions costs a read of that entry, and a second round trip if it turns out forged.
+
+Every value a put found unreadable and replaced is counted as ``poisoned`` (with
+``last_poisoned`` and ``last_poisoned_at``) and shown by the ``store`` health check. A forged
+value that claims older revisions is replaced like any older entry, without being read, and is
+not counted (a reader that met it first counted it as ``corrupt``).
+
+What ``secret`` protects: with it, a value in Redis is served only if an instance holding the
+secret wrote it for that key, and no value that lacks the signature can refuse a write.
+Whoever can write to Redis can still delete keys, fill the server up, or put back an older
+genuine entry of the same key (which is then served only where its revisions are current,
+and replaced by the next newer build). Without a secret the store trusts Redis: whoever can
+write to it can plant a well-formed entry that every instance serves, and whose revisions
+refuse genuine writes until it expires or is deleted. A value that cannot be decoded still
+never blocks a put.
 
 Failures never raise (design rule 7): ``get`` answers ``None``, ``put`` and ``delete``
 ``False``; each operation is bounded by ``timeout``; failures are counted and shown by
@@ -49,24 +79,75 @@ if TYPE_CHECKING:
 log = logging.getLogger("freshkeep.stores.redis")
 
 _CAS = """
+-- KEYS[1]: the entry's key. ARGV: the encoded entry, its revision vector (JSON), the TTL in
+-- milliseconds, '1' when this store signs its entries.
+-- Returns 1: stored; {2, why}: stored over a value that is not an entry; the stored value
+-- itself: its header claims newer revisions (or cannot be parsed), and the client decides.
+local function store()
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
 local old = redis.pcall('GET', KEYS[1])
-if type(old) == 'string' and #old >= 8 and string.sub(old, 1, 3) == 'FK1' then
-  local b1, b2, b3, b4 = string.byte(old, 5, 8)
-  local size = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-  local ok, header = pcall(cjson.decode, string.sub(old, 9, 8 + size))
-  if ok and type(header) == 'table' and type(header.vec) == 'table' then
-    local new = cjson.decode(ARGV[2])
-    for source, rev in pairs(new) do
-      local had = header.vec[source]
-      if type(rev) == 'number' and type(had) == 'number' and rev < had then
-        return 0
-      end
-    end
+if old == false then
+  store()
+  return 1
+end
+if type(old) ~= 'string' then
+  store()
+  return {2, 'not a string'}
+end
+if #old < 8 or string.sub(old, 1, 3) ~= 'FK1' then
+  store()
+  return {2, 'not a freshkeep entry (bad magic)'}
+end
+local flag = string.sub(old, 4, 4)
+local payload = #old
+if flag == 'S' then
+  payload = #old - 32
+elseif flag ~= 'U' then
+  store()
+  return {2, 'unknown entry flag'}
+elseif ARGV[4] == '1' then
+  store()
+  return {2, 'entry is unsigned but a secret is configured'}
+end
+local b1, b2, b3, b4 = string.byte(old, 5, 8)
+local size = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+if 8 + size > payload then
+  store()
+  return {2, 'entry header is truncated'}
+end
+local ok, header = pcall(cjson.decode, string.sub(old, 9, 8 + size))
+if not ok then
+  return old
+end
+if type(header) ~= 'table' or type(header.vec) ~= 'table' then
+  store()
+  return {2, 'entry header has no revision vector'}
+end
+local new = cjson.decode(ARGV[2])
+for source, rev in pairs(new) do
+  local had = header.vec[source]
+  if type(rev) == 'number' and type(had) == 'number' and rev < had then
+    return old
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+store()
 return 1
 """
+
+_REPLACE = """
+-- KEYS[1]: the entry's key. ARGV: the encoded entry, the SHA-1 (hex) of the value it replaces,
+-- the TTL in milliseconds. Stores only if the key still holds that value.
+local old = redis.pcall('GET', KEYS[1])
+if type(old) == 'string' and redis.sha1hex(old) == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+_ATTEMPTS = 3
+"""Compare-and-set rounds of one put when the key changes between reading and replacing."""
 
 
 def connect(url: str, *, timeout: float) -> aioredis.Redis:
@@ -95,7 +176,8 @@ class RedisStoreStats:
     misses: int = 0
     stored: int = 0
     rejected: int = 0
-    """Puts refused because the stored entry was built from newer revisions."""
+    """Puts refused because the stored entry was built from newer revisions (or, rarely, because
+    the key kept changing while a put tried to replace an unreadable value)."""
     corrupt: int = 0
     """Values that were not a valid entry (tampered, unsigned, garbage): answered as misses."""
     unencodable: int = 0
@@ -108,6 +190,10 @@ class RedisStoreStats:
     last_error: str | None = None
     last_error_at: float | None = None
     last_corrupt: str | None = None
+    poisoned: int = 0
+    """Unreadable values a put replaced (see the module docstring)."""
+    last_poisoned: str | None = None
+    last_poisoned_at: float | None = None
     outage_started_at: float | None = None
     """Wall-clock time of the first failure of the current outage (``None``: no outage)."""
 
@@ -178,6 +264,7 @@ class RedisStore(SharedStore):
         self._clock = clock
         self._retry_at = float("-inf")
         self._cas = self.client.register_script(_CAS)
+        self._replace = self.client.register_script(_REPLACE)
 
     def key_for(self, view: str, identity: Hashable, *, version: str = "") -> str:
         """``<prefix><view>:<hex digest>`` of the view's ``version`` and the key identity's JSON:
@@ -207,11 +294,7 @@ class RedisStore(SharedStore):
             self.stats.misses += 1
             return None
         try:
-            if not isinstance(data, bytes):
-                raise CorruptEntryError(f"value is {type(data).__name__}, not bytes")
-            entry = decode_entry(data, secret=self.secret, clock=self._clock)
-            if self.key_for(entry.view, entry.key, version=entry.version) != key:
-                raise CorruptEntryError("entry is stored under another key than its own")
+            entry = self._read(key, data)
         except (CorruptEntryError, EncodeError) as exc:
             self._corrupt(key, str(exc))
             return None
@@ -219,8 +302,9 @@ class RedisStore(SharedStore):
         return entry
 
     async def put(self, key: str, entry: Entry) -> bool:
-        """Store ``entry`` under ``key`` with the TTL, unless the stored entry was built from a
-        newer revision of a common source; return whether it stored.
+        """Store ``entry`` under ``key`` with the TTL, unless the stored entry is a genuine entry
+        built from a newer revision of a common source; return whether it stored. A stored
+        value this store cannot read is replaced, whatever revisions its header claims.
 
         ``key`` must be ``key_for(entry.view, entry.key, version=entry.version)`` (``get``
         rejects an entry found under another key): else :class:`ConfigurationError` is raised.
@@ -240,16 +324,46 @@ class RedisStore(SharedStore):
             return False
         try:
             async with asyncio.timeout(self.timeout):
-                done = await self._cas(keys=[key], args=[data, vector, self._ttl_ms])
+                stored, poisoned = await self._compare_and_set(key, entry, data, vector)
         except Exception as exc:
             self._failed("put", exc)
             return False
         self._ok()
-        if done:
+        if poisoned is not None:
+            self._poisoned(key, poisoned)
+        if stored:
             self.stats.stored += 1
             return True
         self.stats.rejected += 1
         return False
+
+    async def _compare_and_set(
+        self, key: str, entry: Entry, data: bytes, vector: bytes
+    ) -> tuple[bool, str | None]:
+        """Whether ``data`` was stored, and why the value it replaced was unreadable (``None``:
+        there was none, or it was a genuine entry)."""
+        signs = b"1" if self.secret is not None else b"0"
+        for _ in range(_ATTEMPTS):
+            answer = await self._cas(keys=[key], args=[data, vector, self._ttl_ms, signs])
+            if not isinstance(answer, bytes):  # the script stored
+                if isinstance(answer, list):  # over a value that is not an entry
+                    reason = answer[1]
+                    return True, reason.decode() if isinstance(reason, bytes) else str(reason)
+                return True, None
+            # The stored value claims newer revisions: only a genuine entry may refuse.
+            why: str | None = None
+            try:
+                current = self._read(key, answer)
+            except (CorruptEntryError, EncodeError) as exc:
+                why = str(exc)
+            else:
+                if entry.is_older_than(current):
+                    return False, None
+            digest = hashlib.sha1(answer, usedforsecurity=False).hexdigest()
+            if await self._replace(keys=[key], args=[data, digest, self._ttl_ms]):
+                return True, why
+            # The key changed since it was read: compare again with what it holds now.
+        return False, None
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it was there (``False`` when Redis fails)."""
@@ -293,6 +407,9 @@ class RedisStore(SharedStore):
             last_error=s.last_error,
             last_error_at=s.last_error_at,
             last_corrupt=s.last_corrupt,
+            poisoned=s.poisoned,
+            last_poisoned=s.last_poisoned,
+            last_poisoned_at=s.last_poisoned_at,
             outage_started_at=s.outage_started_at,
             reachable=s.outage_started_at is None,
             outage_seconds=(
@@ -334,6 +451,24 @@ class RedisStore(SharedStore):
             s.outages += 1
             log.warning("Redis store failed: %s", s.last_error)
         self._retry_at = self._clock.monotonic() + self.backoff
+
+    def _read(self, key: str, data: object) -> Entry:
+        """``data`` as the entry stored under ``key``: what :meth:`get` serves and the only
+        stored value that can refuse a put. Raises
+        :class:`~freshkeep.exceptions.CorruptEntryError` (or ``EncodeError``)."""
+        if not isinstance(data, bytes):
+            raise CorruptEntryError(f"value is {type(data).__name__}, not bytes")
+        entry = decode_entry(data, secret=self.secret, clock=self._clock)
+        if self.key_for(entry.view, entry.key, version=entry.version) != key:
+            raise CorruptEntryError("entry is stored under another key than its own")
+        return entry
+
+    def _poisoned(self, key: str, why: str) -> None:
+        s = self.stats
+        s.poisoned += 1
+        s.last_poisoned = f"{key}: {why}"
+        s.last_poisoned_at = self._clock.time()
+        log.warning("unreadable value in Redis replaced by a put: %s", s.last_poisoned)
 
     def _corrupt(self, key: str, why: str) -> None:
         s = self.stats

@@ -16,7 +16,9 @@ The suites need ``pytest`` and ``pytest-asyncio`` (``asyncio_mode = "auto"``); i
 exist: compare-and-set never replaces a newer entry, a lock is exclusive and its lease
 expires, each subscriber gets a message once, enqueues are deduplicated, and so on.
 
-- :class:`SharedStoreSuite`: fixture ``store`` (a :class:`~freshkeep.ports.SharedStore`);
+- :class:`SharedStoreSuite`: fixture ``store`` (a :class:`~freshkeep.ports.SharedStore`),
+  optionally ``plant`` (a :data:`Plant` writing raw bytes under a key, for the cases of values
+  the store cannot read);
 - :class:`BusSuite`: ``buses``, two started buses on one channel (:class:`~freshkeep.ports.Bus`);
 - :class:`LockSuite`: ``lock``, optionally ``other`` (:class:`~freshkeep.ports.Lock`);
 - :class:`StateStoreSuite`: ``state_store`` (:class:`~freshkeep.ports.StateStore`);
@@ -37,6 +39,7 @@ from freshkeep.testing.conformance._state import (
 )
 from freshkeep.testing.conformance._state import StateStoreSuite as StateStoreSuite
 from freshkeep.testing.conformance._storage import ObjectStorageSuite as ObjectStorageSuite
+from freshkeep.testing.conformance._store import Plant as Plant
 from freshkeep.testing.conformance._store import SharedStoreSuite as SharedStoreSuite
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "JobQueueSuite",
     "LockSuite",
     "ObjectStorageSuite",
+    "Plant",
     "ProcessingStateStoreSuite",
     "SharedStoreSuite",
     "StateStoreSuite",

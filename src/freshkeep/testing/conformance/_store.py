@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from freshkeep.core.codec import encode_entry
 from freshkeep.core.entry import Entry, SectionEntry
 from freshkeep.ports import Lock, SharedStore, SharedStoreSnapshot
+
+Plant = Callable[[str, bytes], Awaitable[object]]
+"""Writes raw bytes under a store key, as anyone who can write to the store's server can."""
 
 
 def make_entry(
@@ -21,13 +25,44 @@ def make_entry(
     return Entry("summary", key, {"main": part}, {"main": sources})
 
 
+_HUGE = 10**12
+_FORGER = b"not the store's secret"
+
+
+def _forged(*, secret: bytes | None) -> tuple[bytes, Entry]:
+    entry = make_entry({"table:a": _HUGE}, body=b'{"forged":true}')
+    return encode_entry(entry, secret=secret), entry
+
+
+def _wrong_etag(secret: bytes | None) -> bytes:
+    data, entry = _forged(secret=secret)
+    digest = entry.etag[3:-1].encode()  # W/"<hex>"
+    return data.replace(digest, b"0" * len(digest))
+
+
+FORGERIES: dict[str, Callable[[], bytes]] = {
+    "not-an-entry": lambda: b"\x80\x04\x95 not an entry",
+    "unsigned-wrong-etag": lambda: _wrong_etag(None),
+    "foreign-signature-wrong-etag": lambda: _wrong_etag(_FORGER),
+    "foreign-signature-truncated": lambda: _forged(secret=_FORGER)[0][:-5],
+}
+"""Values no store can read, whatever its secret (or none): each claims revisions far newer
+than any genuine entry's, except the first, which is not an entry at all."""
+
+
 class SharedStoreSuite:
-    """Provide the ``store`` fixture: an empty :class:`~freshkeep.ports.SharedStore`."""
+    """Provide the ``store`` fixture: an empty :class:`~freshkeep.ports.SharedStore`; and,
+    optionally, ``plant``: a :data:`Plant` writing raw bytes under a key of that store (the
+    tests that need it are skipped without it)."""
 
     @pytest.fixture
     async def store(self) -> AsyncIterator[SharedStore]:
         raise NotImplementedError("a SharedStoreSuite subclass provides the `store` fixture")
         yield  # pragma: no cover
+
+    @pytest.fixture
+    def plant(self) -> Plant | None:
+        return None
 
     @staticmethod
     def key(store: SharedStore, entry: Entry) -> str:
@@ -87,6 +122,28 @@ class SharedStoreSuite:
         assert await store.put(key, make_entry({"table:a": 5, "table:w": "w2"}, body=b"2"))
         back = await store.get(key)
         assert back is not None and back.vector["table:w"] == "w2"
+
+    @pytest.mark.parametrize("forgery", sorted(FORGERIES))
+    async def test_a_put_replaces_a_value_the_store_cannot_read(
+        self, store: SharedStore, plant: Plant | None, forgery: str
+    ) -> None:
+        """Only an entry ``get`` would serve can refuse a put: a value it cannot read, whatever
+        revisions its header claims, is replaced and counted (``poisoned``)."""
+        if plant is None:
+            pytest.skip("no `plant` fixture: raw values cannot be written to this store")
+        genuine = make_entry({"table:a": 1}, body=b'{"n":1}')
+        key = self.key(store, genuine)
+        await plant(key, FORGERIES[forgery]())
+        before = store.snapshot().poisoned
+        assert await store.put(key, genuine) is True
+        snap = store.snapshot()
+        assert snap.poisoned == before + 1, snap
+        assert snap.last_poisoned is not None and key in snap.last_poisoned
+        assert snap.last_poisoned_at is not None
+        back = await store.get(key)
+        assert back is not None and (back.body, back.vector) == (b'{"n":1}', {"table:a": 1})
+        # What replaced it is a genuine entry: it refuses an older one (design rule 3).
+        assert await store.put(key, make_entry({"table:a": 0}, body=b'{"n":0}')) is False
 
     async def test_delete(self, store: SharedStore) -> None:
         entry = make_entry({"table:a": 1})
