@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.models import (
+    ID_RANGE,
     Base,
     Comment,
     Decision,
@@ -113,10 +114,16 @@ WriteSessionDep = Annotated[AsyncSession, Depends(_write_session)]
 router = APIRouter()
 
 
+def _not_found(what: str, ident: int) -> HTTPException:
+    return HTTPException(404, detail=f"{what} {ident} does not exist")
+
+
 async def _get(session: AsyncSession, model: type[M], ident: int, what: str) -> M:
+    if ident not in ID_RANGE:  # no row has it, and PostgreSQL would refuse the query
+        raise _not_found(what, ident)
     obj = await session.get(model, ident)
     if obj is None:
-        raise HTTPException(404, detail=f"{what} {ident} does not exist")
+        raise _not_found(what, ident)
     return obj
 
 
