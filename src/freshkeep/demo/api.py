@@ -304,9 +304,19 @@ async def delete_task(task_id: int, session: WriteSessionDep) -> Response:
     task = await _get(session, Task, task_id, "task")
     await session.execute(delete(Comment).where(Comment.task_id == task_id))
     await session.execute(delete(task_labels).where(task_labels.c.task_id == task_id))
-    await session.execute(
-        update(ProgressEvent).where(ProgressEvent.task_id == task_id).values(task_id=None)
+    # The topics of its events (a task moved to another topic keeps its old events there),
+    # named in the UPDATE: it then invalidates those topics' summaries, not every topic's.
+    topics = list(
+        await session.scalars(
+            select(ProgressEvent.topic_id).where(ProgressEvent.task_id == task_id).distinct()
+        )
     )
+    if topics:
+        await session.execute(
+            update(ProgressEvent)
+            .where(ProgressEvent.topic_id.in_(topics), ProgressEvent.task_id == task_id)
+            .values(task_id=None)
+        )
     await session.delete(task)
     await _commit(session)
     return Response(status_code=204)
