@@ -55,6 +55,7 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("GET", "/state/summary", "the cached summary (ETag, 304, ?refresh=true)"),
     ("GET", "/state/stats", "counters of the keeper and its views"),
     ("GET", "/topics", "list topics"),
+    ("GET", "/topics/{id}/summary", "one topic's cached summary (ETag, 304, ?refresh=true)"),
     ("GET", "/topics/{id}/export", "the topic's export bundle (ZIP; redirect to a signed URL)"),
     ("POST", "/topics", "create a topic {name}"),
     ("POST", "/workstreams", "create a workstream {topic_id, name}"),
@@ -70,6 +71,8 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
 )
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "an id does not exist"}}
+_NULL = b"null"
+"""The body of a view's ``None`` value."""
 
 
 def get_hub(request: Request) -> Hub:
@@ -178,6 +181,46 @@ async def list_topics(session: SessionDep) -> list[TopicOut]:
 @router.get("/topics/{topic_id}", tags=["topics"], responses=_NOT_FOUND)
 async def get_topic(topic_id: int, session: SessionDep) -> TopicOut:
     return TopicOut.model_validate(await _get(session, Topic, topic_id, "topic"))
+
+
+@router.get(
+    "/topics/{topic_id}/summary",
+    tags=["topics"],
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the topic's summary"},
+        304: {"description": "If-None-Match matched the current ETag"},
+        404: {"description": "the topic does not exist"},
+        503: {"description": "no value within the view's bounds can be served"},
+    },
+)
+async def topic_summary(topic_id: int, request: Request, hub: HubDep) -> Response:
+    """The topic, its workstreams with their tasks by status, its decisions and its newest
+    progress, cached by freshkeep per topic: a write to another topic leaves it a hit.
+
+    Headers as ``/state/summary``: ``ETag`` (``If-None-Match`` answers ``304``),
+    ``X-Freshkeep-Cache`` (hit, miss, error-stale), ``X-Freshkeep-Revision`` (the topic's
+    partitions), ``Cache-Status``; ``?refresh=true`` rebuilds it now.
+    """
+    if topic_id not in ID_RANGE:
+        raise _not_found("topic", topic_id)
+    view = hub.topic_summary
+    response = await serve(request, view, key=topic_id)
+    missing = response.status_code == 200 and response.body == _NULL
+    if response.status_code == 304 and request.headers.get("if-none-match", "").strip() == "*":
+        # "*" matches any current representation: a topic that does not exist has none.
+        missing = (await view.get(topic_id)).body == _NULL
+    if not missing:
+        return response
+    # The view's value of a topic that does not exist is null: cached like any other (the
+    # topic's creation bumps its partition), answered 404.
+    cache = hub.keeper.settings.header_cache
+    headers = {"Cache-Control": "no-cache"}
+    if cache in response.headers:
+        headers[cache] = response.headers[cache]
+    return JSONResponse(
+        {"detail": f"topic {topic_id} does not exist"}, status_code=404, headers=headers
+    )
 
 
 @router.get(
