@@ -62,6 +62,11 @@ async def test_malformed_json_and_empty_patch_are_422(hub: HubClient) -> None:
         ("DELETE", "/tasks/999", None, "task 999"),
         ("GET", "/tasks/999", None, "task 999"),
         ("GET", "/topics/999", None, "topic 999"),
+        # ids no row can have (the tables' ids are 32-bit): 404, never a database error
+        ("GET", f"/topics/{2**31}", None, f"topic {2**31}"),
+        ("GET", f"/topics/{10**30}", None, f"topic {10**30}"),
+        ("GET", f"/tasks/{-(2**63)}", None, f"task {-(2**63)}"),
+        ("POST", "/workstreams", {"topic_id": 2**40, "name": "API"}, f"topic {2**40}"),
     ],
 )
 async def test_unknown_ids_are_404_naming_what_is_missing(

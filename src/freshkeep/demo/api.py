@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.models import (
+    ID_RANGE,
     Base,
     Comment,
     Decision,
@@ -54,6 +55,7 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("GET", "/state/summary", "the cached summary (ETag, 304, ?refresh=true)"),
     ("GET", "/state/stats", "counters of the keeper and its views"),
     ("GET", "/topics", "list topics"),
+    ("GET", "/topics/{id}/summary", "one topic's cached summary (ETag, 304, ?refresh=true)"),
     ("GET", "/topics/{id}/export", "the topic's export bundle (ZIP; redirect to a signed URL)"),
     ("POST", "/topics", "create a topic {name}"),
     ("POST", "/workstreams", "create a workstream {topic_id, name}"),
@@ -69,6 +71,8 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
 )
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "an id does not exist"}}
+_NULL = b"null"
+"""The body of a view's ``None`` value."""
 
 
 def get_hub(request: Request) -> Hub:
@@ -113,10 +117,16 @@ WriteSessionDep = Annotated[AsyncSession, Depends(_write_session)]
 router = APIRouter()
 
 
+def _not_found(what: str, ident: int) -> HTTPException:
+    return HTTPException(404, detail=f"{what} {ident} does not exist")
+
+
 async def _get(session: AsyncSession, model: type[M], ident: int, what: str) -> M:
+    if ident not in ID_RANGE:  # no row has it, and PostgreSQL would refuse the query
+        raise _not_found(what, ident)
     obj = await session.get(model, ident)
     if obj is None:
-        raise HTTPException(404, detail=f"{what} {ident} does not exist")
+        raise _not_found(what, ident)
     return obj
 
 
@@ -171,6 +181,46 @@ async def list_topics(session: SessionDep) -> list[TopicOut]:
 @router.get("/topics/{topic_id}", tags=["topics"], responses=_NOT_FOUND)
 async def get_topic(topic_id: int, session: SessionDep) -> TopicOut:
     return TopicOut.model_validate(await _get(session, Topic, topic_id, "topic"))
+
+
+@router.get(
+    "/topics/{topic_id}/summary",
+    tags=["topics"],
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the topic's summary"},
+        304: {"description": "If-None-Match matched the current ETag"},
+        404: {"description": "the topic does not exist"},
+        503: {"description": "no value within the view's bounds can be served"},
+    },
+)
+async def topic_summary(topic_id: int, request: Request, hub: HubDep) -> Response:
+    """The topic, its workstreams with their tasks by status, its decisions and its newest
+    progress, cached by freshkeep per topic: a write to another topic leaves it a hit.
+
+    Headers as ``/state/summary``: ``ETag`` (``If-None-Match`` answers ``304``),
+    ``X-Freshkeep-Cache`` (hit, miss, error-stale), ``X-Freshkeep-Revision`` (the topic's
+    partitions), ``Cache-Status``; ``?refresh=true`` rebuilds it now.
+    """
+    if topic_id not in ID_RANGE:
+        raise _not_found("topic", topic_id)
+    view = hub.topic_summary
+    response = await serve(request, view, key=topic_id)
+    missing = response.status_code == 200 and response.body == _NULL
+    if response.status_code == 304 and request.headers.get("if-none-match", "").strip() == "*":
+        # "*" matches any current representation: a topic that does not exist has none.
+        missing = (await view.get(topic_id)).body == _NULL
+    if not missing:
+        return response
+    # The view's value of a topic that does not exist is null: cached like any other (the
+    # topic's creation bumps its partition), answered 404.
+    cache = hub.keeper.settings.header_cache
+    headers = {"Cache-Control": "no-cache"}
+    if cache in response.headers:
+        headers[cache] = response.headers[cache]
+    return JSONResponse(
+        {"detail": f"topic {topic_id} does not exist"}, status_code=404, headers=headers
+    )
 
 
 @router.get(
@@ -297,9 +347,19 @@ async def delete_task(task_id: int, session: WriteSessionDep) -> Response:
     task = await _get(session, Task, task_id, "task")
     await session.execute(delete(Comment).where(Comment.task_id == task_id))
     await session.execute(delete(task_labels).where(task_labels.c.task_id == task_id))
-    await session.execute(
-        update(ProgressEvent).where(ProgressEvent.task_id == task_id).values(task_id=None)
+    # The topics of its events (a task moved to another topic keeps its old events there),
+    # named in the UPDATE: it then invalidates those topics' summaries, not every topic's.
+    topics = list(
+        await session.scalars(
+            select(ProgressEvent.topic_id).where(ProgressEvent.task_id == task_id).distinct()
+        )
     )
+    if topics:
+        await session.execute(
+            update(ProgressEvent)
+            .where(ProgressEvent.topic_id.in_(topics), ProgressEvent.task_id == task_id)
+            .values(task_id=None)
+        )
     await session.delete(task)
     await _commit(session)
     return Response(status_code=204)

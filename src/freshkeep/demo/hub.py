@@ -1,4 +1,5 @@
-"""The hub's moving parts (engine, sessions, keeper, write hooks, summary view) and lifecycle."""
+"""The hub's moving parts (engine, sessions, keeper, write hooks, the summary and topic summary
+views) and lifecycle."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.models import TRACKED, Base
 from freshkeep.demo.seed import DEFAULT_SEED_TASKS, SeedReport, seed
 from freshkeep.demo.summary import register_summary
+from freshkeep.demo.topics import register_topic_summary
 from freshkeep.exceptions import ConfigurationError
 from freshkeep.integrations.sqlalchemy import Tracking, track
 from freshkeep.keeper import Keeper
@@ -64,6 +66,8 @@ class Hub:
     keeper: Keeper
     tracking: Tracking
     summary: View
+    topic_summary: View
+    """One topic's summary, keyed by topic id (``topic_summary.get(topic_id)``)."""
     exports: TopicExports
     seed_tasks: int
     triggers: bool = True
@@ -91,8 +95,20 @@ class Hub:
         keeper = Keeper.from_settings(SQLAlchemyRevisions(engine), **keeper_kwargs)
         tracking = track(keeper, sessionmaker, models=TRACKED)
         summary = register_summary(keeper, sessionmaker)
+        topic_summary = register_topic_summary(keeper, sessionmaker)
         exports = TopicExports.create(engine, sessionmaker, keeper)  # prebuild on commit
-        return cls(url, engine, sessionmaker, keeper, tracking, summary, exports, n, triggers)
+        return cls(
+            url,
+            engine,
+            sessionmaker,
+            keeper,
+            tracking,
+            summary,
+            topic_summary,
+            exports,
+            n,
+            triggers,
+        )
 
     async def start(self) -> None:
         """Create the tables (idempotent), seed an empty database, read the revisions, start

@@ -30,6 +30,9 @@ TaskStatus = Literal["todo", "progress", "blocked", "done"]
 TASK_STATUSES: tuple[TaskStatus, ...] = ("todo", "progress", "blocked", "done")
 DecisionStatus = Literal["open", "decided"]
 DECISION_STATUSES: tuple[DecisionStatus, ...] = ("open", "decided")
+ID_RANGE = range(-(2**31), 2**31)
+"""The ids a row of the hub's tables can have: their ids are ``Integer`` columns, 32-bit on
+PostgreSQL (which refuses a larger value as a query parameter)."""
 
 
 def utcnow() -> datetime:
