@@ -5,10 +5,8 @@ apart) stand for two processes: the writer bumps a source the reader's entry dep
 because its builder found it. A read with the writer's token must not be answered from the
 entry built before the write.
 
-Today the token is filtered to the view's declared sources (``View._get_slow``), so a found
-source is dropped from it and the old entry is served: the reference hub's topic summary
-(tasks by workstream, found while building) read on another instance with the token of a task
-write shows the task only at the next resync.
+(The reference hub's topic summary depends on tasks by workstream, found while building: read
+on another instance with the token of a task write, it must show the task at once.)
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ FOUND = Partitioned("table:lines", "order_id")
 DECLARED = Partitioned("table:orders", "customer_id")
 
 
-@pytest.mark.xfail(strict=True, reason="min_revision ignores sources found by ctx.depend")
 @pytest.mark.parametrize("key", [None, 1])
 async def test_a_token_naming_a_found_source_is_not_answered_from_an_older_entry(
     tmp_path: Path, key: Hashable
