@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from freshkeep.artifacts import ArtifactCache, artifact_objects_table, artifacts_table
 from freshkeep.exceptions import ConfigurationError
+from tests.docs_blocks import python_block, run_block
 from tests.integration.artifacts_helpers import (  # noqa: F401 - artifact_engine: a fixture
     Builder,
     MovableClock,
@@ -285,3 +286,22 @@ async def test_an_index_shared_by_two_caches_keeps_the_other_caches_rows(
     assert (await cache.gc(prefix="t1/", now=clock.time() + 31))["rows"] == 1
     assert await rows(engine, "reports") == {"t1/a": sha(b"artifact:t1/a")}
     assert await cache.storage.exists("reports", sha(b"artifact:t1/a"))
+
+
+async def test_the_docs_example_collects_one_tenant(
+    artifact_engine: AsyncEngine,  # noqa: F811
+    tmp_path: Path,
+    clock: MovableClock,
+) -> None:
+    """docs/artifacts.md, "GC of one prefix": two of tenant 7's reports, one of whose bytes
+    tenant 70 shares, expired; its GC takes both rows and the object only they used."""
+    build = Builder()
+    build.content.update({"tenant-7/q2@1": b"empty report", "tenant-70/q1@1": b"empty report"})
+    reports = make_cache(artifact_engine, tmp_path, build, name="reports", clock=clock)
+    await reports.create_tables()
+    await reports.prebuild(["tenant-7/q1@3", "tenant-7/q2@1", "tenant-70/q1@1"])
+    clock.advance(61 + 31)  # expired, and untouched for longer than the grace
+    code = python_block("artifacts.md", 'gc(prefix="tenant-7/")')
+    found = await run_block(code, {"reports": reports}, where="docs/artifacts.md")
+    assert (found["counts"]["rows"], found["counts"]["objects"]) == (2, 1)
+    assert set(await rows(artifact_engine, "reports")) == {"tenant-70/q1@1"}
