@@ -253,3 +253,41 @@ async def test_cached_is_safe_from_another_thread(keeper: Keeper, upstream: Upst
     thread.start()
     thread.join()
     assert seen == [{"todo": {}}]
+
+
+# -- the docs' example -----------------------------------------------------------------------
+
+
+async def test_the_docs_example_completes_the_trackers_states(keeper: Keeper) -> None:
+    """docs/remote-and-notify.md, "Completing items", against a fake tracker."""
+    import httpx
+
+    from tests.docs_blocks import python_block, run_block
+
+    requests: list[str] = []
+
+    def tracker(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        if request.url.path != "/api/projects/proj-1/states":
+            return httpx.Response(404)
+        return httpx.Response(
+            200,
+            json=[
+                {"key": "todo", "name": "To do", "group": "unstarted"},
+                {"key": "in_review", "name": "In review"},
+            ],
+        )
+
+    transport = httpx.MockTransport(tracker)
+    async with httpx.AsyncClient(transport=transport, base_url="https://tracker.test") as client:
+        code = python_block("remote-and-notify.md", "fallback_item=group_or_key")
+        found = await run_block(
+            code, {"keeper": keeper, "client": client}, where="docs/remote-and-notify.md"
+        )
+    read, states = found["read"], found["states"]
+    assert read.value["in_review"]["group"] == "in_review"
+    assert read.value["done"]["group"] == "completed"
+    assert read.value["todo"] == {"key": "todo", "name": "To do", "group": "unstarted"}
+    assert (read.backfilled, read.filled) == ({"done"}, {"in_review"})
+    assert states.cached("proj-1") is read.value and states.cached("proj-2", {}) == {}
+    assert requests == ["/api/projects/proj-1/states"]  # cached() asked nothing
