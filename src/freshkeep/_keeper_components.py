@@ -227,6 +227,8 @@ class KeeperComponents:
         retry_backoff: float | None = None,
         max_retry_backoff: float | None = None,
         fetch_sync: Callable[[Any], Any] | None = None,
+        defaults: Mapping[Any, Any] | None = None,
+        fallback_item: Callable[[Any, Any], Any] | None = None,
     ) -> Remote:
         """Register and return a remote value: ``fetch(key)`` (sync or async) per key, kept
         ``ttl`` seconds (``0``: for the process lifetime), stale on error, with backoff.
@@ -236,7 +238,10 @@ class KeeperComponents:
         named lookups computed from the same fetch. ``swr`` serves an expired value and
         refreshes it in the background. ``max_stale`` bounds how old a value may be served
         (default: no bound). ``fetch_sync`` serves :meth:`Remote.get_sync` when ``fetch`` is
-        async. Every setting is overridable by ``FRESHKEEP_REMOTE_<NAME>_*`` (see
+        async. ``defaults`` (key -> item) backfills the keys a fetched mapping left out and
+        the fields its items lack; ``fallback_item(key, item)`` returns the item to keep
+        (completed when it lacks a field). Every setting is overridable by
+        ``FRESHKEEP_REMOTE_<NAME>_*`` (see
         :func:`freshkeep.remote.env_prefix`); a bad one raises ``ConfigurationError``.
         """
         if not isinstance(name, str) or not name:
@@ -265,6 +270,8 @@ class KeeperComponents:
                 fallback=fallback,
                 derive=derive,
                 fetch_sync=fetch_sync,
+                defaults=defaults,
+                fallback_item=fallback_item,
             )
         )
 

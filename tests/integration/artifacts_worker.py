@@ -15,7 +15,8 @@ CONTENTS = 6  # three keys per object
 
 
 def run(role: str, url: str, schema: str, root: str, worker: int, start: Any, results: Any) -> None:
-    """Run ``role`` ("build" or "gc"); put ``(worker, stats or error)`` on ``results``."""
+    """Run ``role`` ("build", "gc", or "gc:<prefix>" for GC scoped to a key prefix); put
+    ``(worker, stats or error)`` on ``results``."""
     try:
         stats = asyncio.run(_run(role, url, schema, Path(root), worker, start))
         results.put((worker, stats))
@@ -36,12 +37,13 @@ async def _run(role: str, url: str, schema: str, root: Path, worker: int, start:
     cache = make_cache(engine, root, build, ttl=0.1, orphan_grace=0.1, max_stale_on_error=0.0)
     try:
         await asyncio.to_thread(start.wait, 60)
-        if role == "gc":
+        if role == "gc" or role.startswith("gc:"):
+            prefix = role[3:] or None
             runs = 0
             loop = asyncio.get_running_loop()
             until = loop.time() + 3.0
             while loop.time() < until:
-                await cache.gc()
+                await cache.gc(prefix=prefix)
                 runs += 1
             return {"gc_runs": runs, **cache.snapshot().to_dict()}
         missing = 0

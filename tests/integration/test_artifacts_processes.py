@@ -1,10 +1,12 @@
 """GC in one process while two others build artifacts that share its objects (PostgreSQL,
-one storage directory): no row ever points at a missing object."""
+one storage directory): no row ever points at a missing object. The same with GC scoped to
+a key prefix, whose keys share objects with keys outside it."""
 
 from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -21,13 +23,27 @@ TIMEOUT = 120.0
 async def test_gc_and_builders_in_separate_processes_lose_no_object(
     pg_schema: PgSchema, tmp_path: Path
 ) -> None:
+    out = await _race(pg_schema, tmp_path, "gc")
+    assert out[2]["gc_runs"] > 5 and out[2]["gc_objects"] > 0
+
+
+async def test_scoped_gc_and_builders_in_separate_processes_lose_no_object(
+    pg_schema: PgSchema, tmp_path: Path
+) -> None:
+    out = await _race(pg_schema, tmp_path, "gc:k1")  # k1, k10..k17: objects shared with k0..
+    assert out[2]["gc_runs"] > 5 and out[2]["gc_objects"] > 0
+
+
+async def _race(pg_schema: PgSchema, tmp_path: Path, gc_role: str) -> dict[int, Any]:
+    """Two builder processes and one running ``gc_role``; checks that no build found its
+    object missing and every row's object is stored; the processes' results."""
     engine = pg_schema.async_engine()
     try:
         cache = make_cache(engine, tmp_path, Builder())
         await cache.create_tables()
         ctx = multiprocessing.get_context("spawn")
         start, results = ctx.Event(), ctx.Queue()
-        roles = {0: "build", 1: "build", 2: "gc"}
+        roles = {0: "build", 1: "build", 2: gc_role}
         procs = [
             ctx.Process(
                 target=run,
@@ -48,10 +64,10 @@ async def test_gc_and_builders_in_separate_processes_lose_no_object(
         assert [b["missing"] for b in builders] == [0, 0]
         assert [b["failed"] for b in builders] == [0, 0]
         assert sum(b["built"] for b in builders) > 30
-        assert out[2]["gc_runs"] > 5 and out[2]["gc_objects"] > 0
         stored = stored_ids(cache)
         async with engine.connect() as conn:
             referenced = {i for (i,) in await conn.execute(select(artifacts_table.c.artifact_id))}
         assert referenced <= stored
+        return out
     finally:
         await engine.dispose()

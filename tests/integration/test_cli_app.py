@@ -95,6 +95,40 @@ def test_jobs_gc_and_health_from_the_environment_variable(notes: Path) -> None:
     assert "no jobs" in status.stdout
 
 
+def test_gc_of_one_prefix_of_the_apps_cache(notes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTES_DIR", str(notes))
+
+    async def build_and_expire() -> None:
+        app = create_notes()
+        try:
+            await app.exports.create_tables()
+            await app.exports.prebuild(["a.txt", "b.txt"])
+            from sqlalchemy import update
+
+            from freshkeep.artifacts import artifact_objects_table, artifacts_table
+
+            async with app.queue.engine.begin() as conn:
+                await conn.execute(update(artifacts_table).values(expires_at=0.0))
+                await conn.execute(update(artifact_objects_table).values(touched_at=0.0))
+            # both expired long ago, their objects untouched since
+        finally:
+            await app.queue.aclose()
+            await app.queue.engine.dispose()
+
+    asyncio.run(build_and_expire())
+    scoped = freshkeep(notes, "--app", APP, "gc", "--prefix", "b.")
+    assert scoped.returncode == 0, scoped.stderr
+    assert "keys starting with 'b.'" in scoped.stdout
+    line = next(ln for ln in scoped.stdout.splitlines() if "notes-export" in ln)
+    assert [c.strip() for c in line.split("│")[2:4]] == ["1", "1"], line
+    empty = freshkeep(notes, "--app", APP, "gc", "--prefix", "")
+    assert empty.returncode == 2
+    assert empty.stderr.strip().splitlines() == [
+        "error: --prefix is empty: give the start of the keys to collect (e.g. --prefix "
+        "'tenant-7/'), or leave --prefix out to collect every key"
+    ]
+
+
 @pytest.mark.parametrize("attr", ["KEEPER", "HOLDER", "SERVICE", "keeper_only"])
 def test_a_keeper_an_object_holding_one_or_a_function_returning_one(
     tmp_path: Path, attr: str

@@ -286,6 +286,29 @@ async def test_a_prebuild_job_with_bad_args_fails_clearly(cache: ArtifactCache) 
         await func(JobContext("1", "artifacts.exports.prebuild", 1), {"keys": "a"})
 
 
+async def test_a_gc_job_with_a_prefix_collects_that_scope_only(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    clock = MovableClock()
+    cache = make_cache(engine, tmp_path, Builder(), clock=clock)
+    await cache.create_tables()
+    queue = TinyQueue()
+    cache.register_jobs(queue)
+    await cache.prebuild(["t1/a", "t2/a"])
+    clock.advance(61)
+    queue.jobs.append(("artifacts.exports.gc", {"prefix": "t1/"}))
+    (scoped,) = await queue.run_all()
+    assert scoped["rows"] == 1 and (await cache.index.row("exports", "t2/a")) is not None
+    func, _ = queue.tasks["artifacts.exports.gc"]
+    with pytest.raises(ConfigurationError, match="'prefix': str"):
+        await func(JobContext("1", "artifacts.exports.gc", 1), {"prefix": 7})
+    with pytest.raises(ConfigurationError, match="leave it out to collect the whole cache"):
+        await func(JobContext("1", "artifacts.exports.gc", 1), {"prefix": ""})
+    queue.jobs.append(("artifacts.exports.gc", {}))
+    (whole,) = await queue.run_all()
+    assert whole["rows"] == 1
+
+
 async def test_health_data_names_and_a_fresh_cache(cache: ArtifactCache) -> None:
     health = asdict(await cache.health_data())
     assert {

@@ -73,6 +73,8 @@ REMOTE_KEYS = {
     "fetch_errors",
     "background_refreshes",
     "collapsed",
+    "backfilled",  # items completed from defaults= / fallback_item= (added since)
+    "filled",
     "last_error",
     "last_error_at",
     "last_fetch_at",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from freshkeep.artifacts._index import ArtifactIndex, IndexRow
-from freshkeep.artifacts._maintenance import ArtifactMaintenance, _positive
+from freshkeep.artifacts._maintenance import MAX_KEY_LENGTH, ArtifactMaintenance, _positive
 from freshkeep.artifacts._signing import Grant, expiry, signed_query, verify
 from freshkeep.artifacts._storage import FsspecStorage
 from freshkeep.artifacts._types import (
@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("freshkeep.artifacts")
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-MAX_KEY_LENGTH = 1024
-"""The longest key an artifact cache accepts (characters)."""
 _WRITE_ATTEMPTS = 3
 
 

@@ -204,16 +204,34 @@ class ArtifactIndex:
         finds the batch's last row in ``(expires_at, key)`` order, one ``DELETE`` (in a
         transaction of its own) takes the range up to it through the expiry index. A row
         rebuilt meanwhile has a later expiry and stays. Returns (rows deleted, statements)."""
+        total, _, statements = await self._delete_expired(cache, cutoff, batch, None)
+        return total, statements
+
+    async def delete_scoped_rows(
+        self, cache: str, prefix: str, cutoff: float, batch: int
+    ) -> tuple[int, list[str], int]:
+        """:meth:`delete_rows` for the keys that start with ``prefix`` (compared exactly, case
+        included). Returns (rows deleted, the distinct object ids those rows referenced,
+        statements): the candidates of :meth:`collect_listed_objects`."""
+        return await self._delete_expired(cache, cutoff, batch, prefix)
+
+    async def _delete_expired(
+        self, cache: str, cutoff: float, batch: int, prefix: str | None
+    ) -> tuple[int, list[str], int]:
         t = artifacts_table
+        scope = [t.c.cache == cache]
+        if prefix is not None:
+            scope.append(key_prefix(prefix))
         ordered = tuple_(t.c.expires_at, t.c.key)
         last = (
             select(t.c.expires_at, t.c.key)
-            .where(t.c.cache == cache, t.c.expires_at <= cutoff)
+            .where(*scope, t.c.expires_at <= cutoff)
             .order_by(t.c.expires_at, t.c.key)
             .offset(batch - 1)
             .limit(1)
         )
         total = statements = 0
+        ids: dict[str, None] = {}
         while True:
             try:
                 async with self.engine.connect() as conn:
@@ -225,13 +243,17 @@ class ArtifactIndex:
                 where = t.c.expires_at <= cutoff
             else:
                 where = and_(t.c.expires_at <= bound[0], ordered <= tuple_(bound[0], bound[1]))
+            stmt = delete(t).where(*scope, where)
             async with self._begin("delete expired rows") as conn:
-                total += max(
-                    (await conn.execute(delete(t).where(t.c.cache == cache, where))).rowcount, 0
-                )
+                if prefix is None:
+                    total += max((await conn.execute(stmt)).rowcount, 0)
+                else:  # the objects these rows referenced: what a scoped GC may collect
+                    taken = (await conn.execute(stmt.returning(t.c.artifact_id))).all()
+                    total += len(taken)
+                    ids.update((i, None) for (i,) in taken)
             statements += 1
             if bound is None:
-                return total, statements
+                return total, list(ids), statements
 
     async def collect_objects(
         self,
@@ -260,27 +282,59 @@ class ArtifactIndex:
             candidates = await self._select(pick, "find unreferenced objects")
             statements += 1
             for part in self._chunks(candidates):
-                # PostgreSQL re-evaluates touched_at on the row version a concurrent build
-                # committed (the DELETE waits for its lock), so a just-touched object stays.
-                # "+ 0": look the ids up by primary key, not by a range of touched_at.
-                stmt = (
-                    delete(o)
-                    .where(
-                        o.c.cache == cache,
-                        o.c.artifact_id.in_(part),
-                        o.c.touched_at + 0 < cutoff,
-                        ~_referenced(cache),
-                    )
-                    .returning(o.c.artifact_id)
-                )
-                async with self._begin("delete unreferenced objects") as conn:
-                    ids = [i for (i,) in await conn.execute(stmt)]
-                    if ids:
-                        await remove(ids)
+                total += await self._delete_unreferenced(cache, part, cutoff, remove)
                 statements += 1
-                total += len(ids)
             if len(candidates) < batch:
                 return total, statements
+
+    async def collect_listed_objects(
+        self,
+        cache: str,
+        ids: Sequence[str],
+        cutoff: float,
+        batch: int,
+        remove: Callable[[list[str]], Awaitable[None]],
+    ) -> tuple[int, int]:
+        """:meth:`collect_objects` for the objects ``ids`` only (no query picks candidates):
+        those of them that no row references and no build touched since ``cutoff`` are
+        deleted, ``batch`` ids per transaction, under the same locked checks. Returns
+        (objects deleted, statements)."""
+        total = statements = 0
+        for i in range(0, len(ids), batch):
+            for part in self._chunks(list(ids[i : i + batch])):
+                total += await self._delete_unreferenced(cache, part, cutoff, remove)
+                statements += 1
+        return total, statements
+
+    async def _delete_unreferenced(
+        self,
+        cache: str,
+        part: list[str],
+        cutoff: float,
+        remove: Callable[[list[str]], Awaitable[None]],
+    ) -> int:
+        """One transaction: delete the object rows of ``part`` still unreferenced and
+        untouched since ``cutoff`` (``DELETE … RETURNING``), then the stored objects, then
+        commit. The number deleted."""
+        o = artifact_objects_table
+        # PostgreSQL re-evaluates touched_at on the row version a concurrent build committed
+        # (the DELETE waits for its lock), so a just-touched object stays.
+        # "+ 0": look the ids up by primary key, not by a range of touched_at.
+        stmt = (
+            delete(o)
+            .where(
+                o.c.cache == cache,
+                o.c.artifact_id.in_(part),
+                o.c.touched_at + 0 < cutoff,
+                ~_referenced(cache),
+            )
+            .returning(o.c.artifact_id)
+        )
+        async with self._begin("delete unreferenced objects") as conn:
+            ids = [i for (i,) in await conn.execute(stmt)]
+            if ids:
+                await remove(ids)
+        return len(ids)
 
     async def _select(self, query: Any, what: str) -> list[str]:
         try:
@@ -321,6 +375,14 @@ class ArtifactIndex:
 
 class _ObjectGone(Exception):
     """Rolls back a build's row: GC deleted its object meanwhile."""
+
+
+def key_prefix(prefix: str) -> Any:
+    """The condition "the row's key starts with ``prefix``", exact on every database: SQLite's
+    ``LIKE`` ignores the case of ASCII letters, and ``%`` or ``_`` in a prefix would be
+    wildcards, so the key's first characters are compared instead."""
+    t = artifacts_table
+    return func.substr(t.c.key, 1, len(prefix)) == prefix
 
 
 def _referenced(cache: str) -> Any:

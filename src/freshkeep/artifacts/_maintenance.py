@@ -19,6 +19,8 @@ from freshkeep.ports import JobQueue, ObjectStorage
 if TYPE_CHECKING:
     from freshkeep.jobs import EnqueueResult, JobContext
 
+MAX_KEY_LENGTH = 1024
+"""The longest key an artifact cache accepts (characters)."""
 _DEDUP = re.compile(r"^[A-Za-z0-9_.:\-/]{1,180}$")
 
 
@@ -27,6 +29,18 @@ def _positive(name: str, value: float, *, zero: bool = False) -> float:
         bound = ">= 0" if zero else "> 0"
         raise ConfigurationError(f"{name} must be a number {bound}, not {value!r}")
     return float(value)
+
+
+def check_prefix(cache: str, prefix: Any) -> str:
+    """``prefix`` if it can scope a GC of ``cache``: a non-empty string of at most
+    :data:`MAX_KEY_LENGTH` characters; else :class:`ConfigurationError` saying what to give."""
+    if not isinstance(prefix, str) or not prefix or len(prefix) > MAX_KEY_LENGTH:
+        raise ConfigurationError(
+            f"artifact cache {cache!r}: a GC prefix must be the start of the keys to collect, "
+            f"a non-empty string of at most {MAX_KEY_LENGTH} characters (leave it out to "
+            f"collect the whole cache), not {prefix!r:.80}"
+        )
+    return prefix
 
 
 class ArtifactMaintenance:
@@ -61,7 +75,9 @@ class ArtifactMaintenance:
 
     # -- GC --------------------------------------------------------------------------------
 
-    async def gc(self, now: float | None = None, *, orphans: bool = True) -> dict[str, int]:
+    async def gc(
+        self, now: float | None = None, *, orphans: bool = True, prefix: str | None = None
+    ) -> dict[str, int]:
         """Delete expired rows, then the stored objects no row references; idempotent, and
         safe to run while :meth:`get` and :meth:`prebuild` build, here or elsewhere.
 
@@ -86,34 +102,54 @@ class ArtifactMaintenance:
         then records the object anew and writes it after the deletion. A row is never written
         for an object that is not stored.
 
+        ``prefix`` scopes the run to the keys that start with it (one tenant's or one topic's
+        artifacts; compared exactly, case included): step 1 deletes only their expired rows
+        (``DELETE … RETURNING`` the object ids), step 2 does not run (the storage is not kept
+        per key), and step 3 considers only the objects those rows referenced, under the same
+        locked checks: an object another row still uses, or that a build touched within
+        ``orphan_grace``, stays. Objects it leaves (touched within the grace, or a run that
+        failed between the steps) no longer belong to a key; the next cache-wide run collects
+        them. A scoped run counts in ``gc_runs``, ``gc_rows`` and ``gc_objects``;
+        ``last_gc_at`` and ``last_gc_seconds`` describe the last cache-wide run.
+
         ``now`` (epoch seconds) replaces the clock (tests). Returns counts: ``rows``,
         ``objects``, ``orphans`` (adopted), ``temp_files`` and ``statements``.
         """
         started = time.perf_counter()
         at = self.clock.time() if now is None else float(now)
-        rows, st_rows = await self.index.delete_rows(
-            self.name, at - self.max_stale_on_error, self.gc_batch
-        )
-        adopted = temps = st_adopt = 0
+        row_cutoff = at - self.max_stale_on_error
         cutoff = at - self.orphan_grace
-        if orphans:
-            found, temp_files = await self.storage.list_objects(self.name)
-            old = [(o.id, o.size, o.mtime) for o in found if o.mtime < cutoff]
-            adopted, st_adopt = await self.index.adopt_objects(self.name, old)
-            stale_temps = [p for p, mtime in temp_files if mtime < cutoff]
-            await self.storage.delete_paths(stale_temps)
-            temps = len(stale_temps)
-        objects, st_objects = await self.index.collect_objects(
-            self.name, cutoff, self.gc_batch, partial(self.storage.delete, self.name)
-        )
+        remove = partial(self.storage.delete, self.name)
+        adopted = temps = st_adopt = 0
+        if prefix is not None:
+            prefix = check_prefix(self.name, prefix)
+            rows, ids, st_rows = await self.index.delete_scoped_rows(
+                self.name, prefix, row_cutoff, self.gc_batch
+            )
+            objects, st_objects = await self.index.collect_listed_objects(
+                self.name, ids, cutoff, self.gc_batch, remove
+            )
+        else:
+            rows, st_rows = await self.index.delete_rows(self.name, row_cutoff, self.gc_batch)
+            if orphans:
+                found, temp_files = await self.storage.list_objects(self.name)
+                old = [(o.id, o.size, o.mtime) for o in found if o.mtime < cutoff]
+                adopted, st_adopt = await self.index.adopt_objects(self.name, old)
+                stale_temps = [p for p, mtime in temp_files if mtime < cutoff]
+                await self.storage.delete_paths(stale_temps)
+                temps = len(stale_temps)
+            objects, st_objects = await self.index.collect_objects(
+                self.name, cutoff, self.gc_batch, remove
+            )
         s = self.stats
         s.gc_runs += 1
         s.gc_rows += rows
         s.gc_objects += objects
         s.gc_orphans += adopted
         s.gc_temp_files += temps
-        s.last_gc_at = self.clock.time()
-        s.last_gc_seconds = time.perf_counter() - started
+        if prefix is None:
+            s.last_gc_at = self.clock.time()
+            s.last_gc_seconds = time.perf_counter() - started
         return {
             "rows": rows,
             "objects": objects,
@@ -134,7 +170,8 @@ class ArtifactMaintenance:
         max_backoff: float = 300.0,
     ) -> None:
         """Register the tasks ``artifacts.<name>.prebuild`` (args ``{"keys": [...]}``) and
-        ``artifacts.<name>.gc`` on a :class:`~freshkeep.jobs.JobQueue`; with ``gc_every``,
+        ``artifacts.<name>.gc`` (args ``{}``, or ``{"prefix": ...}`` for a scoped run: see
+        :meth:`gc`) on a :class:`~freshkeep.jobs.JobQueue`; with ``gc_every``,
         run the GC periodically (one run at a time across instances: a lock). A failed
         prebuild raises, so the queue retries it with its backoff."""
         self._queue = queue
@@ -196,4 +233,9 @@ class ArtifactMaintenance:
         return await self.prebuild(keys, attempt=ctx.attempt)
 
     async def _gc_job(self, ctx: JobContext, args: dict[str, Any]) -> dict[str, int]:
-        return await self.gc()
+        prefix = args.get("prefix")
+        if prefix is not None and not isinstance(prefix, str):
+            raise ConfigurationError(
+                f"job {ctx.task!r}: args must be {{}} or {{'prefix': str}}, not {args!r}"
+            )
+        return await self.gc(prefix=prefix)

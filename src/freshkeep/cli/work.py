@@ -251,12 +251,26 @@ def gc(
             show_default=False,
         ),
     ] = None,
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix",
+            metavar="KEY_PREFIX",
+            help="Collect only the keys that start with this (one tenant's or one topic's "
+            "artifacts; exact, case included): their expired rows and the objects only they "
+            "used. The hub's topic exports: --prefix 'TOPIC@'. Default: every key.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the garbage collection of artifact caches once: expired rows, then the objects no
-    row references, and orphan objects older than the grace (see docs/artifacts.md)."""
+    row references, and orphan objects older than the grace (see docs/artifacts.md). With
+    --prefix, only the expired rows of the keys that start with it and their objects."""
     spec = _app_spec(ctx)
     if spec is not None and (db is not None or storage is not None):
         raise _fail("--db and --storage are the demo hub's; with --app the caches are your app's")
+    if prefix is not None:
+        _check_prefix(prefix)
 
     async def run_app(spec: str) -> list[tuple[str, dict[str, int]]]:
         from freshkeep.integrations.app import open_app
@@ -268,16 +282,18 @@ def gc(
             out = []
             for c in caches:
                 await c.create_tables()
-                out.append((c.name, await c.gc()))
+                out.append((c.name, await c.gc(prefix=prefix)))
             return out
 
     try:
-        results = asyncio.run(run_app(spec) if spec else _hub_gc(db, storage, cache))
+        results = asyncio.run(run_app(spec) if spec else _hub_gc(db, storage, cache, prefix))
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
     except FreshkeepError as exc:
         raise _fail(str(exc)) from exc
     table = Table("cache", "rows", "objects", "orphans", "temp files", "statements")
+    if prefix is not None:
+        table.title = f"keys starting with {prefix!r}"
     for name, counts in results:
         table.add_row(
             name,
@@ -287,8 +303,25 @@ def gc(
     console.print(table)
 
 
+_MAX_PREFIX = 1024  # an artifact key's longest (freshkeep.artifacts.MAX_KEY_LENGTH)
+
+
+def _check_prefix(prefix: str) -> None:
+    """Fail (exit 2, one line saying what to give) for a ``--prefix`` that cannot scope a GC."""
+    if not prefix:
+        raise _fail(
+            "--prefix is empty: give the start of the keys to collect (e.g. --prefix "
+            "'tenant-7/'), or leave --prefix out to collect every key"
+        )
+    if len(prefix) > _MAX_PREFIX:
+        raise _fail(
+            f"--prefix has {len(prefix)} characters but a key has at most {_MAX_PREFIX}: "
+            "give the start of the keys to collect"
+        )
+
+
 async def _hub_gc(
-    db: str | None, storage: str | None, cache: list[str] | None
+    db: str | None, storage: str | None, cache: list[str] | None, prefix: str | None = None
 ) -> list[tuple[str, dict[str, int]]]:
     """``freshkeep gc`` without ``--app``: the demo hub's index (every cache in it)."""
     from sqlalchemy import select
@@ -303,6 +336,11 @@ async def _hub_gc(
     async def never(key: str) -> bytes:  # GC never builds
         raise AssertionError(f"freshkeep gc does not build ({key!r})")
 
+    if prefix is not None and prefix.isdigit() and (not cache or EXPORT_CACHE in cache):
+        raise ConfigurationError(
+            f"--prefix {prefix!r} also matches topics {prefix}0, {prefix}1, …: the hub's "
+            f"export keys are TOPIC@REVISION, so give --prefix '{prefix}@'"
+        )
     settings = Settings.load()
     url = normalize_url(db or settings.database_url)
     require_existing(url)
@@ -328,7 +366,7 @@ async def _hub_gc(
                 if name == EXPORT_CACHE
                 else ArtifactCache(name, never, index=engine, storage=where)
             )
-            out.append((name, await c.gc()))
+            out.append((name, await c.gc(prefix=prefix)))
         return out
     except SQLAlchemyError as exc:
         raise FreshkeepError(f"cannot collect in {display_url(url)}: {exc}") from exc

@@ -19,7 +19,10 @@ the hub's :class:`~freshkeep.artifacts.ArtifactCache` ``topic-export`` under the
   the same content share one stored object.
 
 Keys of older revisions are never read again; their rows expire with the cache's TTL and the
-periodic GC job (or ``freshkeep gc``) deletes them and their objects.
+periodic GC job (or ``freshkeep gc``) deletes them and their objects. One topic's can be
+collected alone (:meth:`TopicExports.collect`: the keys starting with :func:`export_prefix`),
+by ``POST /admin/exports/gc?topic=ID`` (:mod:`freshkeep.demo.export_admin`) or
+``freshkeep gc --prefix 'ID@'``.
 """
 
 from __future__ import annotations
@@ -73,6 +76,14 @@ class TopicExportRevision(Base):
 def export_key(topic_id: int, revision: int) -> str:
     """The artifact key of ``topic_id`` at ``revision``."""
     return f"{topic_id}@{revision}"
+
+
+def export_prefix(topic_id: int) -> str:
+    """The start of every export key of ``topic_id`` (``"7@"``: not ``"7"``, which would
+    also match topics 70, 71, …)."""
+    if not isinstance(topic_id, int) or isinstance(topic_id, bool) or topic_id < 0:
+        raise ConfigurationError(f"a topic id is an integer >= 0, not {topic_id!r}")
+    return f"{topic_id}@"
 
 
 def parse_export_key(key: str) -> int:
@@ -331,6 +342,14 @@ class TopicExports:
         transaction touched, and enqueue one prebuild job with all their keys. ``None`` when
         no topic was touched."""
         return await self.prebuild.before_commit(session)
+
+    async def collect(self, topic_id: int | None = None) -> dict[str, int]:
+        """Run the export cache's GC once: for one topic's exports (its expired revisions and
+        the objects only they used; safe while its export is being built), or, with
+        ``topic_id=None``, for every topic. The counts of
+        :meth:`~freshkeep.artifacts.ArtifactCache.gc`."""
+        prefix = None if topic_id is None else export_prefix(topic_id)
+        return await self.cache.gc(prefix=prefix)
 
     async def get(self, session: AsyncSession, topic_id: int) -> Artifact:
         """The export of ``topic_id`` at its current revision (built now if not prebuilt)."""

@@ -12,10 +12,15 @@ Only when nothing was ever fetched is the ``fallback`` served, or, without one,
 :class:`~freshkeep.exceptions.RemoteUnavailableError` raised. Lookups derived from a value
 (``derive``) are computed from the same fetch and kept in the same record, so they never
 disagree with it or with each other.
+
+A value that is a mapping of items can be completed as it is fetched: ``defaults`` backfills
+the keys a fetch left out and the fields an item lacks, ``fallback_item(key, item)`` fills in
+what an item lacks from the item itself. :meth:`Remote.cached` answers from memory only.
 """
 
 from __future__ import annotations
 
+from freshkeep.remote._complete import FallbackItem as FallbackItem
 from freshkeep.remote._config import RemoteConfig as RemoteConfig
 from freshkeep.remote._config import env_prefix as env_prefix
 from freshkeep.remote._remote import Remote as Remote
@@ -32,6 +37,7 @@ from freshkeep.remote._types import RemoteStatus as RemoteStatus
 __all__ = [
     "NO_FALLBACK",
     "Derive",
+    "FallbackItem",
     "Fetch",
     "Remote",
     "RemoteConfig",

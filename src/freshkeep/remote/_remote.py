@@ -16,6 +16,7 @@ from freshkeep.core.backoff import backoff
 from freshkeep.core.component import Component, Kind
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import ConfigurationError, RemoteUnavailableError
+from freshkeep.remote._complete import Completed, FallbackItem, check_completion, complete
 from freshkeep.remote._config import RemoteConfig
 from freshkeep.remote._types import (
     EMPTY,
@@ -61,9 +62,13 @@ class Remote(Component):
         fallback: Any = NO_FALLBACK,
         derive: Derive | None = None,
         fetch_sync: Callable[[Any], Any] | None = None,
+        defaults: Mapping[Any, Any] | None = None,
+        fallback_item: FallbackItem | None = None,
     ) -> None:
         if fetch is None and fetch_sync is None:
             raise ConfigurationError(f"remote {name!r}: give fetch= or fetch_sync=")
+        self._defaults = check_completion(name, defaults, fallback_item)
+        self._fallback_item = fallback_item
         if fetch_sync is not None and _is_async(fetch_sync):
             raise ConfigurationError(f"remote {name!r}: fetch_sync must not be async")
         self.name = name
@@ -142,11 +147,12 @@ class Remote(Component):
                 value = await asyncio.to_thread(fetch, key)
                 if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
                     value = await value
-            lookups = self._lookups(value)
+            done = self._complete(value)
+            lookups = self._lookups(done.value)
         except Exception as exc:
             self._failed(slot, exc)
             raise
-        return self._succeeded(slot, value, lookups, started, started_at, generation)
+        return self._succeeded(slot, done, lookups, started, started_at, generation)
 
     # -- sync reads -------------------------------------------------------------------------
 
@@ -188,13 +194,14 @@ class Remote(Component):
                         f"remote {self.name!r}: fetch_sync returned an awaitable; "
                         "read_sync() needs a fetch that returns the value"
                     )
-                lookups = self._lookups(value)
+                done = self._complete(value)
+                lookups = self._lookups(done.value)
             except ConfigurationError:
                 raise
             except Exception as exc:
                 self._failed(slot, exc)
                 return self._unavailable(key, slot, exc, self._clock.monotonic())
-            rec = self._succeeded(slot, value, lookups, started, started_at, generation)
+            rec = self._succeeded(slot, done, lookups, started, started_at, generation)
             return self._served(rec, "miss", self._clock.monotonic())
 
     # -- control ----------------------------------------------------------------------------
@@ -219,6 +226,17 @@ class Remote(Component):
         """The record held for ``key``, without any freshness check or fetch."""
         slot = self._slots.get(key)
         return slot.record if slot is not None else None
+
+    def cached(self, key: Hashable = None, default: Any = None) -> Any:
+        """The value held for ``key``, from memory only: it never fetches, never starts a
+        background refresh, and is not counted as a read. Within the TTL or past it alike, as
+        long as the value may still be served (``max_stale``); otherwise, or when nothing was
+        fetched for ``key`` yet, ``default`` (not the fallback). Safe from any thread."""
+        slot = self._slots.get(key)
+        rec = slot.record if slot is not None else None
+        if rec is None or not self._within_bounds(rec, self._clock.monotonic()):
+            return default
+        return rec.value
 
     async def wait_idle(self) -> None:
         """Wait for fetches in flight (background refreshes included) to end."""
@@ -258,6 +276,8 @@ class Remote(Component):
             fetch_errors=s.fetch_errors,
             background_refreshes=s.background_refreshes,
             collapsed=s.collapsed,
+            backfilled=s.backfilled,
+            filled=s.filled,
             last_error=s.last_error,
             last_error_at=s.last_error_at,
             last_fetch_at=s.last_fetch_at,
@@ -270,6 +290,14 @@ class Remote(Component):
         )
 
     # -- internals --------------------------------------------------------------------------
+
+    def _complete(self, value: Any) -> Completed:
+        if self._defaults is None and self._fallback_item is None:
+            return Completed(value, frozenset(), frozenset())
+        done = complete(self.name, value, self._defaults, self._fallback_item)
+        self.stats.backfilled += len(done.backfilled)
+        self.stats.filled += len(done.filled)
+        return done
 
     def _lookups(self, value: Any) -> Mapping[str, Mapping[Any, Any]]:
         if self._derive is None:
@@ -285,7 +313,15 @@ class Remote(Component):
         assert rec is not None
         reads = self.stats.reads
         reads[status] = reads.get(status, 0) + 1
-        return RemoteRead(rec.value, rec.lookups, status, now - rec.fetched_mono)
+        return RemoteRead(
+            rec.value,
+            rec.lookups,
+            status,
+            now - rec.fetched_mono,
+            None,
+            rec.backfilled,
+            rec.filled,
+        )
 
     def _unavailable(
         self, key: Hashable, slot: Slot, exc: BaseException | None, now: float
@@ -294,7 +330,10 @@ class Remote(Component):
         reads = self.stats.reads
         if rec is not None and self._within_bounds(rec, now):
             reads["error-stale"] = reads.get("error-stale", 0) + 1
-            return RemoteRead(rec.value, rec.lookups, "error-stale", now - rec.fetched_mono, exc)
+            age = now - rec.fetched_mono
+            return RemoteRead(
+                rec.value, rec.lookups, "error-stale", age, exc, rec.backfilled, rec.filled
+            )
         if self._fallback is not NO_FALLBACK:
             reads["fallback"] = reads.get("fallback", 0) + 1
             return RemoteRead(self._fallback, self._fallback_lookups, "fallback", None, exc)
@@ -312,13 +351,13 @@ class Remote(Component):
     def _succeeded(
         self,
         slot: Slot,
-        value: Any,
+        done: Completed,
         lookups: Mapping[str, Mapping[Any, Any]],
         started: float,
         started_at: float,
         generation: int,
     ) -> RemoteRecord:
-        rec = RemoteRecord(value, lookups, started_at, started)
+        rec = RemoteRecord(done.value, lookups, started_at, started, done.backfilled, done.filled)
         old = slot.record
         if old is not None and old.fetched_mono > started:
             return old  # a newer fetch finished first; keep its value

@@ -40,6 +40,11 @@ class RemoteRecord:
     """Wall-clock seconds when the fetch started."""
     fetched_mono: float
     """Monotonic seconds when the fetch started (ages and the TTL count from here)."""
+    backfilled: frozenset[Any] = frozenset()
+    """Keys the fetch left out, taken from the remote's ``defaults``."""
+    filled: frozenset[Any] = frozenset()
+    """Keys whose item lacked fields: merged with its default, or replaced by
+    ``fallback_item``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,10 @@ class RemoteRead:
     """Seconds since the value's fetch started; ``None`` for the fallback."""
     error: BaseException | None = None
     """The failure that made this read serve a stale value or the fallback."""
+    backfilled: frozenset[Any] = frozenset()
+    """Keys of the value taken from the remote's ``defaults`` (the fetch left them out)."""
+    filled: frozenset[Any] = frozenset()
+    """Keys of the value whose item was completed (its default's fields, ``fallback_item``)."""
 
     def lookup(self, name: str) -> Mapping[Any, Any]:
         """The derived lookup ``name`` of this read's value."""
@@ -72,6 +81,10 @@ class RemoteStats:
     fetch_errors: int = 0
     background_refreshes: int = 0
     collapsed: int = 0
+    backfilled: int = 0
+    """Keys that fetches left out, taken from ``defaults`` (summed over fetches)."""
+    filled: int = 0
+    """Items that fetches returned without a field, completed (summed over fetches)."""
     last_error: str | None = None
     last_error_at: float | None = None
     last_fetch_at: float | None = None
@@ -107,6 +120,10 @@ class RemoteSnapshot(Snapshot):
     fetch_errors: int
     background_refreshes: int
     collapsed: int
+    backfilled: int
+    """Keys that fetches left out, taken from ``defaults``."""
+    filled: int
+    """Items that fetches returned without a field, completed."""
     last_error: str | None
     last_error_at: float | None
     last_fetch_at: float | None
