@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from freshkeep.artifacts import artifact_app
 from freshkeep.demo.api import router
+from freshkeep.demo.cache_admin import cache_admin_router
 from freshkeep.demo.export_admin import export_admin_router
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.sessions import Sessions
@@ -89,6 +90,10 @@ def create_app(
     app.include_router(APIRouter(routes=processors, tags=["admin"]))
     # POST /admin/exports/gc[?topic=ID]: collect the exports now, one topic's or all
     app.include_router(export_admin_router(hub.exports, admin_token=settings.admin_token))
+    # POST /admin/views/{view}/invalidate[?topic=ID][&section=NAME]: drop an entry or a section
+    views = {"summary": hub.summary, "topic_summary": hub.topic_summary}
+    keyed = frozenset({"topic_summary"})
+    app.include_router(cache_admin_router(views, keyed, admin_token=settings.admin_token))
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app.state.dashboard = Dashboard(
         hub.keeper, token, pipelines=(sessions.pipeline,), schedulers=(sessions.scheduler,)

@@ -12,6 +12,8 @@ without it or with a wrong one, ``403`` when no admin token is configured (the r
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -23,6 +25,8 @@ from freshkeep.processing.http import admin_denied, secret_value
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
+
+log = logging.getLogger("freshkeep.demo")
 
 PATH = "/admin/exports/gc"
 """Where :func:`export_admin_router` serves the GC of the hub's exports."""
@@ -56,8 +60,10 @@ def export_admin_router(exports: TopicExports, *, admin_token: str | SecretStr |
         try:
             counts = await exports.collect(topic)
         except StoreError as exc:
+            error_id = uuid.uuid4().hex[:16]  # the error (paths, SQL) goes to the log only
+            log.error("the export GC failed (error id %s): %s", error_id, exc, exc_info=exc)
             return JSONResponse(
-                {"detail": f"the export GC failed: {exc}"},
+                {"detail": "the export GC failed; see the server log", "error_id": error_id},
                 status_code=503,
                 headers={"Cache-Control": "no-store"},
             )
