@@ -70,6 +70,9 @@ __all__ = [
 
 log = logging.getLogger("freshkeep.views")
 
+_KEY_SOURCES = "freshkeep.key-sources"
+"""An entry's memo: the sources of its key, found known and covered at an earlier hit."""
+
 
 class View(ViewBuilds, Component):
     """A cached, revision-gated view. Create it with :meth:`freshkeep.Keeper.view`."""
@@ -109,6 +112,8 @@ class View(ViewBuilds, Component):
         )
         """The partitioned sources whose partition of the key a keyed section reads."""
         self.keyed = any(x.per_key for x in sections.values())
+        self._fixed_sources = all(x.sources_of is None for x in sections.values())
+        """Whether a key's sources are the same at every read (no callable gives them)."""
         """Whether the sources of an entry depend on its key."""
         self.policy = policy
         self.probe = probe
@@ -208,9 +213,13 @@ class View(ViewBuilds, Component):
         probe = self._probe_always or tracker.fresh_until <= self._mono()
         try:
             if self.keyed:
-                sources = self._all_sources(self._sources_of(key))
-                source_set = frozenset(sources)
-                await self._learn(sources)
+                memo = entry.memo.get(_KEY_SOURCES) if entry is not None else None
+                if memo is None:
+                    sources = self._all_sources(self._sources_of(key))
+                    source_set = frozenset(sources)
+                    await self._learn(sources)
+                else:  # checked at an earlier hit on this entry: known and covered
+                    sources, source_set = memo
         except UnavailableError as exc:
             self._keeper.stats.probe_errors += 1
             return self._on_failed_read(ck, exc)
@@ -371,7 +380,7 @@ class View(ViewBuilds, Component):
         must_rebuild: Callable[[Sequence[str], Fingerprint], bool],
     ) -> Read:
         tracker = self._tracker
-        if self.keyed and entry is not None:
+        if self.keyed and entry is not None and _KEY_SOURCES not in entry.memo:
             wants = self._sources_of(key)
             if len(self._covers(entry, wants)) < len(wants):
                 entry = None  # built when the key had other sources: rebuild it
@@ -391,6 +400,11 @@ class View(ViewBuilds, Component):
             reason: str | None = None
             if isinstance(decision, Hit):
                 assert entry is not None
+                if self.keyed and self._fixed_sources and _KEY_SOURCES not in entry.memo:
+                    # The key's sources cannot change: the next checks of this entry skip
+                    # working them out again.
+                    srcs = self._all_sources(self._sources_of(key))
+                    entry.memo[_KEY_SOURCES] = (srcs, frozenset(srcs))
                 entry.confirmed_mono = max(entry.confirmed_mono, tracker.confirmed_at())
                 # The hit path skips decide() until the epoch moves; with a max_age it must
                 # move on its own (the resync timer), or every read comes back here.
