@@ -120,7 +120,9 @@ async def run_block(
     padding = "\n" * (first - 2)  # the block's first line is line `first` of the page
     source = f"{padding}async def __block__():\n{body}\n    return locals()\n"
     namespace = dict(names)
-    exec(compile(source, filename, "exec"), namespace)
+    # dont_inherit: not this module's ``from __future__ import annotations``, so annotations are
+    # evaluated where they are written, as at a module's top level (FastAPI reads them)
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)
     found: dict[str, Any] = await namespace["__block__"]()
     return found
 
@@ -128,7 +130,7 @@ async def run_block(
 def compile_block(block: Block) -> None:
     """Compile a block as :func:`run_block` runs it; raises ``SyntaxError``."""
     body = textwrap.indent(block.code, "    ")
-    compile(f"async def __block__():\n{body}\n", block.where, "exec")
+    compile(f"async def __block__():\n{body}\n", block.where, "exec", dont_inherit=True)
 
 
 def fetched_blocks() -> Iterator[tuple[str, str, str]]:
