@@ -18,6 +18,7 @@ import re
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,19 @@ def compile_block(block: Block) -> None:
     compile(f"async def __block__():\n{body}\n", block.where, "exec", dont_inherit=True)
 
 
-def fetched_blocks() -> Iterator[tuple[str, str, str]]:
+@cache
+def fetched_blocks() -> tuple[tuple[str, str, str], ...]:
     """``(page, block id, where)`` of every ``python_block(PAGE, ID)`` call with literal
     arguments in the tests."""
+    return tuple(_fetched_blocks())
+
+
+def _fetched_blocks() -> Iterator[tuple[str, str, str]]:
     for path in sorted(TESTS.rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
+        source = path.read_text()
+        if "python_block(" not in source:
+            continue
+        for node in ast.walk(ast.parse(source, str(path))):
             if not isinstance(node, ast.Call) or len(node.args) != 2:
                 continue
             func = node.func
