@@ -301,7 +301,7 @@ async def test_the_docs_example_collects_one_tenant(
     await reports.create_tables()
     await reports.prebuild(["tenant-7/q1@3", "tenant-7/q2@1", "tenant-70/q1@1"])
     clock.advance(61 + 31)  # expired, and untouched for longer than the grace
-    code = python_block("artifacts.md", 'gc(prefix="tenant-7/")')
-    found = await run_block(code, {"reports": reports}, where="docs/artifacts.md")
+    block = python_block("artifacts.md", "gc-prefix")
+    found = await run_block(block, {"reports": reports})
     assert (found["counts"]["rows"], found["counts"]["objects"]) == (2, 1)
     assert set(await rows(artifact_engine, "reports")) == {"tenant-70/q1@1"}

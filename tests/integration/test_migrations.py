@@ -3,6 +3,7 @@ version table and schema, serialize concurrent runs; ``freshkeep migrate``."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -22,6 +23,7 @@ from freshkeep.sql import migrate as m
 from tests.conftest import PgSchema
 
 HEAD = "0005"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -146,6 +148,8 @@ def test_cli_migrate_twice(tmp_path: Path) -> None:
     second = runner.invoke(cli.app, ["migrate"], env={**WIDE, "FRESHKEEP_DATABASE_URL": db})
     assert second.exit_code == 0, second.output
     assert f"already up to date (revision {HEAD})" in second.output
+    quoted = re.search(r"a second run prints `([^`]*)`", GUIDE.read_text())
+    assert quoted is not None and quoted[1] in second.output  # the operator guide's words
 
 
 def test_cli_migrate_triggers_name_a_missing_table(tmp_path: Path) -> None:

@@ -280,10 +280,8 @@ async def test_the_docs_example_completes_the_trackers_states(keeper: Keeper) ->
 
     transport = httpx.MockTransport(tracker)
     async with httpx.AsyncClient(transport=transport, base_url="https://tracker.test") as client:
-        code = python_block("remote-and-notify.md", "fallback_item=group_or_key")
-        found = await run_block(
-            code, {"keeper": keeper, "client": client}, where="docs/remote-and-notify.md"
-        )
+        block = python_block("remote-and-notify.md", "completing-items")
+        found = await run_block(block, {"keeper": keeper, "client": client})
     read, states = found["read"], found["states"]
     assert read.value["in_review"]["group"] == "in_review"
     assert read.value["done"]["group"] == "completed"
