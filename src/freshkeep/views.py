@@ -223,8 +223,13 @@ class View(ViewBuilds, Component):
         except UnavailableError as exc:
             self._keeper.stats.probe_errors += 1
             return self._on_failed_read(ck, exc)
-        if min_revision and entry is not None and not entry.vector.keys() <= source_set:
-            # Sources its build found (BuildContext.depend) count for a token too.
+        if (
+            (min_revision or self._probe_always)
+            and entry is not None
+            and not entry.vector.keys() <= source_set
+        ):
+            # Sources its build found (BuildContext.depend) are probed, and count for a
+            # token, too.
             sources = tuple(sorted({*sources, *entry.vector}))
             source_set = frozenset(sources)
         if min_revision:

@@ -41,9 +41,15 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
+from freshkeep.integrations._sqlalchemy_partitions import (
+    _BUMPED,
+    _FLUSH_UNKNOWN,
+    _IN_FLUSH,
+    _INSERTED,
+    PartitionHooks,
+)
 from freshkeep.keeper import Keeper
 from freshkeep.sql.engine import SQLITE_BEGIN, sqlite_transactions, writer_engine
-from freshkeep.sql.partitions import state_values, statement_sources
 from freshkeep.sql.revisions import SQLAlchemyRevisions, Watermark, bump_counters, table_source
 from freshkeep.sql.schema import REVISION_TABLE, metadata, revisions_table
 from freshkeep.sql.statements import UNKNOWN, written_tables
@@ -58,7 +64,6 @@ _REVS = "freshkeep.revisions"
 _COMMITTING = "freshkeep.committing"
 _CONNS = "freshkeep.connections"
 _COMMITTED = "freshkeep.committed"
-_FLUSH_UNKNOWN = "freshkeep.flush-unknown"
 
 
 def with_every(sources: Iterable[str]) -> set[str]:
@@ -106,7 +111,7 @@ def _mark(session: Session, sources: Collection[str]) -> None:
 
 
 @dataclass(eq=False)
-class Tracking:
+class Tracking(PartitionHooks):
     """The hooks :func:`track` installed; :meth:`remove` uninstalls them.
 
     Writes are seen as statements: when a tracked session begins a transaction on a
@@ -202,9 +207,9 @@ class Tracking:
                     "): %.200s",
                     sql,
                 )
-            return with_every(self.every_source())
+            return self.with_every(self.every_source())
         found = (self.source_of_name(t) for t in tables)
-        return with_every(src for src in found if src is not None)
+        return self.with_every(src for src in found if src is not None)
 
     def sources_of(self, target: Any) -> set[str]:
         """The tracked sources a DML statement's target writes (a table, or an alias or a
@@ -217,37 +222,9 @@ class Tracking:
         found = (self.source_of(t) for t in find_tables(target, include_aliases=True))
         return {src for src in found if src is not None}
 
-    def partitions_of(self, clause: Any, context: Any, flushing: Session | None = None) -> set[str]:
-        """The partition sources a compiled DML statement touched: the buckets of its rows
-        for the partitions the keeper knows, else the ``/*`` source of each table it wrote.
-        During a flush (``flushing``), what a statement does not show (``WHERE id = ?``) is
-        left to :meth:`_after_flush`, which reads the flushed objects."""
-        target = getattr(clause, "table", None)
-        if isinstance(target, Table):
-            tables = [target]
-        elif isinstance(target, FromClause):
-            tables = [t for t in find_tables(target, include_aliases=True) if isinstance(t, Table)]
-        else:
-            return set()
-        out: set[str] = set()
-        for table in tables:
-            src = self.source_of(table)
-            if src is None:
-                continue
-            specs = self.keeper.partitions_of(src)
-            found = None
-            if specs and target is table:
-                compiled = context.compiled
-                found = statement_sources(
-                    clause, table, specs, compiled.bind_names, context.compiled_parameters or []
-                )
-            if found is not None:
-                out |= found
-            elif specs and flushing is not None:
-                flushing.info.setdefault(_FLUSH_UNKNOWN, set()).add(src)
-            else:
-                out.add(every_partition(src))
-        return out
+    def mark(self, session: Session, sources: Collection[str]) -> None:
+        """Add ``sources`` to what ``session``'s transaction changed."""
+        _mark(session, sources)
 
     @staticmethod
     def pending(session: Session) -> set[str]:
@@ -317,8 +294,10 @@ class Tracking:
                 return
             clause = compiled.statement
             if getattr(clause, "is_dml", False):  # its table was marked by _before_execute
-                flushing = session if getattr(session, "_flushing", False) else None
+                flushing = session if session.info.get(_IN_FLUSH) else None
                 _mark(session, self.partitions_of(clause, context, flushing))
+            elif compiled.ctes:
+                _mark(session, self.sources_of_ctes(compiled))
             return
         if conn in _SESSION_OWNED:
             return  # another tracking's session: its hooks bump at its commit
@@ -330,6 +309,8 @@ class Tracking:
             sources |= self.partitions_of(clause, context)
         elif isinstance(clause, TextClause):
             sources = self.sources_of_sql(clause.text, conn.dialect.name)
+        elif getattr(compiled, "ctes", None):
+            sources = self.sources_of_ctes(compiled)
         else:
             return
         if sources and self._revisions_ready(conn):
@@ -367,32 +348,13 @@ class Tracking:
             )
         return ready
 
-    def _after_flush(self, session: Session, flush_context: Any) -> None:
-        """The partitions of the objects a flush wrote (their old and new values): the
-        statements of a flush update and delete by primary key, which names no partition."""
-        unknown: set[str] = session.info.pop(_FLUSH_UNKNOWN, set())
-        keeper = self.keeper
-        if not unknown and not keeper.partitions:
-            return
-        found: set[str] = set()
-        covered: set[str] = set()
-        for state, (_isdelete, listonly) in getattr(flush_context, "states", {}).items():
-            if listonly:
-                continue
-            for table in state.mapper.tables:
-                src = self.source_of(table)
-                specs = keeper.partitions_of(src) if src is not None else ()
-                if not specs:
-                    continue
-                assert src is not None
-                covered.add(src)
-                for spec in specs:
-                    values = state_values(state, table, spec.column)
-                    found |= {every_partition(src)} if values is None else spec.bumps(values)
-        found |= {every_partition(src) for src in unknown - covered}
-        _mark(session, found)
-
     def _before_commit(self, session: Session) -> None:
+        info = session.info
+        for src, _pks in info.pop(_FLUSH_UNKNOWN, []):  # a flush that never ended
+            _mark(session, self.every_of(src))
+        bumped = info.pop(_BUMPED, ())
+        if bumped:  # bump(session, table): every partition of it, by any name it has
+            _mark(session, self.with_every(bumped))
         if session.in_nested_transaction():
             # A savepoint is released: the transaction goes on. Bumping now would lock the
             # counters until its end, and keep revisions a rollback of an enclosing savepoint
@@ -431,6 +393,8 @@ class Tracking:
 
     def _forget(self, session: Session) -> None:
         info = session.info
+        for name in (_FLUSH_UNKNOWN, _IN_FLUSH, _INSERTED, _BUMPED):
+            info.pop(name, None)
         info.pop(_PENDING, None)
         info.pop(_COMMITTING, None)
         for conn in info.pop(_CONNS, ()):
@@ -442,6 +406,7 @@ class Tracking:
             return
         for name, fn in (
             ("after_begin", self._after_begin),
+            ("before_flush", self._before_flush),
             ("after_flush", self._after_flush),
             ("before_commit", self._before_commit),
             ("after_commit", self._after_commit),
@@ -560,7 +525,9 @@ def bump(session: Session | AsyncSession, *sources: Any) -> None:
     ``sources`` are source names, tables or mapped classes.
     """
     sync = session.sync_session if isinstance(session, AsyncSession) else session
-    _mark(sync, with_every(table_source(s) for s in sources))
+    names = [table_source(s) for s in sources]
+    sync.info.setdefault(_BUMPED, set()).update(n for n in names if n.startswith("table:"))
+    _mark(sync, with_every(names))
 
 
 def committed_revisions(session: Session | AsyncSession) -> dict[str, Revision]:

@@ -14,6 +14,7 @@ when they cannot be found, the table's ``/*`` source, which moves every partitio
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -38,6 +39,26 @@ UNKNOWN = None
 """What a function here returns when the partitions cannot be known."""
 
 Params = Sequence[Mapping[str, Any]]
+
+
+def normalize(value: Any, col: Column[Any]) -> Any:
+    """``value`` as the database keeps it in ``col``, so that a writer and a reader bucket it
+    alike: an enum member by its name (SQLAlchemy's ``Enum`` stores names), an integer column's
+    ``"7"`` as ``7``, a boolean column's ``1`` as ``True``."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    try:
+        python_type = col.type.python_type
+    except NotImplementedError:
+        return value
+    if python_type is int and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if python_type is bool and isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return value
 
 
 def column_of(table: Table, name: str) -> Column[Any] | None:
@@ -133,7 +154,9 @@ def _set_values(
         return UNKNOWN  # an expression (col + 1, a subquery): cannot be known
     if getattr(stmt, "_multi_values", None):
         return UNKNOWN
-    return []
+    # update(t).where(...) executed with {"customer_id": 3}: the SET comes from the parameters.
+    found = [row[k] for row in params for k in (col.key, col.name) if k in row]
+    return found
 
 
 def _insert_values(col: Column[Any], params: Params) -> list[Any] | None:
@@ -147,6 +170,14 @@ def _insert_values(col: Column[Any], params: Params) -> list[Any] | None:
     return out if params else UNKNOWN
 
 
+def _replaces(stmt: Any) -> bool:
+    """Whether an INSERT has a REPLACE / IGNORE-like prefix (``INSERT OR REPLACE``)."""
+    for prefix, _dialect in getattr(stmt, "_prefixes", ()) or ():
+        if "REPLACE" in str(prefix).upper():
+            return True
+    return False
+
+
 def statement_values(
     stmt: Any, table: Table, column: str, names: Mapping[Any, str], params: Params
 ) -> list[Any] | None:
@@ -158,6 +189,10 @@ def statement_values(
     if col is None:
         return UNKNOWN
     if getattr(stmt, "is_insert", False):
+        if getattr(stmt, "_post_values_clause", None) is not None or _replaces(stmt):
+            return UNKNOWN  # an upsert or a REPLACE also rewrites rows that existed
+        if getattr(stmt, "select", None) is not None:
+            return UNKNOWN  # INSERT ... SELECT: the rows come from a query
         return _insert_values(col, params)
     where = getattr(stmt, "whereclause", None)
     old = _where_values(where, col, names, params)
@@ -179,15 +214,20 @@ def statement_sources(
     out: set[str] = set()
     for spec in specs:
         values = statement_values(stmt, table, spec.column, names, params)
-        if values is None:
+        col = column_of(table, spec.column)
+        if values is None or col is None:
             return UNKNOWN
-        out.update(spec.bumps(values))
+        out.update(spec.bumps(normalize(v, col) for v in values))
     return out
 
 
-def state_values(state: InstanceState[Any], table: Table, column: str) -> list[Any] | None:
+def state_values(
+    state: InstanceState[Any], table: Table, column: str, *, updated: bool
+) -> list[Any] | None:
     """The values of ``column`` an ORM object had and has (old and new of an update), or
-    :data:`UNKNOWN` when the attribute was never loaded."""
+    :data:`UNKNOWN` when one of them cannot be known: an updated object whose old value was
+    never loaded (expired, deferred, ``load_only``), or a column an ``onupdate`` may change
+    behind the object. ``updated``: the flush updated it (neither inserted nor deleted)."""
     col = column_of(table, column)
     if col is None:
         return UNKNOWN
@@ -196,14 +236,44 @@ def state_values(state: InstanceState[Any], table: Table, column: str) -> list[A
     except Exception:
         return UNKNOWN
     key = prop.key
+    if updated and (col.onupdate is not None or col.server_onupdate is not None):
+        return UNKNOWN
+    if updated and state.committed_state.get(key, None) in (NO_VALUE, NEVER_SET):
+        return UNKNOWN  # set without its old value ever loaded: the old partition is unknown
     hist = state.attrs[key].history
     values = [*hist.added, *hist.unchanged, *hist.deleted]
     if key in state.dict:
         values.append(state.dict[key])
     if key in state.committed_state:
         values.append(state.committed_state[key])
-    values = [v for v in values if v is not NO_VALUE and v is not NEVER_SET]
+    values = [normalize(v, col) for v in values if v is not NO_VALUE and v is not NEVER_SET]
     return values or UNKNOWN
 
 
-__all__ = ["UNKNOWN", "column_of", "state_values", "statement_sources", "statement_values"]
+def primary_key_values(
+    stmt: Any, table: Table, names: Mapping[Any, str], params: Params
+) -> set[tuple[Any, ...]] | None:
+    """The primary keys an UPDATE or DELETE names in its ``WHERE`` (as a flush does:
+    ``WHERE id = ?``), or :data:`UNKNOWN`."""
+    cols = list(table.primary_key.columns)
+    if not cols:
+        return UNKNOWN
+    where = getattr(stmt, "whereclause", None)
+    per_col = []
+    for col in cols:
+        found = _where_values(where, col, names, params)
+        if found is None or len(found) != max(len(params), 1):
+            return UNKNOWN  # one value per row (executemany), in the order of the rows
+        per_col.append(found)
+    return {tuple(vals) for vals in zip(*per_col, strict=True)}
+
+
+__all__ = [
+    "UNKNOWN",
+    "column_of",
+    "normalize",
+    "primary_key_values",
+    "state_values",
+    "statement_sources",
+    "statement_values",
+]
