@@ -9,7 +9,13 @@ when they cannot be found, the table's ``/*`` source, which moves every partitio
 - an ``UPDATE`` or ``DELETE`` touches the partitions its ``WHERE`` names with an equality or
   an ``IN`` on the partition column (a term of an ``AND``), and an ``UPDATE`` that sets the
   column to a value touches that value's partition too; any other ``WHERE`` cannot be known;
-- a flushed ORM object touches the partitions of its old and new values.
+- an ``INSERT`` with an upsert clause, a ``REPLACE`` prefix or a ``SELECT`` cannot be known
+  (rows that existed change too);
+- a flushed ORM object touches the partitions of its old and new values; an updated object
+  whose old value was never loaded, or whose column has an ``onupdate``, cannot be known.
+
+Values are normalised by the column's type first (:func:`normalize`), so a writer and a reader
+bucket them alike.
 """
 
 from __future__ import annotations
