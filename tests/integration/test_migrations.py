@@ -18,7 +18,7 @@ from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_tab
 from freshkeep.sql import migrate as m
 from tests.conftest import PgSchema
 
-HEAD = "0005"
+HEAD = "0006"
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}

@@ -14,6 +14,7 @@ HUB_ONLY = {
     "processing_interval",
     "processing_retry_backoff",
     "processing_max_retry_backoff",
+    "processing_history_keep",
 }
 
 

@@ -7,9 +7,12 @@
 - Processors ``evidence`` (lines matching a verification rule) and ``usage`` (token and tool
   counts per user), run by the scheduler every ``processing_interval`` seconds.
 - ``GET /sessions/usage``: token and tool counts per user, from the processing state.
-- ``GET /admin/processors`` and ``POST /admin/processors/{name}/run`` (``Authorization: Bearer
-  $FRESHKEEP_ADMIN_TOKEN``): the library's :func:`freshkeep.processing.http.processor_routes`
-  (list, run now; 404 for an unknown name, 409 while it runs), mounted by the hub's app.
+- ``GET /admin/processors``, ``GET /admin/processors/history`` and ``POST
+  /admin/processors/{name}/run`` (``Authorization: Bearer $FRESHKEEP_ADMIN_TOKEN``): the
+  library's :func:`freshkeep.processing.http.processor_routes` (list, the record of runs
+  started by hand, run now; 404 for an unknown name, 409 while it runs), mounted by the hub's
+  app. Those runs are recorded in ``freshkeep_processing_runs`` for
+  ``processing_history_keep`` seconds.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from freshkeep.processing import (
     ProcessContext,
     Processor,
 )
-from freshkeep.processing.sql import SQLProcessingState
+from freshkeep.processing.sql import SQLProcessingState, SQLRunHistory
 from freshkeep.scheduler import Scheduler
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -175,6 +178,9 @@ class Sessions:
         pipeline_kw.setdefault("retry_backoff", settings.processing_retry_backoff)
         pipeline_kw.setdefault("max_retry_backoff", settings.processing_max_retry_backoff)
         pipeline = Pipeline(state, locks=locks, **pipeline_kw)
+        if pipeline.history is None:  # who ran a processor by hand, and how it went
+            keep = settings.processing_history_keep
+            pipeline.history = SQLRunHistory(engine, keep=keep, clock=pipeline.clock)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         root = Path(settings.sessions_root or _default_root(engine)).expanduser().absolute()
         interval = settings.processing_interval

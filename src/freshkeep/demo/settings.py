@@ -31,6 +31,12 @@ class HubSettings(Settings):
     processing_max_retry_backoff: float = Field(
         3600.0, gt=0, description="Cap of the doubling retry backoff of failed items."
     )
+    processing_history_keep: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="Seconds the record of a processor run started by hand (the admin route, "
+        "`freshkeep process`) is kept; older records are deleted when a new one is written.",
+    )
 
     @classmethod
     def of(cls, settings: Settings | None) -> HubSettings:
