@@ -8,6 +8,9 @@ state in batches. Failures are recorded per item, with a doubling retry backoff.
 per-processor lock makes a second concurrent run fail with
 :class:`~freshkeep.exceptions.ProcessorBusy` (:class:`PostgresLocks`: across instances).
 
+:func:`schedule_processors` runs each processor of a pipeline at its own interval
+(:class:`ProcessorIntervals`: a shared default, and the processors that set their own).
+
 A run started by someone (``pipeline.run(name, by=RunBy(...))``) is recorded in the
 pipeline's :class:`RunHistory`, if it has one.
 
@@ -27,6 +30,7 @@ from freshkeep.processing._history import (
 )
 from freshkeep.processing._lock import LocalLocks, Locks, PostgresLocks, advisory_key, hold
 from freshkeep.processing._pipeline import Hasher, Pipeline, Progress, sha256_file
+from freshkeep.processing._schedule import ProcessorIntervals, schedule_processors
 from freshkeep.processing._state import MemoryProcessingState, ProcessingStateStore
 from freshkeep.processing._types import (
     Item,
@@ -53,6 +57,7 @@ __all__ = [
     "ProcessContext",
     "ProcessingStateStore",
     "Processor",
+    "ProcessorIntervals",
     "Progress",
     "RunBy",
     "RunHistory",
@@ -61,5 +66,6 @@ __all__ = [
     "RunStats",
     "advisory_key",
     "hold",
+    "schedule_processors",
     "sha256_file",
 ]
