@@ -13,8 +13,10 @@ import pytest
 from pydantic import SecretStr
 
 from freshkeep.demo import hub_app
+from freshkeep.demo.app import create_app, get_hub
 from freshkeep.demo.sessions import Sessions
 from freshkeep.demo.settings import HubSettings
+from freshkeep.exceptions import ConfigurationError
 
 TOKEN = "s3cret-admin"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -190,3 +192,37 @@ async def test_the_scheduler_runs_the_processors(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.01)
         assert sessions.pipeline.last_stats["usage"].scanned == 1
+
+
+async def test_each_processor_has_its_own_interval(tmp_path: Path) -> None:
+    settings = HubSettings(
+        sessions_root=str(tmp_path / "s"),
+        admin_token=SecretStr(TOKEN),
+        processing_interval=3600,
+        processor_intervals={"usage": 600},
+    )
+    async with hub_app(str(tmp_path / "h.db"), seed_tasks=0, settings=settings) as app:
+        sessions: Sessions = app.state.sessions
+        assert {n: j.every for n, j in sessions.scheduler.jobs.items()} == {
+            "evidence": 3600.0,
+            "usage": 600.0,
+        }
+        watches = get_hub(app).keeper.health.watches
+        assert {n: (w.cadence, w.effective_grace()) for n, w in watches.items()} == {
+            "evidence": (3600.0, 7200.0),
+            "usage": (600.0, 1200.0),
+        }
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+            listing = (await http.get("/admin/processors", headers=AUTH)).json()
+        assert listing["usage"]["schedule"]["every"] == 600.0
+        assert listing["evidence"]["schedule"]["every"] == 3600.0
+
+    off = settings.model_copy(update={"processor_intervals": {"evidence": 0}})
+    async with hub_app(str(tmp_path / "h.db"), seed_tasks=0, settings=off) as app:
+        assert set(app.state.sessions.scheduler.jobs) == {"usage"}
+        assert set(get_hub(app).keeper.health.watches) == {"usage"}
+
+    typo = settings.model_copy(update={"processor_intervals": {"usage": 5, "evidnce": 5}})
+    with pytest.raises(ConfigurationError, match="'evidnce'"):
+        create_app(str(tmp_path / "h.db"), seed_tasks=0, settings=typo)

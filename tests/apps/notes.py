@@ -18,7 +18,7 @@ from freshkeep.artifacts import ArtifactCache
 from freshkeep.health import Level
 from freshkeep.jobs import SQLJobQueue
 from freshkeep.processing import Item, Outcome, Pipeline, ProcessContext, Processor
-from freshkeep.processing.sql import SQLProcessingState
+from freshkeep.processing.sql import SQLProcessingState, SQLRunHistory
 
 
 class Lines(Processor):
@@ -48,7 +48,7 @@ def create() -> Notes:
     keeper.health.add("notes", lambda: (Level.OK, "the notes are readable"))
     queue = SQLJobQueue.from_url(str(base / "app.db"), poll_interval=0.05)
     state = SQLProcessingState(queue.engine)
-    pipeline = Pipeline(state, racy_window=0)
+    pipeline = Pipeline(state, racy_window=0, history=SQLRunHistory(queue.engine, keep=86400))
     pipeline.register(Lines(base / "notes"))
 
     async def build(key: str) -> bytes:

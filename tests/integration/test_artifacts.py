@@ -469,7 +469,7 @@ async def test_migration_0005_creates_the_tables_create_tables_makes(
 
     from freshkeep.sql import migrate as m
 
-    result = await m.upgrade_async(artifact_engine)
+    result = await m.upgrade_async(artifact_engine, "0005")
     assert result.after == "0005" and any(a.startswith("0005: ") for a in result.applied)
 
     def shape(conn: Any) -> dict[str, Any]:
@@ -494,7 +494,7 @@ async def test_migration_0005_creates_the_tables_create_tables_makes(
     async with artifact_engine.connect() as conn:
         created = await conn.run_sync(shape)
     assert created == migrated
-    assert (await m.upgrade_async(artifact_engine)).after == "0005"  # adopts them
+    assert (await m.upgrade_async(artifact_engine, "0005")).after == "0005"  # adopts them
 
 
 async def test_the_keepers_health_check_reads_the_caches_health_data(

@@ -5,6 +5,7 @@ each, naming the cause and the fix."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -69,6 +70,17 @@ def test_process_runs_a_processor_of_the_app(notes: Path) -> None:
 
     demo_only = freshkeep(notes, "--app", APP, "process", "lines", "--db", "x.db")
     assert demo_only.returncode == 2 and "--db and --root are the demo hub's" in demo_only.stderr
+
+    # both runs are in the app's run history, newest first
+    listed = freshkeep(notes, "--app", APP, "process", "--history", "--json")
+    assert listed.returncode == 0, listed.stderr
+    runs = json.loads(listed.stdout)
+    assert [(r["processor"], r["via"], r["processed"]) for r in runs] == [
+        ("lines", "cli", 0),
+        ("lines", "cli", 2),
+    ]
+    none = freshkeep(notes, "--app", "tests.apps.notes:keeper_only", "process", "--history")
+    assert none.returncode == 2 and "no pipeline keeps a run history" in none.stderr
 
 
 def test_jobs_gc_and_health_from_the_environment_variable(notes: Path) -> None:

@@ -22,7 +22,7 @@ from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, revisions_tab
 from freshkeep.sql import migrate as m
 from tests.conftest import PgSchema
 
-HEAD = "0005"
+HEAD = "0006"
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
 
 runner = CliRunner()

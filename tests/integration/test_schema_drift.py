@@ -40,6 +40,7 @@ def test_every_table_is_in_one_metadata() -> None:
         "freshkeep_revisions",
         "freshkeep_notify_state",
         "freshkeep_processing_state",
+        "freshkeep_processing_runs",
         "freshkeep_jobs",
         "freshkeep_artifacts",
         "freshkeep_artifact_objects",
@@ -71,11 +72,15 @@ def test_postgres_head_matches_the_metadata(pg_schema: PgSchema) -> None:
 def test_a_drift_is_found(tmp_path: Path) -> None:
     """The comparison is not blind: a table the migrations lack is reported."""
     path = tmp_path / "partial.db"
-    migrate.upgrade(str(path), "0004")  # before the artifact tables
+    migrate.upgrade(str(path), "0004")  # before the artifact tables and the run history
     engine = create_engine(f"sqlite:///{path}")
     try:
         with engine.connect() as conn:
             added = {d[1].name for d in _drift(conn) if d[0] == "add_table"}
-            assert added == {"freshkeep_artifacts", "freshkeep_artifact_objects"}
+            assert added == {
+                "freshkeep_artifacts",
+                "freshkeep_artifact_objects",
+                "freshkeep_processing_runs",
+            }
     finally:
         engine.dispose()

@@ -12,8 +12,10 @@ from freshkeep.settings import Settings
 HUB_ONLY = {
     "sessions_root",
     "processing_interval",
+    "processor_intervals",
     "processing_retry_backoff",
     "processing_max_retry_backoff",
+    "processing_history_keep",
 }
 
 

@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("cli", exc.name or "typer") from exc
 
 if TYPE_CHECKING:
-    pass
+    from freshkeep.processing.legacy import StateImport
 
 from freshkeep.cli._root import (
     DEFAULT_SEED_TASKS,
@@ -205,8 +205,41 @@ def migrate(
     channel: Annotated[
         str, typer.Option(help="NOTIFY channel of the triggers (the PostgreSQL bus's channel).")
     ] = "freshkeep",
+    import_state: Annotated[
+        str | None,
+        typer.Option(
+            "--import-processing-state",
+            metavar="LEGACY_TABLE",
+            help="Copy an earlier service's per-file processing state table into freshkeep's "
+            "as --processor's rows, then drop it (with the upgrade, in one transaction; "
+            "nothing to do without that table). See docs/processing.md.",
+            show_default=False,
+        ),
+    ] = None,
+    processor: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="With --import-processing-state: the processor the rows belong to.",
+            show_default=False,
+        ),
+    ] = None,
+    strip_prefix: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="With --import-processing-state: a directory removed from the front of the "
+            "legacy paths (the processor's root, if they are absolute).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Create or upgrade freshkeep's own tables (idempotent); optionally install triggers."""
+    """Create or upgrade freshkeep's own tables (idempotent); optionally install triggers, or
+    import a legacy per-file processing state table."""
+    if (import_state is None) != (processor is None):
+        raise _fail("--import-processing-state LEGACY_TABLE and --processor NAME go together")
+    if strip_prefix is not None and import_state is None:
+        raise _fail("--strip-prefix is an option of --import-processing-state")
     try:
         from freshkeep.core.partitions import DEFAULT_BUCKETS, MAX_BUCKETS, Partitioned
         from freshkeep.settings import Settings
@@ -248,13 +281,25 @@ def migrate(
     try:
         url = migrations.normalize_url(db if db is not None else settings.database_url)
         console.print(f"database: {display_url(url)}", highlight=False)
-        result = migrations.upgrade(url, revision)
+        imported = None
+        if import_state is not None and processor is not None:
+            from freshkeep.processing.legacy import import_processing_state
+
+            imported = import_processing_state(
+                url, import_state, processor=processor, strip_prefix=strip_prefix, revision=revision
+            )
+            assert imported.migration is not None
+            result = imported.migration
+        else:
+            result = migrations.upgrade(url, revision)
         if result.changed:
             for step in result.applied:
                 console.print(f"applied {step}", highlight=False)
             console.print(f"freshkeep tables at revision {result.after}", highlight=False)
         else:
             console.print(f"already up to date (revision {result.after})", highlight=False)
+        if imported is not None:
+            _print_import(imported)
         if add := split(triggers):
             done = capture.install_triggers(url, add, channel=channel, partitions=partitions)
             if done:
@@ -281,6 +326,23 @@ def migrate(
         raise _fail(str(exc)) from exc
     except Exception as exc:  # a driver's error: a message, not a traceback
         raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
+
+
+def _print_import(done: StateImport) -> None:
+    """What ``migrate --import-processing-state`` imported."""
+    if not done.found:
+        console.print(
+            f"no table {done.table!r}: no processing state to import (a fresh install, or "
+            "imported already)",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"imported {done.imported:,} row(s) of {done.table!r} as processor {done.processor!r} "
+        f"({done.read:,} read, {done.kept:,} kept as freshkeep had them, {done.skipped:,} "
+        f"without a path); {done.table!r} dropped",
+        highlight=False,
+    )
 
 
 class _RichReporter:

@@ -37,8 +37,13 @@ from freshkeep.cli._root import (
 def process(
     ctx: typer.Context,
     name: Annotated[
-        str, typer.Argument(help="The processor to run (the demo hub's: evidence, usage).")
-    ],
+        str | None,
+        typer.Argument(
+            help="The processor to run (the demo hub's: evidence, usage). With --history: "
+            "whose runs to list (default: every processor's).",
+            show_default=False,
+        ),
+    ] = None,
     db: Annotated[
         str | None,
         typer.Option(
@@ -57,20 +62,51 @@ def process(
             show_default=False,
         ),
     ] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="Your name, recorded with the run beside the OS user that ran it.",
+            show_default=False,
+        ),
+    ] = None,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history", help="List the recorded runs started by hand instead of running one."
+        ),
+    ] = False,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="With --history: how many runs to list.")
+    ] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --history: print the runs as JSON.")
+    ] = False,
 ) -> None:
-    """Run a processor now, with a progress bar: one of --app's pipelines, else the demo hub's."""
+    """Run a processor now, with a progress bar: one of --app's pipelines, else the demo hub's.
+    The run is recorded in the pipeline's run history (who, when, outcome, counts); --history
+    lists that record."""
     spec = _app_spec(ctx)
     if spec is not None and (db is not None or root is not None):
         raise _fail("--db and --root are the demo hub's; with --app the pipelines are your app's")
+    if history:
+        _history(spec, name, db, limit=limit, as_json=as_json)
+        return
+    if name is None:
+        raise _fail("which processor? give its NAME (or --history to list past runs)")
     try:
         from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError
-        from freshkeep.processing import RunStats
+        from freshkeep.processing import RunBy, RunStats
     except MissingDependencyError as exc:
         raise _fail(str(exc)) from exc
+    try:
+        by = RunBy(_os_principal(), "cli", operator.strip() if operator is not None else None)
+    except ConfigurationError as exc:
+        raise _fail(f"--operator: {exc}") from exc
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
 
     async def run_on(pipeline: Pipeline) -> RunStats:
+        assert name is not None
         pipeline.get(name)  # an unknown name fails before touching the database
         await _create_state_table(pipeline)
         with Progress(*columns, console=err_console, refresh_per_second=8) as progress:
@@ -83,13 +119,13 @@ def process(
                     f"{stats.processed:,}, failed {stats.failed:,}",
                 )
 
-            return await pipeline.run(name, progress=show)
+            return await pipeline.run(name, progress=show, by=by)
 
     async def run_app(spec: str) -> RunStats:
         from freshkeep.integrations.app import open_app
 
         async with open_app(spec) as found:
-            return await run_on(found.pipeline_of(name))
+            return await run_on(found.pipeline_of(name or ""))
 
     async def run_hub() -> RunStats:
         from freshkeep.demo.hub import create_engine, normalize_url
@@ -128,14 +164,115 @@ def process(
         raise typer.Exit(1)
 
 
-async def _create_state_table(pipeline: Pipeline) -> None:
-    """Create the SQL processing state's table if the pipeline keeps its state in one."""
+def _os_principal() -> str:
+    """Who runs this command: ``user@host``."""
+    import getpass
+    import socket
+
     try:
-        from freshkeep.processing.sql import SQLProcessingState
+        user = getpass.getuser()
+    except Exception:  # no login name (a container without a passwd entry)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"[:255]
+
+
+def _history(
+    spec: str | None, name: str | None, db: str | None, *, limit: int, as_json: bool
+) -> None:
+    """``freshkeep process --history``: the recorded runs of --app's pipelines or the hub's."""
+    import json
+    from datetime import datetime
+
+    try:
+        from freshkeep.processing import RunHistory, RunRecord
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+
+    async def recent(histories: list[RunHistory]) -> list[RunRecord]:
+        runs: list[RunRecord] = []
+        for h in histories:
+            runs.extend(await h.recent(name, limit=limit))
+        runs.sort(key=lambda r: (r.started_at, r.id or 0), reverse=True)
+        return runs[:limit]
+
+    async def of_app(spec: str) -> list[RunRecord]:
+        from freshkeep.integrations.app import open_app
+
+        async with open_app(spec) as found:
+            histories: list[RunHistory] = []
+            for pipeline in found.pipelines:
+                h = pipeline.history
+                if h is not None and all(h is not other for other in histories):
+                    await _create_state_table(pipeline)
+                    histories.append(h)
+            if not histories:
+                raise ConfigurationError(
+                    f"--app {spec!r}: no pipeline keeps a run history (Pipeline(history=...))"
+                )
+            return await recent(histories)
+
+    async def of_hub() -> list[RunRecord]:
+        from freshkeep.demo.hub import create_engine, normalize_url
+        from freshkeep.demo.sessions import Sessions
+        from freshkeep.demo.settings import HubSettings
+        from freshkeep.sql.engine import require_existing
+
+        settings = HubSettings.load()
+        url = normalize_url(db if db is not None else settings.database_url)
+        require_existing(url)
+        engine = create_engine(url)
+        try:
+            pipeline = Sessions.create(engine, settings).pipeline
+            await _create_state_table(pipeline)  # a database from before the record existed
+            assert pipeline.history is not None
+            return await recent([pipeline.history])
+        finally:
+            await engine.dispose()
+
+    try:
+        runs = asyncio.run(of_app(spec) if spec else of_hub())
+    except MissingDependencyError as exc:
+        raise _fail(str(exc)) from exc
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from exc
+    except FreshkeepError as exc:
+        raise _fail(str(exc), 1) from exc
+    if as_json:
+        console.print_json(json.dumps([r.as_dict() for r in runs]))
+        return
+    if not runs:
+        console.print("no recorded run" + (f" of processor {name!r}" if name else ""))
+        return
+    table = Table("started", "processor", "who", "via", "outcome", "processed", "failed")
+    table.add_column("skipped")
+    table.add_column("duration")
+    for r in runs:
+        started = datetime.fromtimestamp(r.started_at).astimezone().isoformat(timespec="seconds")
+        who = r.who if r.operator is None else f"{r.operator} ({r.principal})"
+        table.add_row(
+            started,
+            r.processor,
+            who,
+            r.via,
+            r.outcome,
+            f"{r.processed:,}",
+            f"{r.failed:,}",
+            f"{r.skipped + r.unchanged + r.deferred:,}",
+            f"{r.duration:.3f} s",
+        )
+    console.print(table)
+
+
+async def _create_state_table(pipeline: Pipeline) -> None:
+    """Create freshkeep's tables if the pipeline keeps its state or its run history in SQL."""
+    try:
+        from freshkeep.processing.sql import SQLProcessingState, SQLRunHistory
     except ImportError:  # no SQLAlchemy: the state is not in a SQL table
         return
     if isinstance(pipeline.state, SQLProcessingState):
         await pipeline.state.create_table()
+    if isinstance(pipeline.history, SQLRunHistory):
+        await pipeline.history.create_table()
 
 
 @app.command()

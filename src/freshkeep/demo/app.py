@@ -54,9 +54,10 @@ def create_app(
     hub = Hub.create(database_url, seed_tasks=seed_tasks, **keeper_kwargs)
     sessions = Sessions.create(hub.engine, settings)
     hub.keeper.register(sessions.pipeline)  # in the stats, the metrics and the dashboard
-    if sessions.interval > 0:  # scheduled processors: their lag and stuck items show in health
-        for name in sessions.pipeline.names():
-            hub.keeper.health.watch_processor(sessions.pipeline, name, cadence=sessions.interval)
+    # scheduled processors: their lag and stuck items show in health, each with a grace that
+    # follows its own interval
+    for name, every in sessions.scheduled.items():
+        hub.keeper.health.watch_processor(sessions.pipeline, name, cadence=every)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

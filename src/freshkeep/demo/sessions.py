@@ -5,11 +5,15 @@
   with its number, and the file is still stored). A user or file name that is not a plain name
   (path traversal, separators) is refused with 400 and nothing is written.
 - Processors ``evidence`` (lines matching a verification rule) and ``usage`` (token and tool
-  counts per user), run by the scheduler every ``processing_interval`` seconds.
+  counts per user), each run by the scheduler at its interval: its own in
+  ``processor_intervals``, else ``processing_interval`` seconds.
 - ``GET /sessions/usage``: token and tool counts per user, from the processing state.
-- ``GET /admin/processors`` and ``POST /admin/processors/{name}/run`` (``Authorization: Bearer
-  $FRESHKEEP_ADMIN_TOKEN``): the library's :func:`freshkeep.processing.http.processor_routes`
-  (list, run now; 404 for an unknown name, 409 while it runs), mounted by the hub's app.
+- ``GET /admin/processors``, ``GET /admin/processors/history`` and ``POST
+  /admin/processors/{name}/run`` (``Authorization: Bearer $FRESHKEEP_ADMIN_TOKEN``): the
+  library's :func:`freshkeep.processing.http.processor_routes` (list, the record of runs
+  started by hand, run now; 404 for an unknown name, 409 while it runs), mounted by the hub's
+  app. Those runs are recorded in ``freshkeep_processing_runs`` for
+  ``processing_history_keep`` seconds.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from freshkeep.processing import (
     PostgresLocks,
     ProcessContext,
     Processor,
+    ProcessorIntervals,
+    schedule_processors,
 )
-from freshkeep.processing.sql import SQLProcessingState
+from freshkeep.processing.sql import SQLProcessingState, SQLRunHistory
 from freshkeep.scheduler import Scheduler
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -153,7 +159,7 @@ class Sessions:
     scheduler: Scheduler
     state: SQLProcessingState
     admin_token: str | None
-    interval: float
+    intervals: ProcessorIntervals
     evidence: EvidenceProcessor = field(init=False)
     usage_processor: UsageProcessor = field(init=False)
 
@@ -166,8 +172,19 @@ class Sessions:
         )
 
     @classmethod
-    def create(cls, engine: AsyncEngine, settings: HubSettings, **pipeline_kw: Any) -> Sessions:
-        """The sessions of a hub on ``engine`` (PostgreSQL: locks across instances)."""
+    def create(
+        cls,
+        engine: AsyncEngine,
+        settings: HubSettings,
+        *,
+        intervals: ProcessorIntervals | None = None,
+        **pipeline_kw: Any,
+    ) -> Sessions:
+        """The sessions of a hub on ``engine`` (PostgreSQL: locks across instances).
+
+        ``intervals``: how often each processor runs (default: the ``processing_interval``
+        and ``processor_intervals`` settings). An interval set for a processor the hub does
+        not have raises :class:`~freshkeep.exceptions.ConfigurationError`."""
         locks: Locks = (
             PostgresLocks(engine) if engine.dialect.name == "postgresql" else LocalLocks()
         )
@@ -175,20 +192,31 @@ class Sessions:
         pipeline_kw.setdefault("retry_backoff", settings.processing_retry_backoff)
         pipeline_kw.setdefault("max_retry_backoff", settings.processing_max_retry_backoff)
         pipeline = Pipeline(state, locks=locks, **pipeline_kw)
+        if pipeline.history is None:  # who ran a processor by hand, and how it went
+            keep = settings.processing_history_keep
+            pipeline.history = SQLRunHistory(engine, keep=keep, clock=pipeline.clock)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         root = Path(settings.sessions_root or _default_root(engine)).expanduser().absolute()
-        interval = settings.processing_interval
-        return cls(root, pipeline, Scheduler(clock=pipeline.clock), state, token, interval)
+        if intervals is None:
+            intervals = ProcessorIntervals(
+                settings.processing_interval, settings.processor_intervals
+            )
+        sessions = cls(root, pipeline, Scheduler(clock=pipeline.clock), state, token, intervals)
+        intervals.check(pipeline.names())
+        return sessions
+
+    @property
+    def scheduled(self) -> dict[str, float]:
+        """The interval of each processor the hub schedules (those with an interval > 0)."""
+        return self.intervals.scheduled(self.pipeline.names())
 
     async def start(self) -> None:
         """Create the state table and the root; schedule the processors."""
         await self.state.create_table()
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-        if self.interval > 0:
-            for name in self.pipeline.names():
-                if name not in self.scheduler.jobs:
-                    job = _runner(self.pipeline, name)
-                    self.scheduler.add(name, job, self.interval, delay=self.interval)
+        new = [n for n in self.pipeline.names() if n not in self.scheduler.jobs]
+        schedule_processors(self.scheduler, self.pipeline, self.intervals, names=new)
+        if self.scheduler.jobs:
             await self.scheduler.start()
 
     async def stop(self) -> None:
@@ -214,13 +242,6 @@ def _default_root(engine: AsyncEngine) -> str:
         if not database.startswith("file:"):
             return str(Path(database).with_suffix("")) + "-sessions"
     return "freshkeep-sessions"
-
-
-def _runner(pipeline: Pipeline, name: str) -> Any:
-    async def run() -> None:
-        await pipeline.run(name)
-
-    return run
 
 
 def _write_atomic(directory: Path, name: str, data: bytes) -> Path:

@@ -8,14 +8,29 @@ state in batches. Failures are recorded per item, with a doubling retry backoff.
 per-processor lock makes a second concurrent run fail with
 :class:`~freshkeep.exceptions.ProcessorBusy` (:class:`PostgresLocks`: across instances).
 
-The SQL state store is :class:`freshkeep.processing.sql.SQLProcessingState` (extra
-``sqlalchemy``); this package itself imports no database driver.
+:func:`schedule_processors` runs each processor of a pipeline at its own interval
+(:class:`ProcessorIntervals`: a shared default, and the processors that set their own).
+
+A run started by someone (``pipeline.run(name, by=RunBy(...))``) is recorded in the
+pipeline's :class:`RunHistory`, if it has one.
+
+The SQL state store is :class:`freshkeep.processing.sql.SQLProcessingState`, the SQL run
+history :class:`freshkeep.processing.sql.SQLRunHistory` (extra ``sqlalchemy``); this package
+itself imports no database driver.
 """
 
 from __future__ import annotations
 
+from freshkeep.processing._history import (
+    MemoryRunHistory,
+    RunBy,
+    RunHistory,
+    RunOutcome,
+    RunRecord,
+)
 from freshkeep.processing._lock import LocalLocks, Locks, PostgresLocks, advisory_key, hold
 from freshkeep.processing._pipeline import Hasher, Pipeline, Progress, sha256_file
+from freshkeep.processing._schedule import ProcessorIntervals, schedule_processors
 from freshkeep.processing._state import MemoryProcessingState, ProcessingStateStore
 from freshkeep.processing._types import (
     Item,
@@ -34,6 +49,7 @@ __all__ = [
     "LocalLocks",
     "Locks",
     "MemoryProcessingState",
+    "MemoryRunHistory",
     "Outcome",
     "Pipeline",
     "PipelineSnapshot",
@@ -41,9 +57,15 @@ __all__ = [
     "ProcessContext",
     "ProcessingStateStore",
     "Processor",
+    "ProcessorIntervals",
     "Progress",
+    "RunBy",
+    "RunHistory",
+    "RunOutcome",
+    "RunRecord",
     "RunStats",
     "advisory_key",
     "hold",
+    "schedule_processors",
     "sha256_file",
 ]

@@ -13,7 +13,8 @@ from typing import ClassVar
 from freshkeep.core.backoff import backoff
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component, Kind
-from freshkeep.exceptions import DuplicateNameError, UnknownProcessorError
+from freshkeep.exceptions import DuplicateNameError, ProcessorBusy, UnknownProcessorError
+from freshkeep.processing._history import RunBy, RunHistory, RunRecord
 from freshkeep.processing._lock import LocalLocks, Locks, hold
 from freshkeep.processing._state import MemoryProcessingState, ProcessingStateStore
 from freshkeep.processing._types import (
@@ -68,6 +69,8 @@ class Pipeline(Component):
       hashed again next run, since a write within the file system's timestamp granularity
       would not change its mtime (git's "racily clean" problem). ``0`` trusts every mtime.
     - ``batch_size``: states written per transaction.
+    - ``history``: a :class:`~freshkeep.processing.RunHistory` where runs started by someone
+      (``run(name, by=RunBy(...))``: an admin route, ``freshkeep process``) are recorded.
     - ``name``: its name among the pipelines registered on a keeper
       (:meth:`freshkeep.Keeper.register`).
     """
@@ -87,8 +90,10 @@ class Pipeline(Component):
         racy_window: float = 2.0,
         batch_size: int = 500,
         progress_every: int = 500,
+        history: RunHistory | None = None,
     ) -> None:
         self.name = name
+        self.history = history
         self.state: ProcessingStateStore = state if state is not None else MemoryProcessingState()
         self.locks: Locks = locks if locks is not None else LocalLocks()
         self.clock = clock
@@ -134,7 +139,9 @@ class Pipeline(Component):
 
     # -- running -------------------------------------------------------------------------
 
-    async def run(self, name: str, *, progress: Progress | None = None) -> RunStats:
+    async def run(
+        self, name: str, *, progress: Progress | None = None, by: RunBy | None = None
+    ) -> RunStats:
         """Bring processor ``name`` up to date and return the run's stats.
 
         Raises :class:`~freshkeep.exceptions.UnknownProcessorError`, and
@@ -142,21 +149,60 @@ class Pipeline(Component):
         another instance with :class:`PostgresLocks`). An item's failure is recorded on that
         item and the run goes on; only a failure to list items or to read/write the state
         store fails the run.
+
+        ``by``: who started it. With a ``history``, the run is recorded there (refused as
+        busy, failed or done); a failure to record it is logged, never raised.
         """
         processor = self.get(name)
-        async with hold(self.locks, f"processor:{name}"):
-            self.running.add(name)
-            try:
-                stats = await self._run(processor, progress)
-            finally:
-                self.running.discard(name)
+        started = self.clock.time()
+        stats = RunStats(name, started_at=started)
+        try:
+            async with hold(self.locks, f"processor:{name}"):
+                self.running.add(name)
+                try:
+                    await self._run(processor, progress, stats)
+                finally:
+                    self.running.discard(name)
+        except ProcessorBusy:
+            await self._record(by, name, started, None, busy=True)
+            raise
+        except Exception as exc:
+            await self._record(by, name, started, stats, error=exc)
+            raise
         self.last_stats[name] = stats
+        await self._record(by, name, started, stats)
         return stats
 
-    async def _run(self, processor: Processor, progress: Progress | None) -> RunStats:
+    async def _record(
+        self,
+        by: RunBy | None,
+        name: str,
+        started: float,
+        stats: RunStats | None,
+        *,
+        error: BaseException | None = None,
+        busy: bool = False,
+    ) -> None:
+        if by is None or self.history is None:
+            return
+        record = RunRecord.of(
+            self.name,
+            name,
+            by,
+            started_at=started,
+            finished_at=self.clock.time(),
+            stats=stats,
+            error=error,
+            busy=busy,
+        )
+        try:
+            await self.history.record(record)
+        except Exception:
+            log.exception("could not record the run of processor %s by %s", name, record.who)
+
+    async def _run(self, processor: Processor, progress: Progress | None, stats: RunStats) -> None:
         started = time.perf_counter()
-        now = self.clock.time()
-        stats = RunStats(processor.name, started_at=now)
+        now = stats.started_at
         known = await self.state.load(processor.name)
         pending: list[ItemState] = []
         try:
@@ -186,7 +232,6 @@ class Pipeline(Component):
             stats.failed,
             stats.duration,
         )
-        return stats
 
     async def _one(
         self, processor: Processor, item: Item, prev: ItemState | None, now: float, stats: RunStats

@@ -5,8 +5,15 @@
 - ``POST {path}/{name}/run``: run processor ``name`` now; ``200`` with the run's stats
   (:meth:`~freshkeep.processing.RunStats.as_dict`), ``404`` for an unknown name, ``409`` while
   it runs (here, or on another instance with :class:`~freshkeep.processing.PostgresLocks`).
+  The run is recorded in its pipeline's :class:`~freshkeep.processing.RunHistory` (if it has
+  one) as run by ``principal``, via ``http``, with the operator the request names in
+  ``X-Freshkeep-Operator`` (optional; ``400`` if it is not a printable name of at most 255
+  characters).
+- ``GET {path}/history``: the recorded runs, newest first: ``{"runs": [record, ...]}``
+  (:meth:`~freshkeep.processing.RunRecord.as_dict`); ``?processor=NAME`` for one processor,
+  ``?limit=N`` (default 50, at most 1000). ``404`` when no pipeline keeps a history.
 
-Both require ``Authorization: Bearer <admin token>`` (compared in constant time by
+All three require ``Authorization: Bearer <admin token>`` (compared in constant time by
 :func:`freshkeep.core.auth.bearer_ok`): a missing or wrong token is ``401`` with
 ``WWW-Authenticate: Bearer``; with no token configured the routes answer ``403``. Every answer
 is JSON ``{"detail": ...}`` on error, with ``Cache-Control: no-store``.
@@ -24,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from freshkeep.core.auth import bearer_ok
-from freshkeep.exceptions import ProcessorBusy, UnknownProcessorError, missing_extra
+from freshkeep.exceptions import (
+    ConfigurationError,
+    ProcessorBusy,
+    StoreError,
+    UnknownProcessorError,
+    missing_extra,
+)
+from freshkeep.processing._history import RunBy, RunHistory, RunRecord, newest_first
 from freshkeep.processing._pipeline import Pipeline
 
 try:
@@ -40,6 +54,12 @@ if TYPE_CHECKING:
     from freshkeep.scheduler import Scheduler
 
 _HEADERS = {"cache-control": "no-store"}
+
+OPERATOR_HEADER = "X-Freshkeep-Operator"
+"""The request header naming the operator of a run (recorded beside the principal)."""
+
+MAX_HISTORY = 1000
+"""The most records ``GET {path}/history`` returns."""
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -77,15 +97,18 @@ def processor_routes(
     admin_token: str | SecretStr | None,
     path: str = "/admin/processors",
     scheduler: Scheduler | None = None,
+    principal: str = "admin",
 ) -> list[BaseRoute]:
-    """The routes ``GET {path}`` and ``POST {path}/{name}/run`` for the processors of
-    ``pipelines`` (see the module docstring). A name is looked up in the pipelines in order
-    at each request, so processors registered later are served too.
+    """The routes ``GET {path}``, ``GET {path}/history`` and ``POST {path}/{name}/run`` for
+    the processors of ``pipelines`` (see the module docstring). A name is looked up in the
+    pipelines in order at each request, so processors registered later are served too.
 
-    ``admin_token`` (e.g. the ``admin_token`` setting, ``FRESHKEEP_ADMIN_TOKEN``) guards both
+    ``admin_token`` (e.g. the ``admin_token`` setting, ``FRESHKEEP_ADMIN_TOKEN``) guards the
     routes; ``None`` turns them off (``403``). ``scheduler``: its job of each processor's name
-    is shown as the processor's ``schedule``.
+    is shown as the processor's ``schedule``. ``principal``: who holds the admin token, as
+    recorded in the run history.
     """
+    RunBy(principal, "http")  # a bad principal fails here, not at the first run
     found = [pipelines] if isinstance(pipelines, Pipeline) else list(pipelines)
     token = secret_value(admin_token)
     base = path.rstrip("/")
@@ -119,8 +142,13 @@ def processor_routes(
         if (denied := admin_denied(request, token)) is not None:
             return denied
         name = request.path_params["name"]
+        operator = request.headers.get(OPERATOR_HEADER)
         try:
-            stats = await pipeline_of(name).run(name)
+            by = RunBy(principal, "http", operator.strip() if operator is not None else None)
+        except ConfigurationError as exc:
+            return _json({"detail": f"{OPERATOR_HEADER}: {exc}"}, 400)
+        try:
+            stats = await pipeline_of(name).run(name, by=by)
         except UnknownProcessorError as exc:
             return _json({"detail": str(exc)}, 404)
         except ProcessorBusy:
@@ -129,8 +157,34 @@ def processor_routes(
             )
         return _json(stats.as_dict())
 
+    async def history(request: Request) -> Response:
+        if (denied := admin_denied(request, token)) is not None:
+            return denied
+        histories: list[RunHistory] = []
+        for pipeline in found:
+            if pipeline.history is not None and all(h is not pipeline.history for h in histories):
+                histories.append(pipeline.history)
+        if not histories:
+            return _json({"detail": "no run history is kept: give the Pipeline history="}, 404)
+        processor = request.query_params.get("processor") or None
+        raw = request.query_params.get("limit", "50")
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= MAX_HISTORY:
+            return _json({"detail": f"limit must be 1 to {MAX_HISTORY}, not {raw!r}"}, 400)
+        try:
+            runs: list[RunRecord] = []
+            for h in histories:
+                runs.extend(await h.recent(processor, limit=limit))
+        except StoreError as exc:
+            return _json({"detail": str(exc)}, 503)
+        return _json({"runs": [r.as_dict() for r in newest_first(runs)[:limit]]})
+
     return [
         Route(base or "/", listing, methods=["GET"], name="freshkeep-processors"),
+        Route(f"{base}/history", history, methods=["GET"], name="freshkeep-processor-history"),
         Route(f"{base}/{{name}}/run", run, methods=["POST"], name="freshkeep-processor-run"),
     ]
 
@@ -141,10 +195,13 @@ def processor_router(
     admin_token: str | SecretStr | None,
     path: str = "/admin/processors",
     scheduler: Scheduler | None = None,
+    principal: str = "admin",
 ) -> Router:
     """:func:`processor_routes` as a router: a FastAPI ``APIRouter`` when FastAPI is installed
     (``app.include_router(...)``), else a Starlette ``Router``."""
-    routes = processor_routes(pipelines, admin_token=admin_token, path=path, scheduler=scheduler)
+    routes = processor_routes(
+        pipelines, admin_token=admin_token, path=path, scheduler=scheduler, principal=principal
+    )
     try:
         from fastapi import APIRouter
     except ImportError:
@@ -152,4 +209,10 @@ def processor_router(
     return APIRouter(routes=routes, tags=["admin"])
 
 
-__all__ = ["admin_denied", "processor_router", "processor_routes", "secret_value"]
+__all__ = [
+    "OPERATOR_HEADER",
+    "admin_denied",
+    "processor_router",
+    "processor_routes",
+    "secret_value",
+]

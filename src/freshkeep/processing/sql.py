@@ -1,26 +1,36 @@
-"""Processing state in the ``freshkeep_processing_state`` table, through SQLAlchemy.
+"""Processing state in the ``freshkeep_processing_state`` table, and the record of runs
+started by someone in ``freshkeep_processing_runs``, through SQLAlchemy.
 
-The table is defined with freshkeep's other tables in :mod:`freshkeep.sql.schema` (migration
-``0003`` creates it). A run reads a processor's rows in one query and writes its marks in
-batched upserts (one transaction per batch).
+The tables are defined with freshkeep's other tables in :mod:`freshkeep.sql.schema`
+(migrations ``0003`` and ``0006`` create them). A run reads a processor's rows in one query and
+writes its marks in batched upserts (one transaction per batch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.exceptions import missing_extra
 from freshkeep.ports import ItemState, ProcessingStateStore
+from freshkeep.processing._history import DEFAULT_KEEP, RunHistory, RunRecord, check_keep
 
 try:
-    from sqlalchemy import delete, select
+    from sqlalchemy import Connection, Engine, delete, insert, select
+    from sqlalchemy.ext.asyncio import AsyncEngine
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
-from freshkeep.sql.schema import PROCESSING_STATE_TABLE, processing_state_table
+from freshkeep.sql.schema import (
+    PROCESSING_RUNS_TABLE,
+    PROCESSING_STATE_TABLE,
+    processing_runs_table,
+    processing_state_table,
+)
 from freshkeep.sql.state import SQLStateStore, upsert_rows
 
 _VALUES = ("mtime_ns", "size", "content_hash", "processed_at", "counts", "last_error")
@@ -78,4 +88,87 @@ class SQLProcessingState(SQLStateStore, ProcessingStateStore):
         await self._run(lambda conn: conn.execute(stmt), write=True)
 
 
-__all__ = ["PROCESSING_STATE_TABLE", "SQLProcessingState", "processing_state_table"]
+_RECORD_FIELDS = (
+    "pipeline",
+    "processor",
+    "principal",
+    "via",
+    "operator",
+    "outcome",
+    "started_at",
+    "finished_at",
+    "scanned",
+    "skipped",
+    "unchanged",
+    "deferred",
+    "processed",
+    "failed",
+    "error",
+)
+
+
+class SQLRunHistory(SQLStateStore, RunHistory):
+    """A :class:`~freshkeep.processing.RunHistory` in ``freshkeep_processing_runs`` (sync or
+    async engine): each record is written with the deletion of the records that ended more
+    than ``keep`` seconds before it, in one transaction. Driver errors are raised as
+    :class:`~freshkeep.exceptions.StoreError`."""
+
+    what = "SQL run history"
+
+    def __init__(
+        self,
+        engine: AsyncEngine | Engine,
+        *,
+        keep: float = DEFAULT_KEEP,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        super().__init__(engine)
+        self.keep = check_keep(keep)
+        self.clock = clock
+
+    async def record(self, record: RunRecord) -> RunRecord:
+        """Insert ``record`` and delete the records older than ``keep``, in one transaction."""
+        t = processing_runs_table
+        row = {f: getattr(record, f) for f in _RECORD_FIELDS}
+        cutoff = record.finished_at - self.keep
+
+        def write(conn: Connection) -> int:
+            conn.execute(delete(t).where(t.c.finished_at < cutoff))
+            key = conn.execute(insert(t).values(row)).inserted_primary_key
+            return int(key[0]) if key is not None else 0
+
+        new_id = await self._run(write, write=True)
+        return replace(record, id=new_id)
+
+    async def recent(self, processor: str | None = None, *, limit: int = 50) -> list[RunRecord]:
+        """The newest records first (one query)."""
+        t = processing_runs_table
+        query = select(t.c.id, *(t.c[f] for f in _RECORD_FIELDS))
+        if processor is not None:
+            query = query.where(t.c.processor == processor)
+        query = query.order_by(t.c.started_at.desc(), t.c.id.desc()).limit(max(0, limit))
+
+        def read(conn: Connection) -> list[RunRecord]:
+            return [
+                RunRecord(**dict(zip(_RECORD_FIELDS, rest, strict=True)), id=int(rid))
+                for rid, *rest in conn.execute(query)
+            ]
+
+        return await self._run(read)
+
+    async def prune(self, now: float | None = None) -> int:
+        """Delete the records that ended more than ``keep`` seconds before ``now``."""
+        t = processing_runs_table
+        cutoff = (self.clock.time() if now is None else now) - self.keep
+        stmt = delete(t).where(t.c.finished_at < cutoff)
+        return await self._run(lambda conn: int(conn.execute(stmt).rowcount), write=True)
+
+
+__all__ = [
+    "PROCESSING_RUNS_TABLE",
+    "PROCESSING_STATE_TABLE",
+    "SQLProcessingState",
+    "SQLRunHistory",
+    "processing_runs_table",
+    "processing_state_table",
+]

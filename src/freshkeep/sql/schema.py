@@ -5,6 +5,7 @@
 | ``freshkeep_revisions`` | one counter per source | the write hooks, triggers, ``Keeper.bump`` |
 | ``freshkeep_notify_state`` | a notifier's last confirmed state per subject | notifiers |
 | ``freshkeep_processing_state`` | per (processor, item) state | processing pipelines |
+| ``freshkeep_processing_runs`` | who ran a processor by hand, when, and how it went | pipelines |
 | ``freshkeep_jobs`` | the embedded job queue | ``SQLJobQueue`` |
 | ``freshkeep_artifacts`` | per (cache, key): the object served | artifact caches |
 | ``freshkeep_artifact_objects`` | per (cache, object): what GC may delete | artifact caches |
@@ -84,6 +85,36 @@ processing_state_table = Table(
     Column("retry_at", Float, nullable=True),
 )
 """One row per (processor, item)."""
+
+PROCESSING_RUNS_TABLE = "freshkeep_processing_runs"
+
+processing_runs_table = Table(
+    PROCESSING_RUNS_TABLE,
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("pipeline", String(255), nullable=False),
+    Column("processor", String(255), nullable=False),
+    Column("principal", String(255), nullable=False),
+    Column("operator", String(255), nullable=True),
+    Column("via", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("scanned", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("unchanged", Integer, nullable=False),
+    Column("deferred", Integer, nullable=False),
+    Column("processed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Index("ix_freshkeep_processing_runs_started", "started_at"),
+    Index("ix_freshkeep_processing_runs_processor", "processor", "started_at"),
+)
+"""One row per run of a processor started by someone (an admin route, ``freshkeep process``):
+who, how, when, the outcome and the run's figures. Rows older than the history's ``keep`` are
+deleted when a new one is written."""
 
 # -- jobs -----------------------------------------------------------------------------------
 
@@ -186,6 +217,7 @@ __all__ = [
     "JOBS_TABLE",
     "MAX_KEY",
     "NOTIFY_STATE_TABLE",
+    "PROCESSING_RUNS_TABLE",
     "PROCESSING_STATE_TABLE",
     "REVISION_TABLE",
     "artifact_objects_table",
@@ -193,6 +225,7 @@ __all__ = [
     "jobs_table",
     "metadata",
     "notify_state_table",
+    "processing_runs_table",
     "processing_state_table",
     "revisions_table",
 ]
