@@ -31,6 +31,17 @@ class HubSettings(Settings):
     processing_max_retry_backoff: float = Field(
         3600.0, gt=0, description="Cap of the doubling retry backoff of failed items."
     )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Bytes a request body may have (the JSON API); a larger one is answered "
+        "413 before it is read whole.",
+    )
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Bytes a session file upload (POST /sessions/...) may have.",
+    )
 
     @classmethod
     def of(cls, settings: Settings | None) -> HubSettings:
