@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import shlex
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -374,3 +376,31 @@ async def test_the_schema_declares_the_bounds_and_the_errors(empty_hub: HubClien
         assert {"400", "413", "422"} <= set(operation["responses"]), (method, path)
     blocking = spec["components"]["schemas"]["DecisionIn"]["properties"]["blocking"]
     assert blocking["type"] == "boolean"
+
+
+def reference_exchanges() -> list[tuple[list[str], str]]:
+    """The ``$ curl`` lines of the reference's example of the hub's error bodies, each with the
+    body it shows."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "reference.md").read_text()
+    (block,) = [
+        b
+        for b in re.findall(r"^```text\n(.*?)^```$", text, re.S | re.M)
+        if "$ curl -s localhost:8000/tasks/" in b
+    ]
+    lines = block.strip().splitlines()
+    return [(shlex.split(lines[i][2:]), lines[i + 1]) for i in range(0, len(lines), 2)]
+
+
+async def test_the_reference_examples_are_what_the_hub_answers(empty_hub: HubClient) -> None:
+    exchanges = reference_exchanges()
+    assert len(exchanges) == 2
+    for argv, shown in exchanges:
+        assert argv[:2] == ["curl", "-s"]
+        url = argv[2].removeprefix("localhost:8000")
+        options = dict(zip(argv[3::2], argv[4::2], strict=True))
+        name, _, value = options.get("-H", "").partition(": ")
+        if "-d" in options:
+            r = await empty_hub.http.post(url, content=options["-d"], headers={name: value})
+        else:
+            r = await empty_hub.http.get(url)
+        assert r.status_code == 422 and r.text == shown, (argv, r.text)

@@ -4,7 +4,9 @@ unexpected exception is a 500 whose body carries only an error id."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -177,3 +179,24 @@ async def test_an_exception_after_the_response_started_is_logged_and_raised(
             with pytest.raises(RuntimeError):
                 await http.get("/late")
     assert len(caplog.records) == 1
+
+
+def guide_block(containing: str) -> str:
+    """The one ```python block of docs/user-guide.md that holds ``containing``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
+    blocks = [
+        b for b in re.findall(r"^```python\n(.*?)^```$", text, re.S | re.M) if containing in b
+    ]
+    assert len(blocks) == 1, blocks
+    return str(blocks[0])
+
+
+async def test_the_user_guide_example_guards_an_app() -> None:
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/boom", boom)])
+    exec(guide_block("BodyLimit"), {"app": app})
+    async with client(app) as http:
+        assert (await http.post("/echo", content=b"x" * 1000)).json() == {"size": 1000}
+        r = await http.post("/echo", content=b"x" * (1024 * 1024 + 1))
+        assert r.status_code == 413 and r.json()["max_bytes"] == 1024 * 1024
+        r = await http.get("/boom")
+        assert r.status_code == 500 and r.json()["error"] == "internal"
