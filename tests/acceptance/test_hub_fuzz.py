@@ -12,6 +12,7 @@ examples are the same on every run (derandomized, no example database).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ from freshkeep.demo.settings import HubSettings
 
 TOKEN = "fuzz-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-EXAMPLES = 12
+DEEPER = os.environ.get("FRESHKEEP_FUZZ_EXAMPLES")
+"""A deeper run, by hand: that many random examples (new ones on each run), and more time."""
+EXAMPLES = int(DEEPER or 12)
 """Examples generated per operation and hub (besides schemathesis's explicit boundary cases)."""
-BUDGET = 45.0
+BUDGET = 45.0 * max(1.0, EXAMPLES / 12)
 """Seconds the whole run may take on a 2-core machine, for every operation together."""
 
 
@@ -106,7 +109,7 @@ BOUNDED = settings(
     phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     database=None,
-    derandomize=True,  # the same examples on every run (CI): found failures stay found
+    derandomize=DEEPER is None,  # the same examples on every run (CI): failures stay found
 )
 
 

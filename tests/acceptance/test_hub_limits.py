@@ -174,6 +174,23 @@ async def test_a_surrogate_pair_is_a_character(empty_hub: HubClient) -> None:
     assert r.status_code == 201 and r.json()["name"] == "rocket \U0001f680"
 
 
+async def test_text_limits_are_those_of_the_text_sent(empty_hub: HubClient) -> None:
+    """A name is checked as the schema says (as sent), then stored without white space at
+    either end."""
+    for name in ["", " ", "\f\t", "\u3000", " " + "a" * 200, "a" * 201]:
+        r = await empty_hub.http.post("/topics", json={"name": name})
+        assert r.status_code == 422, (name, r.text)
+        assert [e["loc"] for e in r.json()["detail"]] == [["body", "name"]]
+    assert (await empty_hub.http.get("/topics")).json() == []
+    r = await empty_hub.http.post("/topics", json={"name": "\u00a0Search\n", "description": " "})
+    assert r.status_code == 201 and (r.json()["name"], r.json()["description"]) == ("Search", "")
+    r = await empty_hub.http.post("/topics", json={"name": "a" * 200})
+    assert r.status_code == 201
+    note = {"topic_id": 1, "summary": "s", "author": "a"}
+    r = await empty_hub.http.post("/progress", json=note | {"event_type": " note"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "event_type"]
+
+
 async def test_types_are_strict(hub: HubClient) -> None:
     for body, field in [
         ({"topic_id": 1, "title": "D", "blocking": 0}, "blocking"),

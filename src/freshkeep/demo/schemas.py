@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,13 +25,35 @@ from pydantic import (
 
 from freshkeep.demo.models import ID_RANGE, DecisionStatus, TaskStatus
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
-Summary = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
-EventType = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_.-]{0,39}$")
-]
+SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""White space (Unicode's White_Space): stripped from both ends of a name, title or text."""
+NOT_BLANK = f"[^{SPACE}]"
+"""A JSON-schema pattern (a search, in any regex dialect): a character that is not white space."""
+
+
+def _strip(value: str) -> str:
+    return value.strip(SPACE)
+
+
+def _not_blank(value: str) -> str:
+    stripped = value.strip(SPACE)
+    if not stripped:
+        raise ValueError("must not be empty or white space only")
+    return stripped
+
+
+_NOT_BLANK = Field(json_schema_extra={"pattern": NOT_BLANK, "minLength": 1})
+
+# The length limits apply to the text as sent (as the schema says); what is stored has no white
+# space at either end.
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(_not_blank), _NOT_BLANK]
+Title = Annotated[str, StringConstraints(max_length=300), AfterValidator(_not_blank), _NOT_BLANK]
+Text = Annotated[str, StringConstraints(max_length=5000), AfterValidator(_strip)]
+Summary = Annotated[str, StringConstraints(max_length=5000), AfterValidator(_not_blank), _NOT_BLANK]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,39}$")]
 MAX_ID = ID_RANGE.stop - 1
 """The largest id a row of the hub's tables can have (``2**31 - 1``)."""
 
