@@ -182,14 +182,16 @@ async def test_a_missing_topic_is_404_until_it_is_created(two: Two) -> None:
     assert await statuses(hub, two.t1, two.t2, new) == {two.t1: "hit", two.t2: "hit", new: "hit"}
 
 
-@pytest.mark.parametrize("topic", ["0", "-3", str(2**31), str(10**30), str(-(10**30))])
+@pytest.mark.parametrize("topic", ["1", "99", str(2**31 - 1)])
 async def test_ids_no_topic_has_are_404(empty_hub: HubClient, topic: str) -> None:
     r = await empty_hub.http.get(f"/topics/{topic}/summary")
     assert r.status_code == 404 and r.json() == {"detail": f"topic {topic} does not exist"}
 
 
-@pytest.mark.parametrize("topic", ["abc", "1.5", "1e3"])
-async def test_an_id_that_is_no_integer_is_422(empty_hub: HubClient, topic: str) -> None:
+@pytest.mark.parametrize(
+    "topic", ["abc", "1.5", "1e3", "0", "-3", str(2**31), str(2**63), str(10**30), str(-(10**30))]
+)
+async def test_an_id_that_is_no_id_is_422(empty_hub: HubClient, topic: str) -> None:
     r = await empty_hub.http.get(f"/topics/{topic}/summary")
     assert r.status_code == 422 and r.headers["content-type"] == "application/json"
     (error,) = r.json()["detail"]

@@ -103,12 +103,18 @@ async def test_a_write_on_a_invalidates_its_topic_only_on_b(
     assert {t: await status(http, b, t) for t in (t1, t2)} == {t1: "hit", t2: "hit"}
 
 
-async def test_ids_postgresql_cannot_hold_are_404(
+async def test_ids_postgresql_cannot_hold_are_422_and_the_largest_is_404(
     cluster: Cluster, http: httpx.AsyncClient
 ) -> None:
     a = await cluster.start()
     for path in (f"/topics/{2**31}/summary", f"/topics/{10**30}/summary", f"/topics/{2**31}"):
         r = await http.get(f"{a.base_url}{path}")
-        assert r.status_code == 404 and "does not exist" in r.json()["detail"], (path, r.text)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["detail"][0]["loc"] == ["path", "topic_id"], (path, r.text)
     r = await http.post(f"{a.base_url}/workstreams", json={"topic_id": 2**40, "name": "W"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "topic_id"], r.text
+    for path in (f"/topics/{2**31 - 1}/summary", f"/topics/{2**31 - 1}"):
+        r = await http.get(f"{a.base_url}{path}")  # in range: PostgreSQL is asked, no row
+        assert r.status_code == 404 and "does not exist" in r.json()["detail"], (path, r.text)
+    r = await http.post(f"{a.base_url}/workstreams", json={"topic_id": 2**31 - 1, "name": "W"})
     assert r.status_code == 404, r.text

@@ -16,6 +16,8 @@ HUB_ONLY = {
     "processing_retry_backoff",
     "processing_max_retry_backoff",
     "processing_history_keep",
+    "max_body_bytes",
+    "max_upload_bytes",
 }
 
 
@@ -49,3 +51,13 @@ def test_of_keeps_what_a_plain_settings_set(monkeypatch: pytest.MonkeyPatch) -> 
     assert hub.sessions_root == "/srv/sessions"
     assert HubSettings.of(hub) is hub
     assert HubSettings.of(None).sessions_root == "/srv/sessions"
+
+
+def test_the_body_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = HubSettings()
+    assert (hub.max_body_bytes, hub.max_upload_bytes) == (1024 * 1024, 64 * 1024 * 1024)
+    monkeypatch.setenv("FRESHKEEP_MAX_BODY_BYTES", "2048")
+    assert HubSettings.load().max_body_bytes == 2048
+    monkeypatch.setenv("FRESHKEEP_MAX_BODY_BYTES", "-1")
+    with pytest.raises(ConfigurationError, match="max_body_bytes"):
+        HubSettings.load()

@@ -7,15 +7,17 @@ exactly the sections that depend on them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from freshkeep.demo.errors import StrictJSONRoute
 from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.hub import Hub
 from freshkeep.demo.models import (
@@ -32,6 +34,7 @@ from freshkeep.demo.models import (
     utcnow,
 )
 from freshkeep.demo.schemas import (
+    MAX_ID,
     DecisionIn,
     DecisionOut,
     ProgressIn,
@@ -43,12 +46,15 @@ from freshkeep.demo.schemas import (
     TopicOut,
     WorkstreamIn,
     WorkstreamOut,
+    responses,
 )
 from freshkeep.exceptions import ArtifactBuildError, StoreError
+from freshkeep.integrations.guards import error_id
 from freshkeep.integrations.starlette import causal_token, serve
 from freshkeep.sql.engine import SQLITE_BEGIN
 
 M = TypeVar("M", bound=Base)
+log = logging.getLogger("freshkeep.demo")
 _EXPORTS = "freshkeep.demo.exports"
 
 ENDPOINTS: tuple[tuple[str, str, str], ...] = (
@@ -70,7 +76,14 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("GET", "/docs", "interactive API docs (OpenAPI at /openapi.json)"),
 )
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "an id does not exist"}}
+_BODY = responses(
+    e400="the body cannot be read (e.g. a malformed Content-Length)",
+    e413="the body is larger than the hub's limit (max_body_bytes)",
+    e422="the body or a parameter is invalid: every problem, with where it is",
+)
+_NOT_FOUND = responses(e404="an id does not exist")
+_PATH_ID = responses(e422="the id is not an integer from 1 to 2**31 - 1")
+_SUMMARY_400 = responses(e400="a malformed X-Freshkeep-Min-Revision header")
 _NULL = b"null"
 """The body of a view's ``None`` value."""
 
@@ -114,7 +127,10 @@ async def _write_session(session: SessionDep) -> AsyncSession:
 
 WriteSessionDep = Annotated[AsyncSession, Depends(_write_session)]
 
-router = APIRouter()
+TopicId = Annotated[int, Path(ge=1, le=MAX_ID, description="a topic's id (1 to 2**31 - 1)")]
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="a task's id (1 to 2**31 - 1)")]
+
+router = APIRouter(route_class=StrictJSONRoute)  # NaN, Infinity, lone surrogates: 422
 
 
 def _not_found(what: str, ident: int) -> HTTPException:
@@ -153,7 +169,8 @@ async def index() -> dict[str, Any]:
     responses={
         200: {"content": {"application/json": {}}, "description": "the summary"},
         304: {"description": "If-None-Match matched the current ETag"},
-        503: {"description": "no value within the view's bounds can be served"},
+        **_SUMMARY_400,
+        **responses(e503="no value within the view's bounds can be served"),
     },
 )
 async def state_summary(request: Request, hub: HubDep) -> Response:
@@ -178,8 +195,8 @@ async def list_topics(session: SessionDep) -> list[TopicOut]:
     return [TopicOut.model_validate(t) for t in topics]
 
 
-@router.get("/topics/{topic_id}", tags=["topics"], responses=_NOT_FOUND)
-async def get_topic(topic_id: int, session: SessionDep) -> TopicOut:
+@router.get("/topics/{topic_id}", tags=["topics"], responses=_NOT_FOUND | _PATH_ID)
+async def get_topic(topic_id: TopicId, session: SessionDep) -> TopicOut:
     return TopicOut.model_validate(await _get(session, Topic, topic_id, "topic"))
 
 
@@ -190,11 +207,15 @@ async def get_topic(topic_id: int, session: SessionDep) -> TopicOut:
     responses={
         200: {"content": {"application/json": {}}, "description": "the topic's summary"},
         304: {"description": "If-None-Match matched the current ETag"},
-        404: {"description": "the topic does not exist"},
-        503: {"description": "no value within the view's bounds can be served"},
+        **_SUMMARY_400,
+        **responses(
+            e404="the topic does not exist",
+            e503="no value within the view's bounds can be served",
+        ),
+        **_PATH_ID,
     },
 )
-async def topic_summary(topic_id: int, request: Request, hub: HubDep) -> Response:
+async def topic_summary(topic_id: TopicId, request: Request, hub: HubDep) -> Response:
     """The topic, its workstreams with their tasks by status, its decisions and its newest
     progress, cached by freshkeep per topic: a write to another topic leaves it a hit.
 
@@ -202,8 +223,6 @@ async def topic_summary(topic_id: int, request: Request, hub: HubDep) -> Respons
     ``X-Freshkeep-Cache`` (hit, miss, error-stale), ``X-Freshkeep-Revision`` (the topic's
     partitions), ``Cache-Status``; ``?refresh=true`` rebuilds it now.
     """
-    if topic_id not in ID_RANGE:
-        raise _not_found("topic", topic_id)
     view = hub.topic_summary
     response = await serve(request, view, key=topic_id)
     missing = response.status_code == 200 and response.body == _NULL
@@ -230,12 +249,15 @@ async def topic_summary(topic_id: int, request: Request, hub: HubDep) -> Respons
     responses={
         200: {"content": {"application/json": {}}, "description": "with Accept: JSON"},
         307: {"description": "redirect to the bundle's signed (or presigned) URL"},
-        404: {"description": "an id does not exist"},
-        503: {"description": "the bundle cannot be built and no earlier one can be served"},
+        **responses(
+            e404="the topic does not exist",
+            e503="the bundle cannot be built and no earlier one can be served",
+        ),
+        **_PATH_ID,
     },
 )
 async def export_topic(
-    topic_id: int, request: Request, session: SessionDep, hub: HubDep
+    topic_id: TopicId, request: Request, session: SessionDep, hub: HubDep
 ) -> Response:
     """The topic's export bundle: a ZIP of ``topic.json`` (topic, workstreams, tasks,
     decisions), ``tasks.csv`` and ``decisions.csv``, prebuilt after each write to the topic.
@@ -249,8 +271,15 @@ async def export_topic(
     try:
         art = await hub.exports.get(session, topic_id)
     except (ArtifactBuildError, StoreError) as exc:
+        # The error may hold SQL, parameters or paths: logged under an id the body gives.
+        ident = error_id()
+        log.error("export of topic %s unavailable (error id %s): %s", topic_id, ident, exc)
         return JSONResponse(
-            {"error": "export-unavailable", "detail": str(exc)},
+            {
+                "error": "export-unavailable",
+                "detail": f"the export of topic {topic_id} cannot be built now; retry shortly",
+                "error_id": ident,
+            },
             status_code=503,
             headers={"Retry-After": "5", "Cache-Control": "no-store"},
         )
@@ -275,7 +304,7 @@ async def export_topic(
     "/topics",
     tags=["topics"],
     status_code=201,
-    responses={409: {"description": "a topic with that name exists"}},
+    responses=responses(e409="a topic with that name exists") | _BODY,
 )
 async def create_topic(body: TopicIn, session: WriteSessionDep) -> TopicOut:
     if await session.scalar(select(Topic.id).where(Topic.name == body.name)) is not None:
@@ -290,7 +319,7 @@ async def create_topic(body: TopicIn, session: WriteSessionDep) -> TopicOut:
     return TopicOut.model_validate(topic)
 
 
-@router.post("/workstreams", tags=["workstreams"], status_code=201, responses=_NOT_FOUND)
+@router.post("/workstreams", tags=["workstreams"], status_code=201, responses=_NOT_FOUND | _BODY)
 async def create_workstream(body: WorkstreamIn, session: WriteSessionDep) -> WorkstreamOut:
     await _get(session, Topic, body.topic_id, "topic")
     if body.owner_id is not None:
@@ -301,7 +330,7 @@ async def create_workstream(body: WorkstreamIn, session: WriteSessionDep) -> Wor
     return WorkstreamOut.model_validate(ws)
 
 
-@router.post("/tasks", tags=["tasks"], status_code=201, responses=_NOT_FOUND)
+@router.post("/tasks", tags=["tasks"], status_code=201, responses=_NOT_FOUND | _BODY)
 async def create_task(body: TaskIn, session: WriteSessionDep) -> TaskOut:
     await _get(session, Workstream, body.workstream_id, "workstream")
     if body.assignee_id is not None:
@@ -320,13 +349,13 @@ async def create_task(body: TaskIn, session: WriteSessionDep) -> TaskOut:
     return await _task_out(session, task)
 
 
-@router.get("/tasks/{task_id}", tags=["tasks"], responses=_NOT_FOUND)
-async def get_task(task_id: int, session: SessionDep) -> TaskOut:
+@router.get("/tasks/{task_id}", tags=["tasks"], responses=_NOT_FOUND | _PATH_ID)
+async def get_task(task_id: TaskId, session: SessionDep) -> TaskOut:
     return await _task_out(session, await _get(session, Task, task_id, "task"))
 
 
-@router.patch("/tasks/{task_id}", tags=["tasks"], responses=_NOT_FOUND)
-async def patch_task(task_id: int, body: TaskPatch, session: WriteSessionDep) -> TaskOut:
+@router.patch("/tasks/{task_id}", tags=["tasks"], responses=_NOT_FOUND | _BODY)
+async def patch_task(task_id: TaskId, body: TaskPatch, session: WriteSessionDep) -> TaskOut:
     task = await _get(session, Task, task_id, "task")
     if body.workstream_id is not None:
         await _get(session, Workstream, body.workstream_id, "workstream")
@@ -341,8 +370,8 @@ async def patch_task(task_id: int, body: TaskPatch, session: WriteSessionDep) ->
     return await _task_out(session, task)
 
 
-@router.delete("/tasks/{task_id}", tags=["tasks"], status_code=204, responses=_NOT_FOUND)
-async def delete_task(task_id: int, session: WriteSessionDep) -> Response:
+@router.delete("/tasks/{task_id}", tags=["tasks"], status_code=204, responses=_NOT_FOUND | _PATH_ID)
+async def delete_task(task_id: TaskId, session: WriteSessionDep) -> Response:
     """Delete a task with its comments and labels; its progress events stay, without it."""
     task = await _get(session, Task, task_id, "task")
     await session.execute(delete(Comment).where(Comment.task_id == task_id))
@@ -365,7 +394,7 @@ async def delete_task(task_id: int, session: WriteSessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/decisions", tags=["decisions"], status_code=201, responses=_NOT_FOUND)
+@router.post("/decisions", tags=["decisions"], status_code=201, responses=_NOT_FOUND | _BODY)
 async def create_decision(body: DecisionIn, session: WriteSessionDep) -> DecisionOut:
     await _get(session, Topic, body.topic_id, "topic")
     now = utcnow()
@@ -382,7 +411,12 @@ async def create_decision(body: DecisionIn, session: WriteSessionDep) -> Decisio
     return DecisionOut.model_validate(decision)
 
 
-@router.post("/progress", tags=["progress"], status_code=201, responses=_NOT_FOUND)
+@router.post(
+    "/progress",
+    tags=["progress"],
+    status_code=201,
+    responses=_NOT_FOUND | _BODY | responses(e409="the task belongs to another topic"),
+)
 async def create_progress(body: ProgressIn, session: WriteSessionDep) -> ProgressOut:
     await _get(session, Topic, body.topic_id, "topic")
     if body.task_id is not None:
@@ -392,7 +426,7 @@ async def create_progress(body: ProgressIn, session: WriteSessionDep) -> Progres
         )
         if topic_id != body.topic_id:
             raise HTTPException(
-                422, detail=f"task {task.id} belongs to topic {topic_id}, not {body.topic_id}"
+                409, detail=f"task {task.id} belongs to topic {topic_id}, not {body.topic_id}"
             )
     event = ProgressEvent(
         topic_id=body.topic_id,

@@ -7,27 +7,33 @@ Run it with ``freshkeep demo``, or with uvicorn directly::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from freshkeep.exceptions import missing_extra
 
 try:
-    from fastapi import APIRouter, FastAPI
+    from fastapi import APIRouter, FastAPI, Security
+    from fastapi.responses import Response
+    from fastapi.security import HTTPBearer
+    from starlette.routing import BaseRoute, Route
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("demo", exc.name or "fastapi") from exc
 
 from freshkeep.artifacts import artifact_app
+from freshkeep.demo import errors
 from freshkeep.demo.api import router
 from freshkeep.demo.cache_admin import cache_admin_router
 from freshkeep.demo.export_admin import export_admin_router
 from freshkeep.demo.hub import Hub
+from freshkeep.demo.schemas import Responses, responses
 from freshkeep.demo.sessions import Sessions
 from freshkeep.demo.sessions import router as sessions_router
 from freshkeep.demo.settings import HubSettings
 from freshkeep.health.http import health_routes
 from freshkeep.integrations.dashboard import Dashboard
+from freshkeep.integrations.guards import BodyLimit, InternalErrors
 from freshkeep.processing.http import processor_routes
 from freshkeep.settings import Settings
 
@@ -46,6 +52,10 @@ def create_app(
     Tables are created and data seeded when the application starts (its lifespan). A URL that
     cannot work raises :class:`~freshkeep.exceptions.ConfigurationError` here; a database that
     cannot be reached raises it at start-up.
+
+    Request bodies are limited (``max_body_bytes``, 1 MiB; session uploads
+    ``max_upload_bytes``): a larger one is ``413``. Errors answer JSON that never carries SQL,
+    parameters, paths or a traceback (see :mod:`freshkeep.demo.errors`).
     """
     given = keeper_kwargs.get("settings")
     settings = HubSettings.of(given if isinstance(given, Settings) else None)
@@ -84,11 +94,12 @@ def create_app(
     # the topic exports' signed URLs (objects on local storage; S3 serves presigned URLs itself)
     app.mount("/artifacts", artifact_app(hub.exports.cache))
     health = health_routes(hub.keeper, admin_token=settings.admin_token)
-    app.include_router(APIRouter(routes=health, tags=["health"]))
+    secured = bool(settings.admin_token and settings.admin_token.get_secret_value())
+    app.include_router(_documented(health, _HEALTH_DOCS, tags=["health"], token=secured))
     processors = processor_routes(
         sessions.pipeline, admin_token=settings.admin_token, scheduler=sessions.scheduler
     )
-    app.include_router(APIRouter(routes=processors, tags=["admin"]))
+    app.include_router(_documented(processors, _ADMIN_DOCS, tags=["admin"], token=secured))
     # POST /admin/exports/gc[?topic=ID]: collect the exports now, one topic's or all
     app.include_router(export_admin_router(hub.exports, admin_token=settings.admin_token))
     # POST /admin/views/{view}/invalidate[?topic=ID][&section=NAME]: drop an entry or a section
@@ -101,7 +112,100 @@ def create_app(
     )
     app.state.dashboard.mount(app)  # GET /freshkeep (admin token), see freshkeep.integrations
     _mount_metrics(app, hub, sessions)
+    errors.install(app)
+    # Outermost last: InternalErrors sees what BodyLimit lets through.
+    limits = {"/sessions/": settings.max_upload_bytes}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, paths=limits)
+    app.add_middleware(InternalErrors)
     return app
+
+
+_ADMIN = HTTPBearer(
+    auto_error=False,
+    scheme_name="adminToken",
+    description="the admin token: the FRESHKEEP_ADMIN_TOKEN setting",
+)
+_JSON_OBJECT: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
+_WRONG_TOKEN = "the admin token is missing or wrong"
+_UNHEALTHY = {503: {"description": "unhealthy", "content": _JSON_OBJECT}}
+
+
+def _ok(description: str) -> Responses:
+    return {200: {"description": description, "content": _JSON_OBJECT}}
+
+
+_HEALTH_DOCS: dict[str, dict[str, Any]] = {
+    "freshkeep-health": {
+        "summary": "Health headline",
+        "description": "ok or degraded (200), unhealthy (503); no detail, no authentication.",
+        "responses": _ok("ok or degraded") | _UNHEALTHY,
+    },
+    "freshkeep-health-detailed": {
+        "summary": "Every health check",
+        "description": "Every check and the counts per level (admin token; without one "
+        "configured, the endpoint is off: 404).",
+        "responses": _ok("ok or degraded") | responses(e401=_WRONG_TOKEN) | _UNHEALTHY,
+        "off": responses(e404="no admin token is configured: the endpoint is off"),
+    },
+}
+_ADMIN_DOCS: dict[str, dict[str, Any]] = {
+    "freshkeep-processors": {
+        "summary": "List the processors",
+        "description": "Each processor: running, its last run, its schedule (admin token; "
+        "without one configured, the admin routes are off: 403).",
+        "responses": _ok("the processors") | responses(e401=_WRONG_TOKEN),
+        "off": responses(e403="no admin token is configured: the admin routes are off"),
+    },
+    "freshkeep-processor-run": {
+        "summary": "Run a processor now",
+        "description": "Run it now and answer the run's counts (admin token; without one "
+        "configured, the admin routes are off: 403).",
+        "responses": _ok("the run's counts")
+        | responses(
+            e401=_WRONG_TOKEN,
+            e404="no processor has that name",
+            e409="the processor is running",
+        ),
+        "off": responses(e403="no admin token is configured: the admin routes are off"),
+        "openapi_extra": {
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "the processor's name (the hub's: evidence, usage)",
+                    "schema": {"type": "string"},
+                }
+            ]
+        },
+    },
+}
+
+
+def _documented(
+    routes: list[BaseRoute], docs: Mapping[str, dict[str, Any]], *, tags: list[str], token: bool
+) -> APIRouter:
+    """The library's Starlette routes as FastAPI routes of the same endpoints, so that the
+    OpenAPI schema describes them: their statuses, and the admin token where one is needed
+    (``token``: one is configured; else those routes are documented as off)."""
+    out = APIRouter(tags=list(tags))
+    for route in routes:
+        assert isinstance(route, Route) and route.methods is not None
+        doc = dict(docs[route.name])
+        off = doc.pop("off", None)
+        secured = off is not None and token
+        if off is not None and not token:
+            doc["responses"] = off
+        out.add_api_route(
+            route.path,
+            route.endpoint,
+            methods=sorted(route.methods - {"HEAD"}),
+            name=route.name,
+            response_class=Response,
+            dependencies=[Security(_ADMIN)] if secured else None,
+            **doc,
+        )
+    return out
 
 
 def _mount_metrics(app: FastAPI, hub: Hub, sessions: Sessions) -> None:

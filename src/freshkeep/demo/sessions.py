@@ -30,9 +30,12 @@ from typing import Annotated, Any, cast
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from freshkeep.demo.schemas import responses
 from freshkeep.demo.settings import HubSettings
+from freshkeep.integrations.guards import RequestTooLarge
 from freshkeep.processing import (
     Item,
     LocalLocks,
@@ -49,8 +52,12 @@ from freshkeep.processing.sql import SQLProcessingState, SQLRunHistory
 from freshkeep.scheduler import Scheduler
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+PLAIN_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
+"""A plain name as a JSON-schema pattern (no lookaround): what :func:`plain_name` accepts."""
+JSONL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.jsonl$"
+"""A plain name ending in ``.jsonl``."""
 MAX_UPLOAD = 64 * 1024 * 1024
-"""Bytes a session upload may have."""
+"""Bytes a session upload may have (default of the ``max_upload_bytes`` setting)."""
 
 EVIDENCE_RULE = re.compile(
     r"\b(\d+ passed|all tests passed|tests? passed|all checks passed|exit code 0)\b", re.I
@@ -160,6 +167,7 @@ class Sessions:
     state: SQLProcessingState
     admin_token: str | None
     intervals: ProcessorIntervals
+    max_upload: int = MAX_UPLOAD
     evidence: EvidenceProcessor = field(init=False)
     usage_processor: UsageProcessor = field(init=False)
 
@@ -201,7 +209,10 @@ class Sessions:
             intervals = ProcessorIntervals(
                 settings.processing_interval, settings.processor_intervals
             )
-        sessions = cls(root, pipeline, Scheduler(clock=pipeline.clock), state, token, intervals)
+        scheduler = Scheduler(clock=pipeline.clock)
+        sessions = cls(
+            root, pipeline, scheduler, state, token, intervals, settings.max_upload_bytes
+        )
         intervals.check(pipeline.names())
         return sessions
 
@@ -272,19 +283,47 @@ SessionsDep = Annotated[Sessions, Depends(_sessions)]
 router = APIRouter()
 
 
-@router.post("/sessions/{user}", tags=["sessions"], status_code=201)
+@router.post(
+    "/sessions/{user}",
+    tags=["sessions"],
+    status_code=201,
+    responses=responses(
+        e400="a user or file name that is not a plain name (nothing is written)",
+        e413="the file is larger than max_upload_bytes (nothing is written)",
+    ),
+    openapi_extra={
+        "requestBody": {
+            "description": "the transcript: one JSON object per line (any content type)",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 async def upload_session(
-    user: str,
+    user: Annotated[
+        str,
+        PathParam(
+            description="a plain name: letters, digits, '_', '-', '.', no '..'",
+            json_schema_extra={"pattern": PLAIN_PATTERN, "maxLength": 128},
+        ),
+    ],
     request: Request,
     sessions: SessionsDep,
-    name: Annotated[str | None, Query(description="File name, ending in .jsonl")] = None,
+    name: Annotated[
+        str | None,
+        Query(
+            description="File name: a plain name ending in .jsonl (default: a new one)",
+            json_schema_extra={"pattern": JSONL_PATTERN, "maxLength": 128},
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Store a session transcript (``.jsonl`` body); report malformed lines by number."""
     plain_name(user, "user name")
     file_name = plain_name(name, "file name", suffix=".jsonl") if name is not None else None
     data = await request.body()
-    if len(data) > MAX_UPLOAD:
-        raise HTTPException(413, detail=f"a session file may have at most {MAX_UPLOAD} bytes")
+    if len(data) > sessions.max_upload:  # the app's BodyLimit answers before, at that limit
+        raise RequestTooLarge(sessions.max_upload)
     values, errors = await asyncio.to_thread(parse_jsonl, data)
     file_name = file_name or f"session-{uuid.uuid4().hex}.jsonl"
     await sessions.store(user, file_name, data)

@@ -79,6 +79,18 @@ class HubSettings(Settings):
                 raise ValueError(f"the interval of {name!r} must be >= 0 seconds, not {seconds}")
         return value
 
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Bytes a request body may have (the JSON API); a larger one is answered "
+        "413 before it is read whole.",
+    )
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Bytes a session file upload (POST /sessions/...) may have.",
+    )
+
     @classmethod
     def of(cls, settings: Settings | None) -> HubSettings:
         """``settings`` as hub settings: itself when it is one; else the fields it set
