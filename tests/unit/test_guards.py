@@ -4,9 +4,7 @@ unexpected exception is a 500 whose body carries only an error id."""
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
 from freshkeep.integrations.guards import BodyLimit, InternalErrors, RequestTooLarge
+from tests.docs_blocks import python_block, run_block
 
 SECRET = "SELECT token FROM users WHERE path = '/srv/app/secret.py'"
 
@@ -181,19 +180,9 @@ async def test_an_exception_after_the_response_started_is_logged_and_raised(
     assert len(caplog.records) == 1
 
 
-def guide_block(containing: str) -> str:
-    """The one ```python block of docs/user-guide.md that holds ``containing``."""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
-    blocks = [
-        b for b in re.findall(r"^```python\n(.*?)^```$", text, re.S | re.M) if containing in b
-    ]
-    assert len(blocks) == 1, blocks
-    return str(blocks[0])
-
-
 async def test_the_user_guide_example_guards_an_app() -> None:
     app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/boom", boom)])
-    exec(guide_block("BodyLimit"), {"app": app})
+    await run_block(python_block("user-guide.md", "guards"), {"app": app})
     async with client(app) as http:
         assert (await http.post("/echo", content=b"x" * 1000)).json() == {"size": 1000}
         r = await http.post("/echo", content=b"x" * (1024 * 1024 + 1))

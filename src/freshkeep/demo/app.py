@@ -34,7 +34,7 @@ from freshkeep.demo.settings import HubSettings
 from freshkeep.health.http import health_routes
 from freshkeep.integrations.dashboard import Dashboard
 from freshkeep.integrations.guards import BodyLimit, InternalErrors
-from freshkeep.processing.http import processor_routes
+from freshkeep.processing.http import MAX_HISTORY, processor_routes
 from freshkeep.settings import Settings
 
 
@@ -155,6 +155,37 @@ _ADMIN_DOCS: dict[str, dict[str, Any]] = {
         "without one configured, the admin routes are off: 403).",
         "responses": _ok("the processors") | responses(e401=_WRONG_TOKEN),
         "off": responses(e403="no admin token is configured: the admin routes are off"),
+    },
+    "freshkeep-processor-history": {
+        "summary": "Who ran what",
+        "description": "The record of runs started by hand, newest first (admin token; "
+        "without one configured, the admin routes are off: 403).",
+        "responses": _ok("the runs")
+        | responses(
+            e400="a limit out of range",
+            e401=_WRONG_TOKEN,
+            e404="no run history is kept",
+            e503="the run history cannot be read",
+        ),
+        "off": responses(e403="no admin token is configured: the admin routes are off"),
+        "openapi_extra": {
+            "parameters": [
+                {
+                    "name": "processor",
+                    "in": "query",
+                    "required": False,
+                    "description": "only this processor's runs",
+                    "schema": {"type": "string", "maxLength": 255},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "the most runs answered",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY},
+                },
+            ]
+        },
     },
     "freshkeep-processor-run": {
         "summary": "Run a processor now",

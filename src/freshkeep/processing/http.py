@@ -25,6 +25,8 @@ is JSON ``{"detail": ...}`` on error, with ``Cache-Control: no-store``.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,8 @@ _HEADERS = {"cache-control": "no-store"}
 
 OPERATOR_HEADER = "X-Freshkeep-Operator"
 """The request header naming the operator of a run (recorded beside the principal)."""
+
+log = logging.getLogger("freshkeep.processing")
 
 MAX_HISTORY = 1000
 """The most records ``GET {path}/history`` returns."""
@@ -166,7 +170,12 @@ def processor_routes(
                 histories.append(pipeline.history)
         if not histories:
             return _json({"detail": "no run history is kept: give the Pipeline history="}, 404)
+        unknown = sorted(set(request.query_params) - {"processor", "limit"})
+        if unknown:
+            return _json({"detail": f"unknown query parameters: {', '.join(unknown)!r}"}, 400)
         processor = request.query_params.get("processor") or None
+        if processor is not None and len(processor) > 255:
+            return _json({"detail": "processor must be a name of 1 to 255 characters"}, 400)
         raw = request.query_params.get("limit", "50")
         try:
             limit = int(raw)
@@ -179,7 +188,10 @@ def processor_routes(
             for h in histories:
                 runs.extend(await h.recent(processor, limit=limit))
         except StoreError as exc:
-            return _json({"detail": str(exc)}, 503)
+            error_id = uuid.uuid4().hex[:16]  # the error (SQL, paths) goes to the log only
+            log.error("reading the run history failed (error id %s)", error_id, exc_info=exc)
+            body = {"error": "unavailable", "detail": "the run history cannot be read"}
+            return _json({**body, "error_id": error_id}, 503)
         return _json({"runs": [r.as_dict() for r in newest_first(runs)[:limit]]})
 
     return [
