@@ -72,6 +72,9 @@ ENDPOINTS: tuple[tuple[str, str, str], ...] = (
     ("POST", "/decisions", "record a decision {topic_id, title, status, blocking}"),
     ("POST", "/progress", "post a progress event {topic_id, event_type, summary, author}"),
     ("GET", "/freshkeep", "live dashboard (sign in with ?token=<admin token>)"),
+    ("POST", "/admin/views/{view}/invalidate", "drop a view's entry or ?section= (admin)"),
+    ("POST", "/admin/exports/gc", "collect the exports, or ?topic='s only (admin)"),
+    ("GET", "/admin/processors/history", "who ran which processor by hand (admin)"),
     ("GET", "/metrics", "Prometheus metrics"),
     ("GET", "/docs", "interactive API docs (OpenAPI at /openapi.json)"),
 )
