@@ -27,7 +27,9 @@ cannot deadlock on them), in the writing transaction, and sends one
 commit; a rollback bumps and sends nothing. The distinct buckets of a statement are bumped
 once each. ``TRUNCATE`` bumps ``table:<name>`` and ``/*``. A partition column is an integer
 (``smallint``, ``integer``, ``bigint``), ``boolean``, ``text``, ``varchar``, ``uuid`` or
-enum column: their text forms read the same in Python, other types are refused.
+enum column: their text forms read the same in Python (an enum's is its label, and
+:func:`~freshkeep.core.partitions.bucket_of` takes a Python enum member by its name, the label
+SQLAlchemy's ``Enum`` type stores), other types are refused.
 A ``NOTIFY`` payload holds less than 8000 bytes: when a statement touched too many buckets to
 name them all, it also bumps ``/*`` and the payload names only ``table:<name>`` and ``/*``
 (readers rebuild now; the buckets' revisions are read at the next resync).
