@@ -57,7 +57,15 @@ them N times (counters only need to move; the cost is a few indexed updates per 
 SQLite). SQLite has no MD5: a partition value that is neither an integer nor ``NULL`` bumps
 ``table:<name>/*`` instead of its bucket (over-invalidation, never under); a ``BOOLEAN``
 column's 0 and 1 take the buckets of ``False`` and ``True``. A ``DELETE`` without ``WHERE``
-fires them too (SQLite skips its truncate optimisation for a table with a delete trigger).
+fires them too (SQLite skips its truncate optimisation for a table with a delete trigger); an
+upsert (``INSERT ... ON CONFLICT DO UPDATE``) fires the ``UPDATE`` trigger. A ``REPLACE``
+(``INSERT OR REPLACE``, ``UPDATE OR REPLACE``) deletes the rows that conflict with the new one
+without firing their ``DELETE`` trigger: a partitioned table also gets a ``BEFORE INSERT`` and
+a ``BEFORE UPDATE`` trigger (``freshkeep_bump_<table>_replace`` and ``_rekey``, the latter
+only when a unique column changes) that bump the buckets of the rows sharing a unique key (the
+primary key, a ``UNIQUE`` constraint or index, the rowid) with the new one: one indexed lookup
+per unique key and written row. A unique index on an expression makes them bump ``/*``
+instead (which rows conflict with it cannot be told).
 SQLite has no NOTIFY: other processes read the counters at their next resync, which ``PRAGMA
 data_version`` keeps cheap (see :class:`freshkeep.sql.revisions.DataVersion`). Installing is
 idempotent (``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``), in one transaction.
