@@ -6,6 +6,7 @@ The public functions are in :mod:`freshkeep.sql.triggers`, which documents them.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,6 +19,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     from freshkeep.exceptions import missing_extra
 
     raise missing_extra("sqlalchemy", exc.name or "sqlalchemy") from exc
+
+DEFAULT_CHANNEL = "freshkeep"
+"""The NOTIFY channel; the default of :class:`~freshkeep.buses.postgres.PostgresBus`."""
 
 FUNCTION = "freshkeep_bump"
 """The name of the trigger function, and the prefix of every trigger of freshkeep."""
@@ -101,6 +105,70 @@ def missing_column(table: str, column: str, present: Iterable[str]) -> Configura
     return ConfigurationError(
         f"no column {column!r} in table {table!r} to partition by "
         f"(its columns: {', '.join(sorted(present))})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledTriggers:
+    """The change-capture triggers of one table, as they are installed."""
+
+    table: str
+    """The bare table name: the triggers bump ``table:<name>``."""
+    partitions: tuple[Partitioned, ...] | None
+    """The partitions whose buckets the triggers compute, by column; none (``()``) when every
+    write bumps ``table:<name>/*`` instead (right for any partition of the table); ``None``
+    when the triggers do not say (SQLite triggers installed by an earlier freshkeep)."""
+    channel: str | None = None
+    """The ``NOTIFY`` channel (PostgreSQL; ``None`` on SQLite)."""
+
+
+def installed(table: str, splits: list[Split] | None, channel: str | None) -> InstalledTriggers:
+    try:
+        parts = (
+            None
+            if splits is None
+            else tuple(Partitioned(f"table:{table}", s.column, s.buckets) for s in splits)
+        )
+    except ConfigurationError:  # not a column name a partition can have: not freshkeep's
+        parts = None
+    return InstalledTriggers(table, parts, channel)
+
+
+def partition_problem(
+    found: InstalledTriggers, wanted: Iterable[Partitioned], where: str
+) -> str | None:
+    """Why the triggers ``found`` leave partitions of ``wanted`` (of the same table) stale, and
+    the command that installs them again with every partition; ``None`` when they do not."""
+    have = {p.column: p for p in found.partitions or ()}
+    needed = {p.column: p for p in wanted}
+    if not needed or found.partitions == ():  # every write moves every partition
+        return None
+    wrong = [p for c, p in sorted(needed.items()) if have.get(c) != p]
+    if found.partitions is not None and not wrong:
+        return None
+    table = found.table
+    if found.partitions is None:
+        why = "do not name the partitions they compute (installed by an earlier freshkeep)"
+    else:
+        computed = ", ".join(f"{p.column} ({p.buckets} buckets)" for _, p in sorted(have.items()))
+        lacking = ", ".join(
+            f"{p.column} in {have[p.column].buckets} buckets, not {p.buckets}"
+            if p.column in have
+            else f"not {p.column}"
+            for p in wrong
+        )
+        why = f"compute the partitions of {computed}, {lacking}"
+    every = {**have, **needed}
+    command = f"freshkeep migrate --db '{where}' --triggers {shlex.quote(table)}" + "".join(
+        f" --partition {shlex.quote(f'{table}.{c}:{every[c].buckets}')}" for c in sorted(every)
+    )
+    if found.channel is not None and found.channel != DEFAULT_CHANNEL:
+        command += f" --channel {shlex.quote(found.channel)}"
+    columns = ", ".join(sorted(needed))
+    return (
+        f"the change-capture triggers of table {table!r} {why}: another program's writes to it "
+        f"would never reach the views partitioned by {columns}. Install them with every "
+        f"partition: run `{command}`"
     )
 
 
