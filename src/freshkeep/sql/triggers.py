@@ -14,6 +14,19 @@ for an ``INSERT``, the old and new values for an ``UPDATE``, the old values for 
 :func:`~freshkeep.core.partitions.bucket_of` does: ``v mod buckets`` for an integer, 0 for
 ``NULL``, the MD5 of the text form otherwise).
 
+**Checked at start.** Triggers bump the partitions of the columns they were told, and no
+other: a table triggered with ``partitions=[by status]`` never moves ``/<owner>#...`` nor
+``/*``, so a view partitioned by ``owner`` would never see another program's writes.
+:func:`installed_triggers` reads which partitions the installed triggers compute (PostgreSQL:
+their arguments; SQLite: a comment line of their body), and :func:`check_partitions` raises
+:class:`~freshkeep.exceptions.ConfigurationError` when a table's triggers compute partitions but
+not each of the given ones of that table with the same buckets, naming the ``freshkeep
+migrate --triggers <t> --partition <t>.<column>:<buckets> ...`` command that installs them
+with every partition. :meth:`Keeper.start <freshkeep.Keeper.start>` runs it with the keeper's
+partitions (:meth:`SQLAlchemyRevisions.check
+<freshkeep.sql.revisions.SQLAlchemyRevisions.check>`). A table triggered without partitions
+moves ``/*`` on every write: right for any partition, it passes.
+
 **PostgreSQL.** :func:`install_triggers` adds to an unpartitioned table a **statement-level**
 ``AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE`` trigger, ``freshkeep_bump``; to a
 partitioned table four statement-level triggers, ``freshkeep_bump_insert``, ``_update`` and
