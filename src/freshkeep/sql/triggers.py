@@ -77,8 +77,8 @@ without firing their ``DELETE`` trigger: a partitioned table also gets a ``BEFOR
 a ``BEFORE UPDATE`` trigger (``freshkeep_bump_<table>_replace`` and ``_rekey``, the latter
 only when a unique column changes) that bump the buckets of the rows sharing a unique key (the
 primary key, a ``UNIQUE`` constraint or index, the rowid) with the new one: one indexed lookup
-per unique key and written row. A unique index on an expression makes them bump ``/*``
-instead (which rows conflict with it cannot be told).
+per unique key and written row; the keys are read at install time. A unique index on an
+expression makes them bump ``/*`` instead (which rows conflict with it cannot be told).
 SQLite has no NOTIFY: other processes read the counters at their next resync, which ``PRAGMA
 data_version`` keeps cheap (see :class:`freshkeep.sql.revisions.DataVersion`). Installing is
 idempotent (``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``), in one transaction.
