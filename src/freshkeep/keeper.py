@@ -151,13 +151,15 @@ class Keeper(KeeperComponents):
         cannot connect yet: it keeps retrying, and revisions are re-read every resync_interval.
         Validates the ``FRESHKEEP_HEALTH_*`` overrides, the revision source
         (:meth:`RevisionSource.check <freshkeep.ports.RevisionSource.check>`: freshkeep's
-        tables, and the triggers it was told to expect, exist) and every view's sources first
-        (``ConfigurationError`` naming the command to run,
+        tables, and the triggers it was told to expect, exist; triggers that compute
+        partitions compute each of :attr:`partitions` of their table) and every view's
+        sources first (``ConfigurationError`` naming the command to run,
         :class:`~freshkeep.exceptions.UnknownSourceError`).
         """
         self.health.configure()
         if self.revisions is not None:
-            await self.revisions.check()  # e.g. freshkeep's tables were never created
+            # e.g. freshkeep's tables were never created, or triggers compute other partitions
+            await self.revisions.check(partitions=self.partitions)
         await self.check_sources()
         if self._bus_remover is None:
             removers = [self.bus.on_connect(self._bus_up), self.bus.on_disconnect(self._bus_down)]

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from freshkeep import Keeper
+from freshkeep import BuildContext, Keeper, LocalBus
 from freshkeep.core.partitions import MAX_BUCKETS, Partitioned
 from freshkeep.exceptions import ConfigurationError
 from freshkeep.sql import migrate
@@ -351,12 +351,20 @@ def test_reinstalling_switches_the_shape_and_remove_drops_it(
     orders: sqlite3.Connection, tmp_path: Path
 ) -> None:
     path, conn = str(tmp_path / "orders.db"), orders
+
+    def names() -> list[str]:
+        found = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return sorted(str(r[0]).removeprefix("freshkeep_bump_orders_") for r in found)
+
+    assert names() == ["delete", "insert", "rekey", "replace", "update"]
     install_triggers(path, ["orders"])  # no partition now
+    assert names() == ["delete", "insert", "update"]  # every write moves every partition
     assert triggered_tables(path) == ["orders"]
     assert moves(conn, "INSERT INTO orders VALUES (1, 3, 1)") == {ORDERS: 1, f"{ORDERS}/*": 1}
     install_triggers(path, ["orders"], partitions=[BY_CUSTOMER])
     assert moves(conn, "DELETE FROM orders") == {ORDERS: 1, BY_CUSTOMER.source(3): 1}
     assert remove_triggers(path, ["orders"]) == ["orders"] and triggered_tables(path) == []
+    assert names() == []
     assert moves(conn, "INSERT INTO orders VALUES (1, 3, 1)") == {}
 
 
@@ -377,6 +385,121 @@ def test_partition_errors_install_nothing(tmp_path: Path) -> None:
     assert triggered_tables(str(path)) == []
     # A column's name is matched as SQLite matches it, without case.
     assert install_triggers(str(path), ["*"], partitions=[Partitioned(ORDERS, "Customer_Id")])
+
+
+def customers(moved: dict[str, int]) -> dict[str, int]:
+    """The ``customer_id`` buckets among ``moved``."""
+    return {s: n for s, n in moved.items() if s.startswith(f"{ORDERS}/customer_id#")}
+
+
+def test_a_replace_bumps_the_buckets_of_the_rows_it_deletes(orders: sqlite3.Connection) -> None:
+    """A REPLACE deletes the rows that conflict with the new one without firing their DELETE
+    trigger (SQLite fires it only under ``PRAGMA recursive_triggers``, the writer's choice):
+    a BEFORE trigger bumps their buckets."""
+    conn, src = orders, BY_CUSTOMER.source
+    run(conn, "INSERT INTO orders VALUES (1, 3, 1), (2, 4, 1)")
+    cases = [
+        ("INSERT OR REPLACE INTO orders VALUES (1, 5, 0)", {src(3): 1, src(5): 1}),
+        ("REPLACE INTO orders VALUES (1, 6, 0)", {src(5): 1, src(6): 1}),
+        # an UPDATE that takes row 1's key deletes row 1 (customer 6)
+        ("UPDATE OR REPLACE orders SET id = 1 WHERE id = 2", {src(6): 1, src(4): 1}),
+        # an upsert fires the UPDATE trigger (old and new buckets) after the BEFORE INSERT one
+        (
+            "INSERT INTO orders VALUES (1, 8, 1) "
+            "ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id",
+            {src(4): 2, src(8): 1},
+        ),
+        ("INSERT INTO orders (customer_id, paid) VALUES (7, 0)", {src(7): 1}),  # no conflict
+        ("UPDATE orders SET paid = 0 WHERE id = 1", {src(8): 1}),  # no key changed
+    ]
+    for sql, expected in cases:
+        moved = moves(conn, sql)
+        assert customers(moved) == expected, sql
+        assert moved[ORDERS] == 1 and f"{ORDERS}/*" not in moved, sql
+    assert conn.execute("SELECT id, customer_id FROM orders").fetchall() == [(1, 8), (2, 7)]
+
+
+def test_a_replace_finds_its_rows_by_every_unique_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    by = {t: Partitioned(f"table:{t}", "owner", 64) for t in ("items", "pairs", "exprs")}
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, code TEXT COLLATE NOCASE UNIQUE, "
+            "slot INTEGER, owner INTEGER, UNIQUE (slot, owner))"
+        )
+        conn.execute(
+            "CREATE TABLE pairs (a TEXT, b INTEGER, owner INTEGER, PRIMARY KEY (a, b)) "
+            "WITHOUT ROWID"
+        )
+        conn.execute("CREATE TABLE exprs (id INTEGER PRIMARY KEY, email TEXT, owner INTEGER)")
+        conn.execute("CREATE UNIQUE INDEX exprs_email ON exprs (lower(email))")
+        migrate.upgrade(str(path))
+        install_triggers(str(path), list(by), partitions=by.values())
+
+        def owners(sql: str) -> dict[str, int]:
+            moved = moves(conn, sql)
+            table = sql.split(" INTO ")[1].split()[0]
+            assert moved.pop(f"table:{table}") == 1
+            return moved
+
+        run(conn, "INSERT INTO items VALUES (1, 'a', NULL, 10), (2, NULL, NULL, 20)")
+        src = by["items"].source
+        cases = [
+            # the UNIQUE column, compared with its collation
+            ("INSERT OR REPLACE INTO items (code, slot, owner) VALUES ('A', 9, 11)", [10, 11]),
+            # NULLs never conflict: row 2 stays, and so does its bucket
+            ("INSERT OR REPLACE INTO items (code, owner) VALUES (NULL, 21)", [21]),
+            # a UNIQUE constraint of two columns
+            ("INSERT OR REPLACE INTO items (slot, owner) VALUES (9, 11)", [11, 11]),
+            # the rowid (the INTEGER PRIMARY KEY)
+            ("INSERT OR REPLACE INTO items (id, owner) VALUES (2, 22)", [20, 22]),
+        ]
+        for sql, values in cases:
+            expected: dict[str, int] = {}
+            for v in values:
+                expected[src(v)] = expected.get(src(v), 0) + 1
+            assert owners(sql) == expected, sql
+        assert conn.execute("SELECT id, owner FROM items ORDER BY owner").fetchall() == [
+            (5, 11),
+            (4, 21),
+            (2, 22),
+        ]
+        run(conn, "INSERT INTO pairs VALUES ('x', 1, 40), ('x', 2, 41)")
+        pair = by["pairs"].source  # a WITHOUT ROWID table: its primary key
+        assert owners("REPLACE INTO pairs VALUES ('x', 1, 42)") == {pair(40): 1, pair(42): 1}
+        # Conflicts on an expression cannot be found: every insert moves every partition.
+        assert "table:exprs/*" in owners("INSERT INTO exprs VALUES (1, 'A@x', 50)")
+        assert "table:exprs/*" in owners("INSERT OR REPLACE INTO exprs VALUES (2, 'a@X', 51)")
+
+
+async def test_a_keyed_view_of_a_replaced_row_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "shop.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as shell:
+        shell.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER)")
+        migrate.upgrade(str(path))
+        install_triggers(str(path), ["orders"], partitions=[BY_CUSTOMER])
+        engine = sqlite_engine(path)
+        keeper = Keeper(SQLAlchemyRevisions(engine), bus=LocalBus(), resync_interval=600)
+
+        async def ids(ctx: BuildContext) -> list[int]:
+            async with engine.connect() as c:
+                rows = await c.execute(
+                    text("SELECT id FROM orders WHERE customer_id = :k"), {"k": ctx.key}
+                )
+                return [int(r[0]) for r in rows]
+
+        view = keeper.view("orders", ids, sources=[BY_CUSTOMER])
+        await keeper.start()
+        try:
+            shell.execute("INSERT INTO orders VALUES (11, 1)")
+            await keeper.resync()
+            assert [(await view.get(k)).value for k in (1, 3)] == [[11], []]
+            shell.execute("INSERT OR REPLACE INTO orders VALUES (11, 3)")
+            await keeper.resync()
+            assert [(await view.get(k)).value for k in (1, 3)] == [[], [11]]
+        finally:
+            await keeper.aclose()
+            await engine.dispose()
 
 
 INTS = st.none() | st.integers(-(2**63), 2**63 - 1) | st.integers(-3000, 3000)

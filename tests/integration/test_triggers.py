@@ -7,6 +7,7 @@ Partitioned triggers: ``test_partition_triggers.py``."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -335,6 +336,32 @@ async def test_enum_and_domain_columns_bucket_as_python(db: Db) -> None:
         parts[0].source("happy"): 1,
         parts[1].source(-70): 1,
     }
+
+
+class Status(enum.Enum):
+    OPEN = "open"
+    DONE = "done"
+
+
+async def test_an_enum_member_keys_the_partition_its_name_is_stored_in(db: Db) -> None:
+    """SQLAlchemy's ``Enum(Status)`` stores ``'OPEN'``: the key ``Status.OPEN`` reads the
+    bucket the trigger bumps for another program's write of that text."""
+    tickets = sa.Table(
+        "tickets",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("status", sa.Enum(Status)),
+    )
+    with db.engine.begin() as conn:
+        tickets.create(conn)
+    by = Partitioned("table:tickets", "status")
+    install_triggers(db.engine, ["tickets"], channel=db.channel, partitions=[by])
+    db.sql("INSERT INTO tickets VALUES (1, 'OPEN')")
+    assert (await db.note())["r"] == {"table:tickets": 1, by.source(Status.OPEN): 1}
+    with db.engine.begin() as conn:  # what SQLAlchemy writes for the member
+        conn.execute(tickets.insert().values(id=2, status=Status.OPEN))
+        assert conn.scalar(text("SELECT status::text FROM tickets WHERE id = 2")) == "OPEN"
+    assert (await db.note())["r"] == {"table:tickets": 2, by.source(Status.OPEN): 2}
 
 
 VALUES = sa.Table(

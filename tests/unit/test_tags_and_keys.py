@@ -4,6 +4,7 @@ keepers on one bus."""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import pytest
@@ -140,3 +141,20 @@ def test_partitions_are_validated_and_named() -> None:
     assert bucket_of("abc", 2**32) == 2416005272  # the first 32 bits of md5("abc")
     with pytest.raises(ConfigurationError):
         bucket_of(b"x", 8)
+
+
+def test_an_enum_member_maps_by_its_name() -> None:
+    """SQLAlchemy's Enum type stores a member's name: the database triggers hash that text."""
+
+    class Status(enum.Enum):
+        OPEN = "open"
+        DONE = 2
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    assert bucket_of(Status.OPEN, 1024) == bucket_of("OPEN", 1024) != bucket_of("open", 1024)
+    assert bucket_of(Status.DONE, 2**32) == bucket_of("DONE", 2**32)
+    assert bucket_of(Level.LOW, 2**32) == bucket_of("LOW", 2**32)  # not its value, 1
+    by = Partitioned("table:tickets", "status")
+    assert by.source(Status.OPEN) == by.source("OPEN")

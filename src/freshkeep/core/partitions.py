@@ -18,16 +18,17 @@ on the partition of its key only. Three kinds of source name take part:
 
 **Buckets keep storage bounded.** A value maps to one of ``buckets`` counters (1024 by
 default): an integer ``v`` to ``v mod buckets`` (so consecutive ids below ``buckets`` never
-share a counter), any other value to the first 32 bits of the MD5 of its text form, mod
-``buckets``; ``None`` to bucket 0. Values that share a bucket share invalidations: a write for
-one of them rebuilds the others' entries too (never the reverse: nothing is missed). With
-``K`` keys spread evenly, a write invalidates about ``1 + (K - 1) / buckets`` entries instead
-of ``K``. The same mapping is computed by the database triggers (PostgreSQL and SQLite), so
-every writer bumps the same counters.
+share a counter), any other value to the first 32 bits of the MD5 of its text form (an enum
+member's: its name), mod ``buckets``; ``None`` to bucket 0. Values that share a bucket share
+invalidations: a write for one of them rebuilds the others' entries too (never the reverse:
+nothing is missed). With ``K`` keys spread evenly, a write invalidates about
+``1 + (K - 1) / buckets`` entries instead of ``K``. The same mapping is computed by the
+database triggers (PostgreSQL and SQLite), so every writer bumps the same counters.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
 from collections.abc import Iterable
@@ -50,10 +51,14 @@ _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 def bucket_of(value: object, buckets: int) -> int:
     """The bucket of ``value`` among ``buckets``: the same in Python, PostgreSQL and SQLite.
 
-    An ``int`` (not a ``bool``) maps to ``value mod buckets``; ``None`` to 0; anything else to
-    the first 32 bits of the MD5 of ``str(value)`` (its text form: strings and UUIDs read the
-    same in the database), mod ``buckets``.
+    An :class:`enum.Enum` member stands for its ``name`` (what SQLAlchemy's ``Enum`` type
+    stores, and the text a trigger reads; an ``IntEnum`` too: pass ``.value`` for a member
+    stored as its value). Then an ``int`` (not a ``bool``) maps to ``value mod buckets``;
+    ``None`` to 0; anything else to the first 32 bits of the MD5 of ``str(value)`` (its text
+    form: strings and UUIDs read the same in the database), mod ``buckets``.
     """
+    if isinstance(value, enum.Enum):
+        value = value.name
     if value is None:
         return 0
     if isinstance(value, int) and not isinstance(value, bool):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
+from freshkeep.core.partitions import Partitioned
 from freshkeep.core.revision import Revision
 
 
@@ -26,10 +27,13 @@ class RevisionSource(ABC):
         this source cannot bump (the default)."""
         return None
 
-    async def check(self) -> None:
+    async def check(self, partitions: Sequence[Partitioned] = ()) -> None:
         """Raise :class:`~freshkeep.exceptions.ConfigurationError` naming the fix when what
-        it needs is missing (e.g. its tables were never created); the default checks
-        nothing. :meth:`Keeper.start <freshkeep.Keeper.start>` calls it first."""
+        it needs is missing (e.g. its tables were never created), or when what moves its
+        counters cannot move those of ``partitions`` (the partitioned sources the keeper
+        reads: e.g. change-capture triggers told other columns); the default checks nothing.
+        :meth:`Keeper.start <freshkeep.Keeper.start>` calls it first, with
+        :attr:`Keeper.partitions <freshkeep.Keeper.partitions>`."""
         return None
 
     async def known_sources(self) -> frozenset[str] | None:

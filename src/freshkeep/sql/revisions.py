@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 from urllib.parse import quote
@@ -235,11 +235,13 @@ class SQLAlchemyRevisions(RevisionSource):
             self._seen.update(found)
         return found
 
-    async def check(self) -> None:
+    async def check(self, partitions: Sequence[Partitioned] = ()) -> None:
         """Fail fast, naming the command to run, when freshkeep's revision table is missing,
-        or the change-capture triggers of a table given as ``triggers=`` are. A database that
-        cannot be reached is not an error here (it may come up later): it is logged."""
-        from freshkeep.sql.triggers import triggered_tables_async
+        the change-capture triggers of a table given as ``triggers=`` are, or the triggers of
+        a table compute partitions but not each of ``partitions`` of it (with the same
+        buckets: :func:`~freshkeep.sql.triggers.check_partitions`). A database that cannot be
+        reached is not an error here (it may come up later): it is logged."""
+        from freshkeep.sql.triggers import check_partitions_async, triggered_tables_async
 
         def missing(conn: Connection) -> bool:
             return not inspect(conn).has_table(revisions_table.name)
@@ -248,6 +250,8 @@ class SQLAlchemyRevisions(RevisionSource):
         try:
             absent = await run_on(self.engine, missing)
             triggered = set(await triggered_tables_async(self.engine)) if self.triggers else set()
+            if partitions and not absent and self.engine.dialect.name in ("postgresql", "sqlite"):
+                await check_partitions_async(self.engine, partitions)
         except ConfigurationError:
             raise
         except Exception as exc:

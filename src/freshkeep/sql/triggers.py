@@ -14,6 +14,19 @@ for an ``INSERT``, the old and new values for an ``UPDATE``, the old values for 
 :func:`~freshkeep.core.partitions.bucket_of` does: ``v mod buckets`` for an integer, 0 for
 ``NULL``, the MD5 of the text form otherwise).
 
+**Checked at start.** Triggers bump the partitions of the columns they were told, and no
+other: a table triggered with ``partitions=[by status]`` never moves ``/<owner>#...`` nor
+``/*``, so a view partitioned by ``owner`` would never see another program's writes.
+:func:`installed_triggers` reads which partitions the installed triggers compute (PostgreSQL:
+their arguments; SQLite: a comment line of their body), and :func:`check_partitions` raises
+:class:`~freshkeep.exceptions.ConfigurationError` when a table's triggers compute partitions but
+not each of the given ones of that table with the same buckets, naming the ``freshkeep
+migrate --triggers <t> --partition <t>.<column>:<buckets> ...`` command that installs them
+with every partition. :meth:`Keeper.start <freshkeep.Keeper.start>` runs it with the keeper's
+partitions (:meth:`SQLAlchemyRevisions.check
+<freshkeep.sql.revisions.SQLAlchemyRevisions.check>`). A table triggered without partitions
+moves ``/*`` on every write: right for any partition, it passes.
+
 **PostgreSQL.** :func:`install_triggers` adds to an unpartitioned table a **statement-level**
 ``AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE`` trigger, ``freshkeep_bump``; to a
 partitioned table four statement-level triggers, ``freshkeep_bump_insert``, ``_update`` and
@@ -27,7 +40,9 @@ cannot deadlock on them), in the writing transaction, and sends one
 commit; a rollback bumps and sends nothing. The distinct buckets of a statement are bumped
 once each. ``TRUNCATE`` bumps ``table:<name>`` and ``/*``. A partition column is an integer
 (``smallint``, ``integer``, ``bigint``), ``boolean``, ``text``, ``varchar``, ``uuid`` or
-enum column: their text forms read the same in Python, other types are refused.
+enum column: their text forms read the same in Python (an enum's is its label, and
+:func:`~freshkeep.core.partitions.bucket_of` takes a Python enum member by its name, the label
+SQLAlchemy's ``Enum`` type stores), other types are refused.
 A ``NOTIFY`` payload holds less than 8000 bytes: when a statement touched too many buckets to
 name them all, it also bumps ``/*`` and the payload names only ``table:<name>`` and ``/*``
 (readers rebuild now; the buckets' revisions are read at the next resync).
@@ -55,7 +70,15 @@ them N times (counters only need to move; the cost is a few indexed updates per 
 SQLite). SQLite has no MD5: a partition value that is neither an integer nor ``NULL`` bumps
 ``table:<name>/*`` instead of its bucket (over-invalidation, never under); a ``BOOLEAN``
 column's 0 and 1 take the buckets of ``False`` and ``True``. A ``DELETE`` without ``WHERE``
-fires them too (SQLite skips its truncate optimisation for a table with a delete trigger).
+fires them too (SQLite skips its truncate optimisation for a table with a delete trigger); an
+upsert (``INSERT ... ON CONFLICT DO UPDATE``) fires the ``UPDATE`` trigger. A ``REPLACE``
+(``INSERT OR REPLACE``, ``UPDATE OR REPLACE``) deletes the rows that conflict with the new one
+without firing their ``DELETE`` trigger: a partitioned table also gets a ``BEFORE INSERT`` and
+a ``BEFORE UPDATE`` trigger (``freshkeep_bump_<table>_replace`` and ``_rekey``, the latter
+only when a unique column changes) that bump the buckets of the rows sharing a unique key (the
+primary key, a ``UNIQUE`` constraint or index, the rowid) with the new one: one indexed lookup
+per unique key and written row; the keys are read at install time. A unique index on an
+expression makes them bump ``/*`` instead (which rows conflict with it cannot be told).
 SQLite has no NOTIFY: other processes read the counters at their next resync, which ``PRAGMA
 data_version`` keeps cheap (see :class:`freshkeep.sql.revisions.DataVersion`). Installing is
 idempotent (``DROP TRIGGER IF EXISTS`` then ``CREATE TRIGGER``), in one transaction.
@@ -69,17 +92,24 @@ from freshkeep.core.partitions import Partitioned
 from freshkeep.exceptions import ConfigurationError
 from freshkeep.sql._capture import (
     BOOLEAN,
+    DEFAULT_CHANNEL,
     FUNCTION,
     INTEGER,
     TEXT,
+    InstalledTriggers,
     Split,
+    installed,
     match_partitions,
     missing_column,
+    parse_arguments,
+    partition_problem,
     sql_literal,
     sqlite_install,
+    sqlite_installed,
     sqlite_remove,
     sqlite_triggered,
 )
+from freshkeep.sql.engine import display_url
 from freshkeep.sql.migrate import Target, run, run_async
 
 try:
@@ -94,16 +124,18 @@ __all__ = [
     "DEFAULT_CHANNEL",
     "FUNCTION",
     "NOTIFY_ROOM",
+    "InstalledTriggers",
+    "check_partitions",
+    "check_partitions_async",
     "install_triggers",
     "install_triggers_async",
+    "installed_triggers",
+    "installed_triggers_async",
     "remove_triggers",
     "remove_triggers_async",
     "triggered_tables",
     "triggered_tables_async",
 ]
-
-DEFAULT_CHANNEL = "freshkeep"
-"""The NOTIFY channel; the default of :class:`~freshkeep.buses.postgres.PostgresBus`."""
 
 NOTIFY_ROOM = 7900
 """The bytes of revisions a trigger's ``NOTIFY`` names at most (PostgreSQL refuses a payload of
@@ -387,6 +419,46 @@ def _triggered(conn: Connection) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _installed(conn: Connection) -> dict[str, InstalledTriggers]:
+    if conn.dialect.name == "sqlite":
+        return {t: installed(t, s, None) for t, s in sqlite_installed(conn).items()}
+    _check_postgres(conn)
+    rows = conn.execute(
+        text(
+            "SELECT c.relname, t.tgname, t.tgargs FROM pg_trigger t "
+            "JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = ANY(:names) "
+            "AND NOT t.tgisinternal AND pg_catalog.pg_table_is_visible(c.oid)"
+        ),
+        {"names": list(_PG_TRIGGERS)},
+    )
+    args: dict[str, dict[str, list[str]]] = {}
+    for table, name, raw in rows:  # each argument ends with a NUL byte
+        given = bytes(raw).decode("utf-8", "replace").split("\0")[:-1]
+        args.setdefault(str(table), {})[str(name)] = given
+    found = {}
+    for table, by_name in sorted(args.items()):
+        # The partitioned shape names its columns on every trigger but _truncate's.
+        given = by_name.get(f"{FUNCTION}_insert") or by_name.get(FUNCTION) or []
+        splits = parse_arguments(given[1:]) if given else None
+        found[table] = installed(table, splits, given[0] if given else None)
+    return found
+
+
+def _check_partitions(conn: Connection, partitions: list[Partitioned]) -> None:
+    wanted: dict[str, list[Partitioned]] = {}
+    for p in partitions:
+        wanted.setdefault(p.table.removeprefix("table:"), []).append(p)
+    found = _installed(conn) if wanted else {}
+    where = display_url(conn.engine.url)
+    problems = [
+        problem
+        for table, parts in sorted(wanted.items())
+        if table in found and (problem := partition_problem(found[table], parts, where))
+    ]
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+
+
 def install_triggers(
     target: Target,
     tables: Iterable[str],
@@ -445,3 +517,34 @@ async def remove_triggers_async(target: Target, tables: Iterable[str]) -> list[s
 async def triggered_tables_async(target: Target) -> list[str]:
     """:func:`triggered_tables` from async code."""
     return await run_async(target, _triggered)
+
+
+def installed_triggers(target: Target) -> dict[str, InstalledTriggers]:
+    """The change-capture triggers of each triggered table in the ``search_path`` (by bare
+    name): which partitions they compute (PostgreSQL: from the trigger arguments; SQLite: from
+    the line of the triggers' body that names them), and their channel (PostgreSQL)."""
+    return run(target, _installed)
+
+
+async def installed_triggers_async(target: Target) -> dict[str, InstalledTriggers]:
+    """:func:`installed_triggers` from async code."""
+    return await run_async(target, _installed)
+
+
+def check_partitions(target: Target, partitions: Iterable[Partitioned]) -> None:
+    """Raise :class:`~freshkeep.exceptions.ConfigurationError` when a triggered table has
+    triggers that compute partitions, but not each of ``partitions`` of that table with the
+    same number of buckets: another program's writes would then never move those partitions.
+    The message names the table, the column and the ``freshkeep migrate`` command that
+    installs the triggers with every partition. A table without triggers, or whose triggers
+    were installed without partitions (every write bumps ``table:<name>/*``), passes.
+    :meth:`SQLAlchemyRevisions.check <freshkeep.sql.revisions.SQLAlchemyRevisions.check>`
+    runs it at :meth:`Keeper.start <freshkeep.Keeper.start>` with the keeper's partitions."""
+    parts = list(partitions)
+    run(target, lambda conn: _check_partitions(conn, parts))
+
+
+async def check_partitions_async(target: Target, partitions: Iterable[Partitioned]) -> None:
+    """:func:`check_partitions` from async code."""
+    parts = list(partitions)
+    await run_async(target, lambda conn: _check_partitions(conn, parts))
