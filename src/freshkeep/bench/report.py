@@ -18,6 +18,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from freshkeep.bench import fastapi_route
+
 PACKAGES = (
     "freshkeep",
     "uvicorn",
@@ -145,6 +147,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{f['beyond_bound']} of {f['checked']:,} (stale: {f['stale']})",
                 f["beyond_bound"] == 0,
             )
+    out += fastapi_route.targets(results.get("fastapi"))
     ttl = _mode(svc, "ttl", "write")
     if ttl and ttl.get("freshness"):
         f = ttl["freshness"]
@@ -283,6 +286,8 @@ def markdown(results: dict[str, Any]) -> str:
     keyed = results.get("keyed")
     if keyed:
         lines += _keyed(keyed)
+    if results.get("fastapi"):
+        lines += fastapi_route.markdown_lines(results["fastapi"])
     t = results.get("targets") or []
     if t:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]

@@ -323,17 +323,18 @@ def bench(
     level: Annotated[
         list[str] | None,
         typer.Option(
-            help="library, service, distributed and/or keyed (repeat; default: library and "
-            "service; distributed needs PostgreSQL and Redis; keyed: per-table against per-key "
-            "revisions of a view read by key).",
+            help="library, service, distributed, keyed and/or fastapi (repeat; default: "
+            "library and service; distributed needs PostgreSQL and Redis; keyed: per-table "
+            "against per-key revisions of a view read by key; fastapi: the hub's FastAPI route "
+            "beside a bare one, with wrk when installed).",
             show_default=False,
         ),
     ] = None,
     mode: Annotated[
         list[str] | None,
         typer.Option(
-            help="Service modes to run (repeat; default: all): floor, freshkeep, "
-            "freshkeep-fastapi, ttl, maxprobe, uncached.",
+            help="Service modes to run (repeat; default: all): floor, floor-fastapi, "
+            "freshkeep, freshkeep-fastapi, ttl, maxprobe, uncached.",
             show_default=False,
         ),
     ] = None,
@@ -427,9 +428,10 @@ def bench(
     config.levels, config.service.modes, config.chart = levels, modes, chart
     if seed_tasks is not None:
         config.library.seed_tasks = config.service.seed_tasks = seed_tasks
-        config.distributed.seed_tasks = seed_tasks
+        config.distributed.seed_tasks = config.fastapi.seed_tasks = seed_tasks
     if read_seconds is not None:
         config.service.read_s = config.distributed.read_s = read_seconds
+        config.fastapi.seconds = read_seconds
     if write_seconds is not None:
         config.service.write_s = write_seconds
     if write_rate is not None:
@@ -446,6 +448,7 @@ def bench(
         config.keyed.database = db
     if connections is not None:
         config.service.connections = config.distributed.connections = connections
+        config.fastapi.connections = connections
     if rounds is not None:
         config.library.rounds = rounds
     if out is not None:
