@@ -62,9 +62,17 @@ def test_summarize_takes_medians_and_the_ratios_of_the_same_rounds() -> None:
     s = summarize(rounds)
     assert s["routes"][BARE]["rps"] == 2000 and s["routes"][HUB]["rps"] == 1000
     assert s["routes"][HUB]["cpu_us"] == 100.0
-    assert s["rps_ratio"] == pytest.approx({"median": 0.95, "min": 0.5, "max": 0.99})
-    assert s["p99_ratio"] == pytest.approx({"median": 1.2, "min": 1.0, "max": 1.2})
+    assert s["rps_ratio"]["rounds"] == pytest.approx([0.95, 0.5, 0.99])
+    assert s["p99_ratio"]["rounds"] == pytest.approx([1.2, 1.2, 1.0])
+    for key, expected in (("rps_ratio", (0.95, 0.5, 0.99)), ("p99_ratio", (1.2, 1.0, 1.2))):
+        got = tuple(s[key][k] for k in ("median", "min", "max"))
+        assert got == pytest.approx(expected)
     assert s["within_tolerance"] is False  # req/s 0.95 is within 10%, p99 1.20 is not
+    assert s["within_noise"] is False  # 0.20 off, the rounds' p99 ratios span 0.20
+    noisy = summarize(
+        {BARE: [_round(1000, 10), _round(1000, 10)], HUB: [_round(990, 18), _round(990, 9)]}
+    )
+    assert not noisy["within_tolerance"] and noisy["within_noise"]  # p99 1.35: 0.35 off, span 0.9
     fast = summarize({BARE: [_round(1000, 10)], HUB: [_round(990, 10.5)]})
     assert fast["within_tolerance"] is True
 

@@ -86,7 +86,7 @@ def full() -> BenchConfig:
 
 
 def quick() -> BenchConfig:
-    """A smoke run (well under 2 minutes): small hub, few rounds, about 3 s per mode; the
+    """A smoke run (well under 2 minutes): small hub, few rounds, about 5 s per mode; the
     keyed level (when asked) measures for 3 s, the fastapi level two rounds of 1 s."""
     return BenchConfig(
         preset="quick",
@@ -99,7 +99,8 @@ def quick() -> BenchConfig:
             miss_samples=3,
             probe_samples=20,
         ),
-        service=ServiceConfig(seed_tasks=500, read_s=1.0, read_rounds=1, write_s=2.0, warmup_s=0.3),
+        # three read rounds, so that the report can tell a difference from the run's noise
+        service=ServiceConfig(seed_tasks=500, read_s=0.5, read_rounds=3, write_s=2.0, warmup_s=0.3),
         distributed=DistributedConfig(seed_tasks=500, read_s=1.0, warmup_s=0.3, writes=20),
         keyed=KeyedConfig(seconds=3.0),
         fastapi=FastAPIConfig(seed_tasks=500, rounds=2, seconds=1.0, warmup_s=0.3),

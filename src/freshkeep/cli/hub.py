@@ -48,6 +48,9 @@ from freshkeep.cli._root import (
     err_console,
 )
 
+REPORT_WIDTH = 100
+"""The widest ``freshkeep bench`` prints its report (the width of ``results.md``'s lines)."""
+
 
 def _port_taken(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be listened on, or ``None`` when it can (it is freed again)."""
@@ -310,7 +313,7 @@ class _RichReporter:
 @app.command()
 def bench(
     quick: Annotated[
-        bool, typer.Option("--quick", help="A smoke run (small hub, ~3 s per mode): < 2 min.")
+        bool, typer.Option("--quick", help="A smoke run (small hub, ~5 s per mode): < 2 min.")
     ] = False,
     out: Annotated[
         Path | None,
@@ -364,7 +367,11 @@ def bench(
     ] = None,
     rounds: Annotated[
         int | None,
-        typer.Option(min=1, help="Rounds of the library level's hits.", show_default=False),
+        typer.Option(
+            min=1,
+            help="Rounds of the library level's hits and of the fastapi level.",
+            show_default=False,
+        ),
     ] = None,
     keyed_seconds: Annotated[
         float | None,
@@ -450,7 +457,7 @@ def bench(
         config.service.connections = config.distributed.connections = connections
         config.fastapi.connections = connections
     if rounds is not None:
-        config.library.rounds = rounds
+        config.library.rounds = config.fastapi.rounds = rounds
     if out is not None:
         target = out
     elif quick:  # a smoke run must not dirty a checkout
@@ -472,6 +479,9 @@ def bench(
             _, paths = fkbench.run(config, target, fkbench.PrintReporter(), command=command)
     except (RuntimeError, FreshkeepError) as exc:
         raise _fail(str(exc), 1) from exc
-    console.print(Markdown(paths["markdown"].read_text()))
+    # As wide as results.md at most (100 columns): its tables wrap within that, on a terminal
+    # or in a log (where rich would take 80).
+    width = min(console.width, REPORT_WIDTH) if console.is_terminal else REPORT_WIDTH
+    console.print(Markdown(paths["markdown"].read_text()), width=width)
     for kind, path in paths.items():
         console.print(f"[bold]{kind}[/]: {path}", highlight=False)
