@@ -318,8 +318,9 @@ def bench(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Directory for results.md/.json/.png. Default: benchmarks/results, or a "
-            "temporary directory with --quick.",
+            metavar="DIR",
+            help="Where to write results.md, results.json and results.png. Default: "
+            "benchmarks/results, or a temporary directory with --quick.",
             show_default=False,
         ),
     ] = None,
