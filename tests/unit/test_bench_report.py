@@ -74,6 +74,8 @@ def test_within_noise_compares_the_difference_with_the_rounds_spread() -> None:
     assert within_noise([1.31, 0.9, 1.05])  # median 1.05: 0.05 off, the rounds span 0.41
     assert not within_noise([1.31, 1.25, 1.35])  # 0.31 off, the rounds span 0.10
     assert not within_noise([1.31])  # one round: no spread measured
+    assert not within_noise([20.0, 35.0, 80.0])  # 35 times, in rounds of 20 to 80 times
+    assert within_noise([0.87, 0.57, 3.23]) and not within_noise([0.0, 1.0])
     assert side_by_side([2.0, 3.0], [1.0, 0.0]) == [2.0]
     assert side_by_side([1.0], [1.0, 2.0]) == side_by_side(None, [1.0]) == []
     assert ratio_cell(1.31, [1.31, 0.9, 1.05]) == "within noise"
@@ -86,12 +88,14 @@ def test_a_difference_within_the_rounds_spread_says_within_noise() -> None:
             "floor": [5000.0, 6000.0, 4000.0],
             "freshkeep": [6550.0, 5400.0, 4200.0],  # 131%, 90%, 105% of the floor
             "uncached": [50.0, 60.0, 40.0],
+            "maxprobe": [200.0, 100.0, 100.0],  # freshkeep: 33, 54, 42 times
         }
     )
     report = markdown(results)
     assert _row(report, "freshkeep")[4:6] == ["within noise", "1.00"]
     assert _row(report, "floor")[4:6] == ["1.00", "within noise"]
     assert _row(report, "uncached")[4:6] == ["0.01", "108.00"]
+    assert _row(report, "maxprobe")[4:6] == ["0.02", "54.00"]  # a large ratio is no noise
     floor = _target(results, "HTTP hit throughput ≥ 80% of the floor")
     assert floor["measured"] == "within noise (rounds: 131%, 90%, 105%)"
     assert "131% of" not in report

@@ -7,6 +7,7 @@ than their spread says nothing, and the report says *within noise* instead of a 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -22,11 +23,13 @@ def side_by_side(num: Sequence[float] | None, den: Sequence[float] | None) -> li
 
 
 def within_noise(ratios: Sequence[float]) -> bool:
-    """Whether the median of ``ratios`` differs from 1 by less than their spread (largest
-    minus smallest). Fewer than two ratios measure no spread: never within noise."""
-    if len(ratios) < 2:
+    """Whether the median of ``ratios`` differs from 1 by less than their spread, both as
+    factors: ``|log(median)| < log(largest / smallest)`` (so 1.05 in rounds of 0.9 to 1.31
+    is noise, 35 in rounds of 20 to 80 is not). Fewer than two ratios, or one that is not
+    positive, measure no spread: never within noise."""
+    if len(ratios) < 2 or min(ratios) <= 0:
         return False
-    return abs(statistics.median(ratios) - 1.0) < max(ratios) - min(ratios)
+    return abs(math.log(statistics.median(ratios))) < math.log(max(ratios) / min(ratios))
 
 
 def ratio_cell(value: float, ratios: Sequence[float], spec: str = ".2f") -> str:

@@ -244,7 +244,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"interleaved rounds of {svc['read_s']:g} s)",
             "",
             "Ratios of the median rounds; *within noise* where the rounds' own ratios (side by",
-            "side) differ from 1 by less than their spread.",
+            "side) differ from 1 by less than their spread (as factors).",
             "",
             "| mode | req/s | p50 ms | p99 ms | x floor | freshkeep / mode | served as |",
             "|---|---:|---:|---:|---:|---:|---|",
