@@ -121,6 +121,8 @@ def _serve_first(app: FastAPI, router: APIRouter, paths: frozenset[str]) -> None
                 route.endpoint,
                 methods=sorted(route.methods or ()),
                 response_class=route.response_class,
+                status_code=route.status_code,
+                dependencies=route.dependencies,
                 name=route.name,
                 include_in_schema=False,
             )
