@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -49,7 +50,16 @@ def ensure(env: Path, spec: str) -> Path:
 
 def demo(args: list[str]) -> int:
     py = ensure(DEMO, "-e .[demo]")  # the hub's dependencies only: no test toolchain
-    return subprocess.call([str(py), "-m", "freshkeep.cli", "demo", *args], cwd=ROOT)
+    hub = subprocess.Popen([str(py), "-m", "freshkeep.cli", "demo", *args], cwd=ROOT)
+    wait: float | None = None
+    while True:
+        try:
+            return hub.wait(wait)
+        except KeyboardInterrupt:  # Ctrl+C reached the hub too: it stops, and so do we
+            wait = 5.0
+        except subprocess.TimeoutExpired:  # the interrupt was ours alone: pass it on
+            hub.send_signal(signal.SIGINT)
+            wait = None
 
 
 def test(args: list[str]) -> int:

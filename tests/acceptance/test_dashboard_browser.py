@@ -165,6 +165,44 @@ def test_the_page_follows_a_write_live(demo: Demo) -> None:
                 browser.close()
 
 
+def test_the_first_paint_shows_the_data_before_any_poll(demo: Demo) -> None:
+    """The page renders the status embedded in it: with every poll of status.json refused,
+    the views, health and processors still show, and the page keeps polling."""
+    executable = chromium_path()
+    from playwright.sync_api import Route, expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with httpx.Client(base_url=demo.base, timeout=10.0) as http:
+        revision = http.get("/state/summary").headers["x-freshkeep-revision"]
+    polls: list[str] = []
+
+    def refuse(route: Route) -> None:
+        polls.append(route.request.url)
+        route.abort()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.route("**/freshkeep/status.json", refuse)
+            page.goto(demo.dashboard)
+            row = page.locator('tr[data-view="summary"]')
+            expect(row.locator('td[data-field="revision"]')).to_have_text(revision)
+            expect(page.locator('tr[data-check="view:summary"]')).to_have_count(1)
+            expect(page.locator("#headline")).to_have_text(re.compile(r"^(ok|degraded|unhealthy)$"))
+            expect(page.locator("body")).to_have_attribute("data-initial", "rendered")
+            assert "connecting" not in (page.locator("#conn").text_content() or "")
+            # Then it polls: the refused poll says so, and the data stays.
+            expect(page.locator("#conn")).to_contain_text("update failed")
+            assert polls
+            expect(row.locator('td[data-field="revision"]')).to_have_text(revision)
+            assert errors == []
+        finally:
+            browser.close()
+
+
 SESSION_LINES = [
     b'{"type": "user", "message": {"content": "run the tests"}}',
     b'{"type": "tool_use", "name": "bash", "usage": {"input_tokens": 812, "output_tokens": 95}}',

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,12 @@ import pytest
 from starlette.applications import Starlette
 
 from freshkeep import BuildContext, ConfigurationError, Keeper, Policy
-from freshkeep.integrations.dashboard import COOKIE, Dashboard, content_security_policy
+from freshkeep.integrations.dashboard import (
+    COOKIE,
+    Dashboard,
+    content_security_policy,
+    script_json,
+)
 from freshkeep.processing import Item, Outcome, Pipeline, ProcessContext, Processor
 from freshkeep.testing import MemoryRevisions
 
@@ -134,6 +140,61 @@ async def test_status_follows_reads_and_writes(keeper: Keeper) -> None:
         health = later["health"]
         assert health["status"] in ("ok", "degraded", "unhealthy")
         assert any(c["name"] == "view:summary" for c in health["checks"])
+
+
+def _initial(page: str) -> Any:
+    found = re.findall(r'<script type="application/json" id="initial">(.*?)</script>', page, re.S)
+    assert len(found) == 1
+    return json.loads(found[0])
+
+
+async def test_the_page_embeds_the_status_for_its_first_paint(keeper: Keeper) -> None:
+    view = keeper.get_view("summary")
+    await view.get()
+    await view.get()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with client(Dashboard(keeper, TOKEN)) as http:
+        page = await http.get("/freshkeep", headers=headers)
+        data = (await http.get("/freshkeep/status.json", headers=headers)).json()
+    assert page.status_code == 200
+    initial = _initial(page.text)
+    assert set(initial) == set(data)
+    (row,) = initial["views"]
+    assert row["name"] == "summary" and row["served"]["revision"] == "table:tasks=0"
+    assert row["reads"] == {"miss": 1, "hit": 1}
+    assert initial["health"]["status"] in ("ok", "degraded", "unhealthy")
+    assert "{{" not in page.text  # every placeholder filled
+
+
+async def test_embedded_values_cannot_close_the_script_element(keeper: Keeper) -> None:
+    nasty = "</script><script>alert(1)</script><!-- & -->"
+
+    async def broken(ctx: BuildContext) -> dict[str, Any]:
+        raise RuntimeError(nasty)
+
+    keeper.view("broken", broken, sources=["table:tasks"])
+    with pytest.raises(Exception, match="alert"):
+        await keeper.get_view("broken").get()
+    async with client(Dashboard(keeper, TOKEN)) as http:
+        page = await http.get("/freshkeep", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert "alert(1)" in page.text  # the error is in the page, escaped
+    assert "<script>alert" not in page.text and "<!--" not in page.text
+    assert page.text.count("</script>") == 2  # the data's element and the page's script
+    row = next(v for v in _initial(page.text)["views"] if v["name"] == "broken")
+    assert nasty in row["last_error"]
+    assert script_json({"a": "</b>&"}) == '{"a":"\\u003c/b\\u003e\\u0026"}'
+
+
+async def test_the_page_is_served_when_the_status_fails(keeper: Keeper) -> None:
+    dashboard = Dashboard(keeper, TOKEN)
+
+    async def failing() -> dict[str, Any]:
+        raise RuntimeError("status failed")
+
+    dashboard.status = failing  # type: ignore[method-assign]
+    async with client(dashboard) as http:
+        page = await http.get("/freshkeep", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert page.status_code == 200 and _initial(page.text) is None  # the page polls instead
 
 
 class Files(Processor):

@@ -42,3 +42,22 @@ def test_every_dependency_of_every_route_is_async() -> None:
         if not (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))
     }
     assert not sync, sorted(sync)
+
+
+def test_the_summary_route_is_matched_first_and_documented_once() -> None:
+    """GET /state/summary is served from the application itself, ahead of the routers it
+    includes (FastAPI walks an included router on every request), with no dependency to
+    resolve; the OpenAPI schema still lists it once."""
+    app = create_app(":memory:")
+    top = [r for r in app.router.routes if isinstance(r, APIRoute)]
+    assert [r.path for r in top] == ["/state/summary"]
+    (route,) = top
+    assert route.methods == {"GET"} and not route.dependant.dependencies
+    assert not route.include_in_schema
+    schema = app.openapi()
+    assert list(schema["paths"]["/state/summary"]) == ["get"]
+    op = schema["paths"]["/state/summary"]["get"]
+    assert op["tags"] == ["state"] and "304" in op["responses"]
+    documented = [r for r in _routes(list(app.routes)) if r.path == "/state/summary"]
+    assert [r.include_in_schema for r in documented] == [False, True]
+    assert documented[0].endpoint is documented[1].endpoint

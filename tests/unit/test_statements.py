@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from freshkeep.sql.statements import UNKNOWN, first_keyword, written_tables
@@ -70,3 +72,20 @@ def test_written_tables(sql: str, dialect: str, expected: tuple[str, ...] | None
 def test_first_keyword_skips_comments_and_parentheses() -> None:
     assert first_keyword("/* x */ -- y\n ( (select 1))") == "SELECT"
     assert first_keyword("   ") == ""
+
+
+def test_a_statement_the_parser_cannot_read_fully_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A trigger's body (``;`` inside ``BEGIN … END``) is parsed as several statements; the
+    parser's fallback warning is not printed on every start of an application."""
+    sql = (
+        'CREATE TRIGGER "t_bump" AFTER INSERT ON "t" FOR EACH ROW\n'
+        "BEGIN\n    INSERT INTO counters (name) VALUES ('t');\nEND"
+    )
+    with caplog.at_level(logging.DEBUG, logger="sqlglot"):
+        written_tables(sql, "sqlite")
+    assert not [r for r in caplog.records if r.name.startswith("sqlglot")]
+    with caplog.at_level(logging.WARNING, logger="sqlglot"):
+        logging.getLogger("sqlglot").warning("outside freshkeep")
+    assert [r.getMessage() for r in caplog.records] == ["outside freshkeep"]

@@ -14,7 +14,10 @@ Two levels (see ``docs/performance.md``):
   to one takes to show in the other's summary;
 - keyed (:mod:`freshkeep.bench.keyed`, only when asked): a view read by key (1,000 customers)
   under 4 writes/s, with per-table revisions beside per-key revisions (1,024 and 64 buckets):
-  hit ratios, rebuilds per write, false invalidations and reads/s, side by side.
+  hit ratios, rebuilds per write, false invalidations and reads/s, side by side;
+- fastapi (:mod:`freshkeep.bench.fastapi_route`, only when asked): the hub's FastAPI route
+  ``GET /state/summary`` beside a bare FastAPI route returning the same bytes, loaded by wrk
+  (when installed) and the load generator in interleaved rounds: req/s, p99 and their ratios.
 
 :func:`run` runs them and writes ``results.md``, ``results.json`` and ``results.png``. Needs
 ``pip install 'freshkeep[bench]'`` (the peers, uvloop, httptools, matplotlib).
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from freshkeep.bench.distributed import DistributedConfig, run_distributed
+from freshkeep.bench.fastapi_route import FastAPIConfig, run_fastapi
 from freshkeep.bench.keyed import KeyedConfig, run_keyed
 from freshkeep.bench.library import LibraryConfig, run_library
 from freshkeep.bench.progress import NullReporter, PrintReporter, Reporter
@@ -42,6 +46,7 @@ __all__ = [
     "MODE_NAMES",
     "BenchConfig",
     "DistributedConfig",
+    "FastAPIConfig",
     "KeyedConfig",
     "LibraryConfig",
     "Mode",
@@ -57,9 +62,8 @@ __all__ = [
 
 @dataclass
 class BenchConfig:
-    """What a run measures: ``levels`` is a subset of ``("library", "service", "distributed",
-    "keyed")`` (``distributed`` needs PostgreSQL and Redis; neither it nor ``keyed`` is a
-    default level)."""
+    """What a run measures: ``levels`` is a subset of :data:`LEVELS` (``distributed`` needs
+    PostgreSQL and Redis; neither it, ``keyed`` nor ``fastapi`` is a default level)."""
 
     preset: str = "full"
     levels: tuple[str, ...] = ("library", "service")
@@ -67,10 +71,11 @@ class BenchConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     keyed: KeyedConfig = field(default_factory=KeyedConfig)
+    fastapi: FastAPIConfig = field(default_factory=FastAPIConfig)
     chart: bool = True
 
 
-LEVELS = ("library", "service", "distributed", "keyed")
+LEVELS = ("library", "service", "distributed", "keyed", "fastapi")
 """Every level, in the order a run measures them."""
 
 
@@ -81,8 +86,8 @@ def full() -> BenchConfig:
 
 
 def quick() -> BenchConfig:
-    """A smoke run (well under 2 minutes): small hub, few rounds, about 3 s per mode; the
-    keyed level (when asked) measures for 3 s."""
+    """A smoke run (well under 2 minutes): small hub, few rounds, about 5 s per mode; the
+    keyed level (when asked) measures for 3 s, the fastapi level two rounds of 1 s."""
     return BenchConfig(
         preset="quick",
         library=LibraryConfig(
@@ -94,9 +99,11 @@ def quick() -> BenchConfig:
             miss_samples=3,
             probe_samples=20,
         ),
-        service=ServiceConfig(seed_tasks=500, read_s=1.0, read_rounds=1, write_s=2.0, warmup_s=0.3),
+        # three read rounds, so that the report can tell a difference from the run's noise
+        service=ServiceConfig(seed_tasks=500, read_s=0.5, read_rounds=3, write_s=2.0, warmup_s=0.3),
         distributed=DistributedConfig(seed_tasks=500, read_s=1.0, warmup_s=0.3, writes=20),
         keyed=KeyedConfig(seconds=3.0),
+        fastapi=FastAPIConfig(seed_tasks=500, rounds=2, seconds=1.0, warmup_s=0.3),
     )
 
 
@@ -129,6 +136,9 @@ def run(
         results["distributed"] = run_distributed(config.distributed, rep)
     if "keyed" in config.levels:
         results["keyed"] = asyncio.run(run_keyed(config.keyed, rep))
+    if "fastapi" in config.levels:
+        results["fastapi"] = run_fastapi(config.fastapi, rep)
+        results.setdefault("notes", []).extend(results["fastapi"]["notes"])
     results["seconds"] = time.monotonic() - started
     rep.stage("writing the report", 1)
     paths = write(results, out, draw=config.chart)

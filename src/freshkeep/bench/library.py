@@ -299,11 +299,13 @@ async def _measure(
                     created_at=utcnow(),
                 )
             )
+            await hub.exports.before_commit(s)  # as the hub's API commits a write
             await s.commit()
 
     async def local_decision() -> None:
         async with hub.sessionmaker() as s:
             s.add(Decision(topic_id=1, title="bench", status="open", blocking=False))
+            await hub.exports.before_commit(s)
             await s.commit()
 
     async def invalidate() -> None:

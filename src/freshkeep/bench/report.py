@@ -18,6 +18,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from freshkeep.bench import fastapi_route
+from freshkeep.bench.noise import WITHIN_NOISE, ratio_cell, side_by_side, within_noise
+
 PACKAGES = (
     "freshkeep",
     "uvicorn",
@@ -120,17 +123,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"fastest: {fastest['name']}, {r:.1f}x slower",
                 r >= 1.0,
             )
-    floor, fresh = _mode(svc, "floor", "read"), _mode(svc, "freshkeep", "read")
-    if svc and floor and fresh:
-        r = fresh["rps"] / floor["rps"]
-        measured = f"{r:.0%}"
-        rounds = [svc["modes"][n].get("read_rounds_rps") for n in ("floor", "freshkeep")]
-        if all(rounds) and len(rounds[0]) > 1:
-            # The same round's ratio: both modes ran seconds apart, under the same load.
-            per_round = [f / b for f, b in zip(rounds[1], rounds[0], strict=True) if b]
-            r = statistics.median(per_round)
-            measured = f"{r:.0%} (median of rounds: {', '.join(f'{x:.0%}' for x in per_round)})"
-        add("HTTP hit throughput ≥ 80% of the floor", measured, r >= 0.8)
+    fresh = _mode(svc, "freshkeep", "read")
+    for name, floor_name, need, target in (
+        ("freshkeep", "floor", 0.8, "HTTP hit throughput ≥ 80% of the floor"),
+        ("freshkeep-fastapi", "floor-fastapi", 0.9, "FastAPI route ≥ 90% of a bare FastAPI route"),
+    ):
+        if svc and _mode(svc, name, "read") and _mode(svc, floor_name, "read"):
+            r, measured = _versus(svc, name, floor_name)
+            add(target, measured, r >= need)
     for name, need in (("maxprobe", 3.0), ("uncached", 20.0)):
         other = _mode(svc, name, "read")
         if fresh and other and other["rps"]:
@@ -145,6 +145,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{f['beyond_bound']} of {f['checked']:,} (stale: {f['stale']})",
                 f["beyond_bound"] == 0,
             )
+    out += fastapi_route.targets(results.get("fastapi"))
     ttl = _mode(svc, "ttl", "write")
     if ttl and ttl.get("freshness"):
         f = ttl["freshness"]
@@ -154,6 +155,27 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             None,
         )
     return out
+
+
+def _rounds(svc: dict[str, Any], name: str) -> list[float] | None:
+    rounds: list[float] | None = svc["modes"][name].get("read_rounds_rps")
+    return rounds
+
+
+def _versus(svc: dict[str, Any], name: str, floor: str) -> tuple[float, str]:
+    """Mode ``name``'s read throughput against ``floor``'s: the median of the rounds' ratios
+    (both modes ran seconds apart, under the same load) and how to show it."""
+    num, den = _mode(svc, name, "read"), _mode(svc, floor, "read")
+    assert num is not None and den is not None
+    r = num["rps"] / den["rps"] if den["rps"] else 0.0
+    per_round = side_by_side(_rounds(svc, name), _rounds(svc, floor))
+    if len(per_round) < 2:
+        return r, f"{r:.0%} (one round: noise not measured)"
+    r = statistics.median(per_round)
+    shown = ", ".join(f"{x:.0%}" for x in per_round)
+    if within_noise(per_round):
+        return r, f"{WITHIN_NOISE} (rounds: {shown})"
+    return r, f"{r:.0%} (median of rounds: {shown})"
 
 
 def _ns(value: float) -> str:
@@ -221,17 +243,22 @@ def markdown(results: dict[str, Any]) -> str:
             f"### Read phase: no writes (per mode the median of {svc.get('read_rounds', 1)} "
             f"interleaved rounds of {svc['read_s']:g} s)",
             "",
+            "Ratios of the median rounds; *within noise* where the rounds' own ratios (side by",
+            "side) differ from 1 by less than their spread (as factors).",
+            "",
             "| mode | req/s | p50 ms | p99 ms | x floor | freshkeep / mode | served as |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
         for name, d in svc["modes"].items():
             r = d["read"]
+            x_floor = r["rps"] / floor["rps"] if floor and floor["rps"] else 0.0
+            x_fresh = fresh["rps"] / r["rps"] if fresh and r["rps"] else 0.0
+            vs_floor = side_by_side(_rounds(svc, name), _rounds(svc, "floor"))
+            vs_fresh = side_by_side(_rounds(svc, "freshkeep"), _rounds(svc, name))
             lines.append(
                 f"| {name} | {r['rps']:,.0f} | {r['latency_ms']['p50']:.2f} "
-                f"| {r['latency_ms']['p99']:.2f} "
-                f"| {r['rps'] / floor['rps'] if floor and floor['rps'] else 0:.2f} "
-                f"| {fresh['rps'] / r['rps'] if fresh and r['rps'] else 0:.2f} "
-                f"| {_labels(r)} |"
+                f"| {r['latency_ms']['p99']:.2f} | {ratio_cell(x_floor, vs_floor)} "
+                f"| {ratio_cell(x_fresh, vs_fresh)} | {_labels(r)} |"
             )
         lines += [
             "",
@@ -283,6 +310,8 @@ def markdown(results: dict[str, Any]) -> str:
     keyed = results.get("keyed")
     if keyed:
         lines += _keyed(keyed)
+    if results.get("fastapi"):
+        lines += fastapi_route.markdown_lines(results["fastapi"])
     t = results.get("targets") or []
     if t:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]

@@ -42,6 +42,12 @@ class Mode:
 MODES: tuple[Mode, ...] = (
     Mode("floor", "/bench/floor", "bare endpoint returning pre-encoded bytes", check=False),
     Mode(
+        "floor-fastapi",
+        "/bench/floor-fastapi",
+        "the same bytes from a bare FastAPI route (no parameters)",
+        check=False,
+    ),
+    Mode(
         "freshkeep",
         "/bench/freshkeep",
         "freshkeep view through serve() (hub policy: swr, max_stale 30 s; probe=interval)",
@@ -51,7 +57,7 @@ MODES: tuple[Mode, ...] = (
     Mode(
         "freshkeep-fastapi",
         "/state/summary",
-        "the same view through the hub's FastAPI route (dependency injection)",
+        "the same view through the hub's FastAPI route",
         bound_s=30.0,
         must_label=True,
     ),

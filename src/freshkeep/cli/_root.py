@@ -16,6 +16,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("cli", exc.name or "typer") from exc
 
+from freshkeep.cli._help import HelpGroup
+
 if TYPE_CHECKING:
     pass
 
@@ -23,7 +25,7 @@ DEFAULT_SEED_TASKS = 10_000
 """The default of ``--seed-tasks`` (the same as :data:`freshkeep.demo.DEFAULT_SEED_TASKS`)."""
 
 
-class _Group(typer.core.TyperGroup):
+class _Group(HelpGroup):
     """The root group: ``--triggers`` given without tables means every table."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:

@@ -48,6 +48,9 @@ from freshkeep.cli._root import (
     err_console,
 )
 
+REPORT_WIDTH = 100
+"""The widest ``freshkeep bench`` prints its report (the width of ``results.md``'s lines)."""
+
 
 def _port_taken(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be listened on, or ``None`` when it can (it is freed again)."""
@@ -372,30 +375,32 @@ class _RichReporter:
 @app.command()
 def bench(
     quick: Annotated[
-        bool, typer.Option("--quick", help="A smoke run (small hub, ~3 s per mode): < 2 min.")
+        bool, typer.Option("--quick", help="A smoke run (small hub, ~5 s per mode): < 2 min.")
     ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Directory for results.md/.json/.png. Default: benchmarks/results, or a "
-            "temporary directory with --quick.",
+            metavar="DIR",
+            help="Where to write results.md, results.json and results.png. Default: "
+            "benchmarks/results, or a temporary directory with --quick.",
             show_default=False,
         ),
     ] = None,
     level: Annotated[
         list[str] | None,
         typer.Option(
-            help="library, service, distributed and/or keyed (repeat; default: library and "
-            "service; distributed needs PostgreSQL and Redis; keyed: per-table against per-key "
-            "revisions of a view read by key).",
+            help="library, service, distributed, keyed and/or fastapi (repeat; default: "
+            "library and service; distributed needs PostgreSQL and Redis; keyed: per-table "
+            "against per-key revisions of a view read by key; fastapi: the hub's FastAPI route "
+            "beside a bare one, with wrk when installed).",
             show_default=False,
         ),
     ] = None,
     mode: Annotated[
         list[str] | None,
         typer.Option(
-            help="Service modes to run (repeat; default: all): floor, freshkeep, "
-            "freshkeep-fastapi, ttl, maxprobe, uncached.",
+            help="Service modes to run (repeat; default: all): floor, floor-fastapi, "
+            "freshkeep, freshkeep-fastapi, ttl, maxprobe, uncached.",
             show_default=False,
         ),
     ] = None,
@@ -425,7 +430,11 @@ def bench(
     ] = None,
     rounds: Annotated[
         int | None,
-        typer.Option(min=1, help="Rounds of the library level's hits.", show_default=False),
+        typer.Option(
+            min=1,
+            help="Rounds of the library level's hits and of the fastapi level.",
+            show_default=False,
+        ),
     ] = None,
     keyed_seconds: Annotated[
         float | None,
@@ -489,9 +498,10 @@ def bench(
     config.levels, config.service.modes, config.chart = levels, modes, chart
     if seed_tasks is not None:
         config.library.seed_tasks = config.service.seed_tasks = seed_tasks
-        config.distributed.seed_tasks = seed_tasks
+        config.distributed.seed_tasks = config.fastapi.seed_tasks = seed_tasks
     if read_seconds is not None:
         config.service.read_s = config.distributed.read_s = read_seconds
+        config.fastapi.seconds = read_seconds
     if write_seconds is not None:
         config.service.write_s = write_seconds
     if write_rate is not None:
@@ -508,8 +518,9 @@ def bench(
         config.keyed.database = db
     if connections is not None:
         config.service.connections = config.distributed.connections = connections
+        config.fastapi.connections = connections
     if rounds is not None:
-        config.library.rounds = rounds
+        config.library.rounds = config.fastapi.rounds = rounds
     if out is not None:
         target = out
     elif quick:  # a smoke run must not dirty a checkout
@@ -531,6 +542,9 @@ def bench(
             _, paths = fkbench.run(config, target, fkbench.PrintReporter(), command=command)
     except (RuntimeError, FreshkeepError) as exc:
         raise _fail(str(exc), 1) from exc
-    console.print(Markdown(paths["markdown"].read_text()))
+    # As wide as results.md at most (100 columns): its tables wrap within that, on a terminal
+    # or in a log (where rich would take 80).
+    width = min(console.width, REPORT_WIDTH) if console.is_terminal else REPORT_WIDTH
+    console.print(Markdown(paths["markdown"].read_text()), width=width)
     for kind, path in paths.items():
         console.print(f"[bold]{kind}[/]: {path}", highlight=False)

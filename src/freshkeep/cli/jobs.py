@@ -31,6 +31,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise missing_extra("cli", exc.name or "typer") from exc
 
+from freshkeep.cli._help import HelpGroup
+
 APP_QUEUES = "freshkeep.app.queues"
 """The key, in the click context's ``meta``, of the ``--app`` opener set by the root command:
 a function returning an async context manager of an object with ``job_queues``."""
@@ -43,7 +45,12 @@ class _WithQueues(Protocol):
 
 AppQueues = Callable[[], AbstractAsyncContextManager[_WithQueues]]
 
-app = typer.Typer(name="jobs", help="The job queue: status, schema, workers.", no_args_is_help=True)
+app = typer.Typer(
+    cls=HelpGroup,
+    name="jobs",
+    help="The job queue: status, schema, workers.",
+    no_args_is_help=True,
+)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -176,14 +176,15 @@ async def index() -> dict[str, Any]:
         **responses(e503="no value within the view's bounds can be served"),
     },
 )
-async def state_summary(request: Request, hub: HubDep) -> Response:
+async def state_summary(request: Request) -> Response:
     """Topics, totals, blocking decisions and the newest progress, cached by freshkeep.
 
     Headers: ``ETag``, ``X-Freshkeep-Cache`` (hit, section, stale, miss, error-stale),
     ``X-Freshkeep-Revision`` and ``Cache-Status``. ``?refresh=true`` or ``Cache-Control:
     no-cache`` rebuild it now.
     """
-    return await serve(request, hub.summary)
+    # No dependency: FastAPI resolves one on every request, a cost the size of the hit path.
+    return await serve(request, get_hub(request).summary)
 
 
 @router.get("/state/stats", tags=["state"])

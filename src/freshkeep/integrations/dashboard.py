@@ -2,11 +2,12 @@
 
 :class:`Dashboard` serves two routes (Starlette or FastAPI):
 
-- ``GET /freshkeep``: one HTML page (inline CSS and JavaScript, no external asset) that polls
-  the JSON below every ``poll`` seconds and shows every view with the revision and age of the
-  entry it serves, its hit ratio, its read statuses and last error; every processor with its
-  lag and oldest stuck item; remote values (age, TTL, last error); artifact caches; notifiers;
-  and the health checks with their levels and the headline status.
+- ``GET /freshkeep``: one HTML page (inline CSS and JavaScript, no external asset) that shows
+  the JSON below on first paint (embedded in the page as of its request), then polls it every
+  ``poll`` seconds: every view with the revision and age of the entry it serves, its hit
+  ratio, its read statuses and last error; every processor with its lag and oldest stuck
+  item; remote values (age, TTL, last error); artifact caches; notifiers; and the health
+  checks with their levels and the headline status.
 - ``GET /freshkeep/status.json``: the same data as JSON (:func:`dashboard_status`).
 
 It exposes internals, so it is protected by the admin token (the hub's
@@ -441,10 +442,15 @@ class Dashboard:
                 "freshkeep demo, or is the FRESHKEEP_ADMIN_TOKEN setting)",
                 html=True,
             )
+        try:
+            initial = await self.status()
+        except Exception:  # the page polls for it: the JSON route answers with the error
+            initial = None
         body = (
             page_template()
             .replace("{{TITLE}}", _escape(self.title))
             .replace("{{POLL_MS}}", str(round(self.poll * 1000)))
+            .replace("{{INITIAL}}", script_json(initial))
         )
         headers = {**_SECURITY_HEADERS, "Content-Security-Policy": content_security_policy()}
         return HTMLResponse(body, headers=headers)
@@ -462,6 +468,14 @@ class Dashboard:
             )
         body = orjson.dumps(await self.status(), option=orjson.OPT_NON_STR_KEYS, default=str)
         return Response(body, media_type="application/json", headers=_SECURITY_HEADERS)
+
+
+def script_json(data: Any) -> str:
+    """``data`` as JSON to embed in a ``<script type="application/json">`` element: ``<``,
+    ``>`` and ``&`` are escaped (``\\u003c``…), so no value can close the element or open a
+    comment; ``JSON.parse`` of the element's text gives ``data`` back."""
+    text = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _escape(text: str) -> str:
@@ -497,5 +511,6 @@ __all__ = [
     "page_template",
     "processor_status",
     "remote_status",
+    "script_json",
     "view_status",
 ]

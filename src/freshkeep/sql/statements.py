@@ -22,7 +22,9 @@ writes with ``freshkeep.integrations.sqlalchemy.bump``. Results are cached per s
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import threading
 from typing import Final
 
 from freshkeep.exceptions import missing_extra
@@ -36,6 +38,23 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
 
 UNKNOWN: Final = None
 """A statement that may write, to tables that cannot be determined."""
+
+
+class _Quiet(logging.Filter):
+    """Drops sqlglot's log records while this thread parses for :func:`written_tables`: a
+    statement it cannot read fully (e.g. ``CREATE TRIGGER … BEGIN …; END``) is answered here,
+    and its warning would print the statement on every start of an application."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "on", False)
+
+
+_QUIET = _Quiet()
+logging.getLogger("sqlglot").addFilter(_QUIET)
 
 _COMMENTS = re.compile(r"\s*(--[^\n]*(\n|$)|/\*.*?\*/)\s*", re.S)
 _WORD = re.compile(r"[A-Za-z]+")
@@ -143,10 +162,13 @@ def written_tables(sql: str, dialect: str = "") -> tuple[str, ...] | None:
         sql = _REPLACE.sub("INSERT OR REPLACE", sql, count=1)
     elif word not in _PARSED and not several:
         return ()
+    _QUIET.local.on = True
     try:
         trees = sqlglot.parse(sql, read=_DIALECTS.get(dialect))
     except SqlglotError:
         return UNKNOWN
+    finally:
+        _QUIET.local.on = False
     out: list[str] = []
     for tree in trees:
         if not isinstance(tree, exp.Expression):
