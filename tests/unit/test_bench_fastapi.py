@@ -97,3 +97,40 @@ def test_report_section_fits_100_columns_and_says_when_wrk_is_missing() -> None:
     (target,) = targets(result)
     assert target["met"] is True and "(loadgen)" in target["target"]
     assert targets(None) == []
+
+
+def test_the_widest_report_fits_100_columns() -> None:
+    """Ten rounds, huge and tiny figures, a target missed within noise: every line of the
+    section and of the targets table stays within 100 columns."""
+    from freshkeep.bench.report import markdown
+
+    bare = [_round(123456.0, 0.01) for _ in range(10)]
+    hub = [_round(1.0 + i * 99999.0, 9999.99, None) for i in range(10)]
+    rounds = {BARE: bare, HUB: hub}
+    tools = {t: {"rounds": rounds, **summarize(rounds)} for t in ("wrk", "loadgen")}
+    result = {
+        "seed_tasks": 1_000_000,
+        "rounds": 10,
+        "seconds": 30,
+        "connections": 1024,
+        "server": {"loop": "asyncio", "http": "h11", "workers": 1},
+        "wrk": "debian/4.1.0-3+b2 [epoll]",
+        "tools": tools,
+        "notes": [],
+    }
+    text = "\n".join(markdown_lines(result))
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for t in targets(result):
+        row = f"| {t['target']} | {t['measured']} | **no** |"
+        assert len(row) <= 100, row
+    machine = {"cpu": "x" * 60, "cores": 2, "memory_mib": 1, "os": "y" * 60, "python": "3.11"}
+    whole = {
+        "preset": "full",
+        "started_at": "2026-01-01 00:00 UTC",
+        "command": "freshkeep bench --level fastapi --rounds 10",
+        "machine": {**machine, "packages": {"freshkeep": "0.1.0"}},
+        "seconds": 1.0,
+        "fastapi": result,
+    }
+    report = markdown(whole | {"targets": targets(result)})
+    assert max(len(line) for line in report.splitlines()) <= 100
