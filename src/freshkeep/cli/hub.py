@@ -167,7 +167,7 @@ def migrate(
             "--db",
             metavar="PATH_OR_URL",
             help="SQLAlchemy URL (sync or async driver) or SQLite file path. "
-            "Default: $FRESHKEEP_DATABASE_URL.",
+            "Default: the FRESHKEEP_DATABASE_URL setting.",
             show_default=False,
         ),
     ] = None,
@@ -198,10 +198,10 @@ def migrate(
         list[str] | None,
         typer.Option(
             "--partition",
-            metavar="TABLE.COLUMN[:BUCKETS]",
-            help="With --triggers: a write to TABLE bumps the partitions of the COLUMN values "
-            "it touched (BUCKETS counters, default 1024) instead of every partition of TABLE. "
-            "Repeat for more columns or tables.",
+            metavar="T.COL[:N]",
+            help="With --triggers: a write to table T bumps the partitions of the values of "
+            "its column COL it touched (N counters, default 1024) instead of every partition "
+            "of T. Repeat for more columns or tables.",
             show_default=False,
         ),
     ] = None,
