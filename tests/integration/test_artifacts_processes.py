@@ -31,7 +31,9 @@ async def test_scoped_gc_and_builders_in_separate_processes_lose_no_object(
     pg_schema: PgSchema, tmp_path: Path
 ) -> None:
     out = await _race(pg_schema, tmp_path, "gc:k1")  # k1, k10..k17: objects shared with k0..
-    assert out[2]["gc_runs"] > 5 and out[2]["gc_objects"] > 0
+    # What a scoped run may take (an object only its prefix's expired rows used, past the
+    # grace) depends on timing; that none is lost is what _race checks.
+    assert out[2]["gc_runs"] > 5
 
 
 async def _race(pg_schema: PgSchema, tmp_path: Path, gc_role: str) -> dict[int, Any]:
