@@ -62,3 +62,17 @@ async def test_the_hub_says_the_status_labels_it_is_given(
         r = await hub.summary()
         assert r.headers["x-freshkeep-cache"] == "progress-section"
         assert r.headers["cache-status"].startswith("freshkeep; fwd=")
+
+
+async def test_public_stats_show_an_errors_type_and_the_admin_its_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRESHKEEP_ADMIN_TOKEN", "admin-secret")
+    async with running_hub(tmp_path / "hub.db", seed_tasks=20) as hub:
+        await hub.summary()
+        hub.hub.summary.stats.last_error = "OperationalError: no such column: secret [SQL: SELECT]"
+        public = (await hub.http.get("/state/stats")).json()
+        assert public["views"]["summary"]["last_error"] == "OperationalError"
+        assert "SELECT" not in (await hub.http.get("/state/stats")).text
+        admin = (await hub.http.get("/state/stats", headers=ADMIN)).json()
+        assert "no such column" in admin["views"]["summary"]["last_error"]

@@ -17,6 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from freshkeep.core.auth import bearer_ok
 from freshkeep.demo.errors import StrictJSONRoute
 from freshkeep.demo.exports import TopicExports
 from freshkeep.demo.hub import Hub
@@ -188,9 +189,31 @@ async def state_summary(request: Request) -> Response:
 
 
 @router.get("/state/stats", tags=["state"])
-async def state_stats(hub: HubDep) -> dict[str, Any]:
-    """Counters of the keeper and of every view (reads by status, builds per section)."""
-    return hub.keeper.snapshot().to_dict()
+async def state_stats(request: Request, hub: HubDep) -> dict[str, Any]:
+    """Counters of the keeper and of every view (reads by status, builds per section).
+
+    Without the admin token, an error's text (which may hold SQL, parameters or paths) is
+    cut to its type: ``last_error: "OperationalError"``."""
+    stats = hub.keeper.snapshot().to_dict()
+    token = hub.keeper.settings.admin_token
+    if bearer_ok(request.headers.get("authorization"), token.get_secret_value() if token else None):
+        return stats
+    return cast(dict[str, Any], _public(stats))
+
+
+_ERROR_FIELDS = frozenset({"last_error", "last_poisoned", "error"})
+
+
+def _public(value: Any) -> Any:
+    """``value`` with the text of every error field cut to the error's type."""
+    if isinstance(value, dict):
+        return {
+            k: (v.split(":", 1)[0] if k in _ERROR_FIELDS and isinstance(v, str) else _public(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
 
 
 @router.get("/topics", tags=["topics"])
