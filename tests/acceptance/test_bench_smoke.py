@@ -179,5 +179,5 @@ def test_fastapi_level_runs_with_or_without_wrk(tmp_path: Path, wrk: str) -> Non
     assert max(len(line) for line in report.splitlines()) <= 100
     assert ("wrk is not installed" in report) is not found
     assert {t["target"] for t in results["targets"]} == {
-        f"the hub's route within 10% of a bare FastAPI one ({tool})" for tool in level["tools"]
+        f"hub route within 10% of bare FastAPI ({tool})" for tool in level["tools"]
     }

@@ -310,7 +310,7 @@ def targets(f: dict[str, Any] | None) -> list[dict[str, Any]]:
         return []
     return [
         {
-            "target": f"the hub's route within {TOLERANCE:.0%} of a bare FastAPI one ({tool})",
+            "target": f"hub route within {TOLERANCE:.0%} of bare FastAPI ({tool})",
             "measured": f"req/s {t['rps_ratio']['median']:.0%}, p99 {t['p99_ratio']['median']:.0%}"
             + ("" if t["within_tolerance"] or not t.get("within_noise") else f": {WITHIN_NOISE}"),
             "met": t["within_tolerance"],
