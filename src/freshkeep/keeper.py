@@ -13,7 +13,7 @@ from freshkeep._keeper_types import KeeperSnapshot, KeeperStats
 from freshkeep.buses.local import LocalBus
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component
-from freshkeep.core.partitions import Partitioned, every_partition
+from freshkeep.core.partitions import Partitioned, every_partition, with_every
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision, RevisionTracker
 from freshkeep.core.sources import SourceCheck
@@ -232,6 +232,12 @@ class Keeper(KeeperComponents):
         found[partitioned.column] = partitioned
         return partitioned
 
+    def every_of(self, table: str) -> set[str]:
+        """The sources that move every partition of the table source ``table``: its own
+        ``/*``, and that of each partition this keeper knows it by (the bare name's, for
+        ``table:schema.t``)."""
+        return {every_partition(table), *(p.every for p in self.partitions_of(table))}
+
     @property
     def partitions(self) -> tuple[Partitioned, ...]:
         """Every partitioned source declared (:meth:`partition`, and by views)."""
@@ -336,18 +342,7 @@ class Keeper(KeeperComponents):
             return {}
         self._sources.declared.update(sources)  # what the application bumps, it moves
         # A table bumped by hand changed where nobody can tell: every partition moves.
-        sources = tuple(
-            sorted(
-                {
-                    *sources,
-                    *(
-                        every_partition(s)
-                        for s in sources
-                        if s.startswith("table:") and "/" not in s
-                    ),
-                }
-            )
-        )
+        sources = tuple(sorted(with_every(sources, self.every_of)))
         revs: dict[str, Revision] | None
         if self.revisions is None:
             snap = self.tracker.snapshot

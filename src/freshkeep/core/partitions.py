@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from freshkeep.exceptions import ConfigurationError
@@ -72,6 +72,21 @@ def bucket_of(value: object, buckets: int) -> int:
 def every_partition(table_source: str) -> str:
     """The source that moves every partition of ``table_source`` (``table:<t>/*``)."""
     return f"{table_source}/{EVERY}"
+
+
+def with_every(
+    sources: Iterable[str], every_of: Callable[[str], Iterable[str]] | None = None
+) -> set[str]:
+    """``sources`` and, for each whole table among them (``table:<t>``), the sources that move
+    every partition of it: a write whose partitions are not known moves them all.
+    ``every_of(table)`` gives those sources (default: its own ``table:<t>/*``); a keeper adds
+    those of the partitions it knows the table by (:meth:`Keeper.every_of
+    <freshkeep.Keeper.every_of>`)."""
+    out = set(sources)
+    for s in list(out):
+        if s.startswith("table:") and split_source(s)[1] is None:
+            out.update(every_of(s) if every_of is not None else (every_partition(s),))
+    return out
 
 
 def split_source(source: str) -> tuple[str, str | None]:
@@ -157,4 +172,5 @@ __all__ = [
     "bucket_of",
     "every_partition",
     "split_source",
+    "with_every",
 ]

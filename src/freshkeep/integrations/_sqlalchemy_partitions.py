@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
-from freshkeep.core.partitions import every_partition, split_source
+from freshkeep.core.partitions import with_every
 from freshkeep.exceptions import missing_extra
 
 try:
@@ -88,18 +88,14 @@ class PartitionHooks:
         return out
 
     def every_of(self, src: str) -> set[str]:
-        """The sources that move every partition of the table source ``src``: its ``/*``, and
-        that of each partition the keeper knows it by (a bare name for ``schema.table``)."""
-        return {every_partition(src), *(p.every for p in self.keeper.partitions_of(src))}
+        """The sources that move every partition of the table source ``src``
+        (:meth:`Keeper.every_of <freshkeep.Keeper.every_of>`)."""
+        return self.keeper.every_of(src)
 
     def with_every(self, sources: Iterable[str]) -> set[str]:
-        """``sources`` and, for each whole table among them, every partition of it: a write
-        whose partitions are not known moves them all."""
-        out = set(sources)
-        for s in list(out):
-            if s.startswith("table:") and split_source(s)[1] is None:
-                out |= self.every_of(s)
-        return out
+        """``sources`` and every partition of each whole table among them
+        (:func:`freshkeep.core.partitions.with_every`, with the keeper's partitions)."""
+        return with_every(sources, self.keeper.every_of)
 
     def sources_of_ctes(self, compiled: Any) -> set[str]:
         """The tables the data-modifying CTEs of a statement write (PostgreSQL's ``WITH u AS

@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from freshkeep.core.partitions import every_partition, split_source
+from freshkeep.core.partitions import split_source, with_every
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, missing_extra
 
@@ -64,16 +64,6 @@ _REVS = "freshkeep.revisions"
 _COMMITTING = "freshkeep.committing"
 _CONNS = "freshkeep.connections"
 _COMMITTED = "freshkeep.committed"
-
-
-def with_every(sources: Iterable[str]) -> set[str]:
-    """``sources`` and, for each whole table among them, its ``/*`` source: a write whose
-    partitions are not known moves every partition of the tables it wrote."""
-    out = set(sources)
-    out.update(
-        [every_partition(s) for s in out if s.startswith("table:") and split_source(s)[1] is None]
-    )
-    return out
 
 
 def _bump_now(session: Session) -> None:
