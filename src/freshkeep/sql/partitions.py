@@ -188,12 +188,20 @@ def statement_values(
     stmt: Any, table: Table, column: str, names: Mapping[Any, str], params: Params
 ) -> list[Any] | None:
     """The values of ``column`` in the rows ``stmt`` (a compiled Core or ORM DML statement on
-    ``table``) wrote, or :data:`UNKNOWN`. ``names`` maps the statement's bind parameters to
-    their names in ``params`` (``compiled.bind_names``); ``params`` are its parameters per
-    row (``context.compiled_parameters``)."""
+    ``table``) wrote, as the database keeps them (:func:`normalize`), or :data:`UNKNOWN`.
+    ``names`` maps the statement's bind parameters to their names in ``params``
+    (``compiled.bind_names``); ``params`` are its parameters per row
+    (``context.compiled_parameters``)."""
     col = column_of(table, column)
     if col is None:
         return UNKNOWN
+    found = _statement_values(stmt, col, names, params)
+    return None if found is None else [normalize(v, col) for v in found]
+
+
+def _statement_values(
+    stmt: Any, col: Column[Any], names: Mapping[Any, str], params: Params
+) -> list[Any] | None:
     if getattr(stmt, "is_insert", False):
         if getattr(stmt, "_post_values_clause", None) is not None or _replaces(stmt):
             return UNKNOWN  # an upsert or a REPLACE also rewrites rows that existed
@@ -220,10 +228,9 @@ def statement_sources(
     out: set[str] = set()
     for spec in specs:
         values = statement_values(stmt, table, spec.column, names, params)
-        col = column_of(table, spec.column)
-        if values is None or col is None:
+        if values is None:
             return UNKNOWN
-        out.update(spec.bumps(normalize(v, col) for v in values))
+        out.update(spec.bumps(values))
     return out
 
 
