@@ -262,7 +262,8 @@ async def test_gc_running_with_builds_that_reuse_its_objects_never_loses_one(
     tmp_path: Path,
 ) -> None:
     """Builds of keys whose bytes collide run while GC loops with a grace so short that it
-    races every build. After each step every row's object is stored."""
+    races every build. No artifact's object is missing while the artifact is fresh, and after
+    each step every row's object is stored."""
     build = Builder(delay=0.001)
     for i in range(24):
         build.content[f"k{i}"] = f"content {i % 8}".encode()  # 3 keys per object
@@ -286,7 +287,10 @@ async def test_gc_running_with_builds_that_reuse_its_objects_never_loses_one(
             await cache.prebuild(keys)
             for k in keys[:2]:
                 art = await cache.get(k)
-                assert await cache.storage.exists("exports", art.id)
+                if not await cache.storage.exists("exports", art.id):
+                    # an artifact handed out just before it expired may be collected at its
+                    # expiry (max_stale_on_error is 0): never while it is fresh
+                    assert cache.clock.time() >= art.expires_at, (k, art)
             await asyncio.sleep(0.04)
 
     gc_tasks = [asyncio.create_task(collector()) for _ in range(2)]
