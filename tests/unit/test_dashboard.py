@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from freshkeep import BuildContext, ConfigurationError, Keeper, Policy
@@ -52,6 +53,22 @@ async def test_without_a_token_the_dashboard_is_off(keeper: Keeper) -> None:
         assert (await http.get("/freshkeep?token=")).status_code == 403
         data = await http.get("/freshkeep/status.json", headers={"Authorization": "Bearer x"})
         assert data.status_code == 403 and "FRESHKEEP_ADMIN_TOKEN" in data.json()["detail"]
+
+
+async def test_the_token_may_be_the_settings_secret(keeper: Keeper) -> None:
+    """``Dashboard(keeper, settings.admin_token)``: a SecretStr works as its text does, an empty
+    one turns the dashboard off, and anything else is refused when it is made."""
+    async with client(Dashboard(keeper, SecretStr(TOKEN))) as http:
+        assert (await http.get("/freshkeep", params={"token": "wrong"})).status_code == 401
+        signed = await http.get("/freshkeep", params={"token": TOKEN})
+        assert signed.status_code == 303
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await http.get("/freshkeep/status.json", headers=bearer)).status_code == 200
+    assert TOKEN not in repr(Dashboard(keeper, TOKEN))
+    async with client(Dashboard(keeper, SecretStr(""))) as http:
+        assert (await http.get("/freshkeep")).status_code == 403
+    with pytest.raises(ConfigurationError, match="str or a SecretStr"):
+        Dashboard(keeper, b"bytes")  # type: ignore[arg-type]
 
 
 async def test_the_token_is_exchanged_for_an_http_only_strict_cookie(keeper: Keeper) -> None:

@@ -30,12 +30,13 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import KW_ONLY, asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import SecretStr
 
 from freshkeep.core.auth import bearer_ok
 from freshkeep.exceptions import ConfigurationError, missing_extra
@@ -305,7 +306,8 @@ async def dashboard_status(
 @dataclass(eq=False)
 class Dashboard:
     """The dashboard of ``keeper`` at ``path`` (default ``/freshkeep``); see the module
-    docstring. ``token``: the admin token (``None``: the dashboard is off, 403).
+    docstring. ``token``: the admin token, a ``str`` or a ``pydantic.SecretStr`` (as the
+    ``admin_token`` setting holds it); ``None`` or empty: the dashboard is off, 403.
 
     ``pipelines`` and ``schedulers`` give the processors and their schedule; the keeper's
     health registry (``keeper.health``) is run at most every
@@ -313,7 +315,7 @@ class Dashboard:
     """
 
     keeper: Keeper
-    token: str | None
+    token: str | SecretStr | None = field(repr=False)
     _: KW_ONLY
     pipelines: tuple[Pipeline, ...] = ()
     schedulers: tuple[Scheduler, ...] = ()
@@ -329,7 +331,15 @@ class Dashboard:
             )
         if not self.poll > 0:
             raise ConfigurationError(f"the dashboard poll must be > 0 seconds, not {self.poll!r}")
-        if self.token is not None and not self.token:
+        token = self.token
+        if isinstance(token, SecretStr):
+            token = token.get_secret_value()
+        if token is not None and not isinstance(token, str):
+            raise ConfigurationError(
+                f"the dashboard token must be a str or a SecretStr, not {type(token).__name__}"
+            )
+        self._secret: str | None = token or None
+        if self._secret is None:
             self.token = None
         self.pipelines = tuple(self.pipelines)
         self.schedulers = tuple(self.schedulers)
@@ -340,21 +350,21 @@ class Dashboard:
 
     def cookie_value(self) -> str:
         """What the session cookie holds: an HMAC of the token (not the token)."""
-        assert self.token is not None
-        return hmac.new(self.token.encode(), _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
+        assert self._secret is not None
+        return hmac.new(self._secret.encode(), _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
 
     def _token_ok(self, given: str) -> bool:
-        assert self.token is not None
-        return secrets.compare_digest(given.encode(), self.token.encode())
+        assert self._secret is not None
+        return secrets.compare_digest(given.encode(), self._secret.encode())
 
     def authorized(self, request: Request) -> bool:
         """Whether ``request`` carries the session cookie or the bearer token."""
-        if self.token is None:
+        if self._secret is None:
             return False
         authorization = request.headers.get("authorization", "")
         scheme, _, given = authorization.partition(" ")
         if scheme.lower() == "bearer" and given.strip():
-            return bearer_ok(authorization, self.token)
+            return bearer_ok(authorization, self._secret)
         cookie = request.cookies.get(COOKIE)
         return cookie is not None and secrets.compare_digest(
             cookie.encode(), self.cookie_value().encode()
@@ -419,7 +429,7 @@ class Dashboard:
 
     async def page(self, request: Request) -> Response:
         """``GET /freshkeep``: the page; ``?token=`` exchanges the token for the cookie."""
-        if self.token is None:
+        if self._secret is None:
             return self._disabled(True)
         given = request.query_params.get("token")
         if given is not None:
@@ -457,7 +467,7 @@ class Dashboard:
 
     async def status_json(self, request: Request) -> Response:
         """``GET /freshkeep/status.json``: :meth:`status` (cookie or bearer token)."""
-        if self.token is None:
+        if self._secret is None:
             return self._disabled(False)
         if not self.authorized(request):
             return _message(
