@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from freshkeep.core import tracing
 from freshkeep.core.auth import bearer_ok
 from freshkeep.core.entry import Read, Status, format_revision, parse_revision
 from freshkeep.exceptions import UnavailableError, missing_extra
@@ -133,6 +134,8 @@ async def serve(
                 read = await view.get(key, principal=principal)
             except UnavailableError as exc:
                 return _unavailable(view, exc)
+            if tracing.on_read is not None:  # OpenTelemetry: the request span says the status
+                tracing.on_read(view.name, read.status)
             if read.status == "hit":
                 return _PrebuiltResponse(read.entry.body, _hit_headers(read, view))
             return _response(read, view, refresh=False, headers=None)
@@ -177,6 +180,8 @@ async def serve(
             pass  # the read below serves error-stale within its bounds, or answers 503
         else:
             if etag_matches(inm, etag):
+                if tracing.on_read is not None:
+                    tracing.on_read(view.name, "hit")
                 return _not_modified(
                     etag, _cache_control(view, "hit", private), s.cache_status_name
                 )
@@ -187,6 +192,8 @@ async def serve(
         )
     except UnavailableError as exc:
         return _unavailable(view, exc)
+    if tracing.on_read is not None:
+        tracing.on_read(view.name, read.status)
     if inm and not refresh and etag_matches(inm, read.etag):
         return _not_modified(
             read.etag, _cache_control(view, read.status, private), s.cache_status_name
@@ -233,6 +240,8 @@ def _response(read: Read, view: View, *, refresh: bool, headers: dict[str, str] 
 
 
 def _unavailable(view: View, exc: UnavailableError) -> Response:
+    if tracing.on_read is not None:
+        tracing.on_read(view.name, "unavailable")
     return unavailable_response(exc, view=view.name)
 
 
