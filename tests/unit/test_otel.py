@@ -28,6 +28,7 @@ from freshkeep.processing import Item, MemoryProcessingState, Outcome, Pipeline,
 from freshkeep.processing import Processor as BaseProcessor
 from freshkeep.scheduler import Scheduler
 from freshkeep.testing import FakeClock, MemoryRevisions
+from tests.docs_blocks import python_block, run_block
 
 
 class Otel:
@@ -412,3 +413,16 @@ async def test_views_registered_after_instrument_are_observed(hub: tuple[Hub, Ot
     await later.get()
     durations = otel.points("freshkeep.view.build.duration")
     assert durations[(("freshkeep.view", "later"), ("freshkeep.view.section", "default"))] == 1
+
+
+async def test_the_docs_example_makes_the_spans_the_page_says() -> None:
+    found = await run_block(python_block("observability.md", "otel-instrument"), {})
+    spans = found["spans"]
+    assert sorted((name, a.get("freshkeep.view.section")) for name, a in spans) == [
+        ("freshkeep.view.build", None),
+        ("freshkeep.view.section", "core"),
+        ("freshkeep.view.section", "progress"),
+    ]
+    build = next(a for name, a in spans if name == "freshkeep.view.build")
+    assert build["freshkeep.view.sections"] == 2 and build["freshkeep.view.outcome"] == "miss"
+    assert tracing.tracer() is tracing.NO_TRACER  # the block closed it

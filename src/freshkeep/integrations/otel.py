@@ -193,6 +193,19 @@ def instrument(
     return inst
 
 
+def instrument_from_settings(
+    keeper: Keeper,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> Instrumentation | None:
+    """:func:`instrument` when the keeper's settings ask for it (``otel``, the environment's
+    ``FRESHKEEP_OTEL=1``); else ``None``."""
+    if not keeper.settings.otel:
+        return None
+    return instrument(keeper, tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
 def _observe_counters(inst: Instrumentation, meter: Meter) -> None:
     for name, observe, unit in (
         ("freshkeep.view.reads", _view_reads, "{read}"),
@@ -286,4 +299,5 @@ __all__ = [
     "Instrumentation",
     "OtelTracer",
     "instrument",
+    "instrument_from_settings",
 ]
