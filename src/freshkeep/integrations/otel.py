@@ -91,8 +91,7 @@ class OtelTracer(tracing.Tracer):
         """Set the read status and the view on the current span, if it records."""
         span = otel_trace.get_current_span()
         if span.is_recording():
-            span.set_attribute(READ_STATUS, status)
-            span.set_attribute(READ_VIEW, view)
+            span.set_attributes({READ_STATUS: status, READ_VIEW: view})
 
 
 class _Observer:
