@@ -154,13 +154,45 @@ async def test_an_error_stale_value_says_no_cache(hub: tuple[App, httpx.AsyncCli
     assert r.headers["cache-control"] == "public, max-age=0, s-maxage=0, stale-if-error=60"
 
 
-async def test_a_section_rebuild_is_current(hub: tuple[App, httpx.AsyncClient]) -> None:
+async def test_a_section_rebuild_beside_stale_sections_says_no_cache(
+    hub: tuple[App, httpx.AsyncClient],
+) -> None:
     a, client = hub
-    await client.get("/sections")
+    first = await client.get("/sections")
+    assert first.headers["cache-control"] == "public, max-age=0, s-maxage=0, stale-if-error=100"
     a.revs.revisions["t:a"] = 1  # section "a" is strict: rebuilt in line
+    a.revs.revisions["t:b"] = 1  # section "b" is swr: served stale, refreshed in the background
     r = await client.get("/sections")
     assert r.headers["x-freshkeep-cache"] == "section"
-    assert r.headers["cache-control"] == "public, max-age=0, s-maxage=0, stale-if-error=100"
+    assert r.headers["cache-control"] == "no-cache"
+
+
+async def test_a_section_rebuild_of_a_strict_view_is_current() -> None:
+    calls = 0
+
+    async def part(ctx: BuildContext) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        return {ctx.section: calls}
+
+    revs = MemoryRevisions()
+    keeper = Keeper(revs, probe="always")
+    view = keeper.view(
+        "strict",
+        sections={"a": Section(part, ["t:a"]), "b": Section(part, ["t:b"])},
+        public=True,
+        policy=Policy.strict(stale_if_error=60),
+        shared_cache=SharedCache(stale_if_error=60),
+    )
+    app = Starlette(routes=[Route("/strict", endpoint(view))])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        await client.get("/strict")
+        revs.revisions["t:a"] = 1
+        r = await client.get("/strict")
+    assert r.headers["x-freshkeep-cache"] == "section"
+    assert r.headers["cache-control"] == "public, max-age=0, s-maxage=0, stale-if-error=60"
 
 
 async def test_a_request_with_credentials_stays_private(

@@ -20,9 +20,10 @@ kept. So the directives spend the staleness the view's policy already allows, ne
   after an origin error no longer than the origin itself would.
 
 Sections with their own policies bound it too (the tightest wins). Only responses whose value
-matched the revisions the origin knew (``hit``, ``section``, ``miss``, and the ``304`` that
-revalidates one) carry the directives; a ``stale`` or ``error-stale`` response is already
-behind its sources, so it says ``no-cache`` and a proxy revalidates it at its next use.
+matched the revisions the origin knew (``hit``, ``miss``, ``section`` when no section may be
+served stale beside those rebuilt, and the ``304`` that revalidates one) carry the directives;
+a ``stale`` or ``error-stale`` response is already behind its sources, so it says ``no-cache``
+and a proxy revalidates it at its next use.
 """
 
 from __future__ import annotations

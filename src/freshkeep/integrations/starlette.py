@@ -217,9 +217,6 @@ def _headers_of(read: Read, view: View, *, refresh: bool) -> dict[str, str]:
     return out
 
 
-_CURRENT: frozenset[Status] = frozenset({"hit", "section", "miss"})
-
-
 def _cache_control(view: View, status: Status, private: bool) -> str:
     """``no-cache`` (revalidate each use with the ETag), ``private`` for a reader's own value;
     a view's :class:`~freshkeep.core.shared_cache.SharedCache` directives on a current value
@@ -227,9 +224,19 @@ def _cache_control(view: View, status: Status, private: bool) -> str:
     if private:
         return "private, no-cache"
     shared = view.shared_cache
-    if shared is not None and status in _CURRENT:
-        return shared.cache_control
-    return "no-cache"
+    if shared is None or status == "stale" or status == "error-stale":
+        return "no-cache"
+    if status == "section" and _may_keep_stale_sections(view):
+        # Sections rebuilt in line beside others served stale until a background refresh.
+        return "no-cache"
+    return shared.cache_control
+
+
+def _may_keep_stale_sections(view: View) -> bool:
+    """Whether a ``section`` read of ``view`` may serve some sections stale (a policy of the
+    view or of a section is stale-while-revalidate)."""
+    policies = (view.policy, *(s.policy for s in view.sections.values() if s.policy is not None))
+    return any(p.mode == "swr" for p in policies)
 
 
 def _response(read: Read, view: View, *, refresh: bool, headers: dict[str, str] | None) -> Response:
