@@ -4,6 +4,8 @@ read back from the SDK's in-memory exporters."""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,15 @@ from opentelemetry.trace import StatusCode
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from freshkeep import BuildContext, ConfigurationError, Keeper, Policy, Section
+from freshkeep import BuildContext, ConfigurationError, Keeper, Policy, Section, Settings
 from freshkeep.core import tracing
-from freshkeep.integrations.otel import Instrumentation, instrument
+from freshkeep.exceptions import MissingDependencyError
+from freshkeep.integrations.otel import (
+    Instrumentation,
+    OtelTracer,
+    instrument,
+    instrument_from_settings,
+)
 from freshkeep.integrations.starlette import endpoint
 from freshkeep.jobs import JobContext, MemoryJobQueue
 from freshkeep.processing import Item, MemoryProcessingState, Outcome, Pipeline, ProcessContext
@@ -426,3 +434,25 @@ async def test_the_docs_example_makes_the_spans_the_page_says() -> None:
     build = next(a for name, a in spans if name == "freshkeep.view.build")
     assert build["freshkeep.view.sections"] == 2 and build["freshkeep.view.outcome"] == "miss"
     assert tracing.tracer() is tracing.NO_TRACER  # the block closed it
+
+
+def test_instrument_from_settings_follows_the_otel_setting() -> None:
+    off = Keeper(MemoryRevisions())
+    assert instrument_from_settings(off) is None
+    assert tracing.tracer() is tracing.NO_TRACER
+    on = Keeper(MemoryRevisions(), settings=Settings(otel=True))
+    inst = instrument_from_settings(on, tracer_provider=TracerProvider(), meter_provider=None)
+    try:
+        assert inst is not None and inst.keeper is on
+        assert isinstance(tracing.tracer(), OtelTracer)
+    finally:
+        assert inst is not None
+        inst.close()
+    assert tracing.tracer() is tracing.NO_TRACER
+
+
+def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.delitem(sys.modules, "freshkeep.integrations.otel")
+    with pytest.raises(MissingDependencyError, match=r"freshkeep\[otel\]"):
+        importlib.import_module("freshkeep.integrations.otel")
