@@ -171,8 +171,15 @@ class RequestSpans:
         self.tracer = provider.get_tracer("test")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        with self.tracer.start_as_current_span(f"GET {scope['path']}"):
-            await self.app(scope, receive, send)
+        with self.tracer.start_as_current_span(f"GET {scope['path']}") as span:
+            span_id = format(span.get_span_context().span_id, "016x").encode()
+
+            async def send_with_id(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message["headers"], (b"x-span", span_id)]
+                await send(message)
+
+            await self.app(scope, receive, send_with_id)
 
 
 @pytest.fixture
@@ -456,3 +463,24 @@ def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delitem(sys.modules, "freshkeep.integrations.otel")
     with pytest.raises(MissingDependencyError, match=r"freshkeep\[otel\]"):
         importlib.import_module("freshkeep.integrations.otel")
+
+
+async def test_concurrent_requests_share_one_build_span_and_each_gets_its_status(
+    hub: tuple[Hub, Otel], client: httpx.AsyncClient
+) -> None:
+    h, otel = hub
+    h.gate = asyncio.Event()
+    requests = [asyncio.ensure_future(client.get("/summary")) for _ in range(8)]
+    while h.summary.in_flight == 0:  # the first read started the build, which waits
+        await asyncio.sleep(0)
+    for _ in range(20):
+        await asyncio.sleep(0)  # let the other requests join it
+    h.gate.set()
+    responses = await asyncio.gather(*requests)
+    assert all(r.status_code == 200 for r in responses)
+    assert len(otel.spans("freshkeep.view.build")) == 1  # single-flight: one build
+    by_id = {format(s.context.span_id, "016x"): s for s in otel.spans("GET /summary")}
+    assert len(by_id) == 8
+    for r in responses:  # each request's span says what its own response said
+        span = by_id[r.headers["x-span"]]
+        assert attrs(span)["freshkeep.read.status"] == r.headers["x-freshkeep-cache"]
