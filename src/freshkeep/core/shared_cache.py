@@ -46,7 +46,8 @@ class SharedCache:
     - ``stale_if_error``: serves it when the origin fails (a ``5xx``) for this long past its
       freshness.
 
-    Browsers are told ``max-age=0``: they revalidate with the ETag as before.
+    Browsers are told ``max-age=0``: they revalidate with the ETag as before (one that honours
+    ``stale-while-revalidate`` may use its copy for that window, within the same bound).
     """
 
     s_maxage: int = 0
