@@ -18,6 +18,7 @@ from freshkeep.core.partitions import Partitioned as Partitioned
 from freshkeep.core.policy import Policy as Policy
 from freshkeep.core.revision import Revision as Revision
 from freshkeep.core.revision import RevisionTracker as RevisionTracker
+from freshkeep.core.shared_cache import SharedCache as SharedCache
 from freshkeep.exceptions import ArtifactBuildError as ArtifactBuildError
 from freshkeep.exceptions import BuildError as BuildError
 from freshkeep.exceptions import ConfigurationError as ConfigurationError
@@ -133,6 +134,7 @@ __all__ = [
     "Scheduler",
     "Section",
     "Settings",
+    "SharedCache",
     "SharedStore",
     "Snapshot",
     "StateStore",

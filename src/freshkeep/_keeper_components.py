@@ -10,6 +10,7 @@ from freshkeep._view_types import ClientRefresh, SourcesOf
 from freshkeep.core.component import KINDS, Component, Kind
 from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import Policy
+from freshkeep.core.shared_cache import SharedCache
 from freshkeep.exceptions import (
     ConfigurationError,
     DuplicateNameError,
@@ -167,6 +168,7 @@ class KeeperComponents:
         version: str = "",
         labels: Mapping[str, str] | None = None,
         client_refresh: ClientRefresh | None = None,
+        shared_cache: SharedCache | None = None,
     ) -> View:
         """Register and return a view.
 
@@ -178,7 +180,9 @@ class KeeperComponents:
         statuses to the words the status header says (``{"hit": "hit-revision"}``), for
         clients of a service that used other words; ``FRESHKEEP_STATUS_LABELS`` sets them for
         every view. ``client_refresh`` says who may force a rebuild over HTTP
-        (:meth:`View.may_force`; ``FRESHKEEP_CLIENT_REFRESH`` by default).
+        (:meth:`View.may_force`; ``FRESHKEEP_CLIENT_REFRESH`` by default). ``shared_cache``
+        (a public view only) lets shared HTTP caches serve it within its policy's bounds
+        (:class:`~freshkeep.core.shared_cache.SharedCache`).
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
@@ -206,6 +210,7 @@ class KeeperComponents:
             client_refresh=client_refresh,
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
+            shared_cache=shared_cache,
         )
         self._check_view_sources(name, (*v.sources, *(p.table for p in v.partitions)))
         for p in v.partitions:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
+from freshkeep.core import tracing
 from freshkeep.core.backoff import Backoff, backoff
 from freshkeep.core.entry import Entry, SectionEntry, Status, encode, to_plain
 from freshkeep.core.partitions import EVERY, split_source
@@ -153,6 +154,23 @@ class ViewBuilds:
         return (principal, key) if self.per_principal else key
 
     async def _build(
+        self,
+        ck: Hashable,
+        key: Hashable,
+        principal: str | None,
+        sections: tuple[str, ...],
+        refresh: bool,
+    ) -> tuple[Entry, Status]:
+        attributes: tracing.Attributes = {
+            "freshkeep.view": self.name,
+            "freshkeep.view.sections": len(sections),
+        }
+        with tracing.span("freshkeep.view.build", attributes) as span:
+            entry, status = await self._build_entry(ck, key, principal, sections, refresh)
+            span.set_attribute("freshkeep.view.outcome", status)  # hit: the shared store's
+            return entry, status
+
+    async def _build_entry(
         self,
         ck: Hashable,
         key: Hashable,
@@ -342,7 +360,11 @@ class ViewBuilds:
             revisions = dict(zip(srcs, fingerprint, strict=True))
             ctx = BuildContext(self.name, name, key, principal, revisions, self._learn_found)
             started = time.perf_counter()
-            value = to_plain(await section.build(ctx))
+            with tracing.span(
+                "freshkeep.view.section",
+                {"freshkeep.view": self.name, "freshkeep.view.section": name},
+            ):
+                value = to_plain(await section.build(ctx))
             elapsed = time.perf_counter() - started
             if multi:
                 self._check_section_value(name, value)

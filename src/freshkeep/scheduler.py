@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from freshkeep.core import tracing
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.exceptions import ConfigurationError, DuplicateNameError, LockBusy
 from freshkeep.ports import Lock
@@ -182,7 +183,8 @@ class Scheduler:
     @staticmethod
     async def _call(job: Job) -> None:
         job.runs += 1
-        await job.func()
+        with tracing.span("freshkeep.scheduler.run", {"freshkeep.scheduler.job": job.name}):
+            await job.func()
         job.last_error = None
 
     async def _run(self, job: Job) -> None:

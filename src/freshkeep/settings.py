@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8000",
         description="Base URL of the running service that `freshkeep health` asks.",
     )
+    otel: bool = Field(
+        False,
+        description="Report spans and metrics through OpenTelemetry (freshkeep[otel]): "
+        "applications that call freshkeep.integrations.otel.instrument_from_settings, the demo "
+        "hub among them.",
+    )
     jobs_backend: Literal["sql", "procrastinate"] = Field(
         "sql",
         description="Job queue: sql (the embedded runner, a table in the database) or "

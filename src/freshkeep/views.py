@@ -43,6 +43,7 @@ from freshkeep.core.policy import (
     may_serve_on_error,
 )
 from freshkeep.core.revision import Revision, is_older
+from freshkeep.core.shared_cache import SharedCache
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import (
     BuildError,
@@ -62,6 +63,7 @@ __all__ = [
     "PrincipalView",
     "Probe",
     "Section",
+    "SharedCache",
     "View",
     "ViewObserver",
     "ViewSnapshot",
@@ -94,6 +96,7 @@ class View(ViewBuilds, Component):
         client_refresh: ClientRefresh | None = None,
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 30.0,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         if not sections:
             raise ConfigurationError(f"view {name!r} needs at least one section")
@@ -116,6 +119,11 @@ class View(ViewBuilds, Component):
         """Whether a key's sources are the same at every read (no callable gives them)."""
         """Whether the sources of an entry depend on its key."""
         self.policy = policy
+        if shared_cache is not None:
+            _check_shared_cache(name, shared_cache, public, policy, self.sections)
+        self.shared_cache = shared_cache
+        """What shared HTTP caches may do with the view's current responses (``None``: revalidate
+        every use, ``no-cache``)."""
         self.probe = probe
         self.per_principal = per_principal
         self.public = public
@@ -499,6 +507,21 @@ class View(ViewBuilds, Component):
                 observer.stale_served(self.name, status, age)
             except Exception:
                 log.exception("an observer of view %r failed", self.name)
+
+
+def _check_shared_cache(
+    name: str, shared: SharedCache, public: bool, policy: Policy, sections: Mapping[str, Section]
+) -> None:
+    if not isinstance(shared, SharedCache):
+        raise ConfigurationError(
+            f"view {name!r}: shared_cache must be a SharedCache, not {shared!r}"
+        )
+    if not public:
+        raise ConfigurationError(
+            f"view {name!r}: shared_cache needs public=True (a shared cache would give one "
+            "reader's response to another)"
+        )
+    shared.check(name, (policy, *(s.policy for s in sections.values() if s.policy is not None)))
 
 
 def _reason(reason: str) -> str | None:

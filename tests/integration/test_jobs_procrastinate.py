@@ -192,3 +192,32 @@ def test_cron_steps_and_settings(url: str) -> None:
         ProcrastinateJobQueue("sqlite:///x.db")
     queue = job_queue_from_settings(Settings(jobs_backend="procrastinate", jobs_url=url))
     assert isinstance(queue, ProcrastinateJobQueue)
+
+
+async def test_a_job_run_is_a_span(url: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from freshkeep import Keeper
+    from freshkeep.integrations.otel import instrument
+    from freshkeep.testing import MemoryRevisions
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel = instrument(Keeper(MemoryRevisions()), tracer_provider=provider, metrics=False)
+    queue = make(url)
+    queue.task("job", noop)
+    try:
+        job_id = (await queue.enqueue("job", {"n": 1})).job_id
+        await queue.drain(30)
+    finally:
+        await queue.aclose()
+        otel.close()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "freshkeep.job.run"]
+    assert dict(span.attributes or {}) == {
+        "freshkeep.job.task": "job",
+        "freshkeep.job.id": str(job_id),
+        "freshkeep.job.attempt": 1,
+    }

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import threading
 
+import httpx
+import orjson
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from freshkeep import BuildContext, ConfigurationError, Keeper, Section
 from freshkeep.testing import MemoryRevisions
@@ -86,3 +89,51 @@ async def test_a_lambda_returning_a_future_runs_on_the_loop() -> None:
     keeper = Keeper(MemoryRevisions())
     view = keeper.view("gather", lambda ctx: asyncio.ensure_future(gathered(ctx)), sources=["t:a"])
     assert (await view.get()).value == {"n": [1, 2]}
+
+
+class Named(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    open_tasks: int = Field(alias="openTasks")
+    when: datetime.datetime
+    tags: set[str] = set()
+
+
+async def test_the_response_of_a_view_built_from_a_model_is_the_models_json() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from freshkeep.integrations.starlette import endpoint
+
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    named = Named(open_tasks=2, when=when, tags={"x"})
+    rows = [Totals(tasks=1, names=["a"]), Totals(tasks=2, names=[])]
+
+    async def one(ctx: BuildContext) -> Named:
+        return named
+
+    async def listed(ctx: BuildContext) -> list[Totals]:
+        return rows
+
+    async def root(ctx: BuildContext) -> RootModel[dict[str, int]]:
+        return RootModel[dict[str, int]]({"root": 1})
+
+    keeper = Keeper(MemoryRevisions())
+    views = [
+        keeper.view("one", one, sources=["t:a"]),
+        keeper.view("listed", listed, sources=["t:a"]),
+        keeper.view("merged", sections={"n": Section(one, ["t:a"]), "r": Section(root, ["t:b"])}),
+    ]
+    app = Starlette(routes=[Route(f"/{v.name}", endpoint(v)) for v in views])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        for _ in range(2):  # the miss, then the hit from the stored bytes
+            r = await client.get("/one")
+            assert r.headers["content-type"] == "application/json"
+            assert r.json() == orjson.loads(named.model_dump_json())
+            assert r.json()["openTasks"] == 2  # the model's own serialisation settings
+            r = await client.get("/listed")
+            assert r.json() == [orjson.loads(m.model_dump_json()) for m in rows]
+            r = await client.get("/merged")
+            assert r.json() == {**orjson.loads(named.model_dump_json()), "root": 1}

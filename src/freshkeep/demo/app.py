@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from freshkeep.exceptions import missing_extra
 
@@ -37,6 +37,9 @@ from freshkeep.integrations.dashboard import Dashboard
 from freshkeep.integrations.guards import BodyLimit, InternalErrors
 from freshkeep.processing.http import MAX_HISTORY, processor_routes
 from freshkeep.settings import Settings
+
+if TYPE_CHECKING:
+    from freshkeep.integrations.otel import Instrumentation
 
 
 def create_app(
@@ -70,6 +73,8 @@ def create_app(
     for name, every in sessions.scheduled.items():
         hub.keeper.health.watch_processor(sessions.pipeline, name, cadence=every)
 
+    otel = _instrument(hub, settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.start()
@@ -81,6 +86,8 @@ def create_app(
                 await sessions.stop()
         finally:
             await hub.stop()
+            if otel is not None:
+                otel.close()
 
     app = FastAPI(
         title="freshkeep demo hub",
@@ -262,6 +269,16 @@ def _serve_first(app: FastAPI, router: APIRouter, paths: frozenset[str]) -> None
                 name=route.name,
                 include_in_schema=False,
             )
+
+
+def _instrument(hub: Hub, settings: HubSettings) -> Instrumentation | None:
+    """OpenTelemetry spans and metrics when ``FRESHKEEP_OTEL`` asks for them (the ``otel``
+    extra; without it, the error names the extra)."""
+    if not settings.otel:
+        return None
+    from freshkeep.integrations.otel import instrument
+
+    return instrument(hub.keeper)
 
 
 def _mount_metrics(app: FastAPI, hub: Hub, sessions: Sessions) -> None:

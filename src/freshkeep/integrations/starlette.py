@@ -20,6 +20,11 @@ view (neither per-principal nor declared public), gets the shared value: its bui
 the principal, so it holds no user's data. The response says ``Cache-Control: private,
 no-cache`` (a shared HTTP cache must not store it), and the first such request of each view is
 logged, since the view may be meant ``public=True`` or ``per_principal=True``.
+
+A public view with a :class:`~freshkeep.core.shared_cache.SharedCache` says ``public,
+max-age=0, s-maxage=N`` (and ``stale-while-revalidate``, ``stale-if-error``) on a current
+value and on the ``304`` that revalidates one, ``no-cache`` on a stale one, and ``private,
+no-cache`` to a request with credentials.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from freshkeep.core import tracing
 from freshkeep.core.auth import bearer_ok
 from freshkeep.core.entry import Read, Status, format_revision, parse_revision
 from freshkeep.exceptions import UnavailableError, missing_extra
@@ -128,6 +134,8 @@ async def serve(
                 read = await view.get(key, principal=principal)
             except UnavailableError as exc:
                 return _unavailable(view, exc)
+            if tracing.on_read is not None:  # OpenTelemetry: the request span says the status
+                tracing.on_read(view.name, read.status)
             if read.status == "hit":
                 return _PrebuiltResponse(read.entry.body, _hit_headers(read, view))
             return _response(read, view, refresh=False, headers=None)
@@ -141,6 +149,11 @@ async def serve(
         private = shielded = True
         headers = {**(headers or {}), "Cache-Control": "private, no-cache"}
         _warn_shared(view, request.url.path)
+    elif view.shared_cache is not None and _is_authenticated(request):
+        # A response to a request with credentials stays out of shared caches: its public,
+        # s-maxage directives would let them store it (RFC 9111 3.5).
+        private = True
+        headers = {**(headers or {}), "Cache-Control": "private, no-cache"}
     s = view.keeper.settings
     refresh = wants_refresh(request)
     if refresh and not view.may_force(
@@ -167,7 +180,11 @@ async def serve(
             pass  # the read below serves error-stale within its bounds, or answers 503
         else:
             if etag_matches(inm, etag):
-                return _not_modified(etag, private, s.cache_status_name)
+                if tracing.on_read is not None:
+                    tracing.on_read(view.name, "hit")
+                return _not_modified(
+                    etag, _cache_control(view, "hit", private), s.cache_status_name
+                )
     try:
         read = await _run(
             view.get(key, principal=principal, refresh=refresh, min_revision=min_revision),
@@ -175,8 +192,12 @@ async def serve(
         )
     except UnavailableError as exc:
         return _unavailable(view, exc)
+    if tracing.on_read is not None:
+        tracing.on_read(view.name, read.status)
     if inm and not refresh and etag_matches(inm, read.etag):
-        return _not_modified(read.etag, private, s.cache_status_name)
+        return _not_modified(
+            read.etag, _cache_control(view, read.status, private), s.cache_status_name
+        )
     return _response(read, view, refresh=refresh, headers=headers)
 
 
@@ -184,7 +205,7 @@ def _headers_of(read: Read, view: View, *, refresh: bool) -> dict[str, str]:
     s = view.keeper.settings
     out = {
         "ETag": read.etag,
-        "Cache-Control": "private, no-cache" if view.per_principal else "no-cache",
+        "Cache-Control": _cache_control(view, read.status, view.per_principal),
         s.header_cache: view.labels.get(read.status, read.status),
         s.header_revision: read.revision,
         "Cache-Status": cache_status(read, s.cache_status_name, refresh=refresh),
@@ -196,6 +217,28 @@ def _headers_of(read: Read, view: View, *, refresh: bool) -> dict[str, str]:
     return out
 
 
+def _cache_control(view: View, status: Status, private: bool) -> str:
+    """``no-cache`` (revalidate each use with the ETag), ``private`` for a reader's own value;
+    a view's :class:`~freshkeep.core.shared_cache.SharedCache` directives on a current value
+    (a stale one is already behind its sources: a shared cache must not keep it longer)."""
+    if private:
+        return "private, no-cache"
+    shared = view.shared_cache
+    if shared is None or status == "stale" or status == "error-stale":
+        return "no-cache"
+    if status == "section" and _may_keep_stale_sections(view):
+        # Sections rebuilt in line beside others served stale until a background refresh.
+        return "no-cache"
+    return shared.cache_control
+
+
+def _may_keep_stale_sections(view: View) -> bool:
+    """Whether a ``section`` read of ``view`` may serve some sections stale (a policy of the
+    view or of a section is stale-while-revalidate)."""
+    policies = (view.policy, *(s.policy for s in view.sections.values() if s.policy is not None))
+    return any(p.mode == "swr" for p in policies)
+
+
 def _response(read: Read, view: View, *, refresh: bool, headers: dict[str, str] | None) -> Response:
     out = _headers_of(read, view, refresh=refresh)
     if headers:
@@ -204,6 +247,8 @@ def _response(read: Read, view: View, *, refresh: bool, headers: dict[str, str] 
 
 
 def _unavailable(view: View, exc: UnavailableError) -> Response:
+    if tracing.on_read is not None:
+        tracing.on_read(view.name, "unavailable")
     return unavailable_response(exc, view=view.name)
 
 
@@ -276,12 +321,12 @@ def _warn_shared(view: View, path: str) -> None:
     )
 
 
-def _not_modified(etag: str, private: bool, name: str) -> Response:
+def _not_modified(etag: str, cache_control: str, name: str) -> Response:
     return Response(
         status_code=304,
         headers={
             "ETag": etag,
-            "Cache-Control": "private, no-cache" if private else "no-cache",
+            "Cache-Control": cache_control,
             "Cache-Status": f"{name}; hit; detail=not-modified",
         },
     )

@@ -18,6 +18,7 @@ from freshkeep.exceptions import (
 )
 from freshkeep.jobs._types import (
     JobContext,
+    job_span,
 )
 from freshkeep.scheduler import Scheduler
 
@@ -150,7 +151,10 @@ class SQLWorker(SQLJobTable):
             )
             return
         try:
-            await spec.func(JobContext(str(job.id), job.task, job.attempts), orjson.loads(job.args))
+            with job_span(job.task, str(job.id), job.attempts):
+                await spec.func(
+                    JobContext(str(job.id), job.task, job.attempts), orjson.loads(job.args)
+                )
         except asyncio.CancelledError:
             if self._closing:
                 self._interrupted[job.id] = job.dedup_key

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from freshkeep.core import tracing
 from freshkeep.ports._jobs import (
     JOB_STATUSES,
     MAX_KEY,
@@ -21,6 +23,17 @@ from freshkeep.ports._jobs import (
     check_name,
     encode_args,
 )
+
+
+def job_span(task: str, job_id: str, attempt: int) -> AbstractContextManager[tracing.Span]:
+    """The span of one run of a job (``freshkeep.job.run``)."""
+    attributes: tracing.Attributes = {
+        "freshkeep.job.task": task,
+        "freshkeep.job.id": job_id,
+        "freshkeep.job.attempt": attempt,
+    }
+    return tracing.span("freshkeep.job.run", attributes)
+
 
 QueueComponent = JobQueue
 """The component side of a job queue (kind ``jobs``): the :class:`JobQueue` port itself."""

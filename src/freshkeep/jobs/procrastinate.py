@@ -54,6 +54,7 @@ from freshkeep.jobs._types import (
     JobQueueSnapshot,
     PeriodicSpec,
     TaskSpec,
+    job_span,
 )
 
 try:
@@ -386,7 +387,8 @@ class ProcrastinateJobQueue(JobQueue):
                 return
         attempt = job.attempts + 1
         try:
-            await spec.func(JobContext(str(job.id), spec.name, attempt), args)
+            with job_span(spec.name, str(job.id), attempt):
+                await spec.func(JobContext(str(job.id), spec.name, attempt), args)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._count_failure(spec.name, error, final=attempt > spec.retries)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
+from freshkeep.core import tracing
 from freshkeep.core.backoff import backoff
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component, Kind
@@ -26,6 +27,9 @@ from freshkeep.processing._types import (
     Processor,
     RunStats,
 )
+
+_COUNTS = ("scanned", "processed", "failed", "skipped", "unchanged", "deferred")
+"""The counts of a run set on its span."""
 
 log = logging.getLogger("freshkeep.processing")
 
@@ -160,7 +164,7 @@ class Pipeline(Component):
             async with hold(self.locks, f"processor:{name}"):
                 self.running.add(name)
                 try:
-                    await self._run(processor, progress, stats)
+                    await self._run_traced(processor, progress, stats)
                 finally:
                     self.running.discard(name)
         except ProcessorBusy:
@@ -199,6 +203,17 @@ class Pipeline(Component):
             await self.history.record(record)
         except Exception:
             log.exception("could not record the run of processor %s by %s", name, record.who)
+
+    async def _run_traced(
+        self, processor: Processor, progress: Progress | None, stats: RunStats
+    ) -> None:
+        attributes = {"freshkeep.processor": processor.name}
+        with tracing.span("freshkeep.processor.run", attributes) as span:
+            try:
+                await self._run(processor, progress, stats)
+            finally:
+                for count in _COUNTS:
+                    span.set_attribute(f"freshkeep.processor.{count}", getattr(stats, count))
 
     async def _run(self, processor: Processor, progress: Progress | None, stats: RunStats) -> None:
         started = time.perf_counter()
@@ -263,7 +278,9 @@ class Pipeline(Component):
             return _replace(prev, mtime_ns=mtime, size=item.size)
         ctx = ProcessContext(processor.name, prev, digest, now)
         try:
-            outcome = await processor.process(item, ctx)
+            attributes = {"freshkeep.processor": processor.name, "freshkeep.item": item.key}
+            with tracing.span("freshkeep.processor.item", attributes):
+                outcome = await processor.process(item, ctx)
             if not isinstance(outcome, Outcome):
                 raise TypeError(f"process() returned {type(outcome).__name__}, not an Outcome")
         except Exception as exc:

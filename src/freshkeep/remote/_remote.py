@@ -12,6 +12,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from freshkeep.core import tracing
 from freshkeep.core.backoff import backoff
 from freshkeep.core.component import Component, Kind
 from freshkeep.core.singleflight import SingleFlight
@@ -141,14 +142,15 @@ class Remote(Component):
         assert fetch is not None
         started, started_at, generation = self._begin(slot)
         try:
-            if self._fetch_is_async:
-                value = await fetch(key)
-            else:  # a sync fetch must not block the event loop
-                value = await asyncio.to_thread(fetch, key)
-                if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
-                    value = await value
-            done = self._complete(value)
-            lookups = self._lookups(done.value)
+            with tracing.span("freshkeep.remote.fetch", {"freshkeep.remote": self.name}):
+                if self._fetch_is_async:
+                    value = await fetch(key)
+                else:  # a sync fetch must not block the event loop
+                    value = await asyncio.to_thread(fetch, key)
+                    if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
+                        value = await value
+                done = self._complete(value)
+                lookups = self._lookups(done.value)
         except Exception as exc:
             self._failed(slot, exc)
             raise
@@ -187,15 +189,16 @@ class Remote(Component):
                 return self._unavailable(key, slot, slot.error, now)
             started, started_at, generation = self._begin(slot)
             try:
-                value = fetch(key)
-                if inspect.isawaitable(value):
-                    _discard(value)
-                    raise ConfigurationError(
-                        f"remote {self.name!r}: fetch_sync returned an awaitable; "
-                        "read_sync() needs a fetch that returns the value"
-                    )
-                done = self._complete(value)
-                lookups = self._lookups(done.value)
+                with tracing.span("freshkeep.remote.fetch", {"freshkeep.remote": self.name}):
+                    value = fetch(key)
+                    if inspect.isawaitable(value):
+                        _discard(value)
+                        raise ConfigurationError(
+                            f"remote {self.name!r}: fetch_sync returned an awaitable; "
+                            "read_sync() needs a fetch that returns the value"
+                        )
+                    done = self._complete(value)
+                    lookups = self._lookups(done.value)
             except ConfigurationError:
                 raise
             except Exception as exc:
