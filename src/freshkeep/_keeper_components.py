@@ -29,12 +29,15 @@ from freshkeep.views import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from freshkeep.artifacts import ArtifactCache
     from freshkeep.jobs import QueueComponent
     from freshkeep.keeper import Keeper
     from freshkeep.notify import ChangeNotifier, Send, StateStore
     from freshkeep.processing import Pipeline
     from freshkeep.remote import Derive, Fetch
+    from freshkeep.sql.replica import ReadReplica
 
 C = TypeVar("C", bound=Component)
 
@@ -167,6 +170,7 @@ class KeeperComponents:
         version: str = "",
         labels: Mapping[str, str] | None = None,
         client_refresh: ClientRefresh | None = None,
+        replica: ReadReplica | AsyncEngine | None = None,
     ) -> View:
         """Register and return a view.
 
@@ -178,7 +182,11 @@ class KeeperComponents:
         statuses to the words the status header says (``{"hit": "hit-revision"}``), for
         clients of a service that used other words; ``FRESHKEEP_STATUS_LABELS`` sets them for
         every view. ``client_refresh`` says who may force a rebuild over HTTP
-        (:meth:`View.may_force`; ``FRESHKEEP_CLIENT_REFRESH`` by default).
+        (:meth:`View.may_force`; ``FRESHKEEP_CLIENT_REFRESH`` by default). ``replica``
+        builds each section on a PostgreSQL read replica, its revisions and its data in one
+        snapshot (an async engine, with the keeper's ``SQLAlchemyRevisions`` engine as the
+        primary to fall back to, or a :class:`~freshkeep.sql.replica.ReadReplica`): see
+        :mod:`freshkeep.sql.replica`.
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
@@ -206,11 +214,18 @@ class KeeperComponents:
             client_refresh=client_refresh,
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
+            replica=None if replica is None else self._replica(replica),
         )
         self._check_view_sources(name, (*v.sources, *(p.table for p in v.partitions)))
         for p in v.partitions:
             cast("Keeper", self).partition(p)
         return self.register(v)
+
+    def _replica(self, replica: ReadReplica | AsyncEngine) -> ReadReplica:
+        from freshkeep.sql.replica import as_replica
+
+        primary = getattr(cast("Keeper", self).revisions, "engine", None)
+        return as_replica(replica, primary=primary, wait=self.settings.replica_wait)
 
     # -- remote values and notifiers ---------------------------------------------------------
 

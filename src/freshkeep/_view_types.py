@@ -9,7 +9,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from freshkeep.core.component import Snapshot
 from freshkeep.core.entry import Status
@@ -17,6 +17,11 @@ from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from freshkeep._view_replica import ReplicaSnapshot
 
 Probe = Literal["always", "interval"]
 
@@ -63,6 +68,11 @@ class BuildContext:
     learn: Learn | None = field(default=None, repr=False, compare=False)
     found: dict[str, Revision] = field(default_factory=dict, repr=False, compare=False)
     """The sources :meth:`depend` added, with their revisions."""
+    session: AsyncSession | None = field(default=None, repr=False, compare=False)
+    """For a view built on a read replica (``keeper.view(..., replica=...)``): a session in
+    the ``REPEATABLE READ`` snapshot :attr:`revisions` were read in. Read the section's data
+    through it, so the entry is labelled with the revisions of the data it holds. ``None``
+    for other views."""
 
     async def depend(self, *sources: str) -> Mapping[str, Revision]:
         """Add ``sources`` to what this section depends on, found while building (e.g. the
@@ -301,3 +311,5 @@ class ViewSnapshot(Snapshot):
     partitions: tuple[str, ...] = ()
     """The partitioned sources a keyed section reads the key's partition of
     (``table:<t>/<column>``)."""
+    replica: ReplicaSnapshot | None = None
+    """How its builds went on its read replica; ``None`` for a view built on the primary."""
