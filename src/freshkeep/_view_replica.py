@@ -35,8 +35,8 @@ class ReplicaSnapshot(Snapshot):
     last_wait: float
     """Seconds the last build that waited spent waiting."""
     behind: int
-    """Sections labelled older than the keeper knew when built (a source added while
-    building was behind on the replica): served only as the policy allows a stale value."""
+    """Builds on the replica in which a source the builder added (``ctx.depend``) was
+    older than the keeper knew: each was built again on the primary."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -82,28 +82,33 @@ async def build_on_replica(
     stays behind what the keeper knows of ``sources``); return the value and the context,
     whose ``revisions`` and ``found`` are those of the snapshot (rule 3)."""
     target = dict(zip(sources, tracker.current(sources), strict=True))
-    async with replica.open(sources, target) as snap:
+    for on_primary in (False, True):
+        async with replica.open(sources, target, primary=on_primary) as snap:
 
-        async def learn_here(new: tuple[str, ...]) -> Mapping[str, Revision]:
-            known = await learn(new)  # the keeper follows them from now on
-            found = await snap.read(new)
-            if any(is_older(found[s], known.get(s, 0)) for s in new):
-                snap.behind = True
-            return found
+            async def learn_here(new: tuple[str, ...]) -> Mapping[str, Revision]:
+                known = await learn(new)  # the keeper follows them from now on
+                found = await snap.read(new)
+                if any(is_older(found[s], known.get(s, 0)) for s in new):
+                    snap.behind = True
+                return found
 
-        ctx = BuildContext(
-            view, name, key, principal, dict(snap.revisions), learn_here, session=snap.session
-        )
-        value = await section.build(ctx)
+            ctx = BuildContext(
+                view, name, key, principal, dict(snap.revisions), learn_here, session=snap.session
+            )
+            value = await section.build(ctx)
+        if snap.lagged:
+            stats.waited += 1
+            stats.last_wait = snap.waited
+        if snap.on == "replica" and snap.behind:
+            # A source the builder added is behind on the replica: its data there is older
+            # than what the keeper knows. Build again on the primary rather than serve it.
+            stats.behind += 1
+            continue
+        break
     if snap.on == "replica":
         stats.on_replica += 1
     else:
         stats.on_primary += 1
-    if snap.lagged:
-        stats.waited += 1
-        stats.last_wait = snap.waited
-    if snap.behind:
-        stats.behind += 1
     # What a snapshot saw was committed: the keeper may know it from now on.
     tracker.apply(snap.revisions)
     return value, ctx

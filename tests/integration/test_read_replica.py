@@ -278,3 +278,46 @@ async def test_an_unreachable_replica_builds_on_the_primary(cluster: Cluster) ->
     finally:
         await keeper.aclose()
         await dead.dispose()
+
+
+async def test_a_source_added_while_building_that_is_behind_builds_on_the_primary(
+    cluster: Cluster,
+) -> None:
+    """``ctx.depend`` reads the added source in the build's snapshot; when the replica holds
+    an older revision of it than the keeper knows, the section is built on the primary."""
+    async with cluster.primary.begin() as conn:
+        await conn.execute(text("DROP TABLE IF EXISTS notes"))
+        await conn.execute(text("CREATE TABLE notes (id int PRIMARY KEY, n int NOT NULL)"))
+        await conn.execute(text("INSERT INTO notes VALUES (1, 0)"))
+    await cluster.caught_up()
+
+    async def with_notes(ctx: BuildContext) -> dict[str, Any]:
+        assert ctx.session is not None
+        found = await ctx.depend("table:notes")
+        n = await ctx.session.scalar(text("SELECT n FROM notes WHERE id = 1"))
+        return {"n": n, "label": found["table:notes"]}
+
+    keeper = Keeper(
+        SQLAlchemyRevisions(cluster.primary), settings=Settings(replica_wait=0.1), probe="always"
+    )
+    try:
+        await keeper.start()
+        view = keeper.view("notes", with_notes, sources=[SOURCE], replica=cluster.replica)
+        first = orjson.loads((await view.get()).body)
+        assert first == {"n": 0, "label": 0}
+        await cluster.pause()
+        async with cluster.primary.begin() as conn:
+            revs = await conn.run_sync(lambda c: bump_counters(c, ["table:notes"]))
+            await conn.execute(
+                text("UPDATE notes SET n = :n WHERE id = 1"), {"n": revs["table:notes"]}
+            )
+        read = await view.get()
+        assert orjson.loads(read.body) == {"n": 1, "label": 1}
+        assert read.entry.vector["table:notes"] == 1
+        snap = view.snapshot().replica
+        assert snap is not None
+        assert (snap.on_replica, snap.on_primary, snap.behind) == (1, 1, 1)
+    finally:
+        await keeper.aclose()
+        async with cluster.primary.begin() as conn:
+            await conn.execute(text("DROP TABLE IF EXISTS notes"))

@@ -65,7 +65,7 @@ class BuildSnapshot:
     """How many looks found the replica behind before this transaction (``0``: no wait)."""
     behind: bool = False
     """Whether a source added while building (:meth:`read`) was older here than the keeper
-    knew: the entry is labelled with the older revision, so it reads as behind."""
+    knew (set by the caller; the view then builds the section again on the primary)."""
 
     async def read(self, sources: Collection[str]) -> dict[str, Revision]:
         """The counters of ``sources`` in this transaction's snapshot (``0`` for a source
@@ -142,16 +142,17 @@ class ReadReplica:
 
     @asynccontextmanager
     async def open(
-        self, sources: Collection[str], target: Mapping[str, Revision]
+        self, sources: Collection[str], target: Mapping[str, Revision], *, primary: bool = False
     ) -> AsyncIterator[BuildSnapshot]:
         """Open the transaction a section is built in: on the replica once its counters of
         ``sources`` are at least ``target`` (polled for up to :attr:`wait` seconds), else on
-        the primary. The transaction is rolled back at the end: a build only reads."""
+        the primary (at once with ``primary=True``). The transaction is rolled back at the
+        end: a build only reads."""
         started = time.monotonic()
         deadline = started + self.wait
         pause = Backoff(self.poll, self.max_poll)
         lagged = 0
-        while True:
+        while not primary:
             try:
                 conn = await _begin(self.engine)
             except (SQLAlchemyError, OSError) as exc:
