@@ -29,8 +29,6 @@ from freshkeep.views import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from freshkeep.artifacts import ArtifactCache
     from freshkeep.jobs import QueueComponent
     from freshkeep.keeper import Keeper
@@ -170,7 +168,7 @@ class KeeperComponents:
         version: str = "",
         labels: Mapping[str, str] | None = None,
         client_refresh: ClientRefresh | None = None,
-        replica: ReadReplica | AsyncEngine | None = None,
+        replica: object | None = None,
     ) -> View:
         """Register and return a view.
 
@@ -184,9 +182,10 @@ class KeeperComponents:
         every view. ``client_refresh`` says who may force a rebuild over HTTP
         (:meth:`View.may_force`; ``FRESHKEEP_CLIENT_REFRESH`` by default). ``replica``
         builds each section on a PostgreSQL read replica, its revisions and its data in one
-        snapshot (an async engine, with the keeper's ``SQLAlchemyRevisions`` engine as the
-        primary to fall back to, or a :class:`~freshkeep.sql.replica.ReadReplica`): see
-        :mod:`freshkeep.sql.replica`.
+        snapshot: a SQLAlchemy ``AsyncEngine`` on the replica (with the keeper's
+        ``SQLAlchemyRevisions`` engine as the primary to fall back to) or a
+        :class:`~freshkeep.sql.replica.ReadReplica`; anything else raises
+        :class:`~freshkeep.exceptions.ConfigurationError`. See :mod:`freshkeep.sql.replica`.
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
@@ -221,7 +220,7 @@ class KeeperComponents:
             cast("Keeper", self).partition(p)
         return self.register(v)
 
-    def _replica(self, replica: ReadReplica | AsyncEngine) -> ReadReplica:
+    def _replica(self, replica: object) -> ReadReplica:
         from freshkeep.sql.replica import as_replica
 
         primary = getattr(cast("Keeper", self).revisions, "engine", None)

@@ -7,36 +7,12 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from freshkeep._view_types import BuildContext, Section
-from freshkeep.core.component import Snapshot
+from freshkeep._view_types import BuildContext, ReplicaSnapshot, Section
 from freshkeep.core.revision import Revision, is_older
 
 if TYPE_CHECKING:
     from freshkeep.core.revision import RevisionTracker
     from freshkeep.sql.replica import ReadReplica
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ReplicaSnapshot(Snapshot):
-    """How a view's builds went on its read replica (:attr:`ViewSnapshot.replica
-    <freshkeep.views.ViewSnapshot.replica>`)."""
-
-    replica: str
-    """The replica's URL, its password hidden."""
-    wait: float
-    """Seconds a build waits for a lagging replica before it builds on the primary."""
-    on_replica: int
-    """Sections built on the replica."""
-    on_primary: int
-    """Sections built on the primary: the replica stayed behind for ``wait`` seconds (or
-    could not be reached)."""
-    waited: int
-    """Builds that waited for the replica to catch up (whichever engine they ended on)."""
-    last_wait: float
-    """Seconds the last build that waited spent waiting."""
-    behind: int
-    """Builds on the replica in which a source the builder added (``ctx.depend``) was
-    older than the keeper knew: each was built again on the primary."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -114,4 +90,4 @@ async def build_on_replica(
     return value, ctx
 
 
-__all__ = ["ReplicaSnapshot", "ReplicaStats", "build_on_replica"]
+__all__ = ["ReplicaStats", "build_on_replica"]

@@ -21,8 +21,6 @@ from freshkeep.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from freshkeep._view_replica import ReplicaSnapshot
-
 Probe = Literal["always", "interval"]
 
 ClientRefresh = Literal["limited", "any", "authorized", "never"]
@@ -280,6 +278,29 @@ class PolicySnapshot:
     stale_if_error: float
     max_age: float | None = None
     """Seconds after its build an entry is rebuilt whatever its revisions (``None``: no cap)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaSnapshot(Snapshot):
+    """How a view's builds went on its read replica (:attr:`ViewSnapshot.replica
+    <freshkeep.views.ViewSnapshot.replica>`)."""
+
+    replica: str
+    """The replica's URL, its password hidden."""
+    wait: float
+    """Seconds a build waits for a lagging replica before it builds on the primary."""
+    on_replica: int
+    """Sections built on the replica."""
+    on_primary: int
+    """Sections built on the primary: the replica stayed behind for ``wait`` seconds (or
+    could not be reached)."""
+    waited: int
+    """Builds that waited for the replica to catch up (whichever engine they ended on)."""
+    last_wait: float
+    """Seconds the last build that waited spent waiting."""
+    behind: int
+    """Builds on the replica in which a source the builder added (``ctx.depend``) was
+    older than the keeper knew: each was built again on the primary."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

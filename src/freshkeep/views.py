@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, ClassVar, assert_never
 
 from freshkeep._view_builds import ViewBuilds
-from freshkeep._view_replica import ReplicaSnapshot, ReplicaStats
+from freshkeep._view_replica import ReplicaStats
 from freshkeep._view_types import (
     CLIENT_REFRESH,
     BuildContext,
@@ -24,6 +24,7 @@ from freshkeep._view_types import (
     ClientRefresh,
     PolicySnapshot,
     Probe,
+    ReplicaSnapshot,
     Section,
     ViewObserver,
     ViewSnapshot,
