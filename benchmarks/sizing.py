@@ -192,12 +192,12 @@ async def run(writes: float, reads: float, seconds: float, instances: int) -> di
     counting(builds, "build")
     rclient = aioredis.Redis.from_url(server.url)
     keepers: list[Keeper] = []
+    tag = uuid.uuid4().hex[:8]
     try:
         async with engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
             await conn.execute(Item.__table__.insert(), [{"id": i, "n": 0} for i in range(ROWS)])
         await SQLAlchemyRevisions(engine).create_table()
-        tag = uuid.uuid4().hex[:8]
         settings = Settings(
             store_url=server.url,
             bus_url=server.url,
@@ -276,6 +276,10 @@ async def run(writes: float, reads: float, seconds: float, instances: int) -> di
     finally:
         for k in keepers:
             await k.aclose()
+        if not server.private:  # a shared Redis: leave nothing behind
+            keys = [k async for k in rclient.scan_iter(match=f"fk-sizing:{tag}*")]
+            if keys:
+                await rclient.delete(*keys)
         await rclient.aclose()
         await engine.dispose()
         await builds.dispose()

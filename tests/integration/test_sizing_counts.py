@@ -19,13 +19,16 @@ async def test_what_each_write_and_each_hit_cost() -> None:
     n = writes["writes"]
     assert n == 20
     assert writes["pg_statements"]["freshkeep INSERT"] == n  # the counter upsert
-    assert writes["pg_statements"]["app COMMIT"] == n  # ...inside the writing transaction
-    assert writes["redis_commands"]["publish"] == n
+    assert writes["pg_statements"]["app COMMIT"] == n  # no transaction of its own
+    if result["redis"] == "private redis-server":
+        assert writes["redis_commands"]["publish"] == n
+        assert set(hits["redis_commands"]) <= {"ping"}
+    else:  # a shared Redis: others' commands count too
+        assert writes["redis_commands"]["publish"] >= n
     assert writes["reads"].get("builds", 0) == 0
-    # Hits: no build, no Redis command but the bus's health pings, and no query but the
-    # resync of each instance (at most one per resync_interval, plus one).
+    # Hits: no build, no Redis command but the bus's health pings (checked above), and no
+    # query but the resync of each instance (at most one per resync_interval, plus one).
     assert hits["reads"]["hit"] == 200 and hits["reads"].get("builds", 0) == 0
-    assert set(hits["redis_commands"]) <= {"ping"}
     resyncs = hits["pg_statements"].get("freshkeep SELECT", 0)
     assert resyncs <= 2 * (hits["seconds"] / result["resync_interval"] + 1)
     assert set(hits["pg_statements"]) <= {"freshkeep SELECT", "app ROLLBACK"}
