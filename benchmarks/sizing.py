@@ -48,6 +48,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from freshkeep import Keeper, Policy, Settings
 from freshkeep.integrations.sqlalchemy import track
+from freshkeep.ports import RemoteBusSnapshot
 from freshkeep.sql import SQLAlchemyRevisions
 
 POSTGRES_URL = os.environ.get(
@@ -165,7 +166,9 @@ async def paced(rate: float, seconds: float, op: Callable[[int], Awaitable[Any]]
     return count
 
 
-async def run(writes: float, reads: float, seconds: float, instances: int) -> dict[str, Any]:
+async def run(
+    writes: float, reads: float, seconds: float, instances: int, bus: str = "redis"
+) -> dict[str, Any]:
     db = f"fk_sizing_{uuid.uuid4().hex[:10]}"
     admin = create_engine(
         POSTGRES_URL.replace("+asyncpg", "+psycopg2"), isolation_level="AUTOCOMMIT"
@@ -200,7 +203,7 @@ async def run(writes: float, reads: float, seconds: float, instances: int) -> di
         await SQLAlchemyRevisions(engine).create_table()
         settings = Settings(
             store_url=server.url,
-            bus_url=server.url,
+            bus_url=server.url if bus == "redis" else url,
             store_prefix=f"fk-sizing:{tag}:",
             bus_channel=f"fk-sizing:{tag}",
             resync_interval=1.0,
@@ -240,6 +243,7 @@ async def run(writes: float, reads: float, seconds: float, instances: int) -> di
             for v in views:  # warm: every instance holds the current entry
                 await v.get()
             before = _reads(views)
+            published = _published(keepers)
             calls0, rcpu0 = await redis_stats(rclient)
             pcpu0 = await pg_cpu(engine, db)
             statements.clear()
@@ -254,6 +258,7 @@ async def run(writes: float, reads: float, seconds: float, instances: int) -> di
             redis_calls = calls1 - calls0
             redis_calls.subtract({"info": 2})  # this measurement's own
             phases[name] = {
+                "bus": bus,
                 "seconds": round(elapsed, 3),
                 "writes_per_s": round(done_w / elapsed, 1),
                 "reads_per_s": round(done_r / elapsed, 1),
@@ -264,11 +269,13 @@ async def run(writes: float, reads: float, seconds: float, instances: int) -> di
                 if pcpu0 is None or pcpu1 is None
                 else round(pcpu1 - pcpu0, 3),
                 "reads": dict(_reads(views) - before),
+                "bus_published": _published(keepers) - published,
                 "writes": done_w,
             }
         return {
             "machine": f"{os.cpu_count()} CPUs, shared with other work",
             "redis": "private redis-server" if server.private else f"shared ({REDIS_URL})",
+            "bus": bus,
             "instances": instances,
             "resync_interval": settings.resync_interval,
             "phases": phases,
@@ -298,11 +305,18 @@ def _reads(views: list[Any]) -> Counter[str]:
     return out
 
 
+def _published(keepers: list[Keeper]) -> int:
+    """Messages the instances' buses published so far (a ``PUBLISH`` or a ``NOTIFY`` each)."""
+    snaps = [k.bus.snapshot() for k in keepers]
+    return sum(s.published for s in snaps if isinstance(s, RemoteBusSnapshot))
+
+
 def per(phase: dict[str, Any], scale: float) -> dict[str, float]:
     """A phase's figures per second, times ``scale``: per 1,000 writes/s or 10,000 reads/s."""
     s = phase["seconds"]
     out = {f"redis {k}/s": v / s * scale for k, v in phase["redis_commands"].items()}
     out |= {f"pg {k}/s": v / s * scale for k, v in phase["pg_statements"].items()}
+    out[f"{phase['bus']} bus messages/s"] = phase["bus_published"] / s * scale
     out["redis CPU %"] = phase["redis_cpu_s"] / s * 100 * scale
     if phase["pg_backend_cpu_s"] is not None:
         out["pg backends CPU %"] = phase["pg_backend_cpu_s"] / s * 100 * scale
@@ -312,7 +326,8 @@ def per(phase: dict[str, Any], scale: float) -> dict[str, float]:
 def report(result: dict[str, Any]) -> str:
     lines = [
         f"machine: {result['machine']}; Redis: {result['redis']}; "
-        f"instances: {result['instances']}; resync_interval: {result['resync_interval']} s",
+        f"bus: {result['bus']}; instances: {result['instances']}; "
+        f"resync_interval: {result['resync_interval']} s",
         "",
     ]
     for name, phase in result["phases"].items():
@@ -339,9 +354,12 @@ def main() -> None:
     parser.add_argument("--reads", type=float, default=5000.0, help="reads per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per phase")
     parser.add_argument("--instances", type=int, default=2, help="keepers sharing Redis")
+    parser.add_argument(
+        "--bus", choices=("redis", "postgres"), default="redis", help="Redis pub/sub or NOTIFY"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
-    result = asyncio.run(run(args.writes, args.reads, args.seconds, args.instances))
+    result = asyncio.run(run(args.writes, args.reads, args.seconds, args.instances, args.bus))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(report(result))
