@@ -222,8 +222,10 @@ class KeeperComponents:
 
     def _replica(self, replica: object) -> ReadReplica:
         from freshkeep.sql.replica import as_replica
+        from freshkeep.sql.revisions import SQLAlchemyRevisions
 
-        primary = getattr(cast("Keeper", self).revisions, "engine", None)
+        revisions = cast("Keeper", self).revisions
+        primary = revisions.engine if isinstance(revisions, SQLAlchemyRevisions) else None
         return as_replica(replica, primary=primary, wait=self.settings.replica_wait)
 
     # -- remote values and notifiers ---------------------------------------------------------

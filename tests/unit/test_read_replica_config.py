@@ -73,3 +73,17 @@ def test_the_wait_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().replica_wait == 0.25
     with pytest.raises(ValueError):
         Settings(replica_wait=-1)
+
+
+async def test_a_sync_primary_is_refused(engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    from sqlalchemy import create_engine
+
+    sync = create_engine(PG.replace("+asyncpg", "+psycopg2"))
+    try:
+        keeper = Keeper(SQLAlchemyRevisions(sync))
+        with pytest.raises(ConfigurationError, match="primary must be a SQLAlchemy AsyncEngine"):
+            keeper.view("v", build, sources=["table:t"], replica=engines[1])
+        with pytest.raises(ConfigurationError, match="replica must be a SQLAlchemy AsyncEngine"):
+            keeper.view("w", build, sources=["table:t"], replica="postgresql://replica/app")
+    finally:
+        sync.dispose()
