@@ -226,7 +226,8 @@ class KeeperComponents:
 
         revisions = cast("Keeper", self).revisions
         primary = revisions.engine if isinstance(revisions, SQLAlchemyRevisions) else None
-        return as_replica(replica, primary=primary, wait=self.settings.replica_wait)
+        s = self.settings
+        return as_replica(replica, primary=primary, wait=s.replica_wait, timeout=s.replica_timeout)
 
     # -- remote values and notifiers ---------------------------------------------------------
 

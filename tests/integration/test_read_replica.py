@@ -11,6 +11,7 @@ the row in one transaction), so a value is labelled exactly right when its label
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from freshkeep import Keeper, Policy, Settings
 from freshkeep.core.entry import Read
-from freshkeep.sql import SQLAlchemyRevisions, bump_counters
+from freshkeep.sql import ReadReplica, SQLAlchemyRevisions, bump_counters
 from freshkeep.views import BuildContext, View
 from tests.integration.pg_replica import Pair, streaming_pair
 
@@ -321,3 +322,28 @@ async def test_a_source_added_while_building_that_is_behind_builds_on_the_primar
         await keeper.aclose()
         async with cluster.primary.begin() as conn:
             await conn.execute(text("DROP TABLE IF EXISTS notes"))
+
+
+async def test_a_replica_that_never_answers_builds_on_the_primary_after_its_timeout(
+    cluster: Cluster,
+) -> None:
+    """A socket that accepts and never speaks: the driver alone would wait a minute."""
+    await cluster.write()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    mute = create_async_engine(f"postgresql+asyncpg://postgres:x@127.0.0.1:{port}/postgres")
+    replica = ReadReplica(mute, primary=cluster.primary, wait=5.0, timeout=0.2)
+    keeper = Keeper(SQLAlchemyRevisions(cluster.primary))
+    try:
+        await keeper.start()
+        view = keeper.view("items", build, sources=[SOURCE], replica=replica)
+        read = await asyncio.wait_for(view.get(), 30)
+        assert labelled(read) == (1, 1)
+        snap = view.snapshot().replica
+        assert snap is not None and (snap.on_replica, snap.on_primary, snap.waited) == (0, 1, 0)
+    finally:
+        await keeper.aclose()
+        await mute.dispose()
+        silent.close()

@@ -19,6 +19,7 @@ reached is not waited for: the section is built on the primary at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -97,7 +98,9 @@ class ReadReplica:
     a replica behind the revisions it must reflect before it builds on the primary
     (``FRESHKEEP_REPLICA_WAIT`` when made by :meth:`Keeper.view <freshkeep.Keeper.view>`);
     ``poll`` is the first pause between two looks at the replica's counters (doubling, up to
-    ``max_poll``).
+    ``max_poll``). ``timeout`` bounds one look (connecting, beginning, reading the counters):
+    a replica that does not answer within it is treated as unreachable, and the section is
+    built on the primary (``FRESHKEEP_REPLICA_TIMEOUT`` when made by the keeper).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class ReadReplica:
         wait: float = 1.0,
         poll: float = 0.01,
         max_poll: float = 0.2,
+        timeout: float = 2.0,
     ) -> None:
         for what, value in (("replica", engine), ("primary", primary)):
             if not isinstance(value, AsyncEngine):
@@ -126,8 +130,13 @@ class ReadReplica:
                 f"a read replica needs 0 < poll <= max_poll, not poll={poll!r}, "
                 f"max_poll={max_poll!r}"
             )
+        if not timeout > 0:
+            raise ConfigurationError(
+                f"a read replica's timeout must be > 0 seconds, not {timeout!r}"
+            )
         self.engine = engine
         self.primary = primary
+        self.timeout = timeout
         self.wait = wait
         self.poll = poll
         self.max_poll = max_poll
@@ -154,15 +163,9 @@ class ReadReplica:
         lagged = 0
         while not primary:
             try:
-                conn = await _begin(self.engine)
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("read replica %s unreachable, building on the primary: %s", self, exc)
-                break
-            try:
-                found = await _counters(conn, sources)
-            except (SQLAlchemyError, OSError) as exc:
-                await _end(conn)
-                log.warning("read replica %s failed, building on the primary: %s", self, exc)
+                conn, found = await self._look(sources)
+            except (SQLAlchemyError, OSError) as exc:  # TimeoutError is an OSError
+                log.warning("read replica %s unreachable, building on the primary: %r", self, exc)
                 break
             if not _behind(found, target):
                 async with _session(conn) as session:
@@ -180,6 +183,18 @@ class ReadReplica:
         async with _session(conn) as session:
             found = await _counters(conn, sources)
             yield BuildSnapshot("primary", conn, session, found, waited, lagged)
+
+    async def _look(self, sources: Collection[str]) -> tuple[AsyncConnection, dict[str, Revision]]:
+        """Begin a transaction on the replica and read the counters of ``sources`` in it,
+        within :attr:`timeout` seconds."""
+        async with asyncio.timeout(self.timeout):
+            conn = await _begin(self.engine)
+            try:
+                return conn, await _counters(conn, sources)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await _end(conn)
+                raise
 
 
 async def _begin(engine: AsyncEngine) -> AsyncConnection:
@@ -214,7 +229,7 @@ async def _session(conn: AsyncConnection) -> AsyncIterator[AsyncSession]:
             await _end(conn)
 
 
-def as_replica(value: Any, *, primary: Any, wait: float) -> ReadReplica:
+def as_replica(value: Any, *, primary: Any, wait: float, timeout: float = 2.0) -> ReadReplica:
     """``value`` as a :class:`ReadReplica`: itself, or an async engine on the replica with
     ``primary`` (the engine of the keeper's revision source) to fall back to."""
     if isinstance(value, ReadReplica):
@@ -225,7 +240,7 @@ def as_replica(value: Any, *, primary: Any, wait: float) -> ReadReplica:
             "SQLAlchemyRevisions(<primary async engine>), or pass "
             "replica=ReadReplica(<replica engine>, primary=<primary engine>)"
         )
-    return ReadReplica(value, primary=primary, wait=wait)
+    return ReadReplica(value, primary=primary, wait=wait, timeout=timeout)
 
 
 __all__ = ["BuildSnapshot", "ReadReplica", "Where", "as_replica"]
