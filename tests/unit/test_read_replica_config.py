@@ -31,10 +31,12 @@ async def test_an_engine_takes_the_keepers_primary_and_its_wait(
     engines: tuple[AsyncEngine, AsyncEngine],
 ) -> None:
     primary, replica = engines
-    keeper = Keeper(SQLAlchemyRevisions(primary), settings=Settings(replica_wait=2.5))
+    settings = Settings(replica_wait=2.5, replica_timeout=0.5)
+    keeper = Keeper(SQLAlchemyRevisions(primary), settings=settings)
     view = keeper.view("v", build, sources=["table:t"], replica=replica)
     assert view.replica is not None
     assert view.replica.primary is primary and view.replica.wait == 2.5
+    assert view.replica.timeout == 0.5
     snap = view.snapshot().replica
     assert snap is not None and snap.wait == 2.5 and "secret" not in snap.replica
     assert (snap.on_replica, snap.on_primary, snap.waited, snap.behind) == (0, 0, 0, 0)
@@ -59,18 +61,26 @@ async def test_a_replica_is_postgresql(engines: tuple[AsyncEngine, AsyncEngine])
 
 
 @pytest.mark.parametrize(
-    ("wait", "poll", "max_poll"), [(-1.0, 0.01, 0.2), (1.0, 0.0, 0.2), (1.0, 0.5, 0.2)]
+    ("wait", "poll", "max_poll", "timeout"),
+    [(-1.0, 0.01, 0.2, 1.0), (1.0, 0.0, 0.2, 1.0), (1.0, 0.5, 0.2, 1.0), (1.0, 0.01, 0.2, 0.0)],
 )
 async def test_bounds_are_checked(
-    engines: tuple[AsyncEngine, AsyncEngine], wait: float, poll: float, max_poll: float
+    engines: tuple[AsyncEngine, AsyncEngine],
+    wait: float,
+    poll: float,
+    max_poll: float,
+    timeout: float,
 ) -> None:
     with pytest.raises(ConfigurationError):
-        ReadReplica(engines[1], primary=engines[0], wait=wait, poll=poll, max_poll=max_poll)
+        ReadReplica(
+            engines[1], primary=engines[0], wait=wait, poll=poll, max_poll=max_poll, timeout=timeout
+        )
 
 
 def test_the_wait_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRESHKEEP_REPLICA_WAIT", "0.25")
-    assert Settings().replica_wait == 0.25
+    monkeypatch.setenv("FRESHKEEP_REPLICA_TIMEOUT", "0.75")
+    assert (Settings().replica_wait, Settings().replica_timeout) == (0.25, 0.75)
     with pytest.raises(ValueError):
         Settings(replica_wait=-1)
 
