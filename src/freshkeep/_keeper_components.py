@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from freshkeep.notify import ChangeNotifier, Send, StateStore
     from freshkeep.processing import Pipeline
     from freshkeep.remote import Derive, Fetch
+    from freshkeep.sql.replica import ReadReplica
 
 C = TypeVar("C", bound=Component)
 
@@ -169,6 +170,7 @@ class KeeperComponents:
         labels: Mapping[str, str] | None = None,
         client_refresh: ClientRefresh | None = None,
         shared_cache: SharedCache | None = None,
+        replica: object | None = None,
     ) -> View:
         """Register and return a view.
 
@@ -182,7 +184,12 @@ class KeeperComponents:
         every view. ``client_refresh`` says who may force a rebuild over HTTP
         (:meth:`View.may_force`; ``FRESHKEEP_CLIENT_REFRESH`` by default). ``shared_cache``
         (a public view only) lets shared HTTP caches serve it within its policy's bounds
-        (:class:`~freshkeep.core.shared_cache.SharedCache`).
+        (:class:`~freshkeep.core.shared_cache.SharedCache`). ``replica``
+        builds each section on a PostgreSQL read replica, its revisions and its data in one
+        snapshot: a SQLAlchemy ``AsyncEngine`` on the replica (with the keeper's
+        ``SQLAlchemyRevisions`` engine as the primary to fall back to) or a
+        :class:`~freshkeep.sql.replica.ReadReplica`; anything else raises
+        :class:`~freshkeep.exceptions.ConfigurationError`. See :mod:`freshkeep.sql.replica`.
         """
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a view name must be a non-empty string, not {name!r}")
@@ -211,11 +218,21 @@ class KeeperComponents:
             retry_backoff=self.settings.retry_backoff,
             max_retry_backoff=self.settings.max_retry_backoff,
             shared_cache=shared_cache,
+            replica=None if replica is None else self._replica(replica),
         )
         self._check_view_sources(name, (*v.sources, *(p.table for p in v.partitions)))
         for p in v.partitions:
             cast("Keeper", self).partition(p)
         return self.register(v)
+
+    def _replica(self, replica: object) -> ReadReplica:
+        from freshkeep.sql.replica import as_replica
+        from freshkeep.sql.revisions import SQLAlchemyRevisions
+
+        revisions = cast("Keeper", self).revisions
+        primary = revisions.engine if isinstance(revisions, SQLAlchemyRevisions) else None
+        s = self.settings
+        return as_replica(replica, primary=primary, wait=s.replica_wait, timeout=s.replica_timeout)
 
     # -- remote values and notifiers ---------------------------------------------------------
 

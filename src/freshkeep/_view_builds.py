@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from freshkeep._view_replica import ReplicaStats, build_on_replica
 from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
 from freshkeep.core import tracing
 from freshkeep.core.backoff import Backoff, backoff
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from freshkeep.core.revision import RevisionTracker
     from freshkeep.keeper import Keeper
     from freshkeep.ports import Lock, SharedStore
+    from freshkeep.sql.replica import ReadReplica
     from freshkeep.stores.memory import MemoryStore
 
 log = logging.getLogger("freshkeep.views")
@@ -54,6 +56,8 @@ class ViewBuilds:
     _capped: bool
     _probe_always: bool
     keyed: bool
+    replica: ReadReplica | None
+    _replica_stats: ReplicaStats
 
     # -- forced refreshes -----------------------------------------------------------------------
 
@@ -358,13 +362,32 @@ class ViewBuilds:
             fingerprint = tracker.current(srcs)
             built_at, built_mono = self._clock.time(), self._mono()
             revisions = dict(zip(srcs, fingerprint, strict=True))
-            ctx = BuildContext(self.name, name, key, principal, revisions, self._learn_found)
             started = time.perf_counter()
             with tracing.span(
                 "freshkeep.view.section",
                 {"freshkeep.view": self.name, "freshkeep.view.section": name},
             ):
-                value = to_plain(await section.build(ctx))
+                if self.replica is None:
+                    ctx = BuildContext(
+                        self.name, name, key, principal, revisions, self._learn_found
+                    )
+                    value = to_plain(await section.build(ctx))
+                else:  # the revisions and the data of one snapshot of the replica
+                    raw, ctx = await build_on_replica(
+                        self.replica,
+                        self._replica_stats,
+                        tracker,
+                        self._learn_found,
+                        section,
+                        self.name,
+                        name,
+                        key,
+                        principal,
+                        srcs,
+                    )
+                    value = to_plain(raw)
+                    revisions = dict(ctx.revisions)
+                    fingerprint = tuple(revisions[s] for s in srcs)
             elapsed = time.perf_counter() - started
             if multi:
                 self._check_section_value(name, value)

@@ -9,7 +9,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from freshkeep.core.component import Snapshot
 from freshkeep.core.entry import Status
@@ -17,6 +17,9 @@ from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import Policy
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 Probe = Literal["always", "interval"]
 
@@ -63,6 +66,11 @@ class BuildContext:
     learn: Learn | None = field(default=None, repr=False, compare=False)
     found: dict[str, Revision] = field(default_factory=dict, repr=False, compare=False)
     """The sources :meth:`depend` added, with their revisions."""
+    session: AsyncSession | None = field(default=None, repr=False, compare=False)
+    """For a view built on a read replica (``keeper.view(..., replica=...)``): a session in
+    the ``REPEATABLE READ`` snapshot :attr:`revisions` were read in. Read the section's data
+    through it, so the entry is labelled with the revisions of the data it holds. ``None``
+    for other views."""
 
     async def depend(self, *sources: str) -> Mapping[str, Revision]:
         """Add ``sources`` to what this section depends on, found while building (e.g. the
@@ -273,6 +281,29 @@ class PolicySnapshot:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaSnapshot(Snapshot):
+    """How a view's builds went on its read replica (:attr:`ViewSnapshot.replica
+    <freshkeep.views.ViewSnapshot.replica>`)."""
+
+    replica: str
+    """The replica's URL, its password hidden."""
+    wait: float
+    """Seconds a build waits for a lagging replica before it builds on the primary."""
+    on_replica: int
+    """Sections built on the replica."""
+    on_primary: int
+    """Sections built on the primary: the replica stayed behind for ``wait`` seconds (or
+    could not be reached)."""
+    waited: int
+    """Builds that waited for the replica to catch up (whichever engine they ended on)."""
+    last_wait: float
+    """Seconds the last build that waited spent waiting."""
+    behind: int
+    """Builds on the replica in which a source the builder added (``ctx.depend``) was
+    older than the keeper knew: each was built again on the primary."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ViewSnapshot(Snapshot):
     """A view's counters now (:meth:`View.snapshot`)."""
 
@@ -301,3 +332,5 @@ class ViewSnapshot(Snapshot):
     partitions: tuple[str, ...] = ()
     """The partitioned sources a keyed section reads the key's partition of
     (``table:<t>/<column>``)."""
+    replica: ReplicaSnapshot | None = None
+    """How its builds went on its read replica; ``None`` for a view built on the primary."""

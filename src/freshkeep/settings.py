@@ -100,6 +100,18 @@ class Settings(BaseSettings):
         description="Seconds an instance waits for another's build of the same entry before "
         "building it itself.",
     )
+    replica_wait: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a build on a read replica waits for the replica to catch up with "
+        "the revisions it must reflect before it builds on the primary.",
+    )
+    replica_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds one look at a read replica (connect, begin, read the counters) "
+        "may take before the build treats it as unreachable and builds on the primary.",
+    )
     memory_max_entries: int = Field(10_000, ge=1, description="Entries kept in memory (LRU).")
     memory_max_bytes: int = Field(
         256 * 1024 * 1024, ge=1, description="Bytes of entries kept in memory (LRU)."

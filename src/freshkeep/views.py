@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, ClassVar, assert_never
 
 from freshkeep._view_builds import ViewBuilds
+from freshkeep._view_replica import ReplicaStats
 from freshkeep._view_types import (
     CLIENT_REFRESH,
     BuildContext,
@@ -23,6 +24,7 @@ from freshkeep._view_types import (
     ClientRefresh,
     PolicySnapshot,
     Probe,
+    ReplicaSnapshot,
     Section,
     ViewObserver,
     ViewSnapshot,
@@ -54,6 +56,7 @@ from freshkeep.exceptions import (
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
+    from freshkeep.sql.replica import ReadReplica
 
 __all__ = [
     "BuildContext",
@@ -62,6 +65,7 @@ __all__ = [
     "PolicySnapshot",
     "PrincipalView",
     "Probe",
+    "ReplicaSnapshot",
     "Section",
     "SharedCache",
     "View",
@@ -97,6 +101,7 @@ class View(ViewBuilds, Component):
         retry_backoff: float = 1.0,
         max_retry_backoff: float = 30.0,
         shared_cache: SharedCache | None = None,
+        replica: ReadReplica | None = None,
     ) -> None:
         if not sections:
             raise ConfigurationError(f"view {name!r} needs at least one section")
@@ -143,6 +148,10 @@ class View(ViewBuilds, Component):
         self.client_refresh_interval = keeper.settings.client_refresh_interval
         self._forced = {}
         self.stats = ViewStats()
+        self.replica = replica
+        """The read replica its sections are built on (:mod:`freshkeep.sql.replica`), or
+        ``None``: built wherever its builders read."""
+        self._replica_stats = ReplicaStats()
         self.observers: list[ViewObserver] = []
         """Told about builds and stale serves (slow path only); see :class:`ViewObserver`."""
         self._keeper = keeper
@@ -368,6 +377,9 @@ class View(ViewBuilds, Component):
             failing_since=s.failing_since,
             in_flight=self.in_flight,
             partitions=tuple(str(p) for p in self.partitions),
+            replica=None
+            if self.replica is None
+            else self._replica_stats.snapshot(self.name, self.replica),
         )
 
     # -- internals ------------------------------------------------------------------------

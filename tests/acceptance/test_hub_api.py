@@ -192,6 +192,7 @@ async def test_stats_and_index(hub: HubClient) -> None:
         "failing_since",
         "in_flight",
         "partitions",
+        "replica",
     }
     assert set(stats["store"]) == {"entries", "bytes", "evictions", "rejected"}
     assert "name" not in stats["artifacts"]["topic-export"]

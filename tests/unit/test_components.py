@@ -62,6 +62,7 @@ VIEW_KEYS = {
     "failing_since",
     "in_flight",
     "partitions",
+    "replica",
 }
 REMOTE_KEYS = {
     "remote",

@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "freshkeep.views": 4,
     "freshkeep._view_types": 4,  # the value types of freshkeep.views
     "freshkeep._view_builds": 4,  # the build path of freshkeep.views
+    "freshkeep._view_replica": 4,  # builds of freshkeep.views on a read replica
     "freshkeep.remote": 4,
     "freshkeep.artifacts": 4,
     "freshkeep.processing": 4,

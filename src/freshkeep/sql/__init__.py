@@ -8,6 +8,8 @@ Everything of freshkeep that lives in a database, below the shapes that use it:
 - :mod:`freshkeep.sql.schema`: every freshkeep table on one :data:`metadata`;
 - :mod:`freshkeep.sql.revisions`: the revision source (:class:`SQLAlchemyRevisions`) and the
   counter bump the write hooks run in the writing transaction;
+- :mod:`freshkeep.sql.replica`: builds on a PostgreSQL read replica (:class:`ReadReplica`),
+  the revisions and the data of one snapshot;
 - :mod:`freshkeep.sql.state`: the base of the SQL state stores;
 - :mod:`freshkeep.sql.migrate` and :mod:`freshkeep.sql.triggers`: Alembic migrations of those
   tables, and PostgreSQL change-capture triggers.
@@ -24,6 +26,8 @@ from freshkeep.sql.engine import display_url as display_url
 from freshkeep.sql.engine import run_on as run_on
 from freshkeep.sql.engine import sqlite_transactions as sqlite_transactions
 from freshkeep.sql.engine import writer_engine as writer_engine
+from freshkeep.sql.replica import BuildSnapshot as BuildSnapshot
+from freshkeep.sql.replica import ReadReplica as ReadReplica
 from freshkeep.sql.revisions import SQLAlchemyRevisions as SQLAlchemyRevisions
 from freshkeep.sql.revisions import Watermark as Watermark
 from freshkeep.sql.revisions import bump_counters as bump_counters
@@ -37,6 +41,8 @@ from freshkeep.sql.state import upsert_rows as upsert_rows
 __all__ = [
     "REVISION_TABLE",
     "SQLITE_BEGIN",
+    "BuildSnapshot",
+    "ReadReplica",
     "SQLAlchemyRevisions",
     "SQLStateStore",
     "Watermark",
