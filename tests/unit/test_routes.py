@@ -278,3 +278,41 @@ def test_misdeclared_routes_are_configuration_errors() -> None:
 
     with pytest.raises(ConfigurationError, match="path and query parameters only"):
         cached_route(keeper, sources=["t:a"])(takes_request)
+
+
+async def test_routes_of_included_routers_are_found_with_their_prefix() -> None:
+    from fastapi import APIRouter
+
+    keeper = Keeper(MemoryRevisions(), probe="interval")
+    api, guarded = APIRouter(prefix="/v1"), APIRouter()
+
+    @api.get("/things/{n}")
+    @cached_route(keeper, sources=["t:a"], public=True)
+    async def thing(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @guarded.get("/secret")
+    @cached_route(thing.view)  # type: ignore[attr-defined]
+    async def secret() -> None:
+        """Behind the router's dependency."""
+
+    async def guard() -> None:
+        return None
+
+    app = FastAPI()
+    app.include_router(api, prefix="/api")
+    app.include_router(guarded, dependencies=[Depends(guard)])
+    app.add_middleware(Seen)
+    app.add_middleware(HitFastPath)
+    SEEN.clear()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for _ in range(2):
+            await c.get("/api/v1/things/5")
+            await c.get("/secret")
+        (seen,) = SEEN
+        seen.paths.clear()
+        hit = await c.get("/api/v1/things/5")
+        await c.get("/secret")
+    assert hit.json() == {"n": 5} and hit.headers["x-freshkeep-cache"] == "hit"
+    assert seen.paths == ["/secret"]
+    await keeper.aclose()

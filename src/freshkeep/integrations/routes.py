@@ -18,7 +18,10 @@ no part of the key (it cannot grow the key space); ``refresh`` is read by ``serv
 view, its keyword arguments those of ``keeper.cached``), a :class:`~freshkeep.views.View`, or a
 function of the request returning the view (the same one for every request of an
 application): then the decorated function only declares the route's parameters and its
-documentation, and its body is never run.
+documentation, and its body is never run. A builder that raises an ``HTTPException`` below
+``500`` (``raise HTTPException(404, "no such topic")``) has that answer cached as its value,
+until a write moves its sources (e.g. the topic's creation); a value ``None`` can be answered
+``404`` too (``not_found=``).
 
 Principals: a per-principal view's reader comes from ``principal=`` (a function of the
 request; ``None`` answers ``401``); its entries are never shared. A shared (not public) view
@@ -31,9 +34,12 @@ else falls through to the route.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
+
+import orjson
 
 from freshkeep.cached import Cached
 from freshkeep.exceptions import ConfigurationError, missing_extra
@@ -41,9 +47,10 @@ from freshkeep.views import View
 
 try:
     from pydantic import TypeAdapter, ValidationError
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
+    from starlette.routing import Route, compile_path
     from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("starlette", exc.name or "starlette") from exc
@@ -64,6 +71,24 @@ Endpoint = Callable[..., Awaitable[Response]]
 _MARK = "__freshkeep_route__"
 _REQUEST = "freshkeep_request"
 _NULL = b"null"
+_ERROR = "freshkeep:http-error"
+_ERROR_PREFIX = b'{"' + _ERROR.encode() + b'"'
+
+
+def _answers_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``fn``, with an ``HTTPException`` below 500 it raises kept as its value (e.g. a 404 for
+    an id that does not exist: cached until a write moves its sources, like any value)."""
+
+    @functools.wraps(fn)
+    async def build(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except HTTPException as exc:
+            if exc.status_code >= 500:
+                raise
+            return {_ERROR: exc.status_code, "detail": exc.detail}
+
+    return build
 
 
 class RouteSpec:
@@ -155,7 +180,7 @@ def cached_route(
         params = dict(signature.parameters)
         view: View | ViewOf
         if isinstance(target, Keeper):
-            made: Cached[..., Any] = target.cached(**options)(fn)
+            made: Cached[..., Any] = target.cached(**options)(_answers_errors(fn))
             view = made.view
             if made.per_principal:
                 params.pop("principal")
@@ -227,49 +252,73 @@ async def _answer(spec: RouteSpec, request: Request, values: Mapping[str, Any]) 
                 headers={"Cache-Control": "no-store"},
             )
     response = await serve(request, view, key=key, principal=who)
-    if spec.not_found is None:
-        return response
-    missing = response.status_code == 200 and response.body == _NULL
+    body = bytes(response.body)
     if response.status_code == 304 and request.headers.get("if-none-match", "").strip() == "*":
         # "*" matches any current representation: a value that does not exist has none.
-        missing = (await view.get(key, principal=who)).body == _NULL
-    if not missing:
+        body = (await view.get(key, principal=who)).body
+    elif response.status_code != 200:
         return response
-    # A value that does not exist is cached like any other, and answered 404.
+    if body.startswith(_ERROR_PREFIX):  # the builder raised an HTTPException: its answer
+        error = orjson.loads(body)
+        status, content = error[_ERROR], {"detail": error["detail"]}
+    elif spec.not_found is not None and body == _NULL:
+        status, content = 404, {"detail": spec.not_found.format(**values)}
+    else:
+        return response
+    # A value that does not exist is cached like any other, and answered as an error.
     cache = view.keeper.settings.header_cache
     headers = {"Cache-Control": "no-cache"}
     if cache in response.headers:
         headers[cache] = response.headers[cache]
-    return JSONResponse(
-        {"detail": spec.not_found.format(**values)}, status_code=404, headers=headers
-    )
+    return JSONResponse(content, status_code=status, headers=headers)
 
 
 class _Fast:
-    """A route :class:`HitFastPath` may answer: its spec and how its path matches."""
+    """A route :class:`HitFastPath` may answer: its spec and how its full path matches."""
 
-    __slots__ = ("route", "spec", "view")
+    __slots__ = ("convertors", "path", "regex", "spec", "view")
 
-    def __init__(self, route: Route, spec: RouteSpec) -> None:
-        self.route = route
+    def __init__(self, path: str, spec: RouteSpec) -> None:
+        self.path = path
+        self.regex, _, self.convertors = compile_path(path)
         self.spec = spec
         self.view: View | None = None
 
     def key(self, path: str) -> tuple[bool, Hashable]:
         """Whether ``path`` is this route's, and its key (only path parameters: a request
         with a query string never takes the fast path)."""
-        route = self.route
-        m = route.path_regex.match(path)
+        m = self.regex.match(path)
         if m is None:
             return False, None
+        convertors = self.convertors
         raw = {
-            k: route.param_convertors[k].convert(v) if k in route.param_convertors else v
-            for k, v in m.groupdict().items()
+            k: convertors[k].convert(v) if k in convertors else v for k, v in m.groupdict().items()
         }
         try:
             return True, self.spec.key(self.spec.parse(raw))
         except ValueError:
             return False, None
+
+
+def _cached_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, RouteSpec]]:
+    """The full path and spec of each :func:`cached_route` route among ``routes`` and the
+    routers they include, whose request no dependency handles (one may authenticate)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # a router FastAPI includes as is
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            if not getattr(context, "dependencies", None):
+                yield from _cached_routes(inner.routes, prefix + getattr(context, "prefix", ""))
+            continue
+        spec = getattr(getattr(route, "endpoint", None), _MARK, None)
+        if not isinstance(spec, RouteSpec) or not isinstance(route, Route):
+            continue
+        if route.methods is not None and "GET" not in route.methods:
+            continue
+        dependant = getattr(route, "dependant", None)
+        if dependant is not None and dependant.dependencies:
+            continue
+        yield prefix + route.path, spec
 
 
 class HitFastPath:
@@ -285,7 +334,9 @@ class HitFastPath:
     application. Add it last (outermost) to skip the most: ``app.add_middleware(HitFastPath)``.
 
     The routes are found at the first request, in the application's routes and the routers
-    it includes (not in mounted sub-applications).
+    it includes (with their prefixes; not in mounted sub-applications, nor behind a router
+    included with dependencies). A cached route's path must not be shadowed by a route
+    matched before it: the fast path answers it as the cached route's.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -329,8 +380,8 @@ class HitFastPath:
         if read is None:
             return False
         body = read.entry.body
-        if fast.spec.not_found is not None and body == _NULL:
-            return False  # the route answers 404
+        if body.startswith(_ERROR_PREFIX) or (fast.spec.not_found is not None and body == _NULL):
+            return False  # the route answers an error
         await send(
             {"type": "http.response.start", "status": 200, "headers": _hit_headers(read, view)}
         )
@@ -340,22 +391,13 @@ class HitFastPath:
     def _discover(self, scope: Scope) -> dict[str, _Fast]:
         exact: dict[str, _Fast] = {}
         patterns: list[_Fast] = []
-        app = scope.get("app")
-        router = getattr(app, "router", None)
-        for route in getattr(router, "routes", ()):
-            spec = getattr(getattr(route, "endpoint", None), _MARK, None)
-            if not isinstance(spec, RouteSpec) or not isinstance(route, Route):
-                continue
-            if route.methods is not None and "GET" not in route.methods:
-                continue
-            dependant = getattr(route, "dependant", None)
-            if dependant is not None and dependant.dependencies:
-                continue  # a dependency may authenticate: the route answers
-            fast = _Fast(route, spec)
-            if route.param_convertors:
+        router = getattr(scope.get("app"), "router", None)
+        for path, spec in _cached_routes(getattr(router, "routes", ())):
+            fast = _Fast(path, spec)
+            if fast.convertors:
                 patterns.append(fast)
             else:
-                exact.setdefault(route.path, fast)
+                exact.setdefault(path, fast)
         self._patterns = patterns
         self._exact = exact
         return exact
