@@ -109,10 +109,7 @@ class RouteSpec:
         """The declared parameters (path and query), in the key's order."""
         self.principal = principal
         self.not_found = not_found
-        self._adapters = {
-            name: TypeAdapter(p.annotation if p.annotation is not inspect.Parameter.empty else str)
-            for name, p in self.params.items()
-        }
+        self._adapters = {name: _adapter(p) for name, p in self.params.items()}
 
     def view(self, request: Request) -> View:
         """The view serving ``request``."""
@@ -136,8 +133,12 @@ class RouteSpec:
         out: dict[str, Any] = {}
         for name, p in self.params.items():
             if name in raw:
+                adapter = self._adapters[name]
+                if adapter is None:  # a type pydantic cannot validate: the raw value
+                    out[name] = raw[name]
+                    continue
                 try:
-                    out[name] = self._adapters[name].validate_python(raw[name])
+                    out[name] = adapter.validate_python(raw[name])
                 except ValidationError:
                     raise ValueError(name) from None
             elif p.default is not inspect.Parameter.empty:
@@ -145,6 +146,15 @@ class RouteSpec:
             else:
                 raise ValueError(name)
         return out
+
+
+def _adapter(p: inspect.Parameter) -> TypeAdapter[Any] | None:
+    """What validates a raw value of ``p`` as its annotation says (``None``: nothing can)."""
+    annotation = p.annotation if p.annotation is not inspect.Parameter.empty else str
+    try:
+        return TypeAdapter(annotation)
+    except Exception:  # pydantic refuses the type: the value is taken as it comes
+        return None
 
 
 def _default_of(default: Any) -> Any:
