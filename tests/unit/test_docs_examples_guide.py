@@ -96,7 +96,11 @@ async def test_the_readme_service_serves_miss_hit_then_a_rebuild(in_tmp: Path) -
             return {"progress": len((await s.scalars(select(ProgressEvent))).all())}
 
     names |= {"build_core": build_core, "build_progress": build_progress}
-    found = await run_block(python_block("README.md", "in-your-service"), names)
+    block = python_block("README.md", "in-your-service")
+    words = ("freshkeep", "keeper", "HitFastPath", "cached_route", "Policy")
+    ours = [line for line in block.code.splitlines() if any(w in line for w in words)]
+    assert len(ours) <= 8, ours  # adopting freshkeep in a FastAPI app: at most 8 lines
+    found = await run_block(block, names)
     names |= found
     engine, keeper = found["engine"], found["keeper"]
     try:
