@@ -7,6 +7,7 @@ The names below are the public API. Integrations (SQLAlchemy, Starlette/FastAPI,
 from __future__ import annotations
 
 from freshkeep.buses.local import LocalBus as LocalBus
+from freshkeep.cached import Cached as Cached
 from freshkeep.core.clock import Clock as Clock
 from freshkeep.core.clock import SystemClock as SystemClock
 from freshkeep.core.component import Component as Component
@@ -84,6 +85,7 @@ __all__ = [
     "BuildContext",
     "BuildError",
     "Bus",
+    "Cached",
     "ChangeNotifier",
     "CheckResult",
     "Clock",

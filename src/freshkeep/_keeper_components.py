@@ -3,10 +3,11 @@ and finding them, and making views, remotes and notifiers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from freshkeep._view_types import ClientRefresh, SourcesOf
+from freshkeep.cached import Cached, cached
 from freshkeep.core.component import KINDS, Component, Kind
 from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import Policy
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from freshkeep.sql.replica import ReadReplica
 
 C = TypeVar("C", bound=Component)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class KeeperComponents:
@@ -233,6 +236,46 @@ class KeeperComponents:
         primary = revisions.engine if isinstance(revisions, SQLAlchemyRevisions) else None
         s = self.settings
         return as_replica(replica, primary=primary, wait=s.replica_wait, timeout=s.replica_timeout)
+
+    def cached(
+        self,
+        *,
+        sources: Iterable[str | Partitioned] | SourcesOf,
+        policy: Policy | None = None,
+        key: Callable[..., Hashable] | None = None,
+        name: str | None = None,
+        per_principal: bool = False,
+        public: bool = False,
+        probe: Probe | None = None,
+        version: str = "",
+        client_refresh: ClientRefresh | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Cached[P, R]]:
+        """Decorate an ``async def`` so that its value is kept fresh by a view (registered
+        under ``name``, default the function's qualified name) built by calling it::
+
+            @keeper.cached(sources=[table_source(Order, by="customer_id")])
+            async def orders_of(customer_id: int) -> list[dict[str, Any]]: ...
+
+        A call returns the function's value (decoded from the view's JSON); the key is made
+        from the arguments with the defaults filled in (:class:`TypeError` for an argument
+        that cannot be hashed, unless ``key=`` makes the key from the arguments);
+        ``per_principal=True`` keys entries by the function's ``principal`` parameter too.
+        ``f.view`` is the :class:`View` (to serve, invalidate, read its stats), ``await
+        f.read(...)`` the :class:`~freshkeep.Read` with its status. The other arguments are
+        those of :meth:`view`. See :mod:`freshkeep.cached`.
+        """
+        return cached(
+            cast("Keeper", self),
+            sources=sources,
+            policy=policy,
+            key=key,
+            name=name,
+            per_principal=per_principal,
+            public=public,
+            probe=probe,
+            version=version,
+            client_refresh=client_refresh,
+        )
 
     # -- remote values and notifiers ---------------------------------------------------------
 

@@ -280,6 +280,18 @@ class View(ViewBuilds, Component):
 
         return await self._read(ck, key, principal, entry, refresh, must_rebuild)
 
+    def current_hit(self, key: Hashable = None) -> Read | None:
+        """The hit a read of ``key`` answers now, found without I/O or a check, or ``None``
+        when a read would have to look further (no entry, revisions moved, a per-principal
+        view). Counted as a hit."""
+        if self.per_principal:
+            return None
+        entry = self._lookup(self._none_key if key is None else (self.name, key))
+        if entry is not None and entry.epoch == self._tracker.epoch:
+            entry.hits += 1
+            return entry.hit
+        return None
+
     @property
     def keeper(self) -> Keeper:
         """The keeper this view belongs to."""

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 
 from freshkeep.demo.app import create_app
+from freshkeep.integrations.routes import HitFastPath
 
 
 def _calls(dependant: Any) -> list[Any]:
@@ -44,20 +45,21 @@ def test_every_dependency_of_every_route_is_async() -> None:
     assert not sync, sorted(sync)
 
 
-def test_the_summary_route_is_matched_first_and_documented_once() -> None:
-    """GET /state/summary is served from the application itself, ahead of the routers it
-    includes (FastAPI walks an included router on every request), with no dependency to
-    resolve; the OpenAPI schema still lists it once."""
+def test_the_cached_routes_are_answered_ahead_of_fastapi_and_documented_once() -> None:
+    """A hit of GET /state/summary or /topics/{id}/summary is answered by the outermost
+    middleware (HitFastPath), ahead of FastAPI's routing; the routes resolve no dependency
+    (which would keep them off the fast path) and the OpenAPI schema lists each once."""
     app = create_app(":memory:")
-    top = [r for r in app.router.routes if isinstance(r, APIRoute)]
-    assert [r.path for r in top] == ["/state/summary"]
-    (route,) = top
-    assert route.methods == {"GET"} and not route.dependant.dependencies
-    assert not route.include_in_schema
+    assert app.user_middleware[0].cls is HitFastPath
+    cached = {r.path: r for r in _routes(list(app.routes)) if hasattr(r.endpoint, "view")}
+    assert sorted(cached) == ["/state/summary", "/topics/{topic_id}/summary"]
+    for route in cached.values():
+        assert route.methods == {"GET"} and not route.dependant.dependencies
     schema = app.openapi()
-    assert list(schema["paths"]["/state/summary"]) == ["get"]
-    op = schema["paths"]["/state/summary"]["get"]
-    assert op["tags"] == ["state"] and "304" in op["responses"]
-    documented = [r for r in _routes(list(app.routes)) if r.path == "/state/summary"]
-    assert [r.include_in_schema for r in documented] == [False, True]
-    assert documented[0].endpoint is documented[1].endpoint
+    for path in cached:
+        assert list(schema["paths"][path]) == ["get"]
+        op = schema["paths"][path]["get"]
+        assert "304" in op["responses"] and "200" in op["responses"]
+    topic = schema["paths"]["/topics/{topic_id}/summary"]["get"]
+    assert [p["name"] for p in topic["parameters"]] == ["topic_id"]
+    assert {"404", "422"} <= set(topic["responses"])

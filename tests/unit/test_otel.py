@@ -30,6 +30,7 @@ from freshkeep.integrations.otel import (
     instrument,
     instrument_from_settings,
 )
+from freshkeep.integrations.routes import HitFastPath, cached_route
 from freshkeep.integrations.starlette import endpoint
 from freshkeep.jobs import JobContext, MemoryJobQueue
 from freshkeep.processing import Item, MemoryProcessingState, Outcome, Pipeline, ProcessContext
@@ -219,6 +220,47 @@ async def test_the_request_span_says_the_read_status(
     h.summary.invalidate()
     r = await client.get("/summary")
     assert r.status_code == 503 and request_status(otel, "/summary") == ("summary", "unavailable")
+
+
+async def test_a_hit_answered_by_the_fast_path_sets_the_status_too(
+    hub: tuple[Hub, Otel],
+) -> None:
+    """:class:`~freshkeep.integrations.routes.HitFastPath` answers a hit ahead of the routes:
+    the request span around it still says ``hit``."""
+    _, otel = hub
+    keeper = Keeper(MemoryRevisions(), probe="interval")
+
+    async def build(ctx: BuildContext) -> dict[str, int]:
+        return {"n": 1}
+
+    view = keeper.view("pushed", build, sources=["t:a"], public=True)
+
+    async def page() -> None:
+        """Served from the view."""
+
+    routed: list[str] = []
+    app = Starlette(routes=[Route("/pushed", cached_route(view)(page))])
+
+    class Counting:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            routed.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    app.add_middleware(Counting)
+    app.add_middleware(HitFastPath)  # outermost
+    transport = httpx.ASGITransport(app=RequestSpans(app, otel.tracer_provider))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/pushed")).headers["x-freshkeep-cache"] == "miss"
+        assert request_status(otel, "/pushed") == ("pushed", "miss")
+        for _ in range(3):  # a hit confirmed by the route, then hits ahead of it
+            r = await c.get("/pushed")
+            assert r.headers["x-freshkeep-cache"] == "hit"
+            assert request_status(otel, "/pushed") == ("pushed", "hit")
+        assert len(routed) == 2  # the last two hits never reached the application
+    await keeper.aclose()
 
 
 async def test_a_background_refresh_is_a_child_of_the_request_that_scheduled_it(

@@ -16,8 +16,9 @@ Two levels (see ``docs/performance.md``):
   under 4 writes/s, with per-table revisions beside per-key revisions (1,024 and 64 buckets):
   hit ratios, rebuilds per write, false invalidations and reads/s, side by side;
 - fastapi (:mod:`freshkeep.bench.fastapi_route`, only when asked): the hub's FastAPI route
-  ``GET /state/summary`` beside a bare FastAPI route returning the same bytes, loaded by wrk
-  (when installed) and the load generator in interleaved rounds: req/s, p99 and their ratios.
+  ``GET /state/summary`` beside a bare Starlette endpoint and a bare FastAPI route returning
+  the same bytes, loaded by wrk (when installed) and the load generator in interleaved rounds:
+  req/s, p99 and their ratios, against the targets (≥ 90% of Starlette's, ≥ 150% of FastAPI's).
 
 :func:`run` runs them and writes ``results.md``, ``results.json`` and ``results.png``. Needs
 ``pip install 'freshkeep[bench]'`` (the peers, uvloop, httptools, matplotlib).

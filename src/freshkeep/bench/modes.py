@@ -9,6 +9,8 @@ one FastAPI route, the floor of the hub's own. They serve the same JSON as ``GET
 ``/bench/floor``                 pre-encoded bytes captured once: the floor, never fresh
 ``/bench/floor-fastapi``         the same bytes from a bare FastAPI route (no parameters):
                                  the floor of a FastAPI route such as ``/state/summary``
+``/bench/floor-starlette``       the same bytes from a bare Starlette endpoint, matched first
+                                 (before every other route)
 ``/bench/freshkeep``             the hub's ``summary`` view, through :func:`serve`
 ``/bench/ttl``                   a fixed 15 s TTL cache (in-process, single-flight rebuild)
 ``/bench/maxprobe``              the old approach: one ``MAX(updated_at)``-style query per
@@ -182,6 +184,9 @@ def install(app: FastAPI) -> None:
     # every other route: the floor of that route pays about the same route matching as it.
     routes = router.routes
     routes.insert(_beside_summary(routes), routes.pop())
+    # A bare Starlette endpoint, matched before any other route: the least a route can cost.
+    router.add_route("/bench/floor-starlette", _bytes_endpoint(floor_body), methods=["GET"])
+    routes.insert(0, routes.pop())
     router.add_route("/bench/freshkeep", freshkeep_endpoint, methods=["GET"])
     router.add_route("/bench/ttl", _bytes_endpoint(ttl.get), methods=["GET"])
     router.add_route("/bench/maxprobe", _bytes_endpoint(maxprobe.get), methods=["GET"])

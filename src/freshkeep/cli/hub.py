@@ -392,7 +392,7 @@ def bench(
             help="library, service, distributed, keyed and/or fastapi (repeat; default: "
             "library and service; distributed needs PostgreSQL and Redis; keyed: per-table "
             "against per-key revisions of a view read by key; fastapi: the hub's FastAPI route "
-            "beside a bare one, with wrk when installed).",
+            "beside bare Starlette and FastAPI routes, with wrk when installed).",
             show_default=False,
         ),
     ] = None,

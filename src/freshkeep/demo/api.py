@@ -51,7 +51,8 @@ from freshkeep.demo.schemas import (
 )
 from freshkeep.exceptions import ArtifactBuildError, StoreError
 from freshkeep.integrations.guards import error_id
-from freshkeep.integrations.starlette import causal_token, serve
+from freshkeep.integrations.routes import cached_route
+from freshkeep.integrations.starlette import causal_token
 from freshkeep.sql.engine import SQLITE_BEGIN
 
 M = TypeVar("M", bound=Base)
@@ -88,8 +89,6 @@ _BODY = responses(
 _NOT_FOUND = responses(e404="an id does not exist")
 _PATH_ID = responses(e422="the id is not an integer from 1 to 2**31 - 1")
 _SUMMARY_400 = responses(e400="a malformed X-Freshkeep-Min-Revision header")
-_NULL = b"null"
-"""The body of a view's ``None`` value."""
 
 
 def get_hub(request: Request) -> Hub:
@@ -177,15 +176,14 @@ async def index() -> dict[str, Any]:
         **responses(e503="no value within the view's bounds can be served"),
     },
 )
-async def state_summary(request: Request) -> Response:
+@cached_route(lambda request: get_hub(request).summary)
+async def state_summary() -> None:
     """Topics, totals, blocking decisions and the newest progress, cached by freshkeep.
 
     Headers: ``ETag``, ``X-Freshkeep-Cache`` (hit, section, stale, miss, error-stale),
     ``X-Freshkeep-Revision`` and ``Cache-Status``. ``?refresh=true`` or ``Cache-Control:
     no-cache`` rebuild it now.
     """
-    # No dependency: FastAPI resolves one on every request, a cost the size of the hit path.
-    return await serve(request, get_hub(request).summary)
 
 
 @router.get("/state/stats", tags=["state"])
@@ -242,31 +240,19 @@ async def get_topic(topic_id: TopicId, session: SessionDep) -> TopicOut:
         **_PATH_ID,
     },
 )
-async def topic_summary(topic_id: TopicId, request: Request, hub: HubDep) -> Response:
+@cached_route(
+    lambda request: get_hub(request).topic_summary, not_found="topic {topic_id} does not exist"
+)
+async def topic_summary(topic_id: TopicId) -> None:
     """The topic, its workstreams with their tasks by status, its decisions and its newest
     progress, cached by freshkeep per topic: a write to another topic leaves it a hit.
 
     Headers as ``/state/summary``: ``ETag`` (``If-None-Match`` answers ``304``),
     ``X-Freshkeep-Cache`` (hit, miss, error-stale), ``X-Freshkeep-Revision`` (the topic's
-    partitions), ``Cache-Status``; ``?refresh=true`` rebuilds it now.
+    partitions), ``Cache-Status``; ``?refresh=true`` rebuilds it now. The view's value of a
+    topic that does not exist is null: cached like any other (the topic's creation bumps its
+    partition), answered 404.
     """
-    view = hub.topic_summary
-    response = await serve(request, view, key=topic_id)
-    missing = response.status_code == 200 and response.body == _NULL
-    if response.status_code == 304 and request.headers.get("if-none-match", "").strip() == "*":
-        # "*" matches any current representation: a topic that does not exist has none.
-        missing = (await view.get(topic_id)).body == _NULL
-    if not missing:
-        return response
-    # The view's value of a topic that does not exist is null: cached like any other (the
-    # topic's creation bumps its partition), answered 404.
-    cache = hub.keeper.settings.header_cache
-    headers = {"Cache-Control": "no-cache"}
-    if cache in response.headers:
-        headers[cache] = response.headers[cache]
-    return JSONResponse(
-        {"detail": f"topic {topic_id} does not exist"}, status_code=404, headers=headers
-    )
 
 
 @router.get(

@@ -16,7 +16,6 @@ from freshkeep.exceptions import missing_extra
 try:
     from fastapi import APIRouter, FastAPI, Security
     from fastapi.responses import Response
-    from fastapi.routing import APIRoute
     from fastapi.security import HTTPBearer
     from starlette.routing import BaseRoute, Route
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -35,6 +34,7 @@ from freshkeep.demo.settings import HubSettings
 from freshkeep.health.http import health_routes
 from freshkeep.integrations.dashboard import Dashboard
 from freshkeep.integrations.guards import BodyLimit, InternalErrors
+from freshkeep.integrations.routes import HitFastPath
 from freshkeep.processing.http import MAX_HISTORY, processor_routes
 from freshkeep.settings import Settings
 
@@ -97,7 +97,6 @@ def create_app(
     )
     app.state.hub = hub
     app.state.sessions = sessions
-    _serve_first(app, router, HOT_PATHS)
     app.include_router(router)
     app.include_router(sessions_router)
     # the topic exports' signed URLs (objects on local storage; S3 serves presigned URLs itself)
@@ -126,6 +125,9 @@ def create_app(
     limits = {"/sessions/": settings.max_upload_bytes}
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, paths=limits)
     app.add_middleware(InternalErrors)
+    # A hit of a cached route (/state/summary, /topics/{id}/summary) is answered here, before
+    # the routing and dependency injection FastAPI runs for every other request.
+    app.add_middleware(HitFastPath)
     return app
 
 
@@ -246,29 +248,6 @@ def _documented(
             **doc,
         )
     return out
-
-
-HOT_PATHS = frozenset({"/state/summary"})
-"""The routes served from the application itself, ahead of the routers it includes."""
-
-
-def _serve_first(app: FastAPI, router: APIRouter, paths: frozenset[str]) -> None:
-    """Serve the routes of ``router`` at ``paths`` from ``app`` itself, matched before the
-    routers it includes: FastAPI walks an included router to find a route of it, twice per
-    request (to select it, then to handle it), a cost several times a cached hit's. The
-    router's own route stays, for the OpenAPI schema (the copy is left out of it)."""
-    for route in router.routes:
-        if isinstance(route, APIRoute) and route.path in paths:
-            app.add_api_route(
-                route.path,
-                route.endpoint,
-                methods=sorted(route.methods or ()),
-                response_class=route.response_class,
-                status_code=route.status_code,
-                dependencies=route.dependencies,
-                name=route.name,
-                include_in_schema=False,
-            )
 
 
 def _instrument(hub: Hub, settings: HubSettings) -> Instrumentation | None:

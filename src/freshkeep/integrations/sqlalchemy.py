@@ -508,6 +508,23 @@ def track(
     return tracking
 
 
+def tracked_keeper(
+    sessions: async_sessionmaker[Any] | sessionmaker[Any],
+    models: Iterable[Any] | None = None,
+    **kw: Any,
+) -> Keeper:
+    """A :class:`Keeper` reading revisions through the engine ``sessions`` is bound to
+    (:class:`SQLAlchemyRevisions`), with the write hooks :func:`track` installs on ``sessions``
+    for ``models`` (all tables if ``None``); ``kw`` go to :class:`Keeper`. Create the revision
+    table once: ``await keeper.revisions.create_table()`` (or ``freshkeep migrate``)."""
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, Engine | AsyncEngine):
+        raise ConfigurationError("tracked_keeper needs a session factory bound to an engine")
+    keeper = Keeper(SQLAlchemyRevisions(engine), **kw)
+    track(keeper, sessions, models)
+    return keeper
+
+
 def bump(session: Session | AsyncSession, *sources: Any) -> None:
     """Mark ``sources`` changed in ``session``'s transaction (after raw SQL writes).
 
@@ -543,5 +560,6 @@ __all__ = [
     "sqlite_transactions",
     "table_source",
     "track",
+    "tracked_keeper",
     "writer_engine",
 ]
