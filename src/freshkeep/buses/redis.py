@@ -7,10 +7,17 @@ of being broadcast over the cluster bus to every node. redis-py's cluster pub/su
 subscription on the node that owns the slot (it follows ``MOVED`` and slot migrations); every
 ``ssubscribe`` confirmation, the first and any after such a move, counts as a (re)connect and
 runs the ``on_connect`` callbacks, so the keeper re-reads the revisions it may have missed.
+
+Under Sentinel, a failover does not always close the subscriber's connection: a primary the
+Sentinels demote keeps its subscribers, and still relays what its new primary publishes, until
+it goes away. So every ``ping_interval`` the bus asks the Sentinels (redis-py's
+``discover_master``) which server is the primary, and when it is no longer the one it listens
+on, it drops the connection and subscribes again on the new primary, with a resync.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -19,9 +26,13 @@ from freshkeep.exceptions import ConfigurationError, missing_extra
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.client import PubSub
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import SentinelConnectionPool
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
 
     from freshkeep.stores.redis_client import AnyRedis, RedisURL, close
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -90,11 +101,17 @@ class RedisBus(RemoteBus):
         if isinstance(subscriber, RedisCluster):
             await self._listen_sharded(subscriber)
             return
+        pool = subscriber.connection_pool
+        sentinel = pool if isinstance(pool, SentinelConnectionPool) else None
         pubsub = subscriber.pubsub()
         try:
             await pubsub.subscribe(self.channel)
+            check_at = time.monotonic() + self.ping_interval
             while True:
                 message = await pubsub.get_message(timeout=self.ping_interval)
+                if sentinel is not None and time.monotonic() >= check_at:
+                    check_at = time.monotonic() + self.ping_interval
+                    await _still_on_the_primary(sentinel, pubsub)
                 if message is None:
                     continue
                 kind = message.get("type")
@@ -131,3 +148,20 @@ class RedisBus(RemoteBus):
         if self._owned:
             await close(self._client)
             await close(self._subscriber)
+
+
+async def _still_on_the_primary(pool: SentinelConnectionPool, pubsub: PubSub) -> None:
+    """Raise ``ConnectionError`` when the Sentinels name another primary than the server
+    ``pubsub`` listens on. Sentinels that cannot tell leave the subscription as it is."""
+    connection = pubsub.connection
+    if connection is None:
+        return
+    try:
+        host, port = await pool.sentinel_manager.discover_master(pool.service_name)
+    except RedisError:  # MasterNotFoundError, or no Sentinel reachable
+        return
+    if (connection.host, connection.port) != (host, port):
+        raise RedisConnectionError(
+            f"the primary of {pool.service_name!r} is now {host}:{port}, "
+            f"not {connection.host}:{connection.port}"
+        )

@@ -1,0 +1,127 @@
+"""A Redis failover under Sentinel while two hubs serve a read and write load.
+
+The hubs share a store and a bus through ``redis+sentinel://``, on a primary, a replica and three
+Sentinels that the test starts. A few seconds into the load, the primary fails over
+(``SENTINEL FAILOVER``) or is killed. Every read is checked against the history of
+acknowledged writes (:func:`tests.distributed.history.check`): no response is a server error,
+no read is older than its bound, and both hubs' buses end up connected to the new primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from freshkeep.demo.summary import SUMMARY_POLICY
+from tests.distributed.cluster import (
+    RESYNC_INTERVAL,
+    SLACK,
+    Cluster,
+    Database,
+    new_namespace,
+    stats,
+    wait_for,
+)
+from tests.distributed.history import Load, check
+from tests.redis_servers import SentinelSet, Servers, start_sentinels
+
+pytestmark = [pytest.mark.distributed, pytest.mark.postgres, pytest.mark.redis]
+
+DURATION = 12.0
+"""Seconds of load."""
+FAIL_AT = 3.0
+"""Seconds into the load when the primary fails."""
+WRITERS, WRITE_INTERVAL = 1, 0.2
+READERS, READ_INTERVAL = 4, 0.01
+TOKEN_EVERY = 3
+PING_INTERVAL = 1.0
+"""``FRESHKEEP_BUS_PING_INTERVAL``: how often a bus asks the Sentinels which is the primary."""
+
+
+async def fail(s: SentinelSet, how: str, events: dict[str, Any]) -> None:
+    await asyncio.sleep(FAIL_AT)
+    old = s.primary_port()
+    started = time.monotonic()
+    if how == "failover":
+        s.failover()
+    else:
+        s.primary.kill()
+
+    async def switched() -> bool:
+        return s.primary_port() != old
+
+    await wait_for("the Sentinels naming a new primary", switched, timeout=30.0)
+    events["new_primary_after_s"] = round(time.monotonic() - started, 3)
+
+
+@pytest.mark.parametrize("how", ["failover", "kill"])
+async def test_a_failover_under_load_gives_no_error_and_no_read_beyond_its_bound(
+    database: Database, http: httpx.AsyncClient, tmp_path: Path, how: str
+) -> None:
+    servers = Servers(tmp_path / "redis")
+    cluster: Cluster | None = None
+    try:
+        sentinels = start_sentinels(servers)
+        cluster = Cluster(database, new_namespace(sentinels.url), tmp_path, http)
+        extra = {"FRESHKEEP_BUS_PING_INTERVAL": str(PING_INTERVAL)}
+        hubs = [await cluster.start(seed_tasks=30, extra=extra), await cluster.start(extra=extra)]
+        load = Load(http, hubs)
+        events: dict[str, Any] = {}
+        await asyncio.gather(
+            load.run(
+                DURATION,
+                writers=WRITERS,
+                write_interval=WRITE_INTERVAL,
+                readers=READERS,
+                read_interval=READ_INTERVAL,
+                token_every=TOKEN_EVERY,
+            ),
+            fail(sentinels, how, events),
+        )
+        fresh_bound = RESYNC_INTERVAL + SLACK
+        stale_bound = SUMMARY_POLICY.max_stale + RESYNC_INTERVAL + SLACK
+        report = check(
+            load,
+            fresh_bound=fresh_bound,
+            stale_bound=stale_bound,
+            settings={
+                "how": how,
+                "hubs": len(hubs),
+                "duration_s": DURATION,
+                "fail_at_s": FAIL_AT,
+                "bus_ping_interval_s": PING_INTERVAL,
+                "fresh_bound_s": fresh_bound,
+                "stale_bound_s": stale_bound,
+            },
+        )
+        report["events"] = events
+        hub_stats = {h.name: await stats(http, h) for h in hubs}
+        report["buses"] = {
+            name: {k: st["bus"][k] for k in ("connected", "reconnects", "errors")}
+            for name, st in hub_stats.items()
+        }
+        report["stores"] = {
+            name: {k: st["shared"][k] for k in ("reachable", "outages", "errors", "stored")}
+            for name, st in hub_stats.items()
+        }
+        text = json.dumps(report, indent=1)
+        print(f"\nfailover report: {text}")
+        (tmp_path / "failover.json").write_text(text)
+        assert report["responses_5xx"] == 0 and report["failed_writes"] == 0, report
+        assert report["transport_errors"] == 0, report
+        assert report["writes"] >= DURATION / WRITE_INTERVAL / 2, report
+        assert report["bound_violation_count"] == 0, report["bound_violations"]
+        assert report["token_violation_count"] == 0, report["token_violations"]
+        assert report["revision_violation_count"] == 0, report["revision_violations"]
+        for name, bus in report["buses"].items():  # each bus followed the primary
+            assert bus["connected"] and bus["reconnects"] >= 1, (name, bus)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        servers.stop()
