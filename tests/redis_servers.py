@@ -40,10 +40,22 @@ def binaries() -> tuple[str, str]:
     return server, cli
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+def free_port(*, cluster: bool = False) -> int:
+    """A free port; for a cluster node, one whose cluster bus port (``port + 10000``) is free
+    too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if not cluster:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
         return port
 
 
@@ -102,7 +114,7 @@ class Servers:
 
     def start(self, *args: str, config: str | None = None, sentinel: bool = False) -> Server:
         server_bin, _ = binaries()
-        port = free_port()
+        port = free_port(cluster="--cluster-enabled" in args)
         home = self.root / str(port)
         home.mkdir(parents=True)
         log = home / "redis.log"
@@ -120,7 +132,12 @@ class Servers:
         proc = subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL)
         server = Server(port, proc, log)
         self.servers.append(server)
-        wait_for(f"redis-server on {port}", lambda: bool(server.client().ping()))
+
+        def ready() -> bool:
+            assert server.alive, f"redis-server on {port} exited:\n{server.output()}"
+            return bool(server.client().ping())
+
+        wait_for(f"redis-server on {port}", ready)
         return server
 
     def stop(self) -> None:
@@ -130,39 +147,68 @@ class Servers:
 
 @dataclass
 class Cluster:
-    """A Redis Cluster of three masters (no replicas)."""
+    """A Redis Cluster of three masters, each with ``replicas`` replicas."""
 
-    masters: list[Server]
+    nodes: list[Server]
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.masters[:2])
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.nodes[:2])
+
+    @property
+    def masters(self) -> list[Server]:
+        return [s for s in self.nodes if s.alive and s.client().role()[0] == b"master"]
 
     def keyslot(self, key: str) -> int:
-        slot: int = self.masters[0].client().execute_command("CLUSTER KEYSLOT", key)
+        node = next(s for s in self.nodes if s.alive)
+        slot: int = node.client().execute_command("CLUSTER KEYSLOT", key)
         return slot
 
+    def owner(self, key: str) -> Server | None:
+        """The running master that serves ``key``'s slot now (the others answer ``MOVED``),
+        or ``None`` while none does."""
+        for m in self.masters:
+            try:
+                m.client().exists(key)
+            except redis.ResponseError:
+                continue
+            return m
+        return None
 
-def start_cluster(servers: Servers) -> Cluster:
-    """Three masters with ``cluster-enabled``, joined by ``redis-cli --cluster create``."""
+    def healthy(self) -> bool:
+        return all(
+            s.client().cluster("info").get("cluster_state") == "ok" for s in self.nodes if s.alive
+        )
+
+
+def start_cluster(servers: Servers, *, replicas: int = 0, node_timeout_ms: int = 1000) -> Cluster:
+    """Three masters (and ``replicas`` replicas each) with ``cluster-enabled``, joined by
+    ``redis-cli --cluster create``. A replica takes over ``node_timeout_ms`` after its master
+    stops answering."""
     _, cli = binaries()
-    masters = [
-        servers.start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-        for _ in range(3)
-    ]
-    addresses = [f"127.0.0.1:{m.port}" for m in masters]
+    options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    options += ["--cluster-node-timeout", str(node_timeout_ms)]
+    nodes = [servers.start(*options) for _ in range(3 * (1 + replicas))]
+    addresses = [f"127.0.0.1:{m.port}" for m in nodes]
+    create = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
     subprocess.run(
-        [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+        [*create, "--cluster-yes"],
         check=True,
         capture_output=True,
         timeout=START_TIMEOUT,
     )
-    for m in masters:
+    cluster = Cluster(nodes)
+    wait_for("the cluster state", cluster.healthy)
+    if replicas:
         wait_for(
-            f"cluster state on {m.port}",
-            lambda m=m: m.client().cluster("info").get("cluster_state") == "ok",
+            "the replicas in sync",
+            lambda: all(
+                s.client().info("replication").get("master_link_status") == "up"
+                for s in nodes
+                if s.client().role()[0] == b"slave"
+            ),
         )
-    return Cluster(masters)
+    return cluster
 
 
 _SENTINEL_CONF = """\

@@ -2,11 +2,14 @@
 
 The store and the lock pass their conformance suites on the cluster; a view's entry and its
 build lock hash to one slot, and entries spread over the masters; the bus uses sharded pub/sub
-and carries revisions between two keepers.
+and carries revisions between two keepers. On a cluster whose masters have replicas, the store
+and the bus follow a master that fails over.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -141,7 +144,7 @@ async def test_entries_spread_over_the_masters(cluster: Cluster, prefix: str) ->
         for n in range(30):
             entry = make_entry({"table:a": 1}, key=("k", n))
             assert await store.put(store.key_for(entry.view, entry.key), entry)
-        counts = [m.client().dbsize() for m in cluster.masters]
+        counts = [m.client().dbsize() for m in cluster.nodes]
         assert all(c > 0 for c in counts), counts
     finally:
         await store.aclose()
@@ -181,3 +184,89 @@ def test_urls_choose_the_cluster(cluster: Cluster) -> None:
     bus = bus_from_url(cluster.url, settings=settings)
     assert isinstance(store, RedisStore) and store.hash_tags
     assert isinstance(bus, RedisBus) and bus.sharded
+
+
+async def test_store_and_bus_follow_a_master_that_fails_over(tmp_path: Path, prefix: str) -> None:
+    """Three masters with a replica each: the master that owns the bus's channel (and an
+    entry) is killed, its replica takes over, and the store and the bus follow."""
+    servers = Servers(tmp_path / "redis")
+    try:
+        c = start_cluster(servers, replicas=1)
+        channel = f"fk-test:{uuid.uuid4().hex[:12]}"
+        settings = Settings(
+            store_url=c.url,
+            store_prefix=prefix,
+            store_secret="s",
+            store_backoff=0.05,
+            store_timeout=1.0,
+            bus_url=c.url,
+            bus_channel=channel,
+            bus_reconnect_backoff=0.05,
+            bus_max_reconnect_backoff=0.2,
+            bus_ping_interval=0.5,
+            bus_connect_timeout=1.0,
+        )
+        ka, kb = Keeper.from_settings(settings=settings), Keeper.from_settings(settings=settings)
+        assert isinstance(ka.shared, RedisStore) and isinstance(kb.bus, RedisBus)
+        store = ka.shared
+        try:
+            await ka.start()
+            await kb.start()
+            inbox = Inbox()
+            kb.bus.subscribe(inbox)
+            victim = c.owner(channel)
+            assert victim is not None
+            # An entry on the same master as the channel.
+            entry = next(
+                e
+                for e in (make_entry({"table:a": 1}, key=("k", n)) for n in range(10_000))
+                if c.owner(store.key_for(e.view, e.key)) is victim
+            )
+            key = store.key_for(entry.view, entry.key)
+            assert await store.put(key, entry)
+            assert await _delivered(ka, inbox)
+
+            victim.kill()
+            took_over = _sync(lambda: c.owner(key) is not None and c.owner(channel) is not None)
+            await until("a replica takes over", took_over)
+            assert c.owner(key) is c.owner(channel) is not victim
+
+            newer = make_entry({"table:a": 2}, key=entry.key)
+            await until("a put on the new master", lambda: store.put(key, newer))
+            got = await store.get(key)
+            assert got is not None and got.vector == newer.vector
+            await until("the bus delivers again", lambda: _delivered(ka, inbox))
+            assert kb.bus.snapshot().reconnects >= 1  # it resubscribed, and re-read revisions
+        finally:
+            await ka.aclose()
+            await kb.aclose()
+    finally:
+        servers.stop()
+
+
+async def until(what: str, check: Any, timeout: float = 30.0) -> None:
+    """Await ``check()`` (every 50 ms) until it is true, for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: not true after {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+def _sync(check: Any) -> Any:
+    async def run() -> bool:
+        return bool(check())
+
+    return run
+
+
+async def _delivered(keeper: Keeper, inbox: Inbox) -> bool:
+    """Publish a marker; whether it arrives within 0.5 s."""
+    marker = time.monotonic_ns()
+    await keeper.publish({"table:marker": marker})
+    try:
+        while True:
+            revisions, _ = await asyncio.wait_for(inbox.queue.get(), 0.5)
+            if revisions.get("table:marker") == marker:
+                return True
+    except TimeoutError:
+        return False

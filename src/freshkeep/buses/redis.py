@@ -7,6 +7,10 @@ of being broadcast over the cluster bus to every node. redis-py's cluster pub/su
 subscription on the node that owns the slot (it follows ``MOVED`` and slot migrations); every
 ``ssubscribe`` confirmation, the first and any after such a move, counts as a (re)connect and
 runs the ``on_connect`` callbacks, so the keeper re-reads the revisions it may have missed.
+When the subscription fails all the same (the node that owns the channel died, and the client
+still maps the slot to it), a bus made from a URL resubscribes with a new cluster client, which
+learns the cluster again from the URL's startup nodes (so list several). A bus given a client
+relies on that client's own refresh of its map of slots.
 
 Under Sentinel, a failover does not always close the subscriber's connection: a primary the
 Sentinels demote keeps its subscribers, and still relays what its new primary publishes, until
@@ -74,18 +78,15 @@ class RedisBus(RemoteBus):
         self.ping_interval = ping_interval
         self._client: AnyRedis
         self._subscriber: AnyRedis
+        self._target: RedisURL | None = None
+        self._renew = False
         if isinstance(url_or_client, str):
-            target = RedisURL.parse(url_or_client)
+            self._target = RedisURL.parse(url_or_client)
             timeout = self.connect_timeout
-            self._client = target.connect(socket_connect_timeout=timeout)
+            self._client = self._target.connect(socket_connect_timeout=timeout)
             safe = "".join(c if c.isalnum() or c in ":-_." else "_" for c in channel)
             self.client_name: str | None = f"freshkeep-bus:{safe}:{uuid.uuid4().hex[:8]}"
-            self._subscriber = target.connect(
-                retry=Retry(NoBackoff(), 0),
-                socket_connect_timeout=timeout,
-                health_check_interval=ping_interval,
-                client_name=self.client_name,
-            )
+            self._subscriber = self._new_subscriber()
             self._owned = True
         elif isinstance(url_or_client, aioredis.Redis | RedisCluster):
             self._client = self._subscriber = url_or_client
@@ -96,7 +97,22 @@ class RedisBus(RemoteBus):
         self.sharded = isinstance(self._client, RedisCluster)
         """Whether the bus uses sharded pub/sub (a Redis Cluster)."""
 
+    def _new_subscriber(self) -> AnyRedis:
+        assert self._target is not None
+        return self._target.connect(
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=self.connect_timeout,
+            health_check_interval=self.ping_interval,
+            client_name=self.client_name,
+        )
+
     async def _listen(self) -> None:
+        if self._renew and self._target is not None:
+            # The old cluster client's map of slots may still name a node that is gone: a new
+            # client learns the cluster again from the URL's startup nodes.
+            self._renew = False
+            old, self._subscriber = self._subscriber, self._new_subscriber()
+            await close(old)
         subscriber = self._subscriber
         if isinstance(subscriber, RedisCluster):
             await self._listen_sharded(subscriber)
@@ -135,6 +151,9 @@ class RedisBus(RemoteBus):
                     self._connected()
                 elif kind in ("smessage", b"smessage"):
                     self._deliver(message["data"])
+        except Exception:
+            self._renew = True
+            raise
         finally:
             await pubsub.aclose()
 
