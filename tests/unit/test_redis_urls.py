@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.crc import key_slot
 
 from freshkeep.buses import bus_from_url
 from freshkeep.buses.redis import RedisBus
@@ -104,3 +107,42 @@ def test_a_single_server_store_keeps_its_key_format() -> None:
     tagged = RedisStore("redis://127.0.0.1:1/0", prefix="p:", hash_tags=True)
     assert tagged.key_for("summary", ("u1", 42)).endswith("}:summary")
     assert tagged.key_for("a", 1) != tagged.key_for("b", 1)  # the view is in the digest
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+_IDENTITY = st.one_of(st.none(), _TEXT, st.integers(-(2**63), 2**63 - 1))
+_NO_BRACE = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="{}"), max_size=12
+)
+
+
+@given(view=_TEXT, identity=_IDENTITY, prefix=_NO_BRACE)
+@settings(max_examples=300)
+def test_an_entry_and_its_build_lock_always_hash_to_one_slot(
+    view: str, identity: object, prefix: str
+) -> None:
+    """Whatever the view is called: the hash tag is the digest, never empty, brace-free."""
+    store = RedisStore("redis://127.0.0.1:1/0", prefix=prefix, hash_tags=True)
+    lock = store.lock()
+    key = store.key_for(view, identity)  # type: ignore[arg-type]
+    assert key.startswith(prefix + "{") and key.endswith("}:" + view)
+    assert key_slot(key.encode()) == key_slot(lock.key(key).encode())
+
+
+_HOST = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z0-9-]{1,8}){0,2}", fullmatch=True)
+_NODES = st.lists(st.tuples(_HOST, st.integers(1, 65535)), min_size=1, max_size=4)
+
+
+@given(
+    nodes=_NODES,
+    service=st.from_regex(r"[A-Za-z0-9_.-]{1,16}", fullmatch=True),
+    db=st.integers(0, 15),
+)
+def test_a_sentinel_url_names_its_sentinels_service_and_database(
+    nodes: list[tuple[str, int]], service: str, db: int
+) -> None:
+    hosts = ",".join(f"{h}:{p}" for h, p in nodes)
+    url = RedisURL.parse(f"redis+sentinel://{hosts}/{service}/{db}")
+    assert (url.nodes, url.service, url.db) == (tuple(nodes), service, db)
+    cluster = RedisURL.parse(f"redis+cluster://{hosts}")
+    assert cluster.nodes == tuple(nodes)
