@@ -37,7 +37,7 @@ from tests.distributed.history import Load, check
 from tests.redis_servers import Cluster as RedisCluster
 from tests.redis_servers import SentinelSet, Servers, start_cluster, start_sentinels
 
-pytestmark = [pytest.mark.distributed, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.distributed, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 DURATION = 12.0
 """Seconds of load."""
