@@ -21,6 +21,7 @@ on, it drops the connection and subscribes again on the new primary, with a resy
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -127,7 +128,7 @@ class RedisBus(RemoteBus):
                 message = await pubsub.get_message(timeout=self.ping_interval)
                 if sentinel is not None and time.monotonic() >= check_at:
                     check_at = time.monotonic() + self.ping_interval
-                    await _still_on_the_primary(sentinel, pubsub)
+                    await _still_on_the_primary(sentinel, pubsub, self.connect_timeout)
                 if message is None:
                     continue
                 kind = message.get("type")
@@ -169,15 +170,19 @@ class RedisBus(RemoteBus):
             await close(self._subscriber)
 
 
-async def _still_on_the_primary(pool: SentinelConnectionPool, pubsub: PubSub) -> None:
+async def _still_on_the_primary(
+    pool: SentinelConnectionPool, pubsub: PubSub, timeout: float
+) -> None:
     """Raise ``ConnectionError`` when the Sentinels name another primary than the server
-    ``pubsub`` listens on. Sentinels that cannot tell leave the subscription as it is."""
+    ``pubsub`` listens on. Sentinels that cannot tell within ``timeout`` seconds leave the
+    subscription as it is."""
     connection = pubsub.connection
     if connection is None:
         return
     try:
-        host, port = await pool.sentinel_manager.discover_master(pool.service_name)
-    except RedisError:  # MasterNotFoundError, or no Sentinel reachable
+        async with asyncio.timeout(timeout):
+            host, port = await pool.sentinel_manager.discover_master(pool.service_name)
+    except (RedisError, TimeoutError):  # MasterNotFoundError, or no Sentinel answers
         return
     if (connection.host, connection.port) != (host, port):
         raise RedisConnectionError(
