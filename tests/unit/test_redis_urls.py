@@ -146,3 +146,19 @@ def test_a_sentinel_url_names_its_sentinels_service_and_database(
     assert (url.nodes, url.service, url.db) == (tuple(nodes), service, db)
     cluster = RedisURL.parse(f"redis+cluster://{hosts}")
     assert cluster.nodes == tuple(nodes)
+
+
+async def test_a_cluster_that_is_down_is_a_failure_not_a_corrupt_value() -> None:
+    """``CLUSTERDOWN`` (no master serves the slot) is the server's failure: an error and an
+    outage, never a value counted as corrupt."""
+    from redis.exceptions import ClusterDownError
+
+    class Down:
+        async def get(self, key: str) -> bytes:
+            raise ClusterDownError("CLUSTERDOWN The cluster is down")
+
+    store = RedisStore("redis+cluster://127.0.0.1:1", prefix="p:")
+    store.client = Down()  # type: ignore[assignment]
+    assert await store.get(store.key_for("summary", "a")) is None
+    assert (store.stats.errors, store.stats.corrupt, store.stats.outages) == (1, 0, 1)
+    assert not store.snapshot().reachable

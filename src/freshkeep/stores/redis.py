@@ -313,8 +313,11 @@ class RedisStore(SharedStore):
         try:
             async with asyncio.timeout(self.timeout):
                 data = await self.client.get(key)
-        except ResponseError as exc:  # the server answered: the value is not a string
-            self._corrupt(key, f"{exc}")
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):  # CLUSTERDOWN, TRYAGAIN…: the server's
+                self._failed("get", exc)
+                return None
+            self._corrupt(key, f"{exc}")  # the server answered: the value is not a string
             return None
         except Exception as exc:
             self._failed("get", exc)
