@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     store_url: str = Field(
         "memory://",
         description="Where entries are shared between instances: memory:// (none: each "
-        "process's own LRU store only) or redis://… / rediss://… (a shared L2 store).",
+        "process's own LRU store only) or redis://… / rediss://… (a shared L2 store); "
+        "redis+cluster://host:port[,host:port…] (a Redis Cluster) or "
+        "redis+sentinel://host:port[,host:port…]/service[/db] (a primary watched by Sentinel).",
     )
     store_prefix: str = Field(
         "freshkeep:", description="Prefix of every key of the shared store (redis:// store_url)."
@@ -48,7 +50,8 @@ class Settings(BaseSettings):
     bus_url: str = Field(
         "local://",
         description="How revisions reach the other processes: local:// (this process only), "
-        "redis://host:port/db (pub/sub) or postgresql://user@host/db (LISTEN/NOTIFY).",
+        "redis://host:port/db (pub/sub; also redis+sentinel://… and redis+cluster://…, "
+        "sharded pub/sub) or postgresql://user@host/db (LISTEN/NOTIFY).",
     )
     bus_channel: str | None = Field(
         None,

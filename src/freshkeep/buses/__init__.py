@@ -1,8 +1,9 @@
 """Buses carry committed revisions between keepers (the :class:`~freshkeep.ports.Bus` port).
 
 - :class:`~freshkeep.buses.local.LocalBus`: in one process (``local://``, the default).
-- :class:`~freshkeep.buses.redis.RedisBus`: Redis pub/sub (``redis://``, ``rediss://``; the
-  ``redis`` extra).
+- :class:`~freshkeep.buses.redis.RedisBus`: Redis pub/sub (``redis://``, ``rediss://``;
+  ``redis+sentinel://`` for a primary watched by Sentinel; ``redis+cluster://`` for a Redis
+  Cluster, with sharded pub/sub; the ``redis`` extra).
 - :class:`~freshkeep.buses.postgres.PostgresBus`: PostgreSQL ``LISTEN`` / ``NOTIFY``
   (``postgresql://``; the ``postgres`` extra).
 
@@ -20,10 +21,13 @@ if TYPE_CHECKING:
     from freshkeep.ports import Bus
     from freshkeep.settings import Settings
 
+_REDIS = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
+
 
 def bus_from_url(url: str, *, channel: str | None = None, settings: Settings | None = None) -> Bus:
-    """The bus ``url`` names: ``local://``, ``redis://`` / ``rediss://``, or
-    ``postgresql://`` (also ``postgres://`` and ``postgresql+asyncpg://``).
+    """The bus ``url`` names: ``local://``, ``redis://`` / ``rediss://`` (also
+    ``redis+cluster://`` and ``redis+sentinel://``), or ``postgresql://`` (also
+    ``postgres://`` and ``postgresql+asyncpg://``).
 
     ``channel`` defaults to ``settings.bus_channel``, then to the bus's own default; the
     reconnect, timeout and ping settings come from ``settings`` (default
@@ -37,10 +41,10 @@ def bus_from_url(url: str, *, channel: str | None = None, settings: Settings | N
         from freshkeep.buses.local import LocalBus
 
         return LocalBus()
-    if scheme not in ("redis", "rediss") and not scheme.startswith(("postgresql", "postgres")):
+    if scheme not in _REDIS and not scheme.startswith(("postgresql", "postgres")):
         raise ConfigurationError(
-            f"unknown bus URL scheme {scheme or url!r}: expected local://, redis://, rediss:// "
-            "or postgresql://"
+            f"unknown bus URL scheme {scheme or url!r}: expected local://, redis://, rediss://, "
+            "redis+cluster://, redis+sentinel:// or postgresql://"
         )
     if settings is None:
         from freshkeep.settings import Settings
@@ -54,7 +58,7 @@ def bus_from_url(url: str, *, channel: str | None = None, settings: Settings | N
         "ping_interval": settings.bus_ping_interval,
     }
     channel = channel or settings.bus_channel
-    if scheme in ("redis", "rediss"):
+    if scheme in _REDIS:
         from freshkeep.buses.redis import DEFAULT_CHANNEL, RedisBus
 
         return RedisBus(url, channel or DEFAULT_CHANNEL, **options)

@@ -6,9 +6,10 @@ Every process keeps its :class:`~freshkeep.stores.memory.MemoryStore` as L1; a
 asynchronous and never raise on the read path: a store that fails answers as a miss.
 
 :func:`store_from_url` turns a URL into a store: ``memory://`` is L1 only (``None``),
-``redis://`` and ``rediss://`` are a :class:`~freshkeep.stores.redis.RedisStore` (``redis``
-extra, imported only then); :func:`store_from_settings` does the same from the ``store_*``
-settings.
+``redis://`` and ``rediss://`` (one server), ``redis+cluster://`` (a Redis Cluster) and
+``redis+sentinel://`` (a primary watched by Sentinel) are a
+:class:`~freshkeep.stores.redis.RedisStore` (``redis`` extra, imported only then);
+:func:`store_from_settings` does the same from the ``store_*`` settings.
 """
 
 from __future__ import annotations
@@ -25,19 +26,22 @@ if TYPE_CHECKING:
 
 def store_from_url(url: str, **kwargs: Any) -> SharedStore | None:
     """The shared store for ``url``: ``None`` for ``memory://`` (the memory L1 only), a
-    :class:`~freshkeep.stores.redis.RedisStore` for ``redis://`` / ``rediss://`` (``kwargs``
-    go to it). Raises :class:`~freshkeep.exceptions.ConfigurationError` for another scheme,
-    and :class:`~freshkeep.exceptions.MissingDependencyError` without the ``redis`` extra.
+    :class:`~freshkeep.stores.redis.RedisStore` for ``redis://`` / ``rediss://``,
+    ``redis+cluster://`` and ``redis+sentinel://`` (see :mod:`freshkeep.stores.redis_client`;
+    ``kwargs`` go to it). Raises :class:`~freshkeep.exceptions.ConfigurationError` for another
+    scheme, and :class:`~freshkeep.exceptions.MissingDependencyError` without the ``redis``
+    extra.
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return None
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme.startswith("redis") or scheme == "unix":  # the URL's form is checked there
         from freshkeep.stores.redis import RedisStore
 
         return RedisStore(url, **kwargs)
     raise ConfigurationError(
-        f"unknown store URL scheme {scheme!r} in {url!r}: use memory://, redis:// or rediss://"
+        f"unknown store URL scheme {scheme!r} in {url!r}: use memory://, redis://, rediss://, "
+        "redis+cluster:// or redis+sentinel://"
     )
 
 

@@ -5,6 +5,12 @@ the entry encoded by :mod:`freshkeep.core.codec` (JSON header and bodies, option
 signed; never pickled). Every write sets the TTL (``PX``), so Redis never fills up with dead
 keys.
 
+On a Redis Cluster every key a Lua script touches must be in one slot, and a view's build
+lock should live with its entry. So a cluster store puts the digest in a hash tag,
+``<prefix>{<digest of view, version and key identity>}:<view>``, and a lock named after that key
+(``<prefix>lock:<entry key>``) hashes to the same slot. The two formats never meet: a store
+uses one, and a changed format only costs misses (entries are a cache).
+
 Compare-and-set (design rule 3). :meth:`RedisStore.put` runs one Lua script that reads the
 revision vector from the stored value's header (``cjson``) and stores the new entry at once
 when no common source has a newer counter there. The header alone proves nothing, though:
@@ -64,9 +70,10 @@ from freshkeep.core.component import Kind
 from freshkeep.core.entry import Entry
 from freshkeep.exceptions import ConfigurationError, CorruptEntryError, EncodeError, missing_extra
 from freshkeep.ports import SharedStore, SharedStoreSnapshot
+from freshkeep.stores.redis_client import AnyRedis, close, decodes_responses, is_cluster
+from freshkeep.stores.redis_client import connect as connect_url
 
 try:
-    import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ResponseError
@@ -150,10 +157,12 @@ _ATTEMPTS = 3
 """Compare-and-set rounds of one put when the key changes between reading and replacing."""
 
 
-def connect(url: str, *, timeout: float) -> aioredis.Redis:
-    """A client for ``url`` whose socket operations are bounded by ``timeout`` and that retries
-    a failed command once, at once, on a new connection (a connection the server closed)."""
-    return aioredis.Redis.from_url(
+def connect(url: str, *, timeout: float) -> AnyRedis:
+    """A client for ``url`` (one server, a cluster or a Sentinel-managed primary: see
+    :mod:`freshkeep.stores.redis_client`) whose socket operations are bounded by ``timeout`` and
+    that retries a failed command once, at once, on a new connection (a connection the server
+    closed)."""
+    return connect_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -162,9 +171,9 @@ def connect(url: str, *, timeout: float) -> aioredis.Redis:
     )
 
 
-def check_client(client: aioredis.Redis) -> None:
+def check_client(client: AnyRedis) -> None:
     """Refuse a client that decodes responses (entries are bytes)."""
-    if client.connection_pool.connection_kwargs.get("decode_responses"):
+    if decodes_responses(client):
         raise ConfigurationError("the Redis client must not decode responses (decode_responses)")
 
 
@@ -219,11 +228,18 @@ class RedisStoreSnapshot(SharedStoreSnapshot):
 class RedisStore(SharedStore):
     """Entries in Redis, shared by every instance. See the module docstring.
 
-    ``url_or_client``: a ``redis://`` / ``rediss://`` URL (the store owns that client and closes
-    it in :meth:`aclose`) or a ``redis.asyncio.Redis`` (not closed here; it must not decode
-    responses). ``secret``: HMAC key; entries are signed with it and only entries signed with it
-    are read. ``ttl``: seconds each entry is kept. ``timeout``: bound of each operation.
-    ``backoff``: seconds operations answer at once after a failure.
+    ``url_or_client``: a URL of one server (``redis://``, ``rediss://``), a Redis Cluster
+    (``redis+cluster://``) or a Sentinel-managed primary (``redis+sentinel://``; see
+    :mod:`freshkeep.stores.redis_client`), which the store owns and closes in :meth:`aclose`;
+    or a ``redis.asyncio.Redis`` / ``redis.asyncio.cluster.RedisCluster`` (not closed here; it
+    must not decode responses). ``secret``: HMAC key; entries are signed with it and only
+    entries signed with it are read. ``ttl``: seconds each entry is kept. ``timeout``: bound of
+    each operation. ``backoff``: seconds operations answer at once after a failure.
+
+    ``hash_tags``: put each entry's digest in a hash tag (``<prefix>{<digest>}:<view>``), so
+    that the entry and its build lock (``<prefix>lock:<entry key>``) hash to one cluster slot.
+    Default: on for a cluster client, off otherwise (the single-server key format). The
+    prefix must then hold no ``{`` or ``}``.
     """
 
     kind: ClassVar[Kind] = "store"
@@ -232,7 +248,7 @@ class RedisStore(SharedStore):
 
     def __init__(
         self,
-        url_or_client: str | aioredis.Redis,
+        url_or_client: str | AnyRedis,
         *,
         prefix: str = "freshkeep:",
         secret: bytes | str | None = None,
@@ -240,6 +256,7 @@ class RedisStore(SharedStore):
         timeout: float = 0.25,
         backoff: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
+        hash_tags: bool | None = None,
     ) -> None:
         if ttl <= 0:
             raise ConfigurationError(f"ttl must be > 0, not {ttl!r}")
@@ -254,6 +271,12 @@ class RedisStore(SharedStore):
             check_client(url_or_client)
             self.client = url_or_client
             self._owns_client = False
+        self.hash_tags = is_cluster(self.client) if hash_tags is None else hash_tags
+        """Whether keys carry a hash tag (see the class docstring)."""
+        if self.hash_tags and ("{" in prefix or "}" in prefix):
+            raise ConfigurationError(
+                f"a prefix of hash-tagged keys must hold no '{{' or '}}', not {prefix!r}"
+            )
         self.prefix = prefix
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.ttl = ttl
@@ -268,12 +291,19 @@ class RedisStore(SharedStore):
 
     def key_for(self, view: str, identity: Hashable, *, version: str = "") -> str:
         """``<prefix><view>:<hex digest>`` of the view's ``version`` and the key identity's JSON:
-        the same in every process. Raises :class:`~freshkeep.exceptions.EncodeError` for an
-        identity that has no JSON form."""
+        the same in every process. With :attr:`hash_tags`, ``<prefix>{<hex digest>}:<view>``,
+        the digest also covering the view's name: the hash tag is never empty and holds no
+        brace, whatever the view is called. Raises
+        :class:`~freshkeep.exceptions.EncodeError` for an identity that has no JSON form."""
         h = hashlib.blake2b(digest_size=16)
+        if self.hash_tags:
+            h.update(view.encode())
+            h.update(b"\x00")
         h.update(version.encode())
         h.update(b"\x00")
         h.update(identity_json(identity))
+        if self.hash_tags:
+            return f"{self.prefix}{{{h.hexdigest()}}}:{view}"
         return f"{self.prefix}{view}:{h.hexdigest()}"
 
     async def get(self, key: str) -> Entry | None:
@@ -283,8 +313,11 @@ class RedisStore(SharedStore):
         try:
             async with asyncio.timeout(self.timeout):
                 data = await self.client.get(key)
-        except ResponseError as exc:  # the server answered: the value is not a string
-            self._corrupt(key, f"{exc}")
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):  # CLUSTERDOWN, TRYAGAIN…: the server's
+                self._failed("get", exc)
+                return None
+            self._corrupt(key, f"{exc}")  # the server answered: the value is not a string
             return None
         except Exception as exc:
             self._failed("get", exc)
@@ -380,7 +413,8 @@ class RedisStore(SharedStore):
 
     def lock(self, *, prefix: str | None = None) -> RedisLock:
         """A :class:`~freshkeep.stores.redis_lock.RedisLock` on this store's client (keys
-        ``<prefix>lock:<name>`` by default)."""
+        ``<prefix>lock:<name>`` by default). A view's build lock is named after its entry's
+        key, so with :attr:`hash_tags` the lock and the entry share a cluster slot."""
         from freshkeep.stores.redis_lock import RedisLock
 
         return RedisLock(
@@ -424,7 +458,7 @@ class RedisStore(SharedStore):
     async def aclose(self) -> None:
         """Close the client, if this store created it."""
         if self._owns_client:
-            await self.client.aclose()
+            await close(self.client)
 
     # -- internals ------------------------------------------------------------------------
 

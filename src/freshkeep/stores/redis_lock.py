@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 from freshkeep.exceptions import ConfigurationError, StoreError
 from freshkeep.ports import Lock
 from freshkeep.stores.redis import check_client, connect
+from freshkeep.stores.redis_client import close, is_cluster
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from freshkeep.stores.redis_client import AnyRedis
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -46,13 +47,14 @@ return 0
 class RedisLock(Lock):
     """Named leases in Redis under ``prefix``; each operation is bounded by ``timeout``.
 
-    ``url_or_client``: a URL (this lock owns that client and closes it in :meth:`aclose`) or a
-    ``redis.asyncio.Redis`` (e.g. a :class:`~freshkeep.stores.redis.RedisStore`'s ``client``).
+    ``url_or_client``: a URL (any topology of :mod:`freshkeep.stores.redis_client`; this lock
+    owns that client and closes it in :meth:`aclose`) or a ``redis.asyncio.Redis`` /
+    ``RedisCluster`` (e.g. a :class:`~freshkeep.stores.redis.RedisStore`'s ``client``).
     """
 
     def __init__(
         self,
-        url_or_client: str | aioredis.Redis,
+        url_or_client: str | AnyRedis,
         *,
         prefix: str = "freshkeep:lock:",
         timeout: float = 0.25,
@@ -66,6 +68,11 @@ class RedisLock(Lock):
             check_client(url_or_client)
             self.client = url_or_client
             self._owns_client = False
+        if is_cluster(self.client) and ("{" in prefix or "}" in prefix):
+            # A lock named after a hash-tagged entry key must hash to the entry's slot.
+            raise ConfigurationError(
+                f"a lock prefix on a Redis Cluster must hold no '{{' or '}}', not {prefix!r}"
+            )
         self.prefix = prefix
         self.timeout = timeout
         self._release = self.client.register_script(_RELEASE)
@@ -96,7 +103,7 @@ class RedisLock(Lock):
     async def aclose(self) -> None:
         """Close the client, if this lock created it."""
         if self._owns_client:
-            await self.client.aclose()
+            await close(self.client)
 
     async def _run(self, pending: Any) -> Any:
         try:
