@@ -153,6 +153,9 @@ class View(ViewBuilds, Component):
         self._retry_backoff = retry_backoff
         self._max_retry_backoff = max_retry_backoff
         self._hits = 0
+        self._hot: Entry | None = None
+        """The unkeyed entry :meth:`read` serves while its epoch is current (the store turns
+        the epoch of an entry it drops to -1)."""
         self._probe_always = False
         self._none_key: Hashable = (name, None)
         self._source_set = frozenset(self.sources)
@@ -197,6 +200,22 @@ class View(ViewBuilds, Component):
             entry.hits += 1
             return entry.hit
         return await self._get_slow(ck, key, principal, entry, refresh, min_revision)
+
+    async def read(self) -> Read:
+        """``await view.get()``, at the cost of a hit: the argument-free read of the unkeyed
+        entry (no key, principal, refresh or token to look at).
+
+        The same read as :meth:`get` with no arguments, statuses and bounds included: while the
+        entry it served last is still stored and the revisions have not moved since it was
+        found current, it is served again; otherwise :meth:`get` answers.
+        """
+        entry = self._hot
+        if entry is not None and entry.epoch == self._tracker.epoch:
+            entry.hits += 1
+            return entry.hit
+        read = await self.get()
+        self._hot = self._lookup(self._none_key)
+        return read
 
     async def _get_slow(
         self,
@@ -413,7 +432,7 @@ class View(ViewBuilds, Component):
                 entry.confirmed_mono = max(entry.confirmed_mono, tracker.confirmed_at())
                 # The hit path skips decide() until the epoch moves; with a max_age it must
                 # move on its own (the resync timer), or every read comes back here.
-                if not self._probe_always and tracker.timed:
+                if not self._probe_always and tracker.timed and self._lookup(ck) is entry:
                     if not self._capped or tracker.has_source:
                         entry.epoch = tracker.epoch
                 self._hits += 1
