@@ -512,6 +512,29 @@ class View(ViewBuilds, Component):
         self._flights.start(ck, partial(self._build, ck, key, principal, sections, False))
         self.stats.background_refreshes += 1
 
+    def _refresh_pushed(self, changed: Mapping[str, Revision]) -> None:
+        """``refresh_on_push``: start rebuilding the sections of the unkeyed entry that the
+        revisions another process pushed move, so that a read after the push finds them built
+        or joins their build. Keyed and per-principal entries wait for their reads."""
+        if self.keyed or self.per_principal or self._probe_always:
+            return
+        ck = self._none_key
+        entry = self._lookup(ck)
+        if entry is None:
+            return
+        current = self._tracker.current
+        sections = tuple(
+            name
+            for name, srcs in self._section_sources.items()
+            if any(s in changed for s in srcs)
+            and any(
+                is_older(built, now)
+                for built, now in zip(entry.sections[name].fingerprint, current(srcs), strict=True)
+            )
+        )
+        if sections:
+            self._refresh_in_background(ck, None, None, sections)
+
     def _observe_stale(self, status: Status, age: float) -> None:
         for observer in self.observers:
             try:
