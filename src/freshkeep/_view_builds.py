@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
@@ -52,6 +53,8 @@ class ViewBuilds:
     _policies: dict[str, Policy] | None
     _capped: bool
     _probe_always: bool
+    _write_backs: dict[Hashable, asyncio.Task[None]]
+    """Per key, the storing of its last build in the shared store, while it runs."""
     keyed: bool
 
     # -- forced refreshes -----------------------------------------------------------------------
@@ -176,6 +179,9 @@ class ViewBuilds:
         skey = None if shared is None else self._shared_key(shared, key, principal)
         if shared is None or skey is None:
             return await self._build_sections(ck, key, principal, parts, have, wants, wanted)
+        pending = self._write_backs.get(ck)
+        if pending is not None:  # the last build of the key is still being stored
+            await asyncio.wait([pending])
         take = self._adopt
         # Sections dropped by hand are rebuilt here, not taken from another instance's entry.
         refresh = refresh or bool(base is not None and base.invalid)
@@ -209,14 +215,28 @@ class ViewBuilds:
             entry, status = await self._build_sections(
                 ck, key, principal, parts, have, wants, wanted
             )
+        except BaseException:
+            await _release(lock, skey, token)
+            raise
+        # The entry is in this process's store: the reads waiting for it are answered now,
+        # while it is stored for the other instances and the lock let go, in the background
+        # (the next build of the key waits for that; wait_idle() too).
+        task = asyncio.get_running_loop().create_task(
+            self._write_back(shared, skey, entry, lock, token)
+        )
+        self._write_backs[ck] = task
+        task.add_done_callback(partial(_forget, self._write_backs, ck))
+        return entry, status
+
+    async def _write_back(
+        self, shared: SharedStore, skey: str, entry: Entry, lock: Lock | None, token: str | None
+    ) -> None:
+        try:
             await shared.put(skey, entry)  # compare-and-set: a late build never wins
-            return entry, status
+        except Exception:
+            log.exception("storing an entry of view %r in the shared store failed", self.name)
         finally:
-            if lock is not None and token is not None:
-                try:
-                    await lock.release(skey, token)
-                except FreshkeepError:
-                    pass  # the lease expires by itself
+            await _release(lock, skey, token)
 
     def _shared_key(self, shared: SharedStore, key: Hashable, principal: str | None) -> str | None:
         try:
@@ -397,3 +417,16 @@ class ViewBuilds:
         delay = backoff(attempt, self._retry_backoff, self._max_retry_backoff)
         self._retry_at[ck] = (self._mono() + delay, attempt)
         log.warning("build of view %r failed: %s", self.name, s.last_error)
+
+
+async def _release(lock: Lock | None, name: str, token: str | None) -> None:
+    if lock is not None and token is not None:
+        try:
+            await lock.release(name, token)
+        except FreshkeepError:
+            pass  # the lease expires by itself
+
+
+def _forget(tasks: dict[Hashable, asyncio.Task[None]], key: Hashable, task: object) -> None:
+    if tasks.get(key) is task:
+        del tasks[key]

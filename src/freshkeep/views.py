@@ -150,6 +150,7 @@ class View(ViewBuilds, Component):
         self._section_keys: dict[str, frozenset[str]] = {}
         self._flights: SingleFlight[Hashable, tuple[Entry, Status]] = SingleFlight(self._on_error)
         self._retry_at: dict[Hashable, tuple[float, int]] = {}
+        self._write_backs = {}
         self._retry_backoff = retry_backoff
         self._max_retry_backoff = max_retry_backoff
         self._hits = 0
@@ -338,13 +339,17 @@ class View(ViewBuilds, Component):
         return True
 
     async def wait_idle(self) -> None:
-        """Wait for builds in flight (background refreshes included) to end."""
+        """Wait for builds in flight (background refreshes included) to end, their storing in
+        the shared store included."""
         await self._flights.wait_all()
+        while self._write_backs:
+            await asyncio.wait(list(self._write_backs.values()))
 
     @property
     def in_flight(self) -> int:
-        """How many builds of this view are running."""
-        return len(self._flights)
+        """How many builds of this view are running (or storing their entry in the shared
+        store: the reads that waited for them have their answer already)."""
+        return len(self._flights) + len(self._write_backs)
 
     def snapshot(self, *, store_hits: int | None = None) -> ViewSnapshot:
         """The view's counters now. ``store_hits``: the hits counted on this view's entries,
