@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -185,32 +185,30 @@ class ViewBuilds:
         take = self._adopt
         # Sections dropped by hand are rebuilt here, not taken from another instance's entry.
         refresh = refresh or bool(base is not None and base.invalid)
-        if not refresh and await take(await shared.get(skey), parts, have, wants, wanted):
-            if not wanted:  # Another instance built all of it: a hit from the shared store.
+        lock, token, answered = self._keeper.build_lock, None, False
+        look = None if refresh else shared.get(skey)
+        if lock is not None:
+            # Look and lock at once: a build waits for one round trip, not two. An entry that
+            # lands between the two is built again here (compare-and-set keeps the newer).
+            grab = _acquire(lock, skey, self._keeper.lock_lease)
+            found, (token, answered) = await asyncio.gather(_done(look), grab)
+        else:
+            found = await _done(look)
+        if await take(found, parts, have, wants, wanted) and not wanted:
+            # Another instance built all of it: a hit from the shared store.
+            if token is not None:
+                self._in_background(ck, _release(lock, skey, token))
+            self.stats.shared_hits += 1
+            return self._store_built(ck, key, principal, parts, have), "hit"
+        if lock is not None and answered and token is None:
+            # Another instance is building it: wait for its entry.
+            self.stats.shared_waits += 1
+            landed, token = await self._wait_for_shared(
+                shared, lock, skey, parts, have, wants, wanted
+            )
+            if landed:
                 self.stats.shared_hits += 1
                 return self._store_built(ck, key, principal, parts, have), "hit"
-        lock, token = self._keeper.build_lock, None
-        if lock is not None:
-            try:
-                token = await lock.acquire(skey, self._keeper.lock_lease)
-            except FreshkeepError:
-                token = None  # the lock's store is down: build here
-            else:
-                if token is None:  # another instance is building it: wait for its entry
-                    self.stats.shared_waits += 1
-                    landed, token = await self._wait_for_shared(
-                        shared, lock, skey, parts, have, wants, wanted
-                    )
-                    if landed:
-                        self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts, have), "hit"
-                elif not refresh and await take(await shared.get(skey), parts, have, wants, wanted):
-                    # It landed between our look and our lock: take it rather than rebuild.
-                    if not wanted:
-                        await lock.release(skey, token)
-                        token = None
-                        self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts, have), "hit"
         try:
             entry, status = await self._build_sections(
                 ck, key, principal, parts, have, wants, wanted
@@ -221,12 +219,14 @@ class ViewBuilds:
         # The entry is in this process's store: the reads waiting for it are answered now,
         # while it is stored for the other instances and the lock let go, in the background
         # (the next build of the key waits for that; wait_idle() too).
-        task = asyncio.get_running_loop().create_task(
-            self._write_back(shared, skey, entry, lock, token)
-        )
+        self._in_background(ck, self._write_back(shared, skey, entry, lock, token))
+        return entry, status
+
+    def _in_background(self, ck: Hashable, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (the end of a build of ``ck`` its reads need not wait for)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._write_backs[ck] = task
         task.add_done_callback(partial(_forget, self._write_backs, ck))
-        return entry, status
 
     async def _write_back(
         self, shared: SharedStore, skey: str, entry: Entry, lock: Lock | None, token: str | None
@@ -430,3 +430,15 @@ async def _release(lock: Lock | None, name: str, token: str | None) -> None:
 def _forget(tasks: dict[Hashable, asyncio.Task[None]], key: Hashable, task: object) -> None:
     if tasks.get(key) is task:
         del tasks[key]
+
+
+async def _acquire(lock: Lock, name: str, lease: float) -> tuple[str | None, bool]:
+    """The lock's token (``None``: another holder has it) and whether the lock answered."""
+    try:
+        return await lock.acquire(name, lease), True
+    except FreshkeepError:
+        return None, False  # the lock's store is down: build here
+
+
+async def _done(look: Awaitable[Entry | None] | None) -> Entry | None:
+    return None if look is None else await look
