@@ -52,7 +52,8 @@ def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
     assert data["preset"] == "quick"
     assert data["machine"]["cores"]
     names = {c["name"] for c in data["library"]["cases"]}
-    assert {"dict", "await", "freshkeep", "stale", "section_core", "miss"} <= names
+    expected = {"dict", "await", "freshkeep", "freshkeep_read", "stale", "section_core", "miss"}
+    assert expected <= names
     for case in data["library"]["cases"]:
         assert case["n_samples"] > 0 and case["median_ns"] > 0, case
     statuses = {c["name"]: c["statuses"] for c in data["library"]["cases"]}
