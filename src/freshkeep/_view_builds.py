@@ -191,7 +191,7 @@ class ViewBuilds:
             # Look and lock at once: a build waits for one round trip, not two. An entry that
             # lands between the two is built again here (compare-and-set keeps the newer).
             grab = _acquire(lock, skey, self._keeper.lock_lease)
-            found, (token, answered) = await asyncio.gather(_done(look), grab)
+            found, (token, answered) = await _look_and_lock(look, grab, lock, skey)
         else:
             found = await _done(look)
         if await take(found, parts, have, wants, wanted) and not wanted:
@@ -442,3 +442,20 @@ async def _acquire(lock: Lock, name: str, lease: float) -> tuple[str | None, boo
 
 async def _done(look: Awaitable[Entry | None] | None) -> Entry | None:
     return None if look is None else await look
+
+
+async def _look_and_lock(
+    look: Awaitable[Entry | None] | None,
+    grab: Awaitable[tuple[str | None, bool]],
+    lock: Lock,
+    name: str,
+) -> tuple[Entry | None, tuple[str | None, bool]]:
+    """The look in the shared store and the lock's answer, both in flight at once; a look that
+    raises lets go of a lock it took first."""
+    found, grabbed = await asyncio.gather(_done(look), grab, return_exceptions=True)
+    if isinstance(grabbed, BaseException):
+        raise grabbed
+    if isinstance(found, BaseException):
+        await _release(lock, name, grabbed[0])
+        raise found
+    return found, grabbed

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from freshkeep import BuildContext, Keeper, Section
+import pytest
+
+from freshkeep import BuildContext, BuildError, Keeper, Section
 from freshkeep.core.entry import Entry
 from freshkeep.stores.memory_shared import MemorySharedStore
 from freshkeep.testing import MemoryRevisions
@@ -69,3 +71,17 @@ async def test_the_next_build_of_the_key_waits_for_the_last_write_back() -> None
     assert read.status == "miss" and read.value == {"a": 1} and calls == [0, 1]
     await keeper.wait_idle()
     assert shared.puts == [0, 1] and not lock.held
+
+
+async def test_a_look_that_raises_lets_go_of_the_lock_it_took() -> None:
+    class Broken(SlowShared):
+        async def get(self, key: str) -> Entry | None:
+            await asyncio.sleep(0)  # the lock answers first
+            raise RuntimeError("the shared store broke")
+
+    revs, shared = MemoryRevisions(), Broken()
+    lock = shared.lock()
+    _, view, calls = instance(revs, shared, lock)
+    with pytest.raises(BuildError, match="the shared store broke"):
+        await view.get()
+    assert not lock.held and calls == []
