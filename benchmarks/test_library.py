@@ -37,6 +37,11 @@ def test_freshkeep_hit(benchmark: Any, batch: Batch, hub: Hub) -> None:
     assert hub.summary.peek() is not None
 
 
+def test_freshkeep_read(benchmark: Any, batch: Batch, hub: Hub) -> None:
+    _run(benchmark, batch(hub.summary.read))
+    assert hub.summary.peek() is not None
+
+
 def test_dogpile_memory(benchmark: Any, hub: Hub) -> None:
     dogpile = pytest.importorskip("dogpile.cache")
     region = dogpile.make_region().configure("dogpile.cache.memory", expiration_time=3600)

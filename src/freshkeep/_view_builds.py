@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from freshkeep._view_replica import ReplicaStats, build_on_replica
@@ -55,6 +56,8 @@ class ViewBuilds:
     _policies: dict[str, Policy] | None
     _capped: bool
     _probe_always: bool
+    _write_backs: dict[Hashable, asyncio.Task[None]]
+    """Per key, the storing of its last build in the shared store, while it runs."""
     keyed: bool
     replica: ReadReplica | None
     _replica_stats: ReplicaStats
@@ -198,47 +201,64 @@ class ViewBuilds:
         skey = None if shared is None else self._shared_key(shared, key, principal)
         if shared is None or skey is None:
             return await self._build_sections(ck, key, principal, parts, have, wants, wanted)
+        pending = self._write_backs.get(ck)
+        if pending is not None:  # the last build of the key is still being stored
+            await asyncio.wait([pending])
         take = self._adopt
         # Sections dropped by hand are rebuilt here, not taken from another instance's entry.
         refresh = refresh or bool(base is not None and base.invalid)
-        if not refresh and await take(await shared.get(skey), parts, have, wants, wanted):
-            if not wanted:  # Another instance built all of it: a hit from the shared store.
+        lock, token, answered = self._keeper.build_lock, None, False
+        look = None if refresh else shared.get(skey)
+        if lock is not None:
+            # Look and lock at once: a build waits for one round trip, not two. An entry that
+            # lands between the two is built again here (compare-and-set keeps the newer).
+            grab = _acquire(lock, skey, self._keeper.lock_lease)
+            found, (token, answered) = await _look_and_lock(look, grab, lock, skey)
+        else:
+            found = await _done(look)
+        if await take(found, parts, have, wants, wanted) and not wanted:
+            # Another instance built all of it: a hit from the shared store.
+            if token is not None:
+                self._in_background(ck, _release(lock, skey, token))
+            self.stats.shared_hits += 1
+            return self._store_built(ck, key, principal, parts, have), "hit"
+        if lock is not None and answered and token is None:
+            # Another instance is building it: wait for its entry.
+            self.stats.shared_waits += 1
+            landed, token = await self._wait_for_shared(
+                shared, lock, skey, parts, have, wants, wanted
+            )
+            if landed:
                 self.stats.shared_hits += 1
                 return self._store_built(ck, key, principal, parts, have), "hit"
-        lock, token = self._keeper.build_lock, None
-        if lock is not None:
-            try:
-                token = await lock.acquire(skey, self._keeper.lock_lease)
-            except FreshkeepError:
-                token = None  # the lock's store is down: build here
-            else:
-                if token is None:  # another instance is building it: wait for its entry
-                    self.stats.shared_waits += 1
-                    landed, token = await self._wait_for_shared(
-                        shared, lock, skey, parts, have, wants, wanted
-                    )
-                    if landed:
-                        self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts, have), "hit"
-                elif not refresh and await take(await shared.get(skey), parts, have, wants, wanted):
-                    # It landed between our look and our lock: take it rather than rebuild.
-                    if not wanted:
-                        await lock.release(skey, token)
-                        token = None
-                        self.stats.shared_hits += 1
-                        return self._store_built(ck, key, principal, parts, have), "hit"
         try:
             entry, status = await self._build_sections(
                 ck, key, principal, parts, have, wants, wanted
             )
+        except BaseException:
+            await _release(lock, skey, token)
+            raise
+        # The entry is in this process's store: the reads waiting for it are answered now,
+        # while it is stored for the other instances and the lock let go, in the background
+        # (the next build of the key waits for that; wait_idle() too).
+        self._in_background(ck, self._write_back(shared, skey, entry, lock, token))
+        return entry, status
+
+    def _in_background(self, ck: Hashable, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (the end of a build of ``ck`` its reads need not wait for)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._write_backs[ck] = task
+        task.add_done_callback(partial(_forget, self._write_backs, ck))
+
+    async def _write_back(
+        self, shared: SharedStore, skey: str, entry: Entry, lock: Lock | None, token: str | None
+    ) -> None:
+        try:
             await shared.put(skey, entry)  # compare-and-set: a late build never wins
-            return entry, status
+        except Exception:
+            log.exception("storing an entry of view %r in the shared store failed", self.name)
         finally:
-            if lock is not None and token is not None:
-                try:
-                    await lock.release(skey, token)
-                except FreshkeepError:
-                    pass  # the lease expires by itself
+            await _release(lock, skey, token)
 
     def _shared_key(self, shared: SharedStore, key: Hashable, principal: str | None) -> str | None:
         try:
@@ -442,3 +462,45 @@ class ViewBuilds:
         delay = backoff(attempt, self._retry_backoff, self._max_retry_backoff)
         self._retry_at[ck] = (self._mono() + delay, attempt)
         log.warning("build of view %r failed: %s", self.name, s.last_error)
+
+
+async def _release(lock: Lock | None, name: str, token: str | None) -> None:
+    if lock is not None and token is not None:
+        try:
+            await lock.release(name, token)
+        except FreshkeepError:
+            pass  # the lease expires by itself
+
+
+def _forget(tasks: dict[Hashable, asyncio.Task[None]], key: Hashable, task: object) -> None:
+    if tasks.get(key) is task:
+        del tasks[key]
+
+
+async def _acquire(lock: Lock, name: str, lease: float) -> tuple[str | None, bool]:
+    """The lock's token (``None``: another holder has it) and whether the lock answered."""
+    try:
+        return await lock.acquire(name, lease), True
+    except FreshkeepError:
+        return None, False  # the lock's store is down: build here
+
+
+async def _done(look: Awaitable[Entry | None] | None) -> Entry | None:
+    return None if look is None else await look
+
+
+async def _look_and_lock(
+    look: Awaitable[Entry | None] | None,
+    grab: Awaitable[tuple[str | None, bool]],
+    lock: Lock,
+    name: str,
+) -> tuple[Entry | None, tuple[str | None, bool]]:
+    """The look in the shared store and the lock's answer, both in flight at once; a look that
+    raises lets go of a lock it took first."""
+    found, grabbed = await asyncio.gather(_done(look), grab, return_exceptions=True)
+    if isinstance(grabbed, BaseException):
+        raise grabbed
+    if isinstance(found, BaseException):
+        await _release(lock, name, grabbed[0])
+        raise found
+    return found, grabbed

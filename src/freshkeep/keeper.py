@@ -368,6 +368,9 @@ class Keeper(KeeperComponents):
             return  # applied already, as this process's own commit
         self.stats.remote_revisions += 1
         self.tracker.apply(revisions)
+        if self.settings.refresh_on_push:
+            for v in tuple(self._views.values()):
+                v._refresh_pushed(revisions)
 
     # -- lifecycle -------------------------------------------------------------------------
 

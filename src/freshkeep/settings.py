@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     resync_interval: float = Field(
         1.0, gt=0, description="Seconds between re-reads of revisions in 'interval' mode."
     )
+    refresh_on_push: bool = Field(
+        False,
+        description="Rebuild at once, in the background, the sections of unkeyed entries that "
+        "revisions pushed by another process move, instead of at their next read.",
+    )
     stale_if_error: float = Field(
         300.0, ge=0, description="Default seconds an entry may be served after a failed build."
     )

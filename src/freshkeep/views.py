@@ -167,9 +167,13 @@ class View(ViewBuilds, Component):
         self._section_keys: dict[str, frozenset[str]] = {}
         self._flights: SingleFlight[Hashable, tuple[Entry, Status]] = SingleFlight(self._on_error)
         self._retry_at: dict[Hashable, tuple[float, int]] = {}
+        self._write_backs = {}
         self._retry_backoff = retry_backoff
         self._max_retry_backoff = max_retry_backoff
         self._hits = 0
+        self._hot: Entry | None = None
+        """The unkeyed entry :meth:`read` serves while its epoch is current (the store turns
+        the epoch of an entry it drops to -1)."""
         self._probe_always = False
         self._none_key: Hashable = (name, None)
         self._source_set = frozenset(self.sources)
@@ -214,6 +218,22 @@ class View(ViewBuilds, Component):
             entry.hits += 1
             return entry.hit
         return await self._get_slow(ck, key, principal, entry, refresh, min_revision)
+
+    async def read(self) -> Read:
+        """``await view.get()``, at the cost of a hit: the argument-free read of the unkeyed
+        entry (no key, principal, refresh or token to look at).
+
+        The same read as :meth:`get` with no arguments, statuses and bounds included: while the
+        entry it served last is still stored and the revisions have not moved since it was
+        found current, it is served again; otherwise :meth:`get` answers.
+        """
+        entry = self._hot
+        if entry is not None and entry.epoch == self._tracker.epoch:
+            entry.hits += 1
+            return entry.hit
+        read = await self.get()
+        self._hot = self._lookup(self._none_key)
+        return read
 
     async def _get_slow(
         self,
@@ -348,13 +368,17 @@ class View(ViewBuilds, Component):
         return True
 
     async def wait_idle(self) -> None:
-        """Wait for builds in flight (background refreshes included) to end."""
+        """Wait for builds in flight (background refreshes included) to end, their storing in
+        the shared store included."""
         await self._flights.wait_all()
+        while self._write_backs:
+            await asyncio.wait(list(self._write_backs.values()))
 
     @property
     def in_flight(self) -> int:
-        """How many builds of this view are running."""
-        return len(self._flights)
+        """How many builds of this view are running (or storing their entry in the shared
+        store: the reads that waited for them have their answer already)."""
+        return len(self._flights) + len(self._write_backs)
 
     def snapshot(self, *, store_hits: int | None = None) -> ViewSnapshot:
         """The view's counters now. ``store_hits``: the hits counted on this view's entries,
@@ -445,7 +469,7 @@ class View(ViewBuilds, Component):
                 entry.confirmed_mono = max(entry.confirmed_mono, tracker.confirmed_at())
                 # The hit path skips decide() until the epoch moves; with a max_age it must
                 # move on its own (the resync timer), or every read comes back here.
-                if not self._probe_always and tracker.timed:
+                if not self._probe_always and tracker.timed and self._lookup(ck) is entry:
                     if not self._capped or tracker.has_source:
                         entry.epoch = tracker.epoch
                 self._hits += 1
@@ -524,6 +548,29 @@ class View(ViewBuilds, Component):
             return
         self._flights.start(ck, partial(self._build, ck, key, principal, sections, False))
         self.stats.background_refreshes += 1
+
+    def _refresh_pushed(self, changed: Mapping[str, Revision]) -> None:
+        """``refresh_on_push``: start rebuilding the sections of the unkeyed entry that the
+        revisions another process pushed move, so that a read after the push finds them built
+        or joins their build. Keyed and per-principal entries wait for their reads."""
+        if self.keyed or self.per_principal or self._probe_always:
+            return
+        ck = self._none_key
+        entry = self._lookup(ck)
+        if entry is None:
+            return
+        current = self._tracker.current
+        sections = tuple(
+            name
+            for name, srcs in self._section_sources.items()
+            if any(s in changed for s in srcs)
+            and any(
+                is_older(built, now)
+                for built, now in zip(entry.sections[name].fingerprint, current(srcs), strict=True)
+            )
+        )
+        if sections:
+            self._refresh_in_background(ck, None, None, sections)
 
     def _observe_stale(self, status: Status, age: float) -> None:
         for observer in self.observers:

@@ -52,7 +52,8 @@ def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
     assert data["preset"] == "quick"
     assert data["machine"]["cores"]
     names = {c["name"] for c in data["library"]["cases"]}
-    assert {"dict", "await", "freshkeep", "stale", "section_core", "miss"} <= names
+    expected = {"dict", "await", "freshkeep", "freshkeep_read", "stale", "section_core", "miss"}
+    assert expected <= names
     for case in data["library"]["cases"]:
         assert case["n_samples"] > 0 and case["median_ns"] > 0, case
     statuses = {c["name"]: c["statuses"] for c in data["library"]["cases"]}
@@ -112,6 +113,18 @@ def test_distributed_section_is_reported_without_a_chart(tmp_path: Path) -> None
         "labels": {"hit": 20000},
     }
     stats = {"p50": 8.4, "p90": 10.0, "p99": 12.6, "max": 12.6, "mean": 8.5}
+    part = {"p50": 1.2, "p90": 2.0, "p99": 3.0, "max": 4.0, "mean": 1.5}
+    invalidation = {
+        "writes": 50,
+        "seen": 50,
+        "timeouts": 0,
+        "timeout_s": 10.0,
+        "target_ms": 5.0,
+        "latency_ms": stats,
+        "polls": {**stats, "p50": 1.0, "max": 1.0},
+        "write_latency_ms": stats,
+        "parts": {k: part for k in ("delivery_ms", "rebuild_ms", "read_ms", "polling_ms")},
+    }
     results = {
         "preset": "full",
         "started_at": "2026-01-01 00:00 UTC",
@@ -130,15 +143,7 @@ def test_distributed_section_is_reported_without_a_chart(tmp_path: Path) -> None
                 "errors": 0,
                 "hubs": {"A": phase, "B": phase},
             },
-            "invalidation": {
-                "writes": 50,
-                "seen": 50,
-                "timeouts": 0,
-                "timeout_s": 10.0,
-                "latency_ms": stats,
-                "polls": {**stats, "p50": 4.0, "max": 7.0},
-                "write_latency_ms": stats,
-            },
+            "invalidation": {mode: invalidation for mode in ("on_read", "on_push")},
         },
     }
     paths = write(results, tmp_path)
@@ -147,8 +152,15 @@ def test_distributed_section_is_reported_without_a_chart(tmp_path: Path) -> None
     assert "## Distributed: two hubs on PostgreSQL + Redis" in report
     assert "| both | 16 | 8,000 |" in report
     assert max(len(line) for line in report.splitlines()) <= 100
-    assert "| 50 | 50 | 0 (after 10 s) | 8.40 | 12.60 | 12.60 | 4 / 7 |" in report
-    assert json.loads(paths["json"].read_text())["distributed"]["invalidation"]["seen"] == 50
+    for mode in ("on_read", "on_push"):
+        assert f"| {mode} | **A → B** (50 seen, 0 timed out) | 8.40 | 12.60 | 12.60 |" in report
+    assert "| | bus delivery: A's publish → B's listener | 1.20 | 3.00 | 4.00 |" in report
+    data = json.loads(paths["json"].read_text())
+    assert data["distributed"]["invalidation"]["on_push"]["seen"] == 50
+    assert {t["target"]: t["met"] for t in data["targets"]} == {
+        "write on A served by B, p99 < 5 ms (on_read)": False,
+        "write on A served by B, p99 < 5 ms (on_push)": False,
+    }
 
 
 @pytest.mark.parametrize("wrk", ["wrk", "no-such-wrk"])

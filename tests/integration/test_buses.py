@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from sqlalchemy import text
 
@@ -375,7 +376,8 @@ def test_bus_from_url() -> None:
 
 
 def test_messages_are_json_and_checked() -> None:
-    assert encode({"table:t": 1}, "o") == b'{"o":"o","r":{"table:t":1}}'
+    message = orjson.loads(encode({"table:t": 1}, "o"))
+    assert message.keys() == {"o", "r", "t"} and message["r"] == {"table:t": 1}
     assert decode(b'{"o":"trigger","r":{"table:t":3}}') == ({"table:t": 3}, "trigger")
     assert decode('{"o" : "x", "r" : {"a" : "1@2"}}') == ({"a": "1@2"}, "x")
     for junk in (b"\x80\x04", b"null", b'{"r": 1}', b'{"r": {"a": null}}'):

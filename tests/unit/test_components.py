@@ -191,6 +191,7 @@ REMOTE_BUS_KEYS = {
     "last_error_at",
     "last_outage_started_at",
     "last_outage_ended_at",
+    "last_delivery_ms",
 }
 KEEPER_KEYS = {
     "instance",

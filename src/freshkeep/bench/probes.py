@@ -45,6 +45,8 @@ BENCH_SOURCE = "bench:probe"
 """The counter the changed cases bump: no view reads it, so only the file's version moves."""
 
 RATIOS: tuple[tuple[str, str, str], ...] = (
+    ("freshkeep", "await", "hit: `await view.get()` / `await`"),
+    ("freshkeep_read", "await", "hit: `await view.read()` / `await`"),
     ("probe_unchanged", "await", "probe, nothing committed / `await`"),
     ("probe_query", "probe_unchanged", "counter SELECT / probe, nothing committed"),
     ("probe_changed", "probe_changed_query", "after a commit: probe / SELECT alone"),

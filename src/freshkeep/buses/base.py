@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from freshkeep.buses.messages import BusStats, decode, encode
+from freshkeep.buses.messages import BusStats, decode_message, encode
 from freshkeep.core.backoff import Backoff
 from freshkeep.core.component import Kind
 from freshkeep.core.revision import Revision
@@ -162,6 +162,7 @@ class RemoteBus(Bus):
             last_error_at=s.last_error_at,
             last_outage_started_at=s.last_outage_started_at,
             last_outage_ended_at=s.last_outage_ended_at,
+            last_delivery_ms=None if s.last_delivery_s is None else s.last_delivery_s * 1000,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -292,12 +293,14 @@ class RemoteBus(Bus):
     def _deliver(self, payload: bytes | str) -> None:
         """Decode one message and call every listener (on the event loop's thread)."""
         try:
-            revisions, origin = decode(payload)
+            revisions, origin, sent = decode_message(payload)
         except ValueError as exc:
             self.stats.malformed += 1
             self._error(exc, f"malformed message {payload[:200]!r}")
             return
         self.stats.received += 1
+        if sent is not None:
+            self.stats.last_delivery_s = time.time() - sent
         if not revisions:
             return
         for listener in tuple(self._listeners):

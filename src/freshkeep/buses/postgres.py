@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,19 +103,20 @@ class PostgresBus(RemoteBus):
         self._deliver(payload)
 
     def _payloads(self, revisions: Mapping[str, Revision], origin: str) -> list[bytes]:
-        head = orjson.dumps({"o": origin, "r": {}})
+        sent = time.time()
+        head = orjson.dumps({"o": origin, "r": {}, "t": sent})
         out: list[bytes] = []
         chunk: dict[str, Revision] = {}
         size = len(head)
         for source, rev in revisions.items():
             item = len(orjson.dumps(source)) + len(orjson.dumps(rev)) + 2  # ':' and ','
             if chunk and size + item > MAX_PAYLOAD:
-                out.append(orjson.dumps({"o": origin, "r": chunk}))
+                out.append(orjson.dumps({"o": origin, "r": chunk, "t": sent}))
                 chunk, size = {}, len(head)
             chunk[source] = rev
             size += item
         if chunk:
-            out.append(orjson.dumps({"o": origin, "r": chunk}))
+            out.append(orjson.dumps({"o": origin, "r": chunk, "t": sent}))
         return out
 
     async def _send(self, payload: bytes) -> None:

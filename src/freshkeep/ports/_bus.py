@@ -49,6 +49,9 @@ class RemoteBusSnapshot(BusSnapshot):
     last_error_at: float | None
     last_outage_started_at: float | None
     last_outage_ended_at: float | None
+    last_delivery_ms: float | None = None
+    """Milliseconds from the send of the last message received to its delivery (by the two
+    hosts' clocks; ``None`` before one that carries its send time)."""
 
 
 class Bus(Component):

@@ -158,5 +158,8 @@ class MemoryStore:
         self._retire(entry)
 
     def _retire(self, entry: Entry) -> None:
+        # An entry out of the store never passes a hit check again, so a reader holding it
+        # (``View.read``) comes back to the store.
+        entry.epoch = -1
         if entry.hits:
             self._retired_hits[entry.view] = self._retired_hits.get(entry.view, 0) + entry.hits
