@@ -62,46 +62,6 @@ class ViewBuilds:
     replica: ReadReplica | None
     _replica_stats: ReplicaStats
 
-    # -- forced refreshes -----------------------------------------------------------------------
-
-    client_refresh: str
-    client_refresh_interval: float
-    _forced: dict[Hashable, float]
-
-    def may_force(
-        self, key: Hashable = None, *, principal: str | None = None, authorized: bool = False
-    ) -> bool:
-        """Whether a client's request to rebuild ``key`` now (``?refresh=true``,
-        ``Cache-Control: no-cache``) is honoured, under the view's ``client_refresh``:
-
-        - ``limited`` (the default): yes for an ``authorized`` client (the admin token);
-          for anyone else at most once per ``client_refresh_interval`` per entry (this call
-          counts as that one when it answers yes);
-        - ``any``: yes; ``authorized``: only for an authorized client; ``never``: no.
-
-        A forced rebuild joins a build of the entry already in flight. When the answer is no,
-        serve a normal read: it is validated against the current revisions, which is what
-        ``no-cache`` asks of a cache (RFC 9111, 5.2.1.4). ``view.get(refresh=True)`` in
-        your own code is not limited.
-        """
-        mode = self.client_refresh
-        if mode == "any" or (authorized and mode != "never"):
-            return True
-        if mode != "limited":
-            return False
-        ck = self._cache_key(key, principal)  # type: ignore[attr-defined]
-        now = self._mono()
-        forced = self._forced
-        last = forced.get(ck)
-        if last is not None and now - last < self.client_refresh_interval:
-            return False
-        if len(forced) >= 10_000:  # bounded: forget what is past its interval
-            horizon = now - self.client_refresh_interval
-            for k in [k for k, t in forced.items() if t <= horizon]:
-                del forced[k]
-        forced[ck] = now
-        return True
-
     # -- the sources of a key ------------------------------------------------------------------
 
     def _sources_of(self, key: Hashable) -> dict[str, tuple[str, ...]]:

@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, ClassVar, assert_never
 
 from freshkeep._view_builds import ViewBuilds
+from freshkeep._view_refresh import ViewRefresh
 from freshkeep._view_replica import ReplicaStats
 from freshkeep._view_types import (
     CLIENT_REFRESH,
@@ -42,13 +43,11 @@ from freshkeep.core.policy import (
     RebuildSections,
     ServeStale,
     decide,
-    may_serve_on_error,
 )
 from freshkeep.core.revision import Revision, is_older
-from freshkeep.core.shared_cache import SharedCache
+from freshkeep.core.shared_cache import SharedCache, check_grant
 from freshkeep.core.singleflight import SingleFlight
 from freshkeep.exceptions import (
-    BuildError,
     ConfigurationError,
     FreshkeepError,
     UnavailableError,
@@ -80,7 +79,7 @@ _KEY_SOURCES = "freshkeep.key-sources"
 """An entry's memo: the sources of its key, found known and covered at an earlier hit."""
 
 
-class View(ViewBuilds, Component):
+class View(ViewBuilds, ViewRefresh, Component):
     """A cached, revision-gated view. Create it with :meth:`freshkeep.Keeper.view`."""
 
     kind: ClassVar[Kind] = "view"
@@ -125,7 +124,8 @@ class View(ViewBuilds, Component):
         """Whether the sources of an entry depend on its key."""
         self.policy = policy
         if shared_cache is not None:
-            _check_shared_cache(name, shared_cache, public, policy, self.sections)
+            policies = (policy, *(x.policy for x in self.sections.values() if x.policy is not None))
+            check_grant(name, shared_cache, public=public, policies=policies)
         self.shared_cache = shared_cache
         """What shared HTTP caches may do with the view's current responses (``None``: revalidate
         every use, ``no-cache``)."""
@@ -520,79 +520,6 @@ class View(ViewBuilds, Component):
         assert entry is not None
         self._count("miss")
         return Read("miss", entry, collapsed=True)
-
-    def _on_failed_read(self, ck: Hashable, exc: BaseException) -> Read:
-        entry = self._store.peek(ck)
-        age = self._mono() - entry.confirmed_mono if entry is not None else 0.0
-        if entry is not None and may_serve_on_error(entry, age=age, policy=self.policy):
-            self._count("error-stale")
-            if self.observers:
-                self._observe_stale("error-stale", age)
-            return Read("error-stale", entry, error=exc)
-        if isinstance(exc, UnavailableError):
-            raise exc
-        raise BuildError(
-            f"view {self.name!r} could not be built and no value within stale_if_error "
-            f"({self.policy.stale_if_error:g}s) exists: {exc!r}",
-            view=self.name,
-            key=ck,
-        ) from exc
-
-    def _refresh_in_background(
-        self, ck: Hashable, key: Hashable, principal: str | None, sections: tuple[str, ...]
-    ) -> None:
-        if self._flights.running(ck) is not None:
-            return
-        retry = self._retry_at.get(ck)
-        if retry is not None and self._mono() < retry[0]:
-            return
-        self._flights.start(ck, partial(self._build, ck, key, principal, sections, False))
-        self.stats.background_refreshes += 1
-
-    def _refresh_pushed(self, changed: Mapping[str, Revision]) -> None:
-        """``refresh_on_push``: start rebuilding the sections of the unkeyed entry that the
-        revisions another process pushed move, so that a read after the push finds them built
-        or joins their build. Keyed and per-principal entries wait for their reads."""
-        if self.keyed or self.per_principal or self._probe_always:
-            return
-        ck = self._none_key
-        entry = self._lookup(ck)
-        if entry is None:
-            return
-        current = self._tracker.current
-        sections = tuple(
-            name
-            for name, srcs in self._section_sources.items()
-            if any(s in changed for s in srcs)
-            and any(
-                is_older(built, now)
-                for built, now in zip(entry.sections[name].fingerprint, current(srcs), strict=True)
-            )
-        )
-        if sections:
-            self._refresh_in_background(ck, None, None, sections)
-
-    def _observe_stale(self, status: Status, age: float) -> None:
-        for observer in self.observers:
-            try:
-                observer.stale_served(self.name, status, age)
-            except Exception:
-                log.exception("an observer of view %r failed", self.name)
-
-
-def _check_shared_cache(
-    name: str, shared: SharedCache, public: bool, policy: Policy, sections: Mapping[str, Section]
-) -> None:
-    if not isinstance(shared, SharedCache):
-        raise ConfigurationError(
-            f"view {name!r}: shared_cache must be a SharedCache, not {shared!r}"
-        )
-    if not public:
-        raise ConfigurationError(
-            f"view {name!r}: shared_cache needs public=True (a shared cache would give one "
-            "reader's response to another)"
-        )
-    shared.check(name, (policy, *(s.policy for s in sections.values() if s.policy is not None)))
 
 
 def _reason(reason: str) -> str | None:

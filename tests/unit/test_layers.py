@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "freshkeep._view_types": 4,  # the value types of freshkeep.views
     "freshkeep._view_builds": 4,  # the build path of freshkeep.views
     "freshkeep._view_replica": 4,  # builds of freshkeep.views on a read replica
+    "freshkeep._view_refresh": 4,  # refreshes of freshkeep.views outside a plain read
     "freshkeep.cached": 4,  # cached async functions, views built by calling them
     "freshkeep.remote": 4,
     "freshkeep.artifacts": 4,

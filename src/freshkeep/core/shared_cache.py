@@ -114,3 +114,19 @@ class SharedCache:
 
 
 __all__ = ["SharedCache"]
+
+
+def check_grant(view: str, shared: object, *, public: bool, policies: Iterable[Policy]) -> None:
+    """Raise :class:`~freshkeep.exceptions.ConfigurationError` unless ``shared`` is a
+    :class:`SharedCache` that ``view`` may grant: the view is public, and no directive lets a
+    shared cache serve it beyond one of its ``policies`` (:meth:`SharedCache.check`)."""
+    if not isinstance(shared, SharedCache):
+        raise ConfigurationError(
+            f"view {view!r}: shared_cache must be a SharedCache, not {shared!r}"
+        )
+    if not public:
+        raise ConfigurationError(
+            f"view {view!r}: shared_cache needs public=True (a shared cache would give one "
+            "reader's response to another)"
+        )
+    shared.check(view, policies)
