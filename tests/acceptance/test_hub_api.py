@@ -192,6 +192,9 @@ async def test_stats_and_index(hub: HubClient) -> None:
         "failing_since",
         "in_flight",
         "partitions",
+        "deltas",
+        "delta_seconds",
+        "delta_fallbacks",
     }
     assert set(stats["store"]) == {"entries", "bytes", "evictions", "rejected"}
     assert "name" not in stats["artifacts"]["topic-export"]

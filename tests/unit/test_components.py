@@ -62,6 +62,9 @@ VIEW_KEYS = {
     "failing_since",
     "in_flight",
     "partitions",
+    "deltas",  # delta sections (added since)
+    "delta_seconds",
+    "delta_fallbacks",
 }
 REMOTE_KEYS = {
     "remote",
