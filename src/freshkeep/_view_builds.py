@@ -347,16 +347,15 @@ class ViewBuilds:
         for name, section in self.sections.items():
             if name not in wanted:
                 continue
-            if section.apply is not None:
-                part = await self._delta(name, section, parts.get(name), have.get(name), wants)
-                if part is None:
-                    pass
-                elif name in forced:
+            if section.apply is not None and name in parts:
+                if name in forced:
                     self._fallback("refresh")
                 else:
-                    parts[name] = part
-                    applied.append(name)
-                    continue
+                    part = await self._delta(name, section, parts[name], have.get(name), wants)
+                    if part is not None:
+                        parts[name] = part
+                        applied.append(name)
+                        continue
             # Rule 3: the revisions are read before the data.
             srcs = wants[name]
             fingerprint = tracker.current(srcs)
@@ -415,14 +414,12 @@ class ViewBuilds:
         self,
         name: str,
         section: Section,
-        part: SectionEntry | None,
+        part: SectionEntry,
         srcs: tuple[str, ...] | None,
         wants: Mapping[str, tuple[str, ...]],
     ) -> SectionEntry | None:
         """``part`` brought up to the current revisions by ``section.apply``, or ``None``
         (counted by reason) when that cannot be done exactly: the section is rebuilt."""
-        if part is None or srcs is None:
-            return None  # nothing to apply changes to: a first build
         if srcs != wants[name]:
             self._fallback("sources")
             return None

@@ -155,6 +155,17 @@ def _state(obj: Any) -> InstanceState[Any]:
     return cast(InstanceState[Any], inspect(obj))
 
 
+def _null_when_unset(column: Any) -> bool:
+    """Whether a column an INSERT did not set is ``NULL`` (no default of the database's)."""
+    return (
+        getattr(column, "server_default", None) is None
+        and not getattr(column, "primary_key", True)
+        and getattr(column, "computed", None) is None
+        and getattr(column, "identity", None) is None
+        and getattr(column, "nullable", False)
+    )
+
+
 def _change(source: str, op: Op, state: InstanceState[Any]) -> Change | None:
     """The change ``state`` stands for, or ``None`` when an image is incomplete."""
     before: dict[str, Any] | None = None if op == "insert" else {}
@@ -167,7 +178,9 @@ def _change(source: str, op: Op, state: InstanceState[Any]) -> Change | None:
         if op == "insert":
             value = state.dict.get(prop.key, _MISSING)
             if value is _MISSING:
-                return None
+                if not _null_when_unset(column):
+                    return None
+                value = None  # the INSERT left it to the column's default: NULL
             assert after is not None
             after[name] = value
             continue
