@@ -59,6 +59,7 @@ class ViewBuilds:
     _capped: bool
     _probe_always: bool
     keyed: bool
+    apply_deltas: bool
 
     # -- forced refreshes -----------------------------------------------------------------------
 
@@ -347,7 +348,7 @@ class ViewBuilds:
         for name, section in self.sections.items():
             if name not in wanted:
                 continue
-            if section.apply is not None and name in parts:
+            if section.apply is not None and name in parts and self.apply_deltas:
                 if name in forced:
                     self._fallback("refresh")
                 else:
@@ -435,9 +436,10 @@ class ViewBuilds:
         assert section.apply is not None
         started = time.perf_counter()
         try:
-            value = to_plain(await section.apply(orjson.loads(part.body), changes))
+            current = part.body if section.encoded else orjson.loads(part.body)
+            value = to_plain(await section.apply(current, changes))
             body = encode(value)
-            if len(self.sections) > 1:
+            if len(self.sections) > 1 and not isinstance(value, bytes | bytearray):
                 self._check_section_value(name, value)
         except Rebuild:
             self._fallback("apply")

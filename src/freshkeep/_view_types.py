@@ -126,7 +126,10 @@ class Section:
     and after images, from the SQLAlchemy write hooks) to the section's current value instead
     of rebuilding it. freshkeep calls it only when every change to the section's sources since
     the value was built is known in this process, and rebuilds otherwise; what it returns must
-    equal what ``build`` would return (property-test it).
+    equal what ``build`` would return (property-test it). ``apply`` is given a decoded copy of
+    the value (it may mutate and return it); with ``encoded=True`` it is given the value's
+    encoded JSON bytes instead, and may return bytes: for a large value whose section keeps
+    its own decoded copy, so that a delta costs what the change costs, not the value's size.
     """
 
     build: Builder
@@ -138,6 +141,8 @@ class Section:
     policy: Policy | None
     apply: Callable[[Any, Sequence[Change]], Awaitable[Any]] | None
     """The section's delta (``None``: every change rebuilds it)."""
+    encoded: bool
+    """Whether ``apply`` is given the encoded bytes of the value (else a decoded copy)."""
 
     def __init__(
         self,
@@ -146,6 +151,7 @@ class Section:
         *,
         policy: Policy | None = None,
         apply: Apply | None = None,
+        encoded: bool = False,
     ) -> None:
         sources_of: SourcesOf | None = None
         keyed: list[Partitioned] = []
@@ -178,6 +184,7 @@ class Section:
         if apply is not None and not callable(apply):
             raise ConfigurationError(f"a section's apply must be callable, not {apply!r}")
         object.__setattr__(self, "apply", None if apply is None else _applier(apply))
+        object.__setattr__(self, "encoded", bool(encoded))
 
     @property
     def per_key(self) -> bool:

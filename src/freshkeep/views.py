@@ -165,6 +165,9 @@ class View(ViewBuilds, Component):
         """Whether any section has a ``max_age``: reads then compare build times."""
         self._deltas = any(s.apply is not None for s in self.sections.values())
         """Whether a section applies changes (their sources' changes are recorded)."""
+        self.apply_deltas = True
+        """Whether sections with ``apply`` apply changes (``False``: they are rebuilt, as
+        sections without; e.g. to compare the two)."""
         if self._deltas:
             keeper.changes.follow(
                 src for s in self.sections.values() if s.apply is not None for src in s.sources
@@ -427,7 +430,7 @@ class View(ViewBuilds, Component):
                         entry.epoch = tracker.epoch
                 self._hits += 1
                 return entry.hit
-            if isinstance(decision, ServeStale) and self._deltas:
+            if isinstance(decision, ServeStale) and self._deltas and self.apply_deltas:
                 assert entry is not None
                 if self.delta_ready(entry, decision.sections):
                     # Applying the known changes costs less than serving stale: do it now.

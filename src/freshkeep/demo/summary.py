@@ -265,7 +265,7 @@ def register_summary(
     return keeper.view(
         name,
         sections={
-            "core": Section(builders.core, CORE_SOURCES, apply=builders.delta.apply),
+            "core": Section(builders.core, CORE_SOURCES, apply=builders.delta.apply, encoded=True),
             "progress": Section(builders.progress, PROGRESS_SOURCES, policy=PROGRESS_POLICY),
         },
         policy=policy,

@@ -20,6 +20,7 @@ not derived from the rows.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,24 +87,36 @@ def workload(index: CoreIndex) -> list[dict[str, Any]]:
 
 
 class CoreDelta:
-    """Applies changes to the ``core`` value (one per view: it keeps the :class:`CoreIndex`
-    of the last value it built or applied changes to)."""
+    """Applies changes to the ``core`` value (one per view). It keeps the last value it built
+    or applied changes to, decoded, with the :class:`CoreIndex` and each topic's encoded
+    entry: a delta re-encodes what changed, so it costs what the change costs, not the size
+    of the value (``Section(apply=..., encoded=True)``)."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.sessionmaker = sessionmaker
         self.index: CoreIndex | None = None
+        self.value: dict[str, Any] = {}
+        self.topics: dict[int, dict[str, Any]] = {}
+        self.encoded: list[bytes] = []
+        """Each entry of ``topics``, encoded, in order."""
+        self.body = b""
 
     def built(self, value: Mapping[str, Any], index: CoreIndex) -> None:
         """A build produced ``value`` and ``index``."""
-        index.token = plain(value["generated_at"])
+        self.value = orjson.loads(orjson.dumps(value))  # as it reads back
+        index.token = self.value["generated_at"]
+        self.topics = {t["id"]: t for t in self.value["topics"]}
+        self.encoded = [orjson.dumps(t) for t in self.value["topics"]]
+        self.body = orjson.dumps(self.value)
         self.index = index
 
-    async def apply(self, value: dict[str, Any], changes: Sequence[Change]) -> dict[str, Any]:
-        """``value`` with ``changes`` applied (``Section(apply=...)``)."""
-        index, self.index = self.index, None  # until this succeeds, no value matches it
-        if index is None or value.get("generated_at") != index.token:
+    async def apply(self, body: bytes, changes: Sequence[Change]) -> bytes:
+        """The ``core`` value (``body``, encoded) with ``changes`` applied, encoded."""
+        index, self.index = self.index, None  # until this succeeds, nothing matches it
+        if index is None or body != self.body:
             raise Rebuild("not the value the index was kept for")
-        state = _State(value, index, await self._task_topics(changes, index))
+        value = self.value
+        state = _State(value, index, self.topics, await self._task_topics(changes, index))
         for change in changes:
             handler = _HANDLERS.get(change.table)
             if handler is None:
@@ -115,8 +128,30 @@ class CoreDelta:
         if state.labels_moved:
             value["labels"].sort(key=lambda x: (-x["tasks"], x["name"]))
         value["generated_at"] = index.token = plain(utcnow())
+        if state.reordered:
+            self.encoded = [orjson.dumps(t) for t in value["topics"]]
+        else:
+            for tid in state.dirty:
+                self.encoded[state.position(tid)] = orjson.dumps(self.topics[tid])
+        self.body = b"".join(
+            (
+                b'{"generated_at":',
+                orjson.dumps(value["generated_at"]),
+                b',"totals":',
+                orjson.dumps(value["totals"]),
+                b',"topics":[',
+                b",".join(self.encoded),
+                b'],"blocking_decisions":',
+                orjson.dumps(value["blocking_decisions"]),
+                b',"labels":',
+                orjson.dumps(value["labels"]),
+                b',"workload":',
+                orjson.dumps(value["workload"]),
+                b"}",
+            )
+        )
         self.index = index
-        return value
+        return self.body
 
     async def _task_topics(self, changes: Sequence[Change], index: CoreIndex) -> dict[int, int]:
         """The topic of each task a comment change refers to: from the task changes among
@@ -143,12 +178,20 @@ class CoreDelta:
 class _State:
     value: dict[str, Any]
     index: CoreIndex
+    topics: dict[int, dict[str, Any]]
     task_topic: dict[int, int]
-    topics: dict[int, dict[str, Any]] = field(init=False)
     labels_moved: bool = False
+    reordered: bool = False
+    """A topic was inserted or deleted."""
+    dirty: set[int] = field(default_factory=set)
+    """The topics whose entries changed."""
 
-    def __post_init__(self) -> None:
-        self.topics = {t["id"]: t for t in self.value["topics"]}
+    def position(self, tid: int) -> int:
+        """Where topic ``tid`` is in ``topics`` (sorted by id)."""
+        topics = self.value["topics"]
+        at = bisect.bisect_left(topics, tid, key=lambda t: t["id"])
+        assert topics[at]["id"] == tid
+        return at
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -158,6 +201,7 @@ class _State:
         found = self.topics.get(tid)
         if found is None:
             raise Rebuild(f"topic {tid!r} is not in the value")
+        self.dirty.add(tid)
         return found
 
     def count(self, table: str, change: Change) -> None:
@@ -184,8 +228,8 @@ def _topics(s: _State, c: Change) -> None:
             raise Rebuild("topic inserted twice")
         entry = topic_entry(row["id"], row["name"])
         s.topics[row["id"]] = entry
-        s.value["topics"].append(entry)
-        s.value["topics"].sort(key=lambda t: t["id"])
+        bisect.insort(s.value["topics"], entry, key=lambda t: t["id"])
+        s.reordered = True
     elif c.op == "update":
         entry = s.topic(c.row["id"])
         entry["name"] = c.row["name"]
@@ -198,6 +242,7 @@ def _topics(s: _State, c: Change) -> None:
             raise Rebuild("a topic with rows was deleted")
         s.value["topics"].remove(entry)
         del s.topics[entry["id"]]
+        s.reordered = True
 
 
 def _members(s: _State, c: Change) -> None:
@@ -292,16 +337,14 @@ def _decisions(s: _State, c: Change) -> None:
         if sign < 0:
             blocking[:] = [d for d in blocking if d["id"] != row["id"]]
         else:
-            blocking.append(
-                {
-                    "id": row["id"],
-                    "topic_id": row["topic_id"],
-                    "topic": entry["name"],
-                    "title": row["title"],
-                    "created_at": plain(row["created_at"]),
-                }
-            )
-    blocking.sort(key=lambda d: (_when(d["created_at"]), d["id"]))
+            item = {
+                "id": row["id"],
+                "topic_id": row["topic_id"],
+                "topic": entry["name"],
+                "title": row["title"],
+                "created_at": plain(row["created_at"]),
+            }
+            bisect.insort(blocking, item, key=lambda d: (_when(d["created_at"]), d["id"]))
 
 
 def _labels(s: _State, c: Change) -> None:

@@ -20,10 +20,10 @@ from freshkeep.core.changes import Change, Op
 from freshkeep.core.partitions import split_source
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import missing_extra
-from freshkeep.sql.schema import revisions_table
+from freshkeep.sql.revisions import bump_counters
 
 try:
-    from sqlalchemy import Connection, select
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
     from sqlalchemy.orm.state import InstanceState
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
@@ -119,19 +119,18 @@ class ChangeHooks:
 
     def _read_since(self, session: Session, conn: Connection, sources: Collection[str]) -> None:
         """SQLite: the revisions of the followed ``sources`` before this transaction first
-        wrote them. Triggers bump them again at each row the transaction writes; SQLite has
-        one writer at a time (a transaction whose snapshot another's commit outdated cannot
-        write), so every revision between these and the commit's is this transaction's."""
-        since = cast(dict[str, Revision | None], session.info.setdefault(_SINCE, {}))
+        writes them. Triggers bump them again at each row the transaction writes; SQLite has
+        one writer at a time, so once this transaction has written, every revision up to its
+        commit's is its own. The first write is a bump of their counters (so it takes the
+        write lock the way the statement would have: waiting for it, not failing on a read
+        snapshot another commit outdated), and the revision before that bump is kept."""
+        since = cast(dict[str, Revision], session.info.setdefault(_SINCE, {}))
         log = self.keeper.changes
         new = sorted(s for s in bare_tables(sources) if log.wants(s) and s not in since)
         if not new or not self._revisions_ready(conn):
             return
-        t = revisions_table
-        rows = conn.execute(select(t.c.source, t.c.revision).where(t.c.source.in_(new)))
-        found = {r.source: int(r.revision) for r in rows}
-        for s in new:
-            since[s] = found.get(s, 0)
+        for s, rev in bump_counters(conn, new).items():
+            since[s] = rev - 1 if isinstance(rev, int) else rev
 
     def _revisions_ready(self, conn: Connection) -> bool:  # pragma: no cover - Tracking's
         raise NotImplementedError
