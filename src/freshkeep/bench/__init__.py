@@ -17,7 +17,10 @@ Two levels (see ``docs/performance.md``):
   hit ratios, rebuilds per write, false invalidations and reads/s, side by side;
 - fastapi (:mod:`freshkeep.bench.fastapi_route`, only when asked): the hub's FastAPI route
   ``GET /state/summary`` beside a bare FastAPI route returning the same bytes, loaded by wrk
-  (when installed) and the load generator in interleaved rounds: req/s, p99 and their ratios.
+  (when installed) and the load generator in interleaved rounds: req/s, p99 and their ratios;
+- scale (:mod:`freshkeep.bench.scale`, only when asked): a hub of ``--seed-tasks`` tasks
+  (1,000,000 by default): seeding time, a full build, the read after a core write with and
+  without deltas (also through HTTP, after ``POST /decisions``), resident memory.
 
 :func:`run` runs them and writes ``results.md``, ``results.json`` and ``results.png``. Needs
 ``pip install 'freshkeep[bench]'`` (the peers, uvloop, httptools, matplotlib).
@@ -38,6 +41,7 @@ from freshkeep.bench.keyed import KeyedConfig, run_keyed
 from freshkeep.bench.library import LibraryConfig, run_library
 from freshkeep.bench.progress import NullReporter, PrintReporter, Reporter
 from freshkeep.bench.report import machine, write
+from freshkeep.bench.scale import ScaleConfig, run_scale
 from freshkeep.bench.service import MODE_NAMES, MODES, Mode, ServiceConfig, run_service
 
 __all__ = [
@@ -53,6 +57,7 @@ __all__ = [
     "NullReporter",
     "PrintReporter",
     "Reporter",
+    "ScaleConfig",
     "ServiceConfig",
     "full",
     "quick",
@@ -72,10 +77,11 @@ class BenchConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     keyed: KeyedConfig = field(default_factory=KeyedConfig)
     fastapi: FastAPIConfig = field(default_factory=FastAPIConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     chart: bool = True
 
 
-LEVELS = ("library", "service", "distributed", "keyed", "fastapi")
+LEVELS = ("library", "service", "distributed", "keyed", "fastapi", "scale")
 """Every level, in the order a run measures them."""
 
 
@@ -104,6 +110,7 @@ def quick() -> BenchConfig:
         distributed=DistributedConfig(seed_tasks=500, read_s=1.0, warmup_s=0.3, writes=20),
         keyed=KeyedConfig(seconds=3.0),
         fastapi=FastAPIConfig(seed_tasks=500, rounds=2, seconds=1.0, warmup_s=0.3),
+        scale=ScaleConfig(seed_tasks=500, samples=5, rebuild_samples=3, miss_samples=2),
     )
 
 
@@ -139,6 +146,8 @@ def run(
     if "fastapi" in config.levels:
         results["fastapi"] = run_fastapi(config.fastapi, rep)
         results.setdefault("notes", []).extend(results["fastapi"]["notes"])
+    if "scale" in config.levels:
+        results["scale"] = asyncio.run(run_scale(config.scale, rep))
     results["seconds"] = time.monotonic() - started
     rep.stage("writing the report", 1)
     paths = write(results, out, draw=config.chart)
