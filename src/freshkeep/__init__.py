@@ -7,6 +7,8 @@ The names below are the public API. Integrations (SQLAlchemy, Starlette/FastAPI,
 from __future__ import annotations
 
 from freshkeep.buses.local import LocalBus as LocalBus
+from freshkeep.core.changes import Change as Change
+from freshkeep.core.changes import Rebuild as Rebuild
 from freshkeep.core.clock import Clock as Clock
 from freshkeep.core.clock import SystemClock as SystemClock
 from freshkeep.core.component import Component as Component
@@ -83,6 +85,7 @@ __all__ = [
     "BuildContext",
     "BuildError",
     "Bus",
+    "Change",
     "ChangeNotifier",
     "CheckResult",
     "Clock",
@@ -122,6 +125,7 @@ __all__ = [
     "Processor",
     "ProcessorBusy",
     "Read",
+    "Rebuild",
     "Remote",
     "RemoteRead",
     "RemoteUnavailableError",

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, text, update
+from sqlalchemy import String, insert, text, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from freshkeep import Section
+from freshkeep import BuildContext, Keeper, Section
 from freshkeep.core.changes import Change
-from freshkeep.integrations.sqlalchemy import bump
+from freshkeep.integrations.sqlalchemy import SQLAlchemyRevisions, bump, track
+from tests.docs_blocks import python_block, run_block
 from tests.integration.sa_support import (
     PROJECTS,
     TASKS,
@@ -22,6 +25,7 @@ from tests.integration.sa_support import (
     TrackedDb,
     at,
     sqlite_db,
+    sqlite_engine,
     tasks_table,
 )
 
@@ -187,3 +191,46 @@ async def test_apply_raising_rebuilds(db: TrackedDb) -> None:
         s.add(Task(id=1, title="a"))
     read = await view.get()
     assert read.body == b'{"n":2}' and view.snapshot().delta_fallbacks == {"apply": 1}
+
+
+class _DocBase(DeclarativeBase):
+    pass
+
+
+class _DocTask(_DocBase):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+
+
+async def test_the_guides_delta_section(tmp_path: Path) -> None:
+    """user-guide.md, "Delta sections": the block's view applies inserts, updates and deletes,
+    and serves what its builder would."""
+    engine = sqlite_engine(tmp_path / "doc.db")
+    async with engine.begin() as conn:
+        await conn.run_sync(_DocBase.metadata.create_all)
+    revisions = SQLAlchemyRevisions(engine)
+    await revisions.create_table()
+    keeper, Session = Keeper(revisions), async_sessionmaker(engine, expire_on_commit=False)
+    tracking = track(keeper, Session, models=[_DocTask])
+    try:
+        names = {"Session": Session, "Task": _DocTask, "keeper": keeper}
+        defined = await run_block(python_block("user-guide.md", "delta-section"), names)
+        counts = defined["counts"]
+        ctx = BuildContext("task-counts", "all", None, None, {})
+        assert (await counts.get()).value == {"by_status": {}}
+        async with Session() as s, s.begin():
+            s.add_all([_DocTask(id=i, status="todo") for i in (1, 2, 3)])
+        async with Session() as s, s.begin():
+            task = await s.get(_DocTask, 1)
+            assert task is not None
+            task.status = "done"
+            await s.delete(await s.get(_DocTask, 2))
+        read = await counts.get()
+        assert read.reason == "delta" and read.value == {"by_status": {"done": 1, "todo": 1}}
+        assert read.value == await defined["build_counts"](ctx)
+        assert counts.snapshot().deltas == {"all": 1} and counts.snapshot().builds == {"all": 1}
+    finally:
+        tracking.remove()
+        await keeper.aclose()
+        await engine.dispose()
