@@ -61,6 +61,30 @@ class CoreIndex:
     member_open: dict[int, int]
     """Open (not done) tasks of each member that has any."""
     dirty_workload: bool = field(default=False)
+    by_open: dict[int, set[int]] = field(default_factory=dict)
+    """The members with each count of open tasks (``member_open`` inverted)."""
+
+    def __post_init__(self) -> None:
+        for member, count in self.member_open.items():
+            self.by_open.setdefault(count, set()).add(member)
+
+    def move(self, member: int, by: int) -> None:
+        """``member`` has ``by`` more open tasks."""
+        old = self.member_open.get(member, 0)
+        new = old + by
+        if new < 0:
+            raise Rebuild(f"member {member!r} would have {new} open tasks")
+        if old:
+            bucket = self.by_open[old]
+            bucket.discard(member)
+            if not bucket:
+                del self.by_open[old]
+        if new:
+            self.member_open[member] = new
+            self.by_open.setdefault(new, set()).add(member)
+        else:
+            self.member_open.pop(member, None)
+        self.dirty_workload = True
 
 
 def topic_entry(tid: int, name: str) -> dict[str, Any]:
@@ -81,8 +105,15 @@ def topic_entry(tid: int, name: str) -> dict[str, Any]:
 
 
 def workload(index: CoreIndex) -> list[dict[str, Any]]:
-    """The ``workload`` list: the members with the most open tasks (ties: by id)."""
-    top = heapq.nsmallest(WORKLOAD, index.member_open.items(), key=lambda kv: (-kv[1], kv[0]))
+    """The ``workload`` list: the members with the most open tasks (ties: by id). Costs the
+    distinct counts and the members of the top counts, not every member."""
+    top: list[tuple[int, int]] = []
+    for count in sorted(index.by_open, reverse=True):
+        members = index.by_open[count]
+        take = WORKLOAD - len(top)
+        top += [(m, count) for m in heapq.nsmallest(take, members)]
+        if len(top) >= WORKLOAD:
+            break
     return [{"member_id": m, "name": index.member_name[m], "open_tasks": k} for m, k in top]
 
 
@@ -305,12 +336,7 @@ def _tasks(s: _State, c: Change) -> None:
         if member is not None and status != "done":
             if member not in index.member_name:
                 raise Rebuild(f"member {member!r} is not in the index")
-            left = index.member_open.get(member, 0) + sign
-            if left:
-                index.member_open[member] = left
-            else:
-                index.member_open.pop(member, None)
-            index.dirty_workload = True
+            index.move(member, sign)
     last = _when(entry["last_task_update"])
     old = c.before["updated_at"] if c.before is not None else None
     new = c.after["updated_at"] if c.after is not None else None
