@@ -170,6 +170,13 @@ def test_a_commit_owns_the_revisions_its_triggers_bumped() -> None:
     assert log.between([ROWS], [1], [5]) == (None, "gap")
 
 
+def test_a_commit_of_too_many_rows_is_unknown() -> None:
+    log = ChangeLog(max_rows=2)
+    log.follow([ROWS])
+    log.record({ROWS: 1}, [Change(ROWS, "insert", None, {"id": i}) for i in range(3)], ())
+    assert log.between([ROWS], [0], [1]) == (None, "unknown")
+
+
 def test_unfollowed_sources_are_not_kept() -> None:
     log = ChangeLog()
     log.record({ROWS: 1}, [Change(ROWS, "insert", None, {"id": 1})], ())

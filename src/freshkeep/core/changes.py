@@ -86,11 +86,15 @@ class ChangeLog:
 
     Only the sources some delta section reads are kept (:meth:`follow`); a commit that touched
     none of them costs a set intersection. ``capacity`` bounds the commits kept: the oldest
-    are forgotten first, and a value older than what is kept is rebuilt.
+    are forgotten first, and a value older than what is kept is rebuilt. ``max_rows`` bounds the
+    rows kept of one commit.
     """
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, max_rows: int = 10_000) -> None:
         self.capacity = capacity
+        self.max_rows = max_rows
+        """A commit that changed more rows than this keeps none: its sources' changes are
+        unknown (applying that many rows costs about what a rebuild costs)."""
         self.followed: set[str] = set()
         """The sources whose changes the write hooks record (images are taken for these)."""
         self._by_rev: dict[tuple[str, Revision], Commit] = {}
@@ -124,12 +128,11 @@ class ChangeLog:
         kept = {s: r for s, r in revisions.items() if s in followed}
         if not kept:
             return
-        commit = Commit(
-            next(_SEQ),
-            kept,
-            tuple(c for c in changes if c.table in kept),
-            frozenset(s for s in unknown if s in kept),
-        )
+        rows = tuple(c for c in changes if c.table in kept)
+        unknowns = frozenset(s for s in unknown if s in kept)
+        if len(rows) > self.max_rows:
+            rows, unknowns = (), frozenset(kept)
+        commit = Commit(next(_SEQ), kept, rows, unknowns)
         keys: list[tuple[str, Revision]] = []
         for s, r in kept.items():
             keys.append((s, r))
