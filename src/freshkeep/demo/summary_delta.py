@@ -117,6 +117,36 @@ def workload(index: CoreIndex) -> list[dict[str, Any]]:
     return [{"member_id": m, "name": index.member_name[m], "open_tasks": k} for m, k in top]
 
 
+class Encoded:
+    """The items of a JSON array, each encoded once: ``pieces`` joined is the array's body
+    between its brackets (every piece but the first starts with its comma), so that changing
+    one item re-encodes that item only."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.pieces = [self._encode(i, x) for i, x in enumerate(items)]
+
+    @staticmethod
+    def _encode(at: int, item: Any) -> bytes:
+        return (b"," if at else b"") + orjson.dumps(item)
+
+    def set(self, at: int, item: Any) -> None:
+        self.pieces[at] = self._encode(at, item)
+
+    def insert(self, at: int, item: Any) -> None:
+        self.pieces.insert(at, self._encode(at, item))
+        if at == 0 and len(self.pieces) > 1:
+            self.pieces[1] = b"," + self.pieces[1]
+
+    def delete(self, at: int) -> None:
+        del self.pieces[at]
+        if at == 0 and self.pieces:
+            self.pieces[0] = self.pieces[0][1:]
+
+
+def _blocking_key(d: Mapping[str, Any]) -> tuple[datetime | None, int]:
+    return _when(d["created_at"]), d["id"]
+
+
 class CoreDelta:
     """Applies changes to the ``core`` value (one per view). It keeps the last value it built
     or applied changes to, decoded, with the :class:`CoreIndex` and each topic's encoded
@@ -128,8 +158,10 @@ class CoreDelta:
         self.index: CoreIndex | None = None
         self.value: dict[str, Any] = {}
         self.topics: dict[int, dict[str, Any]] = {}
-        self.encoded: list[bytes] = []
-        """Each entry of ``topics``, encoded, in order."""
+        self.encoded = Encoded(())
+        """The entries of ``topics``, encoded."""
+        self.blocking = Encoded(())
+        """The entries of ``blocking_decisions``, encoded."""
         self.body = b""
 
     def built(self, value: Mapping[str, Any], index: CoreIndex) -> None:
@@ -137,17 +169,19 @@ class CoreDelta:
         self.value = orjson.loads(orjson.dumps(value))  # as it reads back
         index.token = self.value["generated_at"]
         self.topics = {t["id"]: t for t in self.value["topics"]}
-        self.encoded = [orjson.dumps(t) for t in self.value["topics"]]
+        self.encoded = Encoded(self.value["topics"])
+        self.blocking = Encoded(self.value["blocking_decisions"])
         self.body = orjson.dumps(self.value)
         self.index = index
 
     async def apply(self, body: bytes, changes: Sequence[Change]) -> bytes:
         """The ``core`` value (``body``, encoded) with ``changes`` applied, encoded."""
         index, self.index = self.index, None  # until this succeeds, nothing matches it
-        if index is None or body != self.body:
+        if index is None or (body is not self.body and body != self.body):
             raise Rebuild("not the value the index was kept for")
         value = self.value
         state = _State(value, index, self.topics, await self._task_topics(changes, index))
+        state.blocking = self.blocking
         for change in changes:
             handler = _HANDLERS.get(change.table)
             if handler is None:
@@ -160,26 +194,28 @@ class CoreDelta:
             value["labels"].sort(key=lambda x: (-x["tasks"], x["name"]))
         value["generated_at"] = index.token = plain(utcnow())
         if state.reordered:
-            self.encoded = [orjson.dumps(t) for t in value["topics"]]
+            self.encoded = Encoded(value["topics"])
         else:
             for tid in state.dirty:
-                self.encoded[state.position(tid)] = orjson.dumps(self.topics[tid])
+                self.encoded.set(state.position(tid), self.topics[tid])
+        if state.renamed:
+            self.blocking = Encoded(value["blocking_decisions"])
         self.body = b"".join(
-            (
+            [
                 b'{"generated_at":',
                 orjson.dumps(value["generated_at"]),
                 b',"totals":',
                 orjson.dumps(value["totals"]),
                 b',"topics":[',
-                b",".join(self.encoded),
-                b'],"blocking_decisions":',
-                orjson.dumps(value["blocking_decisions"]),
-                b',"labels":',
+                *self.encoded.pieces,
+                b'],"blocking_decisions":[',
+                *self.blocking.pieces,
+                b'],"labels":',
                 orjson.dumps(value["labels"]),
                 b',"workload":',
                 orjson.dumps(value["workload"]),
                 b"}",
-            )
+            ]
         )
         self.index = index
         return self.body
@@ -216,6 +252,9 @@ class _State:
     """A topic was inserted or deleted."""
     dirty: set[int] = field(default_factory=set)
     """The topics whose entries changed."""
+    renamed: bool = False
+    """A topic's name changed (its blocking decisions show it)."""
+    blocking: Encoded = field(default_factory=lambda: Encoded(()))
 
     def position(self, tid: int) -> int:
         """Where topic ``tid`` is in ``topics`` (sorted by id)."""
@@ -267,6 +306,7 @@ def _topics(s: _State, c: Change) -> None:
         for d in s.value["blocking_decisions"]:
             if d["topic_id"] == entry["id"]:
                 d["topic"] = entry["name"]
+                s.renamed = True
     else:
         entry = s.topic(c.row["id"])
         if entry != topic_entry(entry["id"], entry["name"]):
@@ -360,8 +400,13 @@ def _decisions(s: _State, c: Change) -> None:
         if not row["blocking"]:
             continue
         entry["blocking_decisions"] += sign
+        key = (row["created_at"], row["id"])
+        at = bisect.bisect_left(blocking, key, key=_blocking_key)
         if sign < 0:
-            blocking[:] = [d for d in blocking if d["id"] != row["id"]]
+            if at == len(blocking) or blocking[at]["id"] != row["id"]:
+                raise Rebuild(f"decision {row['id']!r} is not among the blocking ones")
+            del blocking[at]
+            s.blocking.delete(at)
         else:
             item = {
                 "id": row["id"],
@@ -370,7 +415,8 @@ def _decisions(s: _State, c: Change) -> None:
                 "title": row["title"],
                 "created_at": plain(row["created_at"]),
             }
-            bisect.insort(blocking, item, key=lambda d: (_when(d["created_at"]), d["id"]))
+            blocking.insert(at, item)
+            s.blocking.insert(at, item)
 
 
 def _labels(s: _State, c: Change) -> None:
