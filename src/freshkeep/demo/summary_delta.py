@@ -118,29 +118,58 @@ def workload(index: CoreIndex) -> list[dict[str, Any]]:
 
 
 class Encoded:
-    """The items of a JSON array, each encoded once: ``pieces`` joined is the array's body
-    between its brackets (every piece but the first starts with its comma), so that changing
-    one item re-encodes that item only."""
+    """The items of a JSON array, each encoded once: :meth:`parts` joined is the array's body
+    between its brackets (every item but the first starts with its comma), so that changing
+    one item re-encodes that item only. Items are joined by chunks of :data:`CHUNK`, each kept
+    until one of its items changes: the body's final join takes a few hundred parts, not one
+    per item."""
 
     def __init__(self, items: Sequence[Any]) -> None:
         self.pieces = [self._encode(i, x) for i, x in enumerate(items)]
+        self.chunks: list[bytes | None] = []
 
     @staticmethod
     def _encode(at: int, item: Any) -> bytes:
         return (b"," if at else b"") + orjson.dumps(item)
 
+    def _changed(self, at: int, *, shifted: bool = False) -> None:
+        first = at // CHUNK
+        for k in range(first, len(self.chunks) if shifted else min(first + 1, len(self.chunks))):
+            self.chunks[k] = None
+
     def set(self, at: int, item: Any) -> None:
         self.pieces[at] = self._encode(at, item)
+        self._changed(at)
 
     def insert(self, at: int, item: Any) -> None:
         self.pieces.insert(at, self._encode(at, item))
         if at == 0 and len(self.pieces) > 1:
             self.pieces[1] = b"," + self.pieces[1]
+        self._changed(at, shifted=True)
 
     def delete(self, at: int) -> None:
         del self.pieces[at]
         if at == 0 and self.pieces:
             self.pieces[0] = self.pieces[0][1:]
+        self._changed(at, shifted=True)
+
+    def parts(self) -> list[bytes]:
+        """The array's body, in chunks."""
+        pieces, chunks = self.pieces, self.chunks
+        count = -(-len(pieces) // CHUNK)
+        del chunks[count:]
+        chunks += [None] * (count - len(chunks))
+        out: list[bytes] = []
+        for k in range(count):
+            chunk = chunks[k]
+            if chunk is None:
+                chunk = chunks[k] = b"".join(pieces[k * CHUNK : (k + 1) * CHUNK])
+            out.append(chunk)
+        return out
+
+
+CHUNK = 64
+"""Items per chunk of :class:`Encoded`."""
 
 
 def _blocking_key(d: Mapping[str, Any]) -> tuple[datetime | None, int]:
@@ -207,9 +236,9 @@ class CoreDelta:
                 b',"totals":',
                 orjson.dumps(value["totals"]),
                 b',"topics":[',
-                *self.encoded.pieces,
+                *self.encoded.parts(),
                 b'],"blocking_decisions":[',
-                *self.blocking.pieces,
+                *self.blocking.parts(),
                 b'],"labels":',
                 orjson.dumps(value["labels"]),
                 b',"workload":',
