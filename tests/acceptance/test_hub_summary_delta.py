@@ -36,6 +36,7 @@ from freshkeep.demo.models import (
     utcnow,
 )
 from freshkeep.demo.summary import SummaryBuilders
+from freshkeep.demo.summary_delta import Encoded
 from freshkeep.integrations.sqlalchemy import SQLITE_BEGIN
 from tests.acceptance.conftest import HubClient, running_hub
 
@@ -238,3 +239,32 @@ def test_the_property_applied_deltas_and_fell_back() -> None:
     assert TOTAL["deltas"] > 10 and TOTAL["fallbacks"] > 0
     # a bulk UPDATE's rows are unknown; a move to another topic cannot be applied
     assert {"unknown", "apply"} <= REASONS.keys(), REASONS
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.lists(st.integers(0, 99), max_size=150),
+    st.lists(
+        st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, 10**6)),
+        max_size=60,
+    ),
+)
+def test_encoded_items_join_as_the_array(items: list[int], edits: list[tuple[str, int]]) -> None:
+    """The core delta's encoded arrays (kept item by item, joined by chunks) read as the
+    array they stand for, whatever is set, inserted or deleted where."""
+    encoded, mirror = Encoded(items), list(items)
+    assert b"[" + b"".join(encoded.parts()) + b"]" == orjson.dumps(mirror)
+    for op, n in edits:
+        if op == "insert":
+            at = n % (len(mirror) + 1)
+            mirror.insert(at, n)
+            encoded.insert(at, n)
+        elif mirror:
+            at = n % len(mirror)
+            if op == "set":
+                mirror[at] = n
+                encoded.set(at, n)
+            else:
+                del mirror[at]
+                encoded.delete(at)
+        assert b"[" + b"".join(encoded.parts()) + b"]" == orjson.dumps(mirror)
