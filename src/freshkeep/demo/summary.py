@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Executable, case, cast, desc, func, select
+from sqlalchemy import BigInteger, Executable, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
@@ -102,14 +102,18 @@ class SummaryBuilders:
                     .order_by(Decision.created_at, Decision.id)
                 )
             ).all()
-            labels = (
-                await session.execute(
-                    select(Label.id, Label.name, Label.color, func.count(task_labels.c.task_id))
-                    .outerjoin(task_labels, task_labels.c.label_id == Label.id)
-                    .group_by(Label.id, Label.name, Label.color)
-                    .order_by(desc(func.count(task_labels.c.task_id)), Label.name)
-                )
-            ).all()
+            # Ordered here, not by the database: ties are by name in code point order on every
+            # database, whatever its collation (and as the delta orders them).
+            labels = sorted(
+                (
+                    await session.execute(
+                        select(Label.id, Label.name, Label.color, func.count(task_labels.c.task_id))
+                        .outerjoin(task_labels, task_labels.c.label_id == Label.id)
+                        .group_by(Label.id, Label.name, Label.color)
+                    )
+                ).all(),
+                key=lambda r: (-r[3], r[1]),
+            )
             open_tasks = (
                 await session.execute(
                     select(Task.assignee_id, func.count(Task.id))
