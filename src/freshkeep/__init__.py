@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from freshkeep.buses.local import LocalBus as LocalBus
 from freshkeep.cached import Cached as Cached
+from freshkeep.core.changes import Change as Change
+from freshkeep.core.changes import Rebuild as Rebuild
 from freshkeep.core.clock import Clock as Clock
 from freshkeep.core.clock import SystemClock as SystemClock
 from freshkeep.core.component import Component as Component
@@ -86,6 +88,7 @@ __all__ = [
     "BuildError",
     "Bus",
     "Cached",
+    "Change",
     "ChangeNotifier",
     "CheckResult",
     "Clock",
@@ -125,6 +128,7 @@ __all__ = [
     "Processor",
     "ProcessorBusy",
     "Read",
+    "Rebuild",
     "Remote",
     "RemoteRead",
     "RemoteUnavailableError",

@@ -10,10 +10,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, S
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from freshkeep._view_replica import ReplicaStats, build_on_replica
 from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
 from freshkeep.core import tracing
 from freshkeep.core.backoff import Backoff, backoff
+from freshkeep.core.changes import Rebuild
 from freshkeep.core.entry import Entry, SectionEntry, Status, encode, to_plain
 from freshkeep.core.partitions import EVERY, split_source
 from freshkeep.core.policy import Policy, is_expired
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
     from freshkeep.stores.memory import MemoryStore
 
 log = logging.getLogger("freshkeep.views")
+
+DELTA = "freshkeep.delta"
+"""An entry's memo: the sections a delta brought up to date when it was stored."""
 
 
 class ViewBuilds:
@@ -61,6 +67,7 @@ class ViewBuilds:
     keyed: bool
     replica: ReadReplica | None
     _replica_stats: ReplicaStats
+    apply_deltas: bool
 
     # -- the sources of a key ------------------------------------------------------------------
 
@@ -151,6 +158,8 @@ class ViewBuilds:
             # a forced refresh reads fresh revisions
             await tracker.resync(self._all_sources(wants) if self.keyed else self.sources)
         base = self._store.peek(ck)
+        # A forced rebuild, or a section dropped by hand, is rebuilt: never a delta.
+        forced = set(self.sections) if refresh else set(base.invalid if base else ())
         parts: dict[str, SectionEntry] = {}
         have: dict[str, tuple[str, ...]] = {}
         if base is not None:
@@ -160,7 +169,9 @@ class ViewBuilds:
         shared = self._keeper.shared
         skey = None if shared is None else self._shared_key(shared, key, principal)
         if shared is None or skey is None:
-            return await self._build_sections(ck, key, principal, parts, have, wants, wanted)
+            return await self._build_sections(
+                ck, key, principal, parts, have, wants, wanted, forced
+            )
         pending = self._write_backs.get(ck)
         if pending is not None:  # the last build of the key is still being stored
             await asyncio.wait([pending])
@@ -193,7 +204,7 @@ class ViewBuilds:
                 return self._store_built(ck, key, principal, parts, have), "hit"
         try:
             entry, status = await self._build_sections(
-                ck, key, principal, parts, have, wants, wanted
+                ck, key, principal, parts, have, wants, wanted, forced
             )
         except BaseException:
             await _release(lock, skey, token)
@@ -330,13 +341,24 @@ class ViewBuilds:
         have: dict[str, tuple[str, ...]],
         wants: Mapping[str, tuple[str, ...]],
         wanted: set[str],
+        forced: set[str] | frozenset[str] = frozenset(),
     ) -> tuple[Entry, Status]:
         tracker = self._tracker
         built = len(wanted)
         multi = len(self.sections) > 1
+        applied: list[str] = []
         for name, section in self.sections.items():
             if name not in wanted:
                 continue
+            if section.apply is not None and name in parts and self.apply_deltas:
+                if name in forced:
+                    self._fallback("refresh")
+                else:
+                    part = await self._delta(name, section, parts[name], have.get(name), wants)
+                    if part is not None:
+                        parts[name] = part
+                        applied.append(name)
+                        continue
             # Rule 3: the revisions are read before the data.
             srcs = wants[name]
             fingerprint = tracker.current(srcs)
@@ -386,7 +408,77 @@ class ViewBuilds:
             if self.observers:
                 self._observe_build(name, elapsed)
         status: Status = "miss" if built == len(self.sections) else "section"
-        return self._store_built(ck, key, principal, parts, have), status
+        entry = self._store_built(ck, key, principal, parts, have)
+        if applied:
+            entry.memo[DELTA] = tuple(applied)
+        return entry, status
+
+    # -- deltas ----------------------------------------------------------------------------
+
+    def _fallback(self, reason: str) -> None:
+        fallbacks = self.stats.delta_fallbacks
+        fallbacks[reason] = fallbacks.get(reason, 0) + 1
+
+    def delta_ready(self, entry: Entry, sections: Sequence[str]) -> bool:
+        """Whether every one of ``sections`` of ``entry`` can be brought up to date by
+        applying changes this process knows (so it is cheaper to do now than to serve stale)."""
+        log_ = self._keeper.changes
+        for name in sections:
+            section = self.sections.get(name)
+            part = entry.sections.get(name)
+            if section is None or section.apply is None or part is None or name in entry.invalid:
+                return False
+            srcs = entry.sources[name]
+            if self._expired(name, part):
+                return False
+            changes, _ = log_.between(srcs, part.fingerprint, self._tracker.current(srcs))
+            if changes is None:
+                return False
+        return True
+
+    async def _delta(
+        self,
+        name: str,
+        section: Section,
+        part: SectionEntry,
+        srcs: tuple[str, ...] | None,
+        wants: Mapping[str, tuple[str, ...]],
+    ) -> SectionEntry | None:
+        """``part`` brought up to the current revisions by ``section.apply``, or ``None``
+        (counted by reason) when that cannot be done exactly: the section is rebuilt."""
+        if srcs != wants[name]:
+            self._fallback("sources")
+            return None
+        if self._expired(name, part):
+            self._fallback("expired")
+            return None
+        # Rule 3 holds: the revisions the value will carry are read before the changes.
+        now = self._tracker.current(srcs)
+        changes, reason = self._keeper.changes.between(srcs, part.fingerprint, now)
+        if changes is None:
+            self._fallback(reason or "gap")
+            return None
+        assert section.apply is not None
+        started = time.perf_counter()
+        try:
+            current = part.body if section.encoded else orjson.loads(part.body)
+            value = to_plain(await section.apply(current, changes))
+            body = encode(value)
+            if len(self.sections) > 1 and not isinstance(value, bytes | bytearray):
+                self._check_section_value(name, value)
+        except Rebuild:
+            self._fallback("apply")
+            return None
+        except Exception:
+            log.exception("applying changes to section %r of view %r failed", name, self.name)
+            self._fallback("apply")
+            return None
+        s = self.stats
+        s.deltas[name] = s.deltas.get(name, 0) + 1
+        s.delta_seconds[name] = time.perf_counter() - started
+        # built_at stays the last rebuild's (max_age caps what no change shows); the value
+        # is confirmed current now.
+        return SectionEntry(body, now, part.built_at, self._mono())
 
     def _observe_build(self, section: str, seconds: float) -> None:
         for observer in self.observers:

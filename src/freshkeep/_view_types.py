@@ -7,10 +7,11 @@ import asyncio
 import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from freshkeep.core.changes import Change
 from freshkeep.core.component import Snapshot
 from freshkeep.core.entry import Status
 from freshkeep.core.partitions import Partitioned
@@ -97,6 +98,12 @@ Builder = Callable[[BuildContext], Awaitable[Any]]
 """``async def build(ctx) -> value``: a JSON-encodable value (or pre-encoded ``bytes``)."""
 
 
+Apply = Callable[[Any, Sequence[Change]], Any]
+"""``apply(value, changes) -> value``: a section's current (decoded) value with the rows
+committed transactions changed applied, in commit order; may be ``async``. It may mutate and
+return ``value`` (a copy decoded for it). Raise :class:`~freshkeep.core.changes.Rebuild` when
+a change cannot be applied exactly."""
+
 SourcesOf = Callable[[Any], Iterable[str]]
 """The sources of a key: ``key -> source names`` (e.g. ``lambda key: orders.of(key)``)."""
 
@@ -121,6 +128,16 @@ class Section:
     (``asyncio.to_thread``), so a blocking builder never stalls the loop; a lambda or another
     callable is called on the loop and what it returns awaited if it can be; anything that is
     not callable raises :class:`~freshkeep.exceptions.ConfigurationError`.
+
+    ``apply`` makes it a *delta section*: ``apply(value, changes) -> value`` applies the rows
+    that committed transactions changed (:class:`~freshkeep.core.changes.Change`, with before
+    and after images, from the SQLAlchemy write hooks) to the section's current value instead
+    of rebuilding it. freshkeep calls it only when every change to the section's sources since
+    the value was built is known in this process, and rebuilds otherwise; what it returns must
+    equal what ``build`` would return (property-test it). ``apply`` is given a decoded copy of
+    the value (it may mutate and return it); with ``encoded=True`` it is given the value's
+    encoded JSON bytes instead, and may return bytes: for a large value whose section keeps
+    its own decoded copy, so that a delta costs what the change costs, not the value's size.
     """
 
     build: Builder
@@ -130,6 +147,10 @@ class Section:
     """Partitioned sources: each key depends on its own partition of them."""
     sources_of: SourcesOf | None
     policy: Policy | None
+    apply: Callable[[Any, Sequence[Change]], Awaitable[Any]] | None
+    """The section's delta (``None``: every change rebuilds it)."""
+    encoded: bool
+    """Whether ``apply`` is given the encoded bytes of the value (else a decoded copy)."""
 
     def __init__(
         self,
@@ -137,6 +158,8 @@ class Section:
         sources: Iterable[str | Partitioned] | SourcesOf,
         *,
         policy: Policy | None = None,
+        apply: Apply | None = None,
+        encoded: bool = False,
     ) -> None:
         sources_of: SourcesOf | None = None
         keyed: list[Partitioned] = []
@@ -166,6 +189,10 @@ class Section:
         object.__setattr__(self, "keyed", tuple(dict.fromkeys(keyed)))
         object.__setattr__(self, "sources_of", sources_of)
         object.__setattr__(self, "policy", policy)
+        if apply is not None and not callable(apply):
+            raise ConfigurationError(f"a section's apply must be callable, not {apply!r}")
+        object.__setattr__(self, "apply", None if apply is None else _applier(apply))
+        object.__setattr__(self, "encoded", bool(encoded))
 
     @property
     def per_key(self) -> bool:
@@ -217,6 +244,18 @@ def _on_loop(fn: Callable[[BuildContext], Any]) -> Builder:
     return build
 
 
+def _applier(fn: Apply) -> Callable[[Any, Sequence[Change]], Awaitable[Any]]:
+    """``fn`` called on the event loop; an awaitable it returns is awaited."""
+
+    async def apply(value: Any, changes: Sequence[Change]) -> Any:
+        out = fn(value, changes)
+        if inspect.isawaitable(out):
+            out = await out
+        return out
+
+    return apply
+
+
 def _in_thread(fn: Callable[[BuildContext], Any]) -> Builder:
     """``fn``, a plain function, run in a worker thread (an awaitable it returns is awaited)."""
 
@@ -261,6 +300,13 @@ class ViewStats:
     """Builds answered from the shared store (another instance built it)."""
     shared_waits: int = 0
     """Builds that waited for another instance holding the build lock."""
+    deltas: dict[str, int] = field(default_factory=dict)
+    """Sections brought up to date by applying changes, by section."""
+    delta_seconds: dict[str, float] = field(default_factory=dict)
+    """The duration of each section's last delta."""
+    delta_fallbacks: dict[str, int] = field(default_factory=dict)
+    """Rebuilds of delta sections, by why changes could not be applied (``gap``, ``unknown``,
+    ``apply``, ``refresh``, ...)."""
     last_error: str | None = None
     last_error_at: float | None = None
     last_build_at: float | None = None
@@ -329,6 +375,15 @@ class ViewSnapshot(Snapshot):
     """Wall time of the first build error since the last successful build (``None``: the
     last build succeeded)."""
     in_flight: int
+    deltas: Mapping[str, int] = field(default_factory=dict)
+    """Sections brought up to date by applying changes instead of a rebuild, by section."""
+    delta_seconds: Mapping[str, float] = field(default_factory=dict)
+    """The duration of each section's last delta."""
+    delta_fallbacks: Mapping[str, int] = field(default_factory=dict)
+    """Rebuilds of delta sections by reason: ``gap`` (a revision this process was not told
+    of: another process, a trigger, a resync, or the change log forgot it), ``unknown`` (a
+    write whose rows are not known: bulk DML, raw SQL, ``bump``), ``apply`` (``apply`` raised),
+    ``order``, ``revision``, ``refresh`` (a forced or by-hand rebuild), ``expired``."""
     partitions: tuple[str, ...] = ()
     """The partitioned sources a keyed section reads the key's partition of
     (``table:<t>/<column>``)."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from freshkeep._keeper_components import KeeperComponents
 from freshkeep._keeper_types import KeeperSnapshot, KeeperStats
 from freshkeep.buses.local import LocalBus
+from freshkeep.core.changes import ChangeLog
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component
 from freshkeep.core.partitions import Partitioned, every_partition, with_every
@@ -91,6 +92,8 @@ class Keeper(KeeperComponents):
         self.clock = clock
         self.revisions = revisions
         self.tracker = RevisionTracker(revisions, resync_interval=interval, clock=clock)
+        self.changes = ChangeLog()
+        """This process's committed changes to the sources delta sections read."""
         self.store = (
             store
             if store is not None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar, assert_never
 
-from freshkeep._view_builds import ViewBuilds
+from freshkeep._view_builds import DELTA, ViewBuilds
 from freshkeep._view_refresh import ViewRefresh
 from freshkeep._view_replica import ReplicaStats
 from freshkeep._view_types import (
@@ -184,6 +184,15 @@ class View(ViewBuilds, ViewRefresh, Component):
             p.max_age is not None for p in (policy, *(self._policies or {}).values())
         )
         """Whether any section has a ``max_age``: reads then compare build times."""
+        self._deltas = any(s.apply is not None for s in self.sections.values())
+        """Whether a section applies changes (their sources' changes are recorded)."""
+        self.apply_deltas = True
+        """Whether sections with ``apply`` apply changes (``False``: they are rebuilt, as
+        sections without; e.g. to compare the two)."""
+        if self._deltas:
+            keeper.changes.follow(
+                src for s in self.sections.values() if s.apply is not None for src in s.sources
+            )
         self._tracker.register(self.sources)
 
     # -- reading --------------------------------------------------------------------------
@@ -412,6 +421,9 @@ class View(ViewBuilds, ViewRefresh, Component):
             last_build_at=s.last_build_at,
             failing_since=s.failing_since,
             in_flight=self.in_flight,
+            deltas=dict(s.deltas),
+            delta_seconds=dict(s.delta_seconds),
+            delta_fallbacks=dict(s.delta_fallbacks),
             partitions=tuple(str(p) for p in self.partitions),
             replica=None
             if self.replica is None
@@ -474,6 +486,11 @@ class View(ViewBuilds, ViewRefresh, Component):
                         entry.epoch = tracker.epoch
                 self._hits += 1
                 return entry.hit
+            if isinstance(decision, ServeStale) and self._deltas and self.apply_deltas:
+                assert entry is not None
+                if self.delta_ready(entry, decision.sections):
+                    # Applying the known changes costs less than serving stale: do it now.
+                    decision = RebuildSections(decision.sections, (), decision.reason)
             if isinstance(decision, ServeStale):
                 assert entry is not None
                 self._refresh_in_background(ck, key, principal, decision.sections)
@@ -502,6 +519,8 @@ class View(ViewBuilds, ViewRefresh, Component):
             except Exception as exc:
                 return self._on_failed_read(ck, exc)
             if leader:
+                if reason is None and DELTA in built.memo:
+                    reason = "delta"
                 self._count(status)
                 if background:  # sections whose own policy lets them be served stale
                     self._refresh_in_background(ck, key, principal, background)

@@ -54,6 +54,7 @@ def test_quick_bench_writes_its_outputs(tmp_path: Path) -> None:
     names = {c["name"] for c in data["library"]["cases"]}
     expected = {"dict", "await", "freshkeep", "freshkeep_read", "stale", "section_core", "miss"}
     assert expected <= names
+    assert "section_core_rebuild" in names
     for case in data["library"]["cases"]:
         assert case["n_samples"] > 0 and case["median_ns"] > 0, case
     statuses = {c["name"]: c["statuses"] for c in data["library"]["cases"]}
@@ -199,3 +200,34 @@ def test_fastapi_level_runs_with_or_without_wrk(tmp_path: Path, wrk: str) -> Non
         for tool in level["tools"]
         for share, bare in (("90%", "Starlette"), ("150%", "FastAPI"))
     }
+
+
+def test_scale_level_reports_seeding_builds_deltas_and_memory(tmp_path: Path) -> None:
+    """``--level scale`` (here with a small seed): the read after a core write with deltas
+    and without, in the library and through HTTP after ``POST /decisions``, side by side."""
+    from freshkeep.bench import BenchConfig, ScaleConfig, run
+
+    config = BenchConfig(
+        preset="quick",
+        levels=("scale",),
+        scale=ScaleConfig(seed_tasks=300, samples=3, rebuild_samples=3, miss_samples=2),
+        chart=False,
+    )
+    results, paths = run(config, tmp_path / "out")
+    scale = results["scale"]
+    assert scale["seed_tasks"] == 300 and scale["rows"] > 300 and scale["seeding_s"] > 0
+    assert scale["peak_rss_mib"] > 0 and scale["body_bytes"] > 0
+    for case in ("miss", "delta", "rebuild", "http_delta", "http_rebuild"):
+        assert scale[case]["n"] > 0 and scale[case]["median_ms"] > 0, case
+    # what each read was: the delta's, applied; the rebuild's, built
+    assert scale["delta"]["statuses"] == {"section (delta)": 3}
+    assert scale["http_delta"]["statuses"] == {"section (delta)": 3}
+    assert scale["rebuild"]["statuses"] == {"section": 3}
+    assert scale["miss"]["statuses"] == {"miss": 2}
+    report = paths["markdown"].read_text()
+    assert "## Scale: the summary at 300 tasks" in report
+    assert "| after a core write: delta |" in report
+    assert max(len(line) for line in report.splitlines()) <= 100
+    (target,) = results["targets"]
+    assert target["target"] == "read after a core write ≤ 1 ms at 300 tasks"
+    assert json.loads(paths["json"].read_text())["scale"]["delta"]["n"] == 3

@@ -193,6 +193,9 @@ async def test_stats_and_index(hub: HubClient) -> None:
         "in_flight",
         "partitions",
         "replica",
+        "deltas",
+        "delta_seconds",
+        "delta_fallbacks",
     }
     assert set(stats["store"]) == {"entries", "bytes", "evictions", "rejected"}
     assert "name" not in stats["artifacts"]["topic-export"]

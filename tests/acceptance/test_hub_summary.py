@@ -143,7 +143,7 @@ async def test_new_progress_event_rebuilds_only_the_progress_section(hub: HubCli
     assert (await hub.summary()).headers["x-freshkeep-cache"] == "hit"
 
 
-async def test_patching_a_task_rebuilds_both_sections(hub: HubClient) -> None:
+async def test_patching_a_task_applies_it_to_the_core_and_rebuilds_the_tail(hub: HubClient) -> None:
     topic = await hub.post("/topics", {"name": "Patch me"})
     ws = await hub.post("/workstreams", {"topic_id": topic["id"], "name": "Backend"})
     task = await hub.post("/tasks", {"workstream_id": ws["id"], "title": "Old", "status": "todo"})
@@ -157,9 +157,13 @@ async def test_patching_a_task_rebuilds_both_sections(hub: HubClient) -> None:
     r = await hub.http.patch(f"/tasks/{task['id']}", json={"status": "blocked", "title": "New"})
     assert r.status_code == 200
     assert r.json()["status"] == "blocked" and r.json()["title"] == "New"
+    deltas = hub.hub.summary.stats.deltas.get("core", 0)
     r = await hub.summary()
     assert r.headers["x-freshkeep-cache"] == "miss"
-    assert hub.builds() == {"core": builds["core"] + 1, "progress": builds["progress"] + 1}
+    # The core applies the task's changed row (a delta); the progress tail is rebuilt.
+    assert r.headers["x-freshkeep-reason"] == "delta"
+    assert hub.builds() == {"core": builds["core"], "progress": builds["progress"] + 1}
+    assert hub.hub.summary.stats.deltas["core"] == deltas + 1
     body = r.json()
     # The progress tail shows the task as it is now (it joins tasks).
     assert body["recent_progress"][0]["task"] == {"id": task["id"], "title": "New"} | {
@@ -179,7 +183,7 @@ async def test_patch_that_changes_nothing_keeps_the_entry(hub: HubClient) -> Non
     assert (await hub.summary()).headers["x-freshkeep-cache"] == "hit"
 
 
-async def test_deleting_a_task_rebuilds_both_sections_and_changes_totals(hub: HubClient) -> None:
+async def test_deleting_a_task_applies_it_to_the_core_and_changes_totals(hub: HubClient) -> None:
     before = (await hub.summary()).json()
     events = [e for e in before["recent_progress"] if e["task"] is not None]
     victim = events[0]["task"]["id"] if events else 1
@@ -188,7 +192,9 @@ async def test_deleting_a_task_rebuilds_both_sections_and_changes_totals(hub: Hu
     assert r.status_code == 204 and r.content == b""
     r = await hub.summary()
     assert r.headers["x-freshkeep-cache"] == "miss"
-    assert hub.builds() == {"core": builds["core"] + 1, "progress": builds["progress"] + 1}
+    # The task, its comments and labels were deleted through the ORM: the core applies them.
+    assert hub.builds() == {"core": builds["core"], "progress": builds["progress"] + 1}
+    assert hub.hub.summary.stats.deltas["core"] >= 1
     body = r.json()
     assert body["totals"]["tasks"] == before["totals"]["tasks"] - 1
     assert all(e["task"] is None or e["task"]["id"] != victim for e in body["recent_progress"])

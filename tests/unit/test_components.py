@@ -63,6 +63,9 @@ VIEW_KEYS = {
     "in_flight",
     "partitions",
     "replica",
+    "deltas",  # delta sections (added since)
+    "delta_seconds",
+    "delta_fallbacks",
 }
 REMOTE_KEYS = {
     "remote",

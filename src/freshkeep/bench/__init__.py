@@ -18,7 +18,10 @@ Two levels (see ``docs/performance.md``):
 - fastapi (:mod:`freshkeep.bench.fastapi_route`, only when asked): the hub's FastAPI route
   ``GET /state/summary`` beside a bare Starlette endpoint and a bare FastAPI route returning
   the same bytes, loaded by wrk (when installed) and the load generator in interleaved rounds:
-  req/s, p99 and their ratios, against the targets (≥ 90% of Starlette's, ≥ 150% of FastAPI's).
+  req/s, p99 and their ratios, against the targets (≥ 90% of Starlette's, ≥ 150% of FastAPI's);
+- scale (:mod:`freshkeep.bench.scale`, only when asked): a hub of ``--seed-tasks`` tasks
+  (1,000,000 by default): seeding time, a full build, the read after a core write with and
+  without deltas (also through HTTP, after ``POST /decisions``), resident memory.
 
 :func:`run` runs them and writes ``results.md``, ``results.json`` and ``results.png``. Needs
 ``pip install 'freshkeep[bench]'`` (the peers, uvloop, httptools, matplotlib).
@@ -39,6 +42,7 @@ from freshkeep.bench.keyed import KeyedConfig, run_keyed
 from freshkeep.bench.library import LibraryConfig, run_library
 from freshkeep.bench.progress import NullReporter, PrintReporter, Reporter
 from freshkeep.bench.report import machine, write
+from freshkeep.bench.scale import ScaleConfig, run_scale
 from freshkeep.bench.service import MODE_NAMES, MODES, Mode, ServiceConfig, run_service
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "NullReporter",
     "PrintReporter",
     "Reporter",
+    "ScaleConfig",
     "ServiceConfig",
     "full",
     "quick",
@@ -73,10 +78,11 @@ class BenchConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     keyed: KeyedConfig = field(default_factory=KeyedConfig)
     fastapi: FastAPIConfig = field(default_factory=FastAPIConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     chart: bool = True
 
 
-LEVELS = ("library", "service", "distributed", "keyed", "fastapi")
+LEVELS = ("library", "service", "distributed", "keyed", "fastapi", "scale")
 """Every level, in the order a run measures them."""
 
 
@@ -105,6 +111,7 @@ def quick() -> BenchConfig:
         distributed=DistributedConfig(seed_tasks=500, read_s=1.0, warmup_s=0.3, writes=20),
         keyed=KeyedConfig(seconds=3.0),
         fastapi=FastAPIConfig(seed_tasks=500, rounds=2, seconds=1.0, warmup_s=0.3),
+        scale=ScaleConfig(seed_tasks=500, samples=5, rebuild_samples=3, miss_samples=2),
     )
 
 
@@ -140,6 +147,8 @@ def run(
     if "fastapi" in config.levels:
         results["fastapi"] = run_fastapi(config.fastapi, rep)
         results.setdefault("notes", []).extend(results["fastapi"]["notes"])
+    if "scale" in config.levels:
+        results["scale"] = asyncio.run(run_scale(config.scale, rep))
     results["seconds"] = time.monotonic() - started
     rep.stage("writing the report", 1)
     paths = write(results, out, draw=config.chart)

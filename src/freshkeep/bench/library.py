@@ -311,12 +311,18 @@ async def _measure(
             await s.commit()
 
     async def local_decision() -> None:
+        view.apply_deltas = True
         async with hub.sessionmaker() as s:
             s.add(Decision(topic_id=1, title="bench", status="open", blocking=False))
             await hub.exports.before_commit(s)
             await s.commit()
 
+    async def local_decision_rebuilt() -> None:
+        await local_decision()
+        view.apply_deltas = False  # the same commit, the section rebuilt as without deltas
+
     async def invalidate() -> None:
+        view.apply_deltas = True
         view.invalidate()
 
     work = [
@@ -336,8 +342,15 @@ async def _measure(
         ),
         (
             "section_core",
-            "section rebuild in line: `core` (local commit)",
+            "section in line: `core` (local commit: delta)",
             local_decision,
+            "section",
+            config.section_samples,
+        ),
+        (
+            "section_core_rebuild",
+            "section rebuild in line: `core` (local commit)",
+            local_decision_rebuilt,
             "section",
             config.section_samples,
         ),

@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from freshkeep.bench import distributed, fastapi_route
+from freshkeep.bench import distributed, fastapi_route, scale
 from freshkeep.bench.noise import WITHIN_NOISE, ratio_cell, side_by_side, within_noise
 
 PACKAGES = (
@@ -153,6 +153,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
     out += fastapi_route.targets(results.get("fastapi"))
     out += distributed.targets(results.get("distributed"))
+    core, rebuilt = _case(lib, "section_core"), _case(lib, "section_core_rebuild")
+    if lib and core:
+        ms = core["median_ns"] / 1e6
+        also = f" (rebuild: {rebuilt['median_ns'] / 1e6:,.1f} ms)" if rebuilt else ""
+        add(
+            f"read after a core write ≤ 1 ms ({lib['seed_tasks']:,} tasks)",
+            f"{ms:,.2f} ms{also}",
+            ms <= 1.0,
+        )
+    out += scale.targets(results.get("scale"))
     ttl = _mode(svc, "ttl", "write")
     if ttl and ttl.get("freshness"):
         f = ttl["freshness"]
@@ -322,6 +332,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _keyed(keyed)
     if results.get("fastapi"):
         lines += fastapi_route.markdown_lines(results["fastapi"])
+    if results.get("scale"):
+        lines += scale.markdown(results["scale"])
     t = results.get("targets") or []
     if t:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]

@@ -389,10 +389,12 @@ def bench(
     level: Annotated[
         list[str] | None,
         typer.Option(
-            help="library, service, distributed, keyed and/or fastapi (repeat; default: "
+            help="library, service, distributed, keyed, fastapi and/or scale (repeat; default: "
             "library and service; distributed needs PostgreSQL and Redis; keyed: per-table "
             "against per-key revisions of a view read by key; fastapi: the hub's FastAPI route "
-            "beside bare Starlette and FastAPI routes, with wrk when installed).",
+            "beside bare Starlette and FastAPI routes, with wrk when installed; scale: a hub of "
+            "--seed-tasks tasks, 1,000,000 by default: seeding, a full build, the read after a "
+            "core write with and without deltas, memory).",
             show_default=False,
         ),
     ] = None,
@@ -499,6 +501,7 @@ def bench(
     if seed_tasks is not None:
         config.library.seed_tasks = config.service.seed_tasks = seed_tasks
         config.distributed.seed_tasks = config.fastapi.seed_tasks = seed_tasks
+        config.scale.seed_tasks = seed_tasks
     if read_seconds is not None:
         config.service.read_s = config.distributed.read_s = read_seconds
         config.fastapi.seconds = read_seconds

@@ -135,8 +135,14 @@ def splice(bodies: list[bytes]) -> bytes:
     """Merge encoded JSON objects into one object (their keys must be disjoint)."""
     if len(bodies) == 1:
         return bodies[0]
-    inner = [b[1:-1] for b in bodies if len(b) > 2]
-    return b"{" + b",".join(inner) + b"}"
+    pieces: list[bytes | memoryview] = [b"{"]
+    for b in bodies:
+        if len(b) > 2:
+            pieces += (memoryview(b)[1:-1], b",")  # one copy: the join's
+    if len(pieces) == 1:
+        return b"{}"
+    pieces[-1] = b"}"
+    return b"".join(pieces)
 
 
 @dataclass(slots=True, eq=False)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,9 +29,9 @@ from freshkeep.demo.models import (
     Member,
     ProgressEvent,
     Task,
+    TaskLabel,
     Topic,
     Workstream,
-    task_labels,
     utcnow,
 )
 from freshkeep.demo.schemas import (
@@ -387,8 +387,12 @@ async def patch_task(task_id: TaskId, body: TaskPatch, session: WriteSessionDep)
 async def delete_task(task_id: TaskId, session: WriteSessionDep) -> Response:
     """Delete a task with its comments and labels; its progress events stay, without it."""
     task = await _get(session, Task, task_id, "task")
-    await session.execute(delete(Comment).where(Comment.task_id == task_id))
-    await session.execute(delete(task_labels).where(task_labels.c.task_id == task_id))
+    # Through the ORM: the rows deleted are seen whole (the summary applies them as a delta).
+    for row in await session.scalars(select(Comment).where(Comment.task_id == task_id)):
+        await session.delete(row)
+    for label in await session.scalars(select(TaskLabel).where(TaskLabel.task_id == task_id)):
+        await session.delete(label)
+    await session.flush()  # before the task: their foreign keys refer to it
     # The topics of its events (a task moved to another topic keeps its old events there),
     # named in the UPDATE: it then invalidates those topics' summaries, not every topic's.
     topics = list(

@@ -134,6 +134,16 @@ task_labels = Table(
 """Which labels each task carries (many-to-many)."""
 
 
+class TaskLabel(Base):
+    """A row of :data:`task_labels`, for writes through the ORM (whose changed rows the
+    write hooks see whole)."""
+
+    __table__ = task_labels
+
+    task_id: Mapped[int]
+    label_id: Mapped[int]
+
+
 class Decision(Base):
     __tablename__ = "decisions"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Executable, case, cast, desc, func, select
+from sqlalchemy import BigInteger, Executable, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
@@ -39,6 +39,7 @@ from freshkeep.demo.models import (
     task_labels,
     utcnow,
 )
+from freshkeep.demo.summary_delta import CoreDelta, CoreIndex, workload
 from freshkeep.keeper import Keeper
 from freshkeep.sql.revisions import table_source
 from freshkeep.views import BuildContext, Section, View
@@ -83,6 +84,8 @@ class SummaryBuilders:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.sessionmaker = sessionmaker
+        self.delta = CoreDelta(sessionmaker)
+        """Applies a commit's changed rows to the ``core`` value (its ``apply``)."""
 
     async def core(self, ctx: BuildContext) -> dict[str, Any]:
         """Counts of everything but the progress tail."""
@@ -99,25 +102,33 @@ class SummaryBuilders:
                     .order_by(Decision.created_at, Decision.id)
                 )
             ).all()
-            labels = (
+            # Ordered here, not by the database: ties are by name in code point order on every
+            # database, whatever its collation (and as the delta orders them).
+            labels = sorted(
+                (
+                    await session.execute(
+                        select(Label.id, Label.name, Label.color, func.count(task_labels.c.task_id))
+                        .outerjoin(task_labels, task_labels.c.label_id == Label.id)
+                        .group_by(Label.id, Label.name, Label.color)
+                    )
+                ).all(),
+                key=lambda r: (-r[3], r[1]),
+            )
+            open_tasks = (
                 await session.execute(
-                    select(Label.name, Label.color, func.count(task_labels.c.task_id))
-                    .outerjoin(task_labels, task_labels.c.label_id == Label.id)
-                    .group_by(Label.id, Label.name, Label.color)
-                    .order_by(desc(func.count(task_labels.c.task_id)), Label.name)
+                    select(Task.assignee_id, func.count(Task.id))
+                    .where(Task.status != "done", Task.assignee_id.is_not(None))
+                    .group_by(Task.assignee_id)
                 )
             ).all()
-            workload = (
-                await session.execute(
-                    select(Member.id, Member.name, func.count(Task.id).label("open"))
-                    .join(Task, Task.assignee_id == Member.id)
-                    .where(Task.status != "done")
-                    .group_by(Member.id, Member.name)
-                    .order_by(desc("open"), Member.id)
-                    .limit(10)
-                )
-            ).all()
-        return {
+            index = CoreIndex(
+                "",
+                dict((await session.execute(select(Workstream.id, Workstream.topic_id))).all()),
+                {i: n for i, n, _c, _k in labels},
+                dict((await session.execute(select(Member.id, Member.name))).all()),
+                {m: k for m, k in open_tasks if k and m is not None},
+            )
+        value = {
             "generated_at": generated_at,
             "totals": totals,
             "topics": topics,
@@ -125,9 +136,11 @@ class SummaryBuilders:
                 {"id": i, "topic_id": t, "topic": tn, "title": title, "created_at": at}
                 for i, t, tn, title, at in blocking
             ],
-            "labels": [{"name": n, "color": c, "tasks": k} for n, c, k in labels],
-            "workload": [{"member_id": i, "name": n, "open_tasks": k} for i, n, k in workload],
+            "labels": [{"name": n, "color": c, "tasks": k} for _i, n, c, k in labels],
+            "workload": workload(index),
         }
+        self.delta.built(value, index)
+        return value
 
     async def _totals(self, session: AsyncSession) -> dict[str, Any]:
         tables: dict[str, Any] = {
@@ -256,7 +269,7 @@ def register_summary(
     return keeper.view(
         name,
         sections={
-            "core": Section(builders.core, CORE_SOURCES),
+            "core": Section(builders.core, CORE_SOURCES, apply=builders.delta.apply, encoded=True),
             "progress": Section(builders.progress, PROGRESS_SOURCES, policy=PROGRESS_POLICY),
         },
         policy=policy,

@@ -41,6 +41,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
+from freshkeep.integrations._sqlalchemy_changes import ChangeHooks, note_unknown
 from freshkeep.integrations._sqlalchemy_partitions import (
     _BUMPED,
     _FLUSH_UNKNOWN,
@@ -101,7 +102,7 @@ def _mark(session: Session, sources: Collection[str]) -> None:
 
 
 @dataclass(eq=False)
-class Tracking(PartitionHooks):
+class Tracking(PartitionHooks, ChangeHooks):
     """The hooks :func:`track` installed; :meth:`remove` uninstalls them.
 
     Writes are seen as statements: when a tracked session begins a transaction on a
@@ -252,13 +253,17 @@ class Tracking(PartitionHooks):
         ref = self._writers.get(conn)
         if ref is None:
             return
+        session = ref()
         if getattr(clause, "is_dml", False):
             sources = self.sources_of(getattr(clause, "table", None))
+            if session is not None:
+                self.changes_statement(session, conn, sources)
         elif isinstance(clause, TextClause):
             sources = self.sources_of_sql(clause.text, conn.dialect.name)
+            if session is not None:
+                note_unknown(session, self.keeper, sources)
         else:
             return
-        session = ref()
         if session is not None:
             _mark(session, sources)
 
@@ -280,14 +285,18 @@ class Tracking(PartitionHooks):
             if session is None:
                 return
             if compiled is None:
-                _mark(session, self.sources_of_sql(statement, conn.dialect.name))
+                sources = self.sources_of_sql(statement, conn.dialect.name)
+                note_unknown(session, self.keeper, sources)
+                _mark(session, sources)
                 return
             clause = compiled.statement
             if getattr(clause, "is_dml", False):  # its table was marked by _before_execute
                 flushing = session if session.info.get(_IN_FLUSH) else None
                 _mark(session, self.partitions_of(clause, context, flushing))
             elif compiled.ctes:
-                _mark(session, self.sources_of_ctes(compiled))
+                sources = self.sources_of_ctes(compiled)
+                note_unknown(session, self.keeper, sources)
+                _mark(session, sources)
             return
         if conn in _SESSION_OWNED:
             return  # another tracking's session: its hooks bump at its commit
@@ -341,9 +350,11 @@ class Tracking(PartitionHooks):
     def _before_commit(self, session: Session) -> None:
         info = session.info
         for src, _pks in info.pop(_FLUSH_UNKNOWN, []):  # a flush that never ended
+            note_unknown(session, self.keeper, (src,))
             _mark(session, self.every_of(src))
         bumped = info.pop(_BUMPED, ())
         if bumped:  # bump(session, table): every partition of it, by any name it has
+            note_unknown(session, self.keeper, bumped)
             _mark(session, self.with_every(bumped))
         if session.in_nested_transaction():
             # A savepoint is released: the transaction goes on. Bumping now would lock the
@@ -358,10 +369,13 @@ class Tracking(PartitionHooks):
         if session.in_nested_transaction():
             return  # a savepoint was released: the outer transaction has not committed yet
         revs = session.info.pop(_REVS, None)
+        changes, unknown, since = self.changes_of(session)
         self._forget(session)
         if not revs:
             return
         session.info[_COMMITTED] = dict(revs)
+        if self.keeper.changes.followed:  # before the revisions: a read may follow at once
+            self.keeper.changes.record(revs, changes, unknown, since=since)
         # Keeper.publish applies the revisions first (read-your-writes), then publishes. The
         # commit stands whatever the bus does (rule 7): a failed publish is counted and
         # logged, never raised from commit().
@@ -387,9 +401,18 @@ class Tracking(PartitionHooks):
             info.pop(name, None)
         info.pop(_PENDING, None)
         info.pop(_COMMITTING, None)
+        self.forget_changes(session)
         for conn in info.pop(_CONNS, ()):
             self._writers.pop(conn, None)
             _SESSION_OWNED.discard(conn)
+
+    def _before_flush(self, session: Session, flush_context: Any, instances: Any) -> None:
+        super()._before_flush(session, flush_context, instances)
+        self.changes_begin_flush(session)
+
+    def _after_flush(self, session: Session, flush_context: Any) -> None:
+        self.changes_end_flush(session, flush_context)
+        super()._after_flush(session, flush_context)
 
     def install(self) -> None:
         if self.target is None:
