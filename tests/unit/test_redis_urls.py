@@ -162,3 +162,36 @@ async def test_a_cluster_that_is_down_is_a_failure_not_a_corrupt_value() -> None
     assert await store.get(store.key_for("summary", "a")) is None
     assert (store.stats.errors, store.stats.corrupt, store.stats.outages) == (1, 0, 1)
     assert not store.snapshot().reachable
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://h1:26379,h2:26379/mymaster/abc?sentinel_password=TOPSECRET",
+        "redis+sentinel://h1:26379?sentinel_password=TOPSECRET",
+        "redis+sentinel://h1:26x79/mymaster?sentinel_username=u&sentinel_password=TOPSECRET",
+        "redis+cluster://default:TOP/SECRET@h1:x",
+        "redis+sentinel://:TOP/SECRET@h1:26379",
+        "redis+cluster://u:TOPSECRET@h1:7000/0",
+        "memcached://u:TOPSECRET@h1:7000",
+        "redis+sentinel://u:TOPSECRET@@h1:26379",
+    ],
+)
+def test_no_secret_shows_in_an_error(url: str) -> None:
+    """The Sentinels' password rides in the query; a password may hold an unescaped '/':
+    neither shows in the error of a URL that cannot be used."""
+    with pytest.raises(ConfigurationError) as caught:
+        RedisURL.parse(url)
+    assert "SECRET" not in str(caught.value), str(caught.value)
+
+
+def test_a_password_may_hold_an_unescaped_slash() -> None:
+    url = RedisURL.parse("redis+sentinel://:TOP/SECRET@h1:26379/mymaster/2")
+    assert (url.password, url.service, url.db, url.nodes) == (
+        "TOP/SECRET",
+        "mymaster",
+        2,
+        (("h1", 26379),),
+    )
+    cluster = RedisURL.parse("redis+cluster://default:a/b@n1:7000,n2:7001")
+    assert (cluster.username, cluster.password) == ("default", "a/b")

@@ -85,8 +85,9 @@ class RedisURL:
         if topology == "single":
             return cls(url, topology, tls)
         rest, _, query = url.partition("://")[2].partition("?")
-        netloc, _, path = rest.partition("/")
-        userinfo, _, hosts = netloc.rpartition("@")
+        # the credentials end at the last '@' (a password may hold an unescaped '/')
+        userinfo, _, located = rest.rpartition("@")
+        hosts, _, path = located.partition("/")
         username, password = _userinfo(userinfo)
         nodes = tuple(_node(h, url) for h in hosts.split(",") if h.strip())
         if not nodes:
@@ -189,13 +190,25 @@ def _node(text: str, url: str) -> tuple[str, int]:
 
 
 def _redact(url: str) -> str:
-    """``url`` without its password."""
+    """``url`` without its secrets: the password of its credentials (which end at the last
+    ``@`` before the query, whatever characters the password holds) and the value of any query
+    parameter named like a password."""
     scheme, sep, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hosts}{slash}{tail}"
+    if not sep:
+        return "<not a URL>" if "@" in url or "password" in url.lower() else url
+    rest, q, query = rest.partition("?")
+    userinfo, at, located = rest.rpartition("@")
+    if at:
+        user = userinfo.partition(":")[0] if ":" in userinfo else ""
+        rest = f"{user}:***@{located}" if ":" in userinfo or user else f"***@{located}"
+    if q:
+        params = []
+        for param in query.split("&"):
+            name, eq, _ = param.partition("=")
+            secret = "password" in name.lower() or "secret" in name.lower()
+            params.append(f"{name}=***" if eq and secret else param)
+        query = "&".join(params)
+    return f"{scheme}://{rest}{q}{query}"
 
 
 __all__ = [
