@@ -9,10 +9,11 @@ The key of a call is made from its arguments, bound to the function's signature 
 defaults filled in, so ``f(1)``, ``f(a=1)`` and ``f(1, b=2)`` (when ``b=2`` is the default) are
 one entry: no parameter, the key ``None``; one, its value; several, the tuple of their values in
 the signature's order (``*args`` a tuple, ``**kwargs`` a sorted tuple of items). A value that is
-not an ``int``, a ``str`` or ``None`` is tagged with its type (``(type name, value)``), so ``f(1)``, ``f(True)`` and ``f(1.0)`` are three entries, and a ``datetime`` and
-its ISO text two, in a process and in a shared store alike. An argument that cannot be hashed
-raises :class:`TypeError` at the call; give ``key=`` (a function of the same arguments
-returning a hashable key, used as it is) for such arguments.
+not an ``int``, a ``str`` or ``None`` is tagged with its type (``(type name, value)``), so
+``f(1)``, ``f(True)`` and ``f(1.0)`` are three entries, and a ``datetime`` and its ISO text two,
+in a process and in a shared store alike. An argument that cannot be hashed raises
+:class:`TypeError` at the call; give ``key=`` (a function of the same arguments returning a
+hashable key, used as it is) for such arguments.
 
 A partitioned source (``table_source(Order, by="customer_id")``) follows the argument of the
 parameter named as its column (``customer_id``); a function of one parameter, that parameter
@@ -134,6 +135,19 @@ class Cached(Generic[P, R]):
             _check_hashable(self.fn, "key=", key)
             return key, principal
         return self.key_from(arguments), principal
+
+    def route_key(self, values: Mapping[str, Any], principal: str | None = None) -> Hashable:
+        """The view's key of a call with the arguments ``values`` by name (a route's
+        parameters) for ``principal``; with ``key=``, the call is remembered to build from."""
+        if self._key is None:
+            return self.key_from(values)
+        kwargs = dict(values)
+        if self.per_principal:
+            kwargs[PRINCIPAL] = principal
+        key = cast(Callable[..., Hashable], self._key)(**kwargs)
+        _check_hashable(self.fn, "key=", key)
+        self._remember((principal, key), (), kwargs)
+        return key
 
     def key_from(self, arguments: Mapping[str, Any]) -> Hashable:
         """The view's key of a call whose (bound, defaulted) arguments are ``arguments``:
