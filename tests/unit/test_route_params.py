@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Query
+from pydantic import BaseModel
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -70,6 +71,19 @@ def test_a_parameter_not_from_the_path_or_query_is_refused(declared: Any) -> Non
         @cached_route(keeper, sources=["t:a"])
         async def report(region: str, x_tenant: str = declared) -> dict[str, str]:
             return {"region": region, "tenant": x_tenant}
+
+
+class Filter(BaseModel):
+    region: str
+
+
+def test_a_body_parameter_is_refused() -> None:
+    keeper = make_keeper()
+    with pytest.raises(ConfigurationError, match=r"parameter 'where' is read from a body"):
+
+        @cached_route(keeper, sources=["t:a"])
+        async def report(where: Filter) -> dict[str, str]:
+            return {"region": where.region}
 
 
 class Items:

@@ -47,7 +47,7 @@ from freshkeep.exceptions import ConfigurationError, missing_extra
 from freshkeep.views import View
 
 try:
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import BaseModel, TypeAdapter, ValidationError
     from pydantic.fields import FieldInfo
     from pydantic_core import PydanticUndefined
     from starlette.exceptions import HTTPException
@@ -226,6 +226,11 @@ def _not_keyable(p: inspect.Parameter) -> str | None:
             continue
         if isinstance(marker, params.Param | params.Body | params.Depends):
             return type(marker).__name__
+    annotation = p.annotation
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "body"
     return None
 
 
