@@ -11,8 +11,11 @@ status, revision and ``Cache-Status`` headers, ``503`` JSON)::
 
 The key of a request is made from the endpoint's declared parameters (path and query), as
 :meth:`Keeper.cached <freshkeep.Keeper.cached>` makes it from a call: none, ``None``; one, its
-value; several, the tuple of their values. A query parameter the endpoint does not declare is
-no part of the key (it cannot grow the key space); ``refresh`` is read by ``serve()``.
+value; several, the tuple of their values (a list parameter as a tuple, in its order). A query
+parameter the endpoint does not declare is no part of the key (it cannot grow the key space);
+``refresh`` is read by ``serve()``. A parameter read from anywhere else (a ``Header()``, a
+``Cookie()``, a body, a ``Depends()``) is refused with a
+:class:`~freshkeep.exceptions.ConfigurationError`: the key could not tell its values apart.
 
 ``target`` is a :class:`~freshkeep.Keeper` (the decorated function is the builder of a new
 view, its keyword arguments those of ``keeper.cached``), a :class:`~freshkeep.views.View`, or a
@@ -435,8 +438,10 @@ class HitFastPath:
 
     It answers only a ``GET`` without a query string or the headers that change an answer
     (``Authorization``, ``If-None-Match``, ``Cache-Control``, ``Pragma``, the causal token;
-    ``Cookie`` too unless the view is public), to a route without dependencies, whose entry
-    is a hit now (:meth:`View.current_hit`), of a view that is not per-principal: with the
+    ``Cookie`` too unless the view is public without a shared cache: a cookie may carry a
+    session, which ``serve()`` answers as credentials), to a route without dependencies, whose entry
+    is a hit now (:meth:`View.current_hit`) under the key the route makes (its declared
+    query parameters' defaults included), of a view that is not per-principal: with the
     very bytes and headers the route would answer. Everything else (a miss, a stale entry, a
     conditional request, a route whose dependencies may authenticate) falls through to the
     application. Add it last (outermost) to skip the most: ``app.add_middleware(HitFastPath)``.
