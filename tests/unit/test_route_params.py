@@ -5,7 +5,7 @@ validation of FastAPI ``Query()``/``Path()`` declarations."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -71,6 +71,15 @@ def test_a_parameter_not_from_the_path_or_query_is_refused(declared: Any) -> Non
         @cached_route(keeper, sources=["t:a"])
         async def report(region: str, x_tenant: str = declared) -> dict[str, str]:
             return {"region": region, "tenant": x_tenant}
+
+
+def test_an_annotated_header_parameter_is_refused() -> None:
+    keeper = make_keeper()
+    with pytest.raises(ConfigurationError, match=r"parameter 'x_tenant' is read from a Header"):
+
+        @cached_route(keeper, sources=["t:a"])
+        async def report(region: str, x_tenant: Annotated[str, Header()] = "public") -> str:
+            return x_tenant
 
 
 class Filter(BaseModel):
