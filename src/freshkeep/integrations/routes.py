@@ -439,12 +439,13 @@ class HitFastPath:
     It answers only a ``GET`` without a query string or the headers that change an answer
     (``Authorization``, ``If-None-Match``, ``Cache-Control``, ``Pragma``, the causal token;
     ``Cookie`` too unless the view is public without a shared cache: a cookie may carry a
-    session, which ``serve()`` answers as credentials), to a route without dependencies, whose entry
-    is a hit now (:meth:`View.current_hit`) under the key the route makes (its declared
-    query parameters' defaults included), of a view that is not per-principal: with the
-    very bytes and headers the route would answer. Everything else (a miss, a stale entry, a
-    conditional request, a route whose dependencies may authenticate) falls through to the
-    application. Add it last (outermost) to skip the most: ``app.add_middleware(HitFastPath)``.
+    session, which ``serve()`` answers as credentials), to a route without dependencies,
+    whose entry is a hit now (:meth:`View.current_hit`) under the key the route makes (its
+    declared query parameters' defaults included), of a view that is not per-principal:
+    with the very bytes and headers the route would answer. Everything else (a miss, a stale
+    entry, a conditional request, a route whose dependencies may authenticate) falls through
+    to the application. Add it last (outermost) to skip the most:
+    ``app.add_middleware(HitFastPath)``.
 
     The routes are found at the first request, in the application's routes and the routers
     it includes (with their prefixes; not in mounted sub-applications, nor behind a router
