@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("freshkeep.views")
 
+_MAX_RETRIES = 10_000
+"""How many keys' retry backoffs of failed builds a view keeps (the expired go first)."""
+
 DELTA = "freshkeep.delta"
 """An entry's memo: the sections a delta brought up to date when it was stored."""
 
@@ -509,10 +512,17 @@ class ViewBuilds:
         s.last_error_at = self._clock.time()
         if s.failing_since is None:
             s.failing_since = s.last_error_at
-        prev = self._retry_at.get(ck)
+        retry_at = self._retry_at
+        prev = retry_at.pop(ck, None)
         attempt = 1 if prev is None else prev[1] + 1
         delay = backoff(attempt, self._retry_backoff, self._max_retry_backoff)
-        self._retry_at[ck] = (self._mono() + delay, attempt)
+        now = self._mono()
+        if len(retry_at) >= _MAX_RETRIES:  # bounded: forget the expired, then the oldest
+            for k in [k for k, (at, _) in retry_at.items() if at <= now]:
+                del retry_at[k]
+            while len(retry_at) >= _MAX_RETRIES:
+                del retry_at[next(iter(retry_at))]
+        retry_at[ck] = (now + delay, attempt)
         log.warning("build of view %r failed: %s", self.name, s.last_error)
 
 

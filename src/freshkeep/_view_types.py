@@ -129,6 +129,9 @@ class Section:
     callable is called on the loop and what it returns awaited if it can be; anything that is
     not callable raises :class:`~freshkeep.exceptions.ConfigurationError`.
 
+    ``partition_of(partitioned, key)`` gives the value whose partition a partitioned source
+    follows, when the key is not that value itself (e.g. one item of a tuple key).
+
     ``apply`` makes it a *delta section*: ``apply(value, changes) -> value`` applies the rows
     that committed transactions changed (:class:`~freshkeep.core.changes.Change`, with before
     and after images, from the SQLAlchemy write hooks) to the section's current value instead
@@ -151,6 +154,8 @@ class Section:
     """The section's delta (``None``: every change rebuilds it)."""
     encoded: bool
     """Whether ``apply`` is given the encoded bytes of the value (else a decoded copy)."""
+    partition_of: Callable[[Partitioned, Hashable], object] | None
+    """The value of a key whose partition a partitioned source follows (``None``: the key)."""
 
     def __init__(
         self,
@@ -160,6 +165,7 @@ class Section:
         policy: Policy | None = None,
         apply: Apply | None = None,
         encoded: bool = False,
+        partition_of: Callable[[Partitioned, Hashable], object] | None = None,
     ) -> None:
         sources_of: SourcesOf | None = None
         keyed: list[Partitioned] = []
@@ -193,6 +199,7 @@ class Section:
             raise ConfigurationError(f"a section's apply must be callable, not {apply!r}")
         object.__setattr__(self, "apply", None if apply is None else _applier(apply))
         object.__setattr__(self, "encoded", bool(encoded))
+        object.__setattr__(self, "partition_of", partition_of)
 
     @property
     def per_key(self) -> bool:
@@ -204,8 +211,9 @@ class Section:
         if not self.per_key:
             return self.sources
         found = set(self.sources)
+        pick = self.partition_of
         for p in self.keyed:
-            found.update(p.of(key))
+            found.update(p.of(key if pick is None else pick(p, key)))
         if self.sources_of is not None:
             extra = self.sources_of(key)
             if isinstance(extra, str | bytes):

@@ -8,9 +8,17 @@ the view shows in the keeper's stats, metrics and dashboard under the function's
 The key of a call is made from its arguments, bound to the function's signature with the
 defaults filled in, so ``f(1)``, ``f(a=1)`` and ``f(1, b=2)`` (when ``b=2`` is the default) are
 one entry: no parameter, the key ``None``; one, its value; several, the tuple of their values in
-the signature's order (``*args`` a tuple, ``**kwargs`` a sorted tuple of items). An argument that
-cannot be hashed raises :class:`TypeError` at the call; give ``key=`` (a function of the same
-arguments returning a hashable key) for such arguments.
+the signature's order (``*args`` a tuple, ``**kwargs`` a sorted tuple of items). A value that is
+not an ``int``, a ``str`` or ``None`` is tagged with its type (``(type name, value)``), so
+``f(1)``, ``f(True)`` and ``f(1.0)`` are three entries, and a ``datetime`` and its ISO text two,
+in a process and in a shared store alike. An argument that cannot be hashed raises
+:class:`TypeError` at the call; give ``key=`` (a function of the same arguments returning a
+hashable key, used as it is) for such arguments.
+
+A partitioned source (``table_source(Order, by="customer_id")``) follows the argument of the
+parameter named as its column (``customer_id``); a function of one parameter, that parameter
+whatever its name; with ``key=``, the key itself. A function of several parameters none of which
+is named so is refused (:class:`~freshkeep.exceptions.ConfigurationError`).
 
 ``per_principal=True`` keys entries by the reader too: the function then has a parameter named
 ``principal`` (the reader, a string), passed to the function and kept out of the key.
@@ -21,12 +29,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
 import orjson
 
-from freshkeep._view_types import BuildContext, ClientRefresh, Probe, SourcesOf
+from freshkeep._view_types import BuildContext, ClientRefresh, Probe, Section, SourcesOf
 from freshkeep.core.entry import Read
 from freshkeep.core.partitions import Partitioned
 from freshkeep.core.policy import Policy
@@ -84,12 +92,20 @@ class Cached(Generic[P, R]):
         self._names = tuple(n for n in params if not (per_principal and n == PRINCIPAL))
         self._kinds = {n: p.kind for n, p in params.items()}
         self._key = key
+        if not callable(sources):
+            sources = list(sources)
+        section = Section(
+            self._build,
+            sources,
+            partition_of=None
+            if key is not None or callable(sources)
+            else self._partition_of(sources),
+        )
         # with key=: the arguments of the latest call per (principal, key), to build from
         self._calls: OrderedDict[Hashable, tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
         self.view: View = keeper.view(
             name if name is not None else fn.__qualname__,
-            self._build,
-            sources=sources,
+            sections={"default": section},
             policy=policy,
             probe=probe,
             per_principal=per_principal,
@@ -118,17 +134,68 @@ class Cached(Generic[P, R]):
             key = self._key(*args, **kwargs)
             _check_hashable(self.fn, "key=", key)
             return key, principal
+        return self.key_from(arguments), principal
+
+    def route_key(self, values: Mapping[str, Any], principal: str | None = None) -> Hashable:
+        """The view's key of a call with the arguments ``values`` by name (a route's
+        parameters) for ``principal``; with ``key=``, the call is remembered to build from."""
+        if self._key is None:
+            return self.key_from(values)
+        kwargs = dict(values)
+        if self.per_principal:
+            kwargs[PRINCIPAL] = principal
+        key = cast(Callable[..., Hashable], self._key)(**kwargs)
+        _check_hashable(self.fn, "key=", key)
+        self._remember((principal, key), (), kwargs)
+        return key
+
+    def key_from(self, arguments: Mapping[str, Any]) -> Hashable:
+        """The view's key of a call whose (bound, defaulted) arguments are ``arguments``:
+        each value tagged with its type unless it is an ``int``, a ``str`` or ``None``."""
         values = []
         for name in self._names:
             value = arguments[name]
             kind = self._kinds[name]
             if kind is inspect.Parameter.VAR_KEYWORD:
-                value = tuple(sorted(value.items()))
+                value = tuple((k, tag(v)) for k, v in sorted(value.items()))
+            elif kind is inspect.Parameter.VAR_POSITIONAL:
+                value = tuple(tag(v) for v in value)
             _check_hashable(self.fn, f"argument {name!r}", value)
+            if (
+                kind is not inspect.Parameter.VAR_KEYWORD
+                and kind is not inspect.Parameter.VAR_POSITIONAL
+            ):
+                value = tag(value)
             values.append(value)
         if not values:
-            return None, principal
-        return (values[0] if len(values) == 1 else tuple(values)), principal
+            return None
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def _partition_of(self, sources: Iterable[str | Partitioned]) -> Callable[..., object]:
+        """How a partitioned source finds its value in a key: the item of the parameter named
+        as its column (a function of one parameter: that parameter, whatever its name)."""
+        names = self._names
+        index: dict[Partitioned, int | None] = {}
+        for s in sources:
+            if not isinstance(s, Partitioned):
+                continue
+            if len(names) == 1:
+                index[s] = None
+            elif s.column in names:
+                index[s] = names.index(s.column)
+            else:
+                raise ConfigurationError(
+                    f"{self.fn.__qualname__}: the partitioned source {s} follows a parameter "
+                    f"named {s.column!r}, which the function does not take: name the parameter "
+                    f"{s.column!r}, give key= returning the {s.column} value, or give sources= a "
+                    f"function of the key"
+                )
+
+        def partition_of(p: Partitioned, key: Any) -> object:
+            i = index.get(p)
+            return untag(key if i is None else key[i])
+
+        return partition_of
 
     def _arguments(self, ctx: BuildContext) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The arguments of the call that ``ctx.key`` (and principal) stands for."""
@@ -150,13 +217,13 @@ class Cached(Generic[P, R]):
         for name, kind in self._kinds.items():
             value = by_name[name]
             if kind is inspect.Parameter.VAR_POSITIONAL:
-                args.extend(value)
+                args.extend(untag(v) for v in value)
             elif kind is inspect.Parameter.VAR_KEYWORD:
-                kwargs.update(value)
+                kwargs.update((k, untag(v)) for k, v in value)
             elif kind is inspect.Parameter.KEYWORD_ONLY:
-                kwargs[name] = value
+                kwargs[name] = untag(value)
             else:
-                args.append(value)
+                args.append(untag(value))
         return tuple(args), kwargs
 
     async def _build(self, ctx: BuildContext) -> Any:
@@ -191,6 +258,38 @@ class Cached(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<cached {self.fn.__qualname__} view={self.view.name!r}>"
+
+
+_NATIVE = frozenset({int, str, type(None)})
+"""The types of argument a key holds as they are: JSON and Python equality agree on them."""
+_TAGS: dict[type, str] = {}
+
+
+def tag(value: Any) -> Hashable:
+    """``value`` as a part of a key: itself when an ``int``, a ``str`` or ``None``; else the
+    pair ``(type name, value)`` (a tuple's items tagged too), so that ``1``, ``True`` and
+    ``1.0``, or a ``datetime`` and its ISO text, are different keys in a process and in a
+    shared store's JSON."""
+    t = type(value)
+    if t in _NATIVE:
+        return cast(Hashable, value)
+    name = _TAGS.get(t)
+    if name is None:
+        module = t.__module__
+        name = _TAGS[t] = t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
+    if t is tuple:
+        return (name, tuple(tag(v) for v in value))
+    return (name, value)
+
+
+def untag(part: Any) -> Any:
+    """The argument :func:`tag` made ``part`` from (a tuple of tagged items back as a tuple)."""
+    if type(part) is not tuple:
+        return part
+    name, value = part
+    if name == "tuple":
+        return tuple(untag(v) for v in value)
+    return value
 
 
 def _check_hashable(fn: Callable[..., Any], what: str, value: object) -> None:

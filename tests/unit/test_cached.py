@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 
 from freshkeep import ConfigurationError, Keeper, Policy
 from freshkeep.core.partitions import Partitioned
+from freshkeep.exceptions import FreshkeepError
+from freshkeep.stores.memory_shared import MemorySharedStore
 from freshkeep.testing import FakeClock, MemoryRevisions
 
 
@@ -182,3 +186,94 @@ def test_every_spelling_of_a_call_has_one_key(a: int, b: int | None, by_name: bo
     assert spelled == f.key_of(a, b=b) == (a, b)
     if b is None:
         assert f.key_of(a) == spelled
+
+
+async def test_a_partitioned_source_follows_the_parameter_named_as_its_column() -> None:
+    keeper = make_keeper()
+    orders = Partitioned("table:orders", "customer_id")
+    db = {7: ["a"], 8: ["x"]}
+
+    @keeper.cached(sources=[orders])
+    async def orders_of(customer_id: int, limit: int = 20) -> list[str]:
+        return db.get(customer_id, [])[:limit]
+
+    assert await orders_of(7) == ["a"]
+    assert await orders_of(8) == ["x"]
+    db[7] = ["a", "b"]
+    await keeper.bump(orders.source(7))  # a commit of customer 7's rows
+    assert (await orders_of.read(8)).status == "hit"  # another partition: still current
+    assert (await orders_of.read(7)).status != "hit"
+    assert await orders_of(7) == ["a", "b"]
+
+
+def test_a_partitioned_source_without_its_parameter_is_refused() -> None:
+    keeper = make_keeper()
+    orders = Partitioned("table:orders", "customer_id")
+    with pytest.raises(ConfigurationError, match=r"named 'customer_id'.*name the parameter"):
+
+        @keeper.cached(sources=[orders])
+        async def orders_of(cid: int, limit: int = 20) -> list[str]:
+            return []
+
+
+async def test_int_bool_and_float_arguments_are_distinct_entries() -> None:
+    keeper = make_keeper()
+
+    @keeper.cached(sources=["t:a"])
+    async def describe(x: int | bool | float) -> str:
+        return f"{type(x).__name__}:{x!r}"
+
+    assert await describe(1) == "int:1"
+    assert await describe(True) == "bool:True"
+    assert await describe(1.0) == "float:1.0"
+    assert await describe((1,)) == "tuple:(1,)"
+    assert await describe((True,)) == "tuple:(True,)"
+    assert len({describe.key_of(1), describe.key_of(True), describe.key_of(1.0)}) == 3
+
+
+async def test_a_datetime_and_its_iso_text_are_distinct_entries_of_a_shared_store() -> None:
+    clock = FakeClock()
+    revisions = MemoryRevisions()
+    shared = MemorySharedStore(secret=b"s", clock=clock)
+
+    def report_on(keeper: Keeper) -> Any:
+        @keeper.cached(sources=["t:a"], name="report")
+        async def report(day: datetime | str) -> str:
+            return f"{type(day).__name__}:{day}"
+
+        return report
+
+    a = report_on(Keeper(revisions, shared=shared, clock=clock, probe="interval"))
+    b = report_on(Keeper(revisions, shared=shared, clock=clock, probe="interval"))
+    assert await a(datetime(2026, 1, 1)) == "datetime:2026-01-01 00:00:00"
+    await a.view.wait_idle()  # stored in the shared store
+    assert await b("2026-01-01T00:00:00") == "str:2026-01-01T00:00:00"
+    assert await b(datetime(2026, 1, 1)) == "datetime:2026-01-01 00:00:00"
+
+
+@given(st.lists(st.one_of(st.integers(), st.booleans(), st.floats(allow_nan=False), st.text())))
+def test_keys_are_equal_exactly_when_arguments_and_their_types_are(values: list[Any]) -> None:
+    keeper = make_keeper()
+
+    @keeper.cached(sources=["t:a"])
+    async def f(x: Any) -> None:
+        return None
+
+    for a in values:
+        for b in values:
+            same = type(a) is type(b) and a == b
+            assert (f.key_of(a) == f.key_of(b)) is same
+
+
+async def test_failed_builds_keep_a_bounded_retry_state(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, "freshkeep")
+    keeper = make_keeper()
+
+    @keeper.cached(sources=["t:a"])
+    async def item(item_id: int) -> dict[str, int]:
+        raise RuntimeError(f"no row {item_id}")
+
+    for i in range(10_050):
+        with pytest.raises(FreshkeepError):
+            await item(i)
+    assert len(item.view._retry_at) <= 10_000

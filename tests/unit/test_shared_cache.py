@@ -313,3 +313,13 @@ async def test_the_docs_example_grants_what_the_page_says() -> None:
         "public, max-age=0, s-maxage=10, stale-while-revalidate=20, stale-if-error=300"
     )
     assert r.json() == {"open_tasks": 3}
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [Policy.swr(float("inf")), Policy.swr(30, stale_if_error=float("inf"))],
+    ids=["max_stale", "stale_if_error"],
+)
+def test_the_grant_within_an_unbounded_policy_is_a_configuration_error(policy: Policy) -> None:
+    with pytest.raises(ConfigurationError, match="no finite bound"):
+        SharedCache.within(policy)

@@ -100,12 +100,19 @@ class SharedCache:
     def within(cls, policy: Policy, *, share: float = 1.0) -> SharedCache:
         """The largest directives ``policy`` allows, scaled by ``share`` (0 to 1): half of
         ``max_stale`` fresh and half while revalidating, and what is left of
-        ``stale_if_error`` after that for errors."""
+        ``stale_if_error`` after that for errors. A policy whose bounds are infinite raises
+        :class:`~freshkeep.exceptions.ConfigurationError`."""
         if not 0 < share <= 1 or math.isnan(share):
             raise ConfigurationError(f"share must be in (0, 1], not {share!r}")
         budget = (
             policy.max_stale if policy.max_age is None else min(policy.max_stale, policy.max_age)
         )
+        if math.isinf(budget) or math.isinf(policy.stale_if_error):
+            raise ConfigurationError(
+                f"SharedCache.within({policy!r}): the policy sets no finite bound on staleness "
+                "to share; give SharedCache(s_maxage=..., stale_while_revalidate=..., "
+                "stale_if_error=...) in whole seconds"
+            )
         budget *= share
         s_maxage = math.floor(budget / 2)
         swr = math.floor(budget - s_maxage)

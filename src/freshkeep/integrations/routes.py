@@ -5,14 +5,17 @@
 status, revision and ``Cache-Status`` headers, ``503`` JSON)::
 
     @app.get("/topics/{topic_id}/summary")
-    @cached_route(keeper, sources=[table_source(Task, by="topic_id")])
-    async def topic_summary(topic_id: int) -> dict[str, Any]:
+    @cached_route(keeper, sources=[table_source(Topic), table_source(Task, by="topic_id")])
+    async def topic_summary(topic_id: int, recent: int = 5) -> dict[str, Any]:
         ...  # builds the value: the builder of the view (see Keeper.cached)
 
 The key of a request is made from the endpoint's declared parameters (path and query), as
 :meth:`Keeper.cached <freshkeep.Keeper.cached>` makes it from a call: none, ``None``; one, its
-value; several, the tuple of their values. A query parameter the endpoint does not declare is
-no part of the key (it cannot grow the key space); ``refresh`` is read by ``serve()``.
+value; several, the tuple of their values (a list parameter as a tuple, in its order). A query
+parameter the endpoint does not declare is no part of the key (it cannot grow the key space);
+``refresh`` is read by ``serve()``. A parameter read from anywhere else (a ``Header()``, a
+``Cookie()``, a body, a ``Depends()``) is refused with a
+:class:`~freshkeep.exceptions.ConfigurationError`: the key could not tell its values apart.
 
 ``target`` is a :class:`~freshkeep.Keeper` (the decorated function is the builder of a new
 view, its keyword arguments those of ``keeper.cached``), a :class:`~freshkeep.views.View`, or a
@@ -37,7 +40,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_args, get_origin
 
 import orjson
 
@@ -47,7 +50,9 @@ from freshkeep.exceptions import ConfigurationError, missing_extra
 from freshkeep.views import View
 
 try:
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import BaseModel, TypeAdapter, ValidationError
+    from pydantic.fields import FieldInfo
+    from pydantic_core import PydanticUndefined
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -76,18 +81,32 @@ _ERROR = "freshkeep:http-error"
 _ERROR_PREFIX = b'{"' + _ERROR.encode() + b'"'
 
 
-def _answers_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _answers_errors(
+    fn: Callable[..., Awaitable[Any]], lists: frozenset[str]
+) -> Callable[..., Awaitable[Any]]:
     """``fn``, with an ``HTTPException`` below 500 it raises kept as its value (e.g. a 404 for
-    an id that does not exist: cached until a write moves its sources, like any value)."""
+    an id that does not exist: cached until a write moves its sources, like any value), with
+    its headers (``Retry-After``, ``WWW-Authenticate``, ``Location``). The parameters named in
+    ``lists`` (keyed as tuples) are given to ``fn`` as lists, as declared."""
+    signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     async def build(*args: Any, **kwargs: Any) -> Any:
+        if lists:
+            bound = signature.bind(*args, **kwargs)
+            for name in lists:
+                if isinstance(bound.arguments.get(name), tuple):
+                    bound.arguments[name] = list(bound.arguments[name])
+            args, kwargs = bound.args, bound.kwargs
         try:
             return await fn(*args, **kwargs)
         except HTTPException as exc:
             if exc.status_code >= 500:
                 raise
-            return {_ERROR: exc.status_code, "detail": exc.detail}
+            error: dict[str, Any] = {_ERROR: exc.status_code, "detail": exc.detail}
+            if exc.headers:
+                error["headers"] = dict(exc.headers)
+            return error
 
     return build
 
@@ -103,7 +122,10 @@ class RouteSpec:
         *,
         principal: Callable[[Request], str | None] | None,
         not_found: str | None,
+        cached: Cached[..., Any] | None = None,
     ) -> None:
+        self.cached = cached
+        """The cached function whose view serves the route (made from a keeper), or ``None``."""
         self._view = view if isinstance(view, View) else None
         self._view_of = None if isinstance(view, View) else view
         self.params = dict(params)
@@ -111,6 +133,8 @@ class RouteSpec:
         self.principal = principal
         self.not_found = not_found
         self._adapters = {name: _adapter(p) for name, p in self.params.items()}
+        self.lists = frozenset(n for n, p in self.params.items() if _is_list(p.annotation))
+        """The parameters declared as lists (repeated in a query string)."""
 
     def view(self, request: Request) -> View:
         """The view serving ``request``."""
@@ -119,9 +143,14 @@ class RouteSpec:
         assert self._view_of is not None
         return self._view_of(request)
 
-    def key(self, values: Mapping[str, Any]) -> Hashable:
-        """The key of a request whose declared parameters are ``values``."""
+    def key(self, values: Mapping[str, Any], principal: str | None = None) -> Hashable:
+        """The key of a request whose declared parameters are ``values`` (a list as a tuple,
+        in its order), asked by ``principal``."""
         names = self.params
+        if self.lists:
+            values = {n: tuple(v) if n in self.lists else v for n, v in values.items()}
+        if self.cached is not None:
+            return self.cached.route_key(values, principal)
         if not names:
             return None
         if len(names) == 1:
@@ -142,26 +171,70 @@ class RouteSpec:
                     out[name] = adapter.validate_python(raw[name])
                 except ValidationError:
                     raise ValueError(name) from None
-            elif p.default is not inspect.Parameter.empty:
-                out[name] = _default_of(p.default)
             else:
-                raise ValueError(name)
+                default = _default_of(p)
+                if default is _REQUIRED:
+                    raise ValueError(name)
+                out[name] = default
         return out
 
 
+_REQUIRED = object()
+"""A parameter without a default."""
+
+
 def _adapter(p: inspect.Parameter) -> TypeAdapter[Any] | None:
-    """What validates a raw value of ``p`` as its annotation says (``None``: nothing can)."""
+    """What validates a raw value of ``p`` as its annotation (and a FastAPI ``Query(ge=1)``
+    or ``Path(...)`` default's constraints) says (``None``: nothing can)."""
     annotation = p.annotation if p.annotation is not inspect.Parameter.empty else str
+    if isinstance(p.default, FieldInfo):
+        annotation = Annotated[annotation, p.default]
     try:
         return TypeAdapter(annotation)
     except Exception:  # pydantic refuses the type: the value is taken as it comes
         return None
 
 
-def _default_of(default: Any) -> Any:
-    """A parameter's default; FastAPI's ``Query(default=...)`` / ``Path`` give theirs."""
-    inner = getattr(default, "default", default)
-    return inner
+def _default_of(p: inspect.Parameter) -> Any:
+    """A parameter's default (FastAPI's ``Query(default=...)`` / ``Path`` give theirs), or
+    :data:`_REQUIRED`."""
+    default = p.default
+    if default is inspect.Parameter.empty:
+        return _REQUIRED
+    if isinstance(default, FieldInfo):
+        if default.default_factory is not None:
+            return default.default_factory()  # type: ignore[call-arg]
+        if default.default is PydanticUndefined or default.default is Ellipsis:
+            return _REQUIRED
+        return default.default
+    return default
+
+
+def _is_list(annotation: Any) -> bool:
+    """Whether a parameter declared ``annotation`` takes a list (``list[str]``)."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation is list or get_origin(annotation) is list
+
+
+def _not_keyable(p: inspect.Parameter) -> str | None:
+    """What FastAPI reads ``p`` from, when it is not the path or the query (a header, a
+    cookie, a body, a dependency): a route's key could not hold it."""
+    try:
+        from fastapi import params
+    except ImportError:  # pragma: no cover - Starlette without FastAPI: path and query only
+        return None
+    for marker in (p.default, *getattr(p.annotation, "__metadata__", ())):
+        if isinstance(marker, params.Query | params.Path):
+            continue
+        if isinstance(marker, params.Param | params.Body | params.Depends):
+            return type(marker).__name__
+    annotation = p.annotation
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "body"
+    return None
 
 
 def cached_route(
@@ -190,8 +263,18 @@ def cached_route(
         signature = inspect.signature(fn, eval_str=True)
         params = dict(signature.parameters)
         view: View | ViewOf
+        for name, p in params.items():
+            where = _not_keyable(p)
+            if where is not None:
+                raise ConfigurationError(
+                    f"{fn.__qualname__}: parameter {name!r} is read from a {where}, which a "
+                    "cached route's key cannot hold (it is made from the path and the query): "
+                    "declare it as a query or path parameter, or read the reader with "
+                    "per_principal=True and principal="
+                )
         if isinstance(target, Keeper):
-            made: Cached[..., Any] = target.cached(**options)(_answers_errors(fn))
+            lists = frozenset(n for n, p in params.items() if _is_list(p.annotation))
+            made: Cached[..., Any] = target.cached(**options)(_answers_errors(fn, lists))
             view = made.view
             if made.per_principal:
                 params.pop("principal")
@@ -215,13 +298,18 @@ def cached_route(
             raise ConfigurationError(
                 f"view {view.name!r} is per-principal: give cached_route principal="
             )
-        spec = RouteSpec(view, params, principal=principal, not_found=not_found)
+        spec = RouteSpec(view, params, principal=principal, not_found=not_found, cached=made)
 
         async def endpoint(*args: Any, **kwargs: Any) -> Response:
             if args:  # a Starlette route: called with the request
                 request = args[0]
+                query = request.query_params
+                raw = {**query, **request.path_params}
+                for name in spec.lists:
+                    if name in query:
+                        raw[name] = query.getlist(name)
                 try:
-                    values = spec.parse({**request.query_params, **request.path_params})
+                    values = spec.parse(raw)
                 except ValueError as exc:
                     return JSONResponse(
                         {"error": "bad-request", "param": str(exc), "detail": "missing or invalid"},
@@ -252,7 +340,6 @@ def cached_route(
 
 async def _answer(spec: RouteSpec, request: Request, values: Mapping[str, Any]) -> Response:
     view = spec.view(request)
-    key = spec.key(values)
     who = None
     if view.per_principal:
         who = spec.principal(request) if spec.principal is not None else None
@@ -262,6 +349,7 @@ async def _answer(spec: RouteSpec, request: Request, values: Mapping[str, Any]) 
                 status_code=401,
                 headers={"Cache-Control": "no-store"},
             )
+    key = spec.key(values, who)
     response = await serve(request, view, key=key, principal=who)
     body = bytes(response.body)
     if response.status_code == 304 and request.headers.get("if-none-match", "").strip() == "*":
@@ -269,31 +357,43 @@ async def _answer(spec: RouteSpec, request: Request, values: Mapping[str, Any]) 
         body = (await view.get(key, principal=who)).body
     elif response.status_code != 200:
         return response
+    extra: dict[str, str] = {}
     if body.startswith(_ERROR_PREFIX):  # the builder raised an HTTPException: its answer
         error = orjson.loads(body)
         status, content = error[_ERROR], {"detail": error["detail"]}
+        extra = error.get("headers") or {}
     elif spec.not_found is not None and body == _NULL:
         status, content = 404, {"detail": spec.not_found.format(**values)}
     else:
         return response
-    # A value that does not exist is cached like any other, and answered as an error.
+    # A value that does not exist is cached like any other, and answered as an error: to the
+    # readers the value was answered to (a reader's own answer stays private, with its Vary).
     cache = view.keeper.settings.header_cache
-    headers = {"Cache-Control": "no-cache"}
-    if cache in response.headers:
-        headers[cache] = response.headers[cache]
+    private = "private" in response.headers.get("cache-control", "")
+    headers = {**extra, "Cache-Control": "private, no-cache" if private else "no-cache"}
+    for name in (cache, "vary"):
+        if name in response.headers:
+            headers[name] = response.headers[name]
     return JSONResponse(content, status_code=status, headers=headers)
 
 
 class _Fast:
     """A route :class:`HitFastPath` may answer: its spec and how its full path matches."""
 
-    __slots__ = ("convertors", "path", "regex", "spec", "view")
+    __slots__ = ("convertors", "exact", "path", "regex", "spec", "view")
 
     def __init__(self, path: str, spec: RouteSpec) -> None:
         self.path = path
         self.regex, _, self.convertors = compile_path(path)
         self.spec = spec
         self.view: View | None = None
+        self.exact: tuple[bool, Hashable] = (False, None)
+        """For a path without parameters: whether its key can be made, and the key."""
+        if not self.convertors:
+            try:
+                self.exact = (True, spec.key(spec.parse({})))
+            except ValueError:  # a required query parameter: never without a query string
+                pass
 
     def key(self, path: str) -> tuple[bool, Hashable]:
         """Whether ``path`` is this route's, and its key (only path parameters: a request
@@ -338,11 +438,14 @@ class HitFastPath:
 
     It answers only a ``GET`` without a query string or the headers that change an answer
     (``Authorization``, ``If-None-Match``, ``Cache-Control``, ``Pragma``, the causal token;
-    ``Cookie`` too unless the view is public), to a route without dependencies, whose entry
-    is a hit now (:meth:`View.current_hit`), of a view that is not per-principal: with the
-    very bytes and headers the route would answer. Everything else (a miss, a stale entry, a
-    conditional request, a route whose dependencies may authenticate) falls through to the
-    application. Add it last (outermost) to skip the most: ``app.add_middleware(HitFastPath)``.
+    ``Cookie`` too unless the view is public without a shared cache: a cookie may carry a
+    session, which ``serve()`` answers as credentials), to a route without dependencies,
+    whose entry is a hit now (:meth:`View.current_hit`) under the key the route makes (its
+    declared query parameters' defaults included), of a view that is not per-principal:
+    with the very bytes and headers the route would answer. Everything else (a miss, a stale
+    entry, a conditional request, a route whose dependencies may authenticate) falls through
+    to the application. Add it last (outermost) to skip the most:
+    ``app.add_middleware(HitFastPath)``.
 
     The routes are found at the first request, in the application's routes and the routers
     it includes (with their prefixes; not in mounted sub-applications, nor behind a router
@@ -366,7 +469,11 @@ class HitFastPath:
                 path = path[len(root) :] or "/"
             fast = exact.get(path)
             key: Hashable = None
-            if fast is None and self._patterns:
+            if fast is not None:
+                found, key = fast.exact
+                if not found:
+                    fast = None
+            elif self._patterns:
                 for candidate in self._patterns:
                     found, key = candidate.key(path)
                     if found:
@@ -383,9 +490,11 @@ class HitFastPath:
             if view.per_principal:
                 return False
         special = _special_headers(view.keeper.settings)
-        public = view.public
+        # a cookie may hold a session, which serve() answers as credentials: privately,
+        # unless the value is public and no shared cache may store it
+        cookies_ok = view.public and view.shared_cache is None
         for name, _ in scope["headers"]:
-            if name in special or (name == b"cookie" and not public):
+            if name in special or (name == b"cookie" and not cookies_ok):
                 return False
         read = view.current_hit(key)
         if read is None:
