@@ -293,6 +293,14 @@ class Entry:
         return body
 
     @property
+    def joined(self) -> bytes | None:
+        """:attr:`body` if it needs no join (already joined, or one piece), else ``None``."""
+        body = self._body
+        if body is None and len(self.chunks) <= 1:
+            body = self._body = self.chunks[0] if self.chunks else b""
+        return body
+
+    @property
     def body_size(self) -> int:
         """The length of :attr:`body` in bytes (without joining it)."""
         body = self._body
