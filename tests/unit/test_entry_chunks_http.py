@@ -124,3 +124,19 @@ async def test_a_cached_route_sends_a_body_in_chunks_too() -> None:
         """The view."""
 
     await check(Starlette(routes=[Route("/v", route)]), "/v", keeper, view, rows)
+
+
+async def test_an_entry_response_runs_its_background_after_the_body() -> None:
+    from starlette.background import BackgroundTask
+
+    from freshkeep.core.entry import Entry, SectionEntry
+    from freshkeep.integrations.starlette import EntryResponse
+
+    ran: list[bool] = []
+    for body in (Chunks([b'{"a":', b"1}"]), b'{"a":1}'):
+        part = SectionEntry(body, (1,), 0.0, 0.0)
+        entry = Entry("v", None, {"main": part}, {"main": ("table:a",)})
+        response = EntryResponse(entry, [])
+        response.background = BackgroundTask(ran.append, True)
+        _, bodies = await call(response, "/")
+        assert b"".join(bodies) == b'{"a":1}' and ran.pop() is True

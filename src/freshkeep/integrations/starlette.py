@@ -318,18 +318,23 @@ class EntryResponse(Response):
         return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        entry = self.entry
-        joined = entry.joined
-        if joined is not None or scope["type"] != "http":
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        chunks = entry.chunks
-        last = len(chunks) - 1
-        for i, chunk in enumerate(chunks):
-            await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
-        # The hits that follow send one joined body: join it once, after this response.
-        asyncio.get_running_loop().call_soon(_join, entry)
+        entry = self.entry
+        joined = entry.joined
+        if joined is not None:
+            await send({"type": "http.response.body", "body": joined})
+        else:
+            chunks = entry.chunks
+            last = len(chunks) - 1
+            for i, chunk in enumerate(chunks):
+                await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
+            # The hits that follow send one joined body: join it once, after this response.
+            asyncio.get_running_loop().call_soon(_join, entry)
+        if self.background is not None:  # e.g. FastAPI's background tasks
+            await self.background()
 
 
 def _join(entry: Entry) -> None:
