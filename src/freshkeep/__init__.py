@@ -14,6 +14,7 @@ from freshkeep.core.clock import Clock as Clock
 from freshkeep.core.clock import SystemClock as SystemClock
 from freshkeep.core.component import Component as Component
 from freshkeep.core.component import Snapshot as Snapshot
+from freshkeep.core.entry import Chunks as Chunks
 from freshkeep.core.entry import Entry as Entry
 from freshkeep.core.entry import Read as Read
 from freshkeep.core.entry import Status as Status
@@ -91,6 +92,7 @@ __all__ = [
     "Change",
     "ChangeNotifier",
     "CheckResult",
+    "Chunks",
     "Clock",
     "Component",
     "ConfigurationError",

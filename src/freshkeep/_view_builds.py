@@ -17,7 +17,7 @@ from freshkeep._view_types import BuildContext, Section, ViewObserver, ViewStats
 from freshkeep.core import tracing
 from freshkeep.core.backoff import Backoff, backoff
 from freshkeep.core.changes import Rebuild
-from freshkeep.core.entry import Entry, SectionEntry, Status, encode, to_plain
+from freshkeep.core.entry import Chunks, Entry, SectionEntry, Status, body_bytes, encode, to_plain
 from freshkeep.core.partitions import EVERY, split_source
 from freshkeep.core.policy import Policy, is_expired
 from freshkeep.core.revision import Revision
@@ -464,10 +464,10 @@ class ViewBuilds:
         assert section.apply is not None
         started = time.perf_counter()
         try:
-            current = part.body if section.encoded else orjson.loads(part.body)
+            current = part.body if section.encoded else orjson.loads(body_bytes(part.body))
             value = to_plain(await section.apply(current, changes))
-            body = encode(value)
-            if len(self.sections) > 1 and not isinstance(value, bytes | bytearray):
+            body = value if isinstance(value, Chunks) else encode(value)
+            if len(self.sections) > 1 and not isinstance(value, bytes | bytearray | Chunks):
                 self._check_section_value(name, value)
         except Rebuild:
             self._fallback("apply")

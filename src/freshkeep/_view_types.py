@@ -139,8 +139,10 @@ class Section:
     the value was built is known in this process, and rebuilds otherwise; what it returns must
     equal what ``build`` would return (property-test it). ``apply`` is given a decoded copy of
     the value (it may mutate and return it); with ``encoded=True`` it is given the value's
-    encoded JSON bytes instead, and may return bytes: for a large value whose section keeps
-    its own decoded copy, so that a delta costs what the change costs, not the value's size.
+    encoded JSON instead (bytes, or the :class:`~freshkeep.core.entry.Chunks` its last
+    ``apply`` returned), and may return bytes or ``Chunks``: for a large value whose section
+    keeps its own decoded copy, so that a delta costs what the change costs, not the value's
+    size (``Chunks`` are never joined on the way to a response).
     """
 
     build: Builder

@@ -231,3 +231,20 @@ def test_scale_level_reports_seeding_builds_deltas_and_memory(tmp_path: Path) ->
     (target,) = results["targets"]
     assert target["target"] == "read after a core write ≤ 1 ms at 300 tasks"
     assert json.loads(paths["json"].read_text())["scale"]["delta"]["n"] == 3
+
+
+def test_scale_level_reuses_a_seeded_database(tmp_path: Path) -> None:
+    """``--scale-db FILE``: the first run seeds the file and keeps it, the next one skips the
+    seeding and measures the same reads."""
+    from freshkeep.bench import BenchConfig, ScaleConfig, run
+
+    db = tmp_path / "scale.db"
+    scale = ScaleConfig(seed_tasks=200, samples=2, rebuild_samples=1, miss_samples=1)
+    scale.database = str(db)
+    config = BenchConfig(preset="quick", levels=("scale",), scale=scale, chart=False)
+    first, _ = run(config, tmp_path / "one")
+    assert first["scale"]["seeded"] and first["scale"]["rows"] > 200 and db.exists()
+    second, paths = run(config, tmp_path / "two")
+    assert not second["scale"]["seeded"] and second["scale"]["rows"] == 0
+    assert second["scale"]["delta"]["statuses"] == {"section (delta)": 2}
+    assert "Reused a seeded database" in paths["markdown"].read_text()

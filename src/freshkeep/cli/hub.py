@@ -409,6 +409,15 @@ def bench(
     seed_tasks: Annotated[
         int | None, typer.Option(min=0, help="Tasks in the benchmark's hub.", show_default=False)
     ] = None,
+    scale_db: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="The scale level's SQLite file: seeded when it holds no data, and kept, so "
+            "that the next run skips the seeding. Default: a temporary file.",
+            show_default=False,
+        ),
+    ] = None,
     read_seconds: Annotated[
         float | None,
         typer.Option(min=0.1, help="Read phase per mode (s).", show_default=False),
@@ -502,6 +511,8 @@ def bench(
         config.library.seed_tasks = config.service.seed_tasks = seed_tasks
         config.distributed.seed_tasks = config.fastapi.seed_tasks = seed_tasks
         config.scale.seed_tasks = seed_tasks
+    if scale_db is not None:
+        config.scale.database = str(scale_db)
     if read_seconds is not None:
         config.service.read_s = config.distributed.read_s = read_seconds
         config.fastapi.seconds = read_seconds

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
-from freshkeep.core.entry import Entry, SectionEntry
+from freshkeep.core.entry import Chunks, Entry, SectionEntry, body_size
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import CorruptEntryError, EncodeError
 
@@ -73,12 +73,15 @@ def encode_entry(entry: Entry, *, secret: bytes | None = None) -> bytes:
     not JSON-encodable.
     """
     sections = []
-    bodies = []
+    bodies: list[bytes] = []
     for name, part in entry.sections.items():
-        sections.append(
-            [name, list(entry.sources[name]), list(part.fingerprint), part.built_at, len(part.body)]
-        )
-        bodies.append(part.body)
+        body = part.body
+        srcs, fingerprint = list(entry.sources[name]), list(part.fingerprint)
+        sections.append([name, srcs, fingerprint, part.built_at, body_size(body)])
+        if isinstance(body, Chunks):
+            bodies += body.parts
+        else:
+            bodies.append(body)
     header_obj = {
         "view": entry.view,
         "key": orjson.Fragment(identity_json(entry.key)),

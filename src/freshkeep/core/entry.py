@@ -3,14 +3,17 @@
 An entry holds its value already encoded (orjson bytes) with its ETag and revision header, so a
 hit re-serializes nothing. A composite value is made of sections; each section keeps its own
 bytes, fingerprint and build time, so rebuilding one section splices new bytes into the body
-without touching the others.
+without touching the others. A section's bytes may be kept in :class:`Chunks` (a delta that
+re-encodes one part of a large value), and an entry's body is kept as the list of its sections'
+pieces: it is joined once, when first asked for as bytes, and a response can send the pieces as
+they are, so a read after a change copies nothing in proportion to the body's size.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -73,11 +76,65 @@ def encode(value: Any) -> bytes:
         raise EncodeError(f"value cannot be encoded as JSON: {exc}") from exc
 
 
+class Chunks:
+    """Encoded JSON kept in pieces: joined, they are its bytes.
+
+    A section's ``apply`` (``Section(apply=..., encoded=True)``) may return one, so that a
+    change re-encodes the pieces it touches and nothing copies the others: the entry's body
+    keeps the pieces (see :attr:`Entry.chunks`). Equal to the bytes it joins to, and to other
+    chunks joining to the same bytes.
+    """
+
+    __slots__ = ("_joined", "parts", "size")
+
+    def __init__(self, parts: Iterable[bytes]) -> None:
+        self.parts: tuple[bytes, ...] = tuple(p for p in parts if p)
+        """The pieces, empty ones left out."""
+        self.size: int = sum(map(len, self.parts))
+        """Bytes in all."""
+        self._joined: bytes | None = None
+
+    def join(self) -> bytes:
+        """The bytes (joined on first use, then kept)."""
+        joined = self._joined
+        if joined is None:
+            joined = self._joined = b"".join(self.parts)
+        return joined
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Chunks):
+            return other is self or (other.size == self.size and other.join() == self.join())
+        if isinstance(other, bytes):
+            return len(other) == self.size and other == self.join()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.join())
+
+    def __repr__(self) -> str:
+        return f"Chunks(parts={len(self.parts)}, size={self.size})"
+
+
+Body = bytes | Chunks
+"""A section's encoded JSON: bytes, or :class:`Chunks`."""
+
+
+def body_bytes(body: Body) -> bytes:
+    """``body`` as bytes (chunks joined)."""
+    return body.join() if isinstance(body, Chunks) else body
+
+
+def body_size(body: Body) -> int:
+    """The length of ``body`` in bytes (chunks are not joined)."""
+    return body.size if isinstance(body, Chunks) else len(body)
+
+
 @dataclass(frozen=True, slots=True)
 class SectionEntry:
     """One built section: its encoded bytes, the revisions it was built from, when."""
 
-    body: bytes
+    body: Body
+    """Its encoded JSON object: bytes, or :class:`Chunks` joining to them."""
     fingerprint: Fingerprint
     built_at: float
     """Wall-clock seconds when the build read its revisions."""
@@ -131,12 +188,40 @@ def parse_revision(text: str) -> dict[str, Revision]:
     return out
 
 
-def splice(bodies: list[bytes]) -> bytes:
+def splice_chunks(bodies: Sequence[Body]) -> tuple[bytes, ...]:
+    """The pieces that, joined, are :func:`splice` of ``bodies`` (encoded JSON objects with
+    disjoint keys): :class:`Chunks` contribute their pieces as they are, only the first and
+    the last re-cut (for the braces); a bytes body is cut once (one copy of it)."""
+    if len(bodies) == 1:
+        only = bodies[0]
+        return only.parts if isinstance(only, Chunks) else (only,)
+    out: list[bytes] = [b"{"]
+    for body in bodies:
+        if body_size(body) <= 2:
+            continue  # an empty object
+        if isinstance(body, Chunks):
+            parts = list(body.parts)
+            parts[0] = parts[0][1:]
+            parts[-1] = parts[-1][:-1]
+            out += [p for p in parts if p]
+        else:
+            out.append(body[1:-1])
+        out.append(b",")
+    if len(out) == 1:
+        return (b"{}",)
+    out[-1] = b"}"
+    return tuple(out)
+
+
+def splice(bodies: Sequence[Body]) -> bytes:
     """Merge encoded JSON objects into one object (their keys must be disjoint)."""
     if len(bodies) == 1:
-        return bodies[0]
+        return body_bytes(bodies[0])
+    if any(isinstance(b, Chunks) for b in bodies):
+        return b"".join(splice_chunks(bodies))
     pieces: list[bytes | memoryview] = [b"{"]
     for b in bodies:
+        assert isinstance(b, bytes)
         if len(b) > 2:
             pieces += (memoryview(b)[1:-1], b",")  # one copy: the join's
     if len(pieces) == 1:
@@ -156,7 +241,10 @@ class Entry:
     """The sources of each section, in fingerprint order."""
     version: str = ""
     """The view's version (part of the ETag)."""
-    body: bytes = field(init=False)
+    chunks: tuple[bytes, ...] = field(init=False)
+    """The encoded body in pieces (the sections' own, spliced): joined, they are :attr:`body`.
+    A response may send them one by one instead."""
+    _body: bytes | None = field(default=None, init=False)
     etag: str = field(init=False)
     revision: str = field(init=False)
     vector: dict[str, Revision] = field(init=False)
@@ -187,7 +275,7 @@ class Entry:
                 old = vector.get(source)
                 vector[source] = rev if old is None or is_older(rev, old) else old
         self.vector = vector
-        self.body = splice([part.body for part in self.sections.values()])
+        self.chunks = splice_chunks([part.body for part in self.sections.values()])
         self.etag = compute_etag(self.view, self.key, vector, self.version)
         self.revision = format_revision(vector)
         self.built_at = min(p.built_at for p in self.sections.values())
@@ -196,10 +284,33 @@ class Entry:
         self.hit = Read("hit", self)
 
     @property
+    def body(self) -> bytes:
+        """The encoded body: :attr:`chunks` joined (on first use, then kept)."""
+        body = self._body
+        if body is None:
+            chunks = self.chunks
+            body = self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return body
+
+    @property
+    def joined(self) -> bytes | None:
+        """:attr:`body` if it needs no join (already joined, or one piece), else ``None``."""
+        body = self._body
+        if body is None and len(self.chunks) <= 1:
+            body = self._body = self.chunks[0] if self.chunks else b""
+        return body
+
+    @property
+    def body_size(self) -> int:
+        """The length of :attr:`body` in bytes (without joining it)."""
+        body = self._body
+        return len(body) if body is not None else sum(map(len, self.chunks))
+
+    @property
     def size(self) -> int:
         """Bytes this entry holds (the body counted once per section and once merged)."""
-        parts = sum(len(p.body) for p in self.sections.values())
-        return parts + (len(self.body) if len(self.sections) > 1 else 0)
+        parts = sum(body_size(p.body) for p in self.sections.values())
+        return parts + (self.body_size if len(self.sections) > 1 else 0)
 
     def fingerprints(self) -> dict[str, Fingerprint]:
         """The fingerprint of each section."""

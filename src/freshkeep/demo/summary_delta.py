@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from freshkeep.core.changes import Change, Rebuild
+from freshkeep.core.entry import Body, Chunks
 from freshkeep.demo.models import TASK_STATUSES, Task, Workstream, utcnow
 
 WORKLOAD = 10
@@ -191,7 +192,7 @@ class CoreDelta:
         """The entries of ``topics``, encoded."""
         self.blocking = Encoded(())
         """The entries of ``blocking_decisions``, encoded."""
-        self.body = b""
+        self.body: Body = b""
 
     def built(self, value: Mapping[str, Any], index: CoreIndex) -> None:
         """A build produced ``value`` and ``index``."""
@@ -203,8 +204,9 @@ class CoreDelta:
         self.body = orjson.dumps(self.value)
         self.index = index
 
-    async def apply(self, body: bytes, changes: Sequence[Change]) -> bytes:
-        """The ``core`` value (``body``, encoded) with ``changes`` applied, encoded."""
+    async def apply(self, body: Body, changes: Sequence[Change]) -> Chunks:
+        """The ``core`` value (``body``, encoded) with ``changes`` applied, encoded: in the
+        chunks of its parts, which nothing joins on the way to a response."""
         index, self.index = self.index, None  # until this succeeds, nothing matches it
         if index is None or (body is not self.body and body != self.body):
             raise Rebuild("not the value the index was kept for")
@@ -229,7 +231,7 @@ class CoreDelta:
                 self.encoded.set(state.position(tid), self.topics[tid])
         if state.renamed:
             self.blocking = Encoded(value["blocking_decisions"])
-        self.body = b"".join(
+        body = self.body = Chunks(
             [
                 b'{"generated_at":',
                 orjson.dumps(value["generated_at"]),
@@ -247,7 +249,7 @@ class CoreDelta:
             ]
         )
         self.index = index
-        return self.body
+        return body
 
     async def _task_topics(self, changes: Sequence[Change], index: CoreIndex) -> dict[int, int]:
         """The topic of each task a comment change refers to: from the task changes among

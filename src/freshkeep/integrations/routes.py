@@ -62,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
     raise missing_extra("starlette", exc.name or "starlette") from exc
 
 from freshkeep.integrations.starlette import (
+    EntryResponse,
     _hit_headers,
     _special_headers,
     serve,
@@ -351,12 +352,18 @@ async def _answer(spec: RouteSpec, request: Request, values: Mapping[str, Any]) 
             )
     key = spec.key(values, who)
     response = await serve(request, view, key=key, principal=who)
-    body = bytes(response.body)
     if response.status_code == 304 and request.headers.get("if-none-match", "").strip() == "*":
         # "*" matches any current representation: a value that does not exist has none.
         body = (await view.get(key, principal=who)).body
     elif response.status_code != 200:
         return response
+    elif isinstance(response, EntryResponse):  # its start tells: a body in chunks stays so
+        body = response.head(max(len(_ERROR_PREFIX), len(_NULL) + 1))
+        if not body.startswith(_ERROR_PREFIX) and body != _NULL:
+            return response
+        body = response.body
+    else:
+        body = bytes(response.body)
     extra: dict[str, str] = {}
     if body.startswith(_ERROR_PREFIX):  # the builder raised an HTTPException: its answer
         error = orjson.loads(body)
@@ -499,7 +506,9 @@ class HitFastPath:
         read = view.current_hit(key)
         if read is None:
             return False
-        body = read.entry.body
+        body = read.entry.joined
+        if body is None:
+            return False  # a body in chunks: the route sends them
         if body.startswith(_ERROR_PREFIX) or (fast.spec.not_found is not None and body == _NULL):
             return False  # the route answers an error
         await send(

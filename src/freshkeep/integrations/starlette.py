@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from freshkeep.core import tracing
 from freshkeep.core.auth import bearer_ok
-from freshkeep.core.entry import Read, Status, format_revision, parse_revision
+from freshkeep.core.entry import Entry, Read, Status, format_revision, parse_revision
 from freshkeep.exceptions import UnavailableError, missing_extra
 from freshkeep.settings import Settings
 from freshkeep.views import View
@@ -47,6 +47,7 @@ from freshkeep.views import View
 try:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
+    from starlette.types import Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("starlette", "starlette") from exc
 
@@ -137,7 +138,7 @@ async def serve(
             if tracing.on_read is not None:  # OpenTelemetry: the request span says the status
                 tracing.on_read(view.name, read.status)
             if read.status == "hit":
-                return _PrebuiltResponse(read.entry.body, _hit_headers(read, view))
+                return EntryResponse(read.entry, _hit_headers(read, view))
             return _response(read, view, refresh=False, headers=None)
     private = view.per_principal
     shielded = False
@@ -243,7 +244,7 @@ def _response(read: Read, view: View, *, refresh: bool, headers: dict[str, str] 
     out = _headers_of(read, view, refresh=refresh)
     if headers:
         out.update(headers)
-    return Response(read.body, media_type="application/json", headers=out)
+    return EntryResponse(read.entry, _raw_headers(read.entry, out))
 
 
 def _unavailable(view: View, exc: UnavailableError) -> Response:
@@ -276,21 +277,68 @@ def _hit_headers(read: Read, view: View) -> list[tuple[bytes, bytes]]:
     memo = read.entry.memo
     raw = memo.get(_HIT_HEADERS)
     if raw is None:
-        raw = Response(
-            read.body, media_type="application/json", headers=_headers_of(read, view, refresh=False)
-        ).raw_headers
+        raw = _raw_headers(read.entry, _headers_of(read, view, refresh=False))
         memo[_HIT_HEADERS] = raw
     return list(raw)  # a copy: middleware may add headers to a response
 
 
-class _PrebuiltResponse(Response):
-    """A response whose raw headers are already encoded."""
+def _raw_headers(entry: Entry, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with the entry's ``Content-Length`` and ``Content-Type``, encoded (its body
+    is not joined for its length)."""
+    headers = {**headers, "content-length": str(entry.body_size)}
+    return Response(None, media_type="application/json", headers=headers).raw_headers
 
-    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+
+class EntryResponse(Response):
+    """A ``200`` answering an entry's body with its raw headers already encoded.
+
+    A body kept in chunks (:attr:`Entry.chunks <freshkeep.core.entry.Entry.chunks>`, after a
+    delta) is sent as they are, one body message each, and joined after the response for the
+    hits that follow; :attr:`body` joins them when asked (e.g. by a middleware).
+    """
+
+    def __init__(self, entry: Entry, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self.status_code = 200
         self.background = None
-        self.body = body
+        self.entry = entry
         self.raw_headers = raw_headers
+
+    @property
+    def body(self) -> bytes:  # type: ignore[override]
+        """The body, joined."""
+        return self.entry.body
+
+    def head(self, size: int) -> bytes:
+        """The first ``size`` bytes of the body (or all of it when shorter)."""
+        out = b""
+        for chunk in self.entry.chunks:
+            out += chunk[: size - len(out)]
+            if len(out) >= size:
+                break
+        return out
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        entry = self.entry
+        joined = entry.joined
+        if joined is not None:
+            await send({"type": "http.response.body", "body": joined})
+        else:
+            chunks = entry.chunks
+            last = len(chunks) - 1
+            for i, chunk in enumerate(chunks):
+                await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
+            # The hits that follow send one joined body: join it once, after this response.
+            asyncio.get_running_loop().call_soon(_join, entry)
+        if self.background is not None:  # e.g. FastAPI's background tasks
+            await self.background()
+
+
+def _join(entry: Entry) -> None:
+    entry.body  # noqa: B018 - joined and kept on the entry
 
 
 T = TypeVar("T")
