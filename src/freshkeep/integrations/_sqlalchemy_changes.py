@@ -13,10 +13,11 @@ default), or a flush inside a savepoint (which a rollback of the savepoint would
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from freshkeep.core.changes import Change, Op
+from freshkeep.core.change_wire import CommitChanges
+from freshkeep.core.changes import Change, ChangeLog, Op
 from freshkeep.core.partitions import split_source
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import missing_extra
@@ -54,6 +55,20 @@ def note_unknown(session: Session, keeper: Keeper, sources: Collection[str]) -> 
     found = {s for s in bare_tables(sources) if s in followed}
     if found:
         cast(set[str], session.info.setdefault(_UNKNOWN, set())).update(found)
+
+
+def commit_changes(
+    log: ChangeLog,
+    revisions: Mapping[str, Revision],
+    changes: Sequence[Change],
+    unknown: Collection[str],
+) -> CommitChanges | None:
+    """What a commit's message tells the other processes of its changed rows: the followed
+    sources it moved whose changes are all known, and those changes (``None``: none known)."""
+    known = frozenset(s for s in revisions if log.wants(s) and s not in unknown)
+    if not known:
+        return None
+    return CommitChanges(known, tuple(c for c in changes if c.table in known))
 
 
 class ChangeHooks:
