@@ -391,7 +391,7 @@ class Keeper(KeeperComponents):
         self.stats.remote_changes += 1
         if self.changes.followed:
             unknown = [s for s in revisions if s not in changes.known]
-            self.changes.record(revisions, changes.changes, unknown)
+            self.changes.record(revisions, changes.changes, unknown, since=changes.since)
 
     def _on_bus(self, revisions: Mapping[str, Revision], origin: str) -> None:
         if origin == self.instance_id:

@@ -76,6 +76,8 @@ def test_rows_that_cannot_travel_exactly_or_fit_are_left_out() -> None:
     assert decode_full(encode({ROWS: 2}, "k", big, limit=1000))[3] is None
     assert decode_full(encode({ROWS: 2}, "k", big, limit=100_000))[3] == big
     assert b'"c"' not in encode({ROWS: 2}, "k", CommitChanges(frozenset(), ()))
+    owned = CommitChanges(frozenset({ROWS}), ok.changes, {ROWS: 0})  # triggers bumped 1 too
+    assert decode_full(encode({ROWS: 2}, "k", owned))[3] == owned
 
 
 def test_malformed_rows_are_no_rows_and_the_revisions_still_arrive() -> None:
@@ -84,6 +86,7 @@ def test_malformed_rows_are_no_rows_and_the_revisions_still_arrive() -> None:
         '{"k": [], "w": [["t", "upsert", null, {}]]}',
         '{"k": [], "w": [["t", "insert", {}, {}]]}',
         '{"k": [], "w": [["t", "insert", null, {"a": ["zz", "1"]}]]}',
+        '{"k": [], "w": [], "s": {"t": "1"}}',
     ):
         message = b'{"o": "x", "r": {"table:a": 1}, "c": ' + c.encode() + b"}"
         assert decode_full(message) == ({"table:a": 1}, "x", None, None)

@@ -43,7 +43,7 @@ def encode(
     if changes is None or not changes.known:
         return plain
     try:
-        message["c"] = changes_to_wire(changes.known, changes.changes)
+        message["c"] = changes_to_wire(changes.known, changes.changes, changes.since)
         full = orjson.dumps(message)
     except (Unsendable, orjson.JSONEncodeError) as exc:
         log.debug("a commit's changes are sent without their rows: %s", exc)

@@ -1,9 +1,11 @@
 """Changed rows between processes: a commit's :class:`~freshkeep.core.changes.Change` records
 as plain JSON values, so a bus message can carry them and another process can apply them.
 
-A commit's changes travel as ``{"k": [source, ...], "w": [[table, op, before, after], ...]}``:
-``k`` the sources whose changes in the commit are all known (every other source the message
-moves is unknown to the receiver: a gap, so a rebuild), ``w`` the rows in flush order. A row
+A commit's changes travel as ``{"k": [source, ...], "w": [[table, op, before, after], ...],
+"s": {source: revision}}``: ``k`` the sources whose changes in the commit are all known (every
+other source the message moves is unknown to the receiver: a gap, so a rebuild), ``w`` the rows
+in flush order, ``s`` (optional) the revisions sources had before the commit's triggers bumped
+them in it (every revision between those and the commit's is the commit's own). A row
 image maps each column to its value: ``null``, a boolean, an integer, a string or a finite
 float as is; anything else as a two-item list ``[tag, text]`` (``dt`` datetime, ``d`` date,
 ``tm`` time, ``dec`` Decimal, ``u`` UUID, ``b`` base64 bytes, ``j`` a JSON column's value). A
@@ -17,7 +19,7 @@ import base64
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -41,6 +43,8 @@ class CommitChanges:
     """The sources whose changes in the commit are all in :attr:`changes`."""
     changes: tuple[Change, ...]
     """The known changes, in flush order."""
+    since: Mapping[str, int] = field(default_factory=dict)
+    """Per source, the revision before the first its triggers bumped in the commit."""
 
 
 _OPS = ("insert", "update", "delete")
@@ -81,13 +85,19 @@ def _image(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if row is None else {str(k): _value(v) for k, v in row.items()}
 
 
-def changes_to_wire(known: Iterable[str], changes: Sequence[Change]) -> dict[str, Any]:
-    """``changes`` (and the ``known`` sources they cover) as plain JSON values; raises
-    :class:`Unsendable` when a value cannot be carried exactly."""
-    return {
+def changes_to_wire(
+    known: Iterable[str], changes: Sequence[Change], since: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """``changes`` (the ``known`` sources they cover, the revisions ``since`` which the commit
+    owns) as plain JSON values; raises :class:`Unsendable` when a value cannot be carried
+    exactly."""
+    out: dict[str, Any] = {
         "k": sorted(known),
         "w": [[c.table, c.op, _image(c.before), _image(c.after)] for c in changes],
     }
+    if since:
+        out["s"] = dict(since)
+    return out
 
 
 _FROM: dict[str, Any] = {
@@ -144,4 +154,9 @@ def changes_from_wire(data: Any) -> CommitChanges:
         if (op == "insert") != (b is None) or (op == "delete") != (a is None):
             raise ValueError(f"the images of an {op} do not match it")
         out.append(Change(table, op, b, a))
-    return CommitChanges(frozenset(known), tuple(out))
+    since = data.get("s") or {}
+    if not isinstance(since, dict) or not all(
+        isinstance(r, int) and not isinstance(r, bool) for r in since.values()
+    ):
+        raise ValueError("the revisions since are {source: int}")
+    return CommitChanges(frozenset(known), tuple(out), since)

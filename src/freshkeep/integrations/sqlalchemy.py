@@ -294,6 +294,7 @@ class Tracking(PartitionHooks, ChangeHooks):
             if getattr(clause, "is_dml", False):  # its table was marked by _before_execute
                 flushing = session if session.info.get(_IN_FLUSH) else None
                 _mark(session, self.partitions_of(clause, context, flushing))
+                self.changes_written(session, conn, self.sources_of(getattr(clause, "table", None)))
             elif compiled.ctes:
                 sources = self.sources_of_ctes(compiled)
                 note_unknown(session, self.keeper, sources)
@@ -379,7 +380,7 @@ class Tracking(PartitionHooks, ChangeHooks):
         log_ = self.keeper.changes
         if log_.followed:  # before the revisions: a read may follow at once
             log_.record(revs, changes, unknown, since=since)
-            sent = commit_changes(log_, revs, changes, unknown)
+            sent = commit_changes(log_, revs, changes, unknown, since)
         # Keeper.publish applies the revisions first (read-your-writes), then publishes (with
         # the known changed rows, for the other processes' delta sections). The commit
         # stands whatever the bus does (rule 7): a failed publish is counted and logged,
