@@ -341,9 +341,11 @@ def invalidation_lines(dist: dict[str, Any]) -> list[str]:
     ]
     for mode, inv in modes.items():
         a = inv["latency_ms"]
+        how = ""
+        if "applied" in inv:  # how B brought the section up to date
+            how = f"; B applied {inv['applied']}, rebuilt {inv['rebuilt']}"
         lines.append(
-            f"| {mode} | **A → B** ({inv['seen']} seen, {inv['timeouts']} timed out; "
-            f"B applied {inv.get('applied', 0)}, rebuilt {inv.get('rebuilt', 0)}) "
+            f"| {mode} | **A → B** ({inv['seen']} seen, {inv['timeouts']} timed out{how}) "
             f"| {a['p50']:.2f} | {a['p99']:.2f} | {a['max']:.2f} |"
         )
         for key, label in PARTS:
