@@ -165,3 +165,13 @@ async def test_a_keeper_skips_its_own_rows_and_sources_the_message_does_not_vouc
     own = encode({ROWS: 2}, keeper.instance_id, _commit(change))
     peer.bus._deliver(own)
     assert keeper.snapshot().remote_changes == 1
+
+
+def test_the_bound_of_a_message_with_rows_is_a_setting() -> None:
+    from freshkeep.buses import bus_from_url
+    from freshkeep.settings import Settings
+
+    bus = bus_from_url("postgresql://127.0.0.1/none", settings=Settings(bus_max_changes_bytes=0))
+    assert isinstance(bus, PostgresBus) and bus.max_changes_bytes == 0
+    row = _commit(Change(ROWS, "update", {"id": 1, "n": 1}, {"id": 1, "n": 2}))
+    assert [decode_full(p)[3] for p in bus._payloads({ROWS: 5}, "k", row)] == [None]
