@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from freshkeep.buses.local import LocalBus as LocalBus
 from freshkeep.cached import Cached as Cached
+from freshkeep.core.change_wire import CommitChanges as CommitChanges
 from freshkeep.core.changes import Change as Change
 from freshkeep.core.changes import Rebuild as Rebuild
 from freshkeep.core.clock import Clock as Clock
@@ -94,6 +95,7 @@ __all__ = [
     "CheckResult",
     "Chunks",
     "Clock",
+    "CommitChanges",
     "Component",
     "ConfigurationError",
     "CorruptEntryError",

@@ -27,6 +27,9 @@ class KeeperStats:
     :meth:`Keeper.bump`)."""
     remote_revisions: int = 0
     """Messages of revisions received from other keepers through the bus."""
+    remote_changes: int = 0
+    """Of those, the messages that carried their commit's changed rows (recorded in
+    :attr:`Keeper.changes` for the delta sections)."""
     probe_errors: int = 0
     """Reads whose revision probe failed."""
     unattributed_writes: int = 0
@@ -51,6 +54,8 @@ class KeeperSnapshot(Snapshot):
     remote_revisions: int
     probe_errors: int
     unattributed_writes: int = 0
+    remote_changes: int = 0
+    """Messages from other keepers that carried their commit's changed rows."""
     store: MemoryStoreSnapshot
     """The in-process store (L1)."""
     shared: SharedStoreSnapshot | None

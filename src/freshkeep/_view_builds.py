@@ -175,6 +175,24 @@ class ViewBuilds:
             return await self._build_sections(
                 ck, key, principal, parts, have, wants, wanted, forced
             )
+        if (
+            base is not None
+            and not refresh
+            and not base.invalid
+            and self.apply_deltas
+            and wanted <= parts.keys()
+            and self.delta_ready(base, sorted(wanted))
+        ):
+            # Every wanted section is brought up to date by changes this process knows: no
+            # shared-store look and no lock (a delta costs less than the round trips; one that
+            # falls back builds without the lock, as when the lock's store is down). The
+            # entry is stored for the others in the background, after the key's last one.
+            entry, status = await self._build_sections(
+                ck, key, principal, parts, have, wants, wanted, forced
+            )
+            store = self._write_back(shared, skey, entry, None, None)
+            self._in_background(ck, _after(self._write_backs.get(ck), store))
+            return entry, status
         pending = self._write_backs.get(ck)
         if pending is not None:  # the last build of the key is still being stored
             await asyncio.wait([pending])
@@ -532,6 +550,13 @@ async def _release(lock: Lock | None, name: str, token: str | None) -> None:
             await lock.release(name, token)
         except FreshkeepError:
             pass  # the lease expires by itself
+
+
+async def _after(prior: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
+    """``work`` once ``prior`` (the last storing of the same key) is done."""
+    if prior is not None:
+        await asyncio.wait([prior])
+    await work
 
 
 def _forget(tasks: dict[Hashable, asyncio.Task[None]], key: Hashable, task: object) -> None:

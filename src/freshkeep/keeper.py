@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from freshkeep._keeper_components import KeeperComponents
 from freshkeep._keeper_types import KeeperSnapshot, KeeperStats
 from freshkeep.buses.local import LocalBus
+from freshkeep.core.change_wire import CommitChanges
 from freshkeep.core.changes import ChangeLog
 from freshkeep.core.clock import SYSTEM_CLOCK, Clock
 from freshkeep.core.component import Component
@@ -123,6 +124,7 @@ class Keeper(KeeperComponents):
         if isinstance(shared, Component):
             self.register(shared)
         self._unsubscribe = self.bus.subscribe(self._on_bus)
+        self._unsubscribe_changes = self.bus.on_changes(self._on_bus_changes)
         self._bus_remover: Callable[[], Any] | None = None
         self._bus_is_down = False
         self._health: Health | None = None
@@ -328,15 +330,27 @@ class Keeper(KeeperComponents):
         self.stats.commits += 1
         self.tracker.apply(revisions, local=True)
 
-    async def publish(self, revisions: Mapping[str, Revision]) -> None:
-        """Apply revisions committed by this process and publish them to the bus."""
+    async def publish(
+        self, revisions: Mapping[str, Revision], changes: CommitChanges | None = None
+    ) -> None:
+        """Apply revisions committed by this process and publish them to the bus, with the
+        commit's known ``changes`` when given (other processes then apply them to their delta
+        sections instead of rebuilding)."""
         self.committed(revisions)
-        await self.bus.publish(revisions, origin=self.instance_id)
+        if changes is None:
+            await self.bus.publish(revisions, origin=self.instance_id)
+        else:
+            await self.bus.publish_commit(revisions, changes, origin=self.instance_id)
 
-    def publish_nowait(self, revisions: Mapping[str, Revision]) -> None:
+    def publish_nowait(
+        self, revisions: Mapping[str, Revision], changes: CommitChanges | None = None
+    ) -> None:
         """:meth:`publish` from synchronous code."""
         self.committed(revisions)
-        self.bus.publish_nowait(revisions, origin=self.instance_id)
+        if changes is None:
+            self.bus.publish_nowait(revisions, origin=self.instance_id)
+        else:
+            self.bus.publish_commit_nowait(revisions, changes, origin=self.instance_id)
 
     async def bump(self, *sources: str) -> dict[str, Revision]:
         """Bump ``sources`` in a transaction of their own, then publish: for writes freshkeep's
@@ -365,6 +379,19 @@ class Keeper(KeeperComponents):
     async def resync(self) -> None:
         """Read every registered source's revision now (tests, or after a bus outage)."""
         await self.tracker.resync()
+
+    def _on_bus_changes(
+        self, revisions: Mapping[str, Revision], origin: str, changes: CommitChanges
+    ) -> None:
+        """Another process's commit with its changed rows: recorded as a local commit's are
+        (before its revisions are applied), each source whose changes the message does not
+        all carry as unknown."""
+        if origin == self.instance_id:
+            return
+        self.stats.remote_changes += 1
+        if self.changes.followed:
+            unknown = [s for s in revisions if s not in changes.known]
+            self.changes.record(revisions, changes.changes, unknown, since=changes.since)
 
     def _on_bus(self, revisions: Mapping[str, Revision], origin: str) -> None:
         if origin == self.instance_id:
@@ -395,6 +422,7 @@ class Keeper(KeeperComponents):
         """Wait for builds in flight, detach from the bus, close the shared store."""
         await self.wait_idle()
         self._unsubscribe()
+        self._unsubscribe_changes()
         if self._bus_remover is not None:
             self._bus_remover()
             self._bus_remover = None
@@ -419,6 +447,7 @@ class Keeper(KeeperComponents):
             remote_revisions=self.stats.remote_revisions,
             probe_errors=self.stats.probe_errors,
             unattributed_writes=self.stats.unattributed_writes,
+            remote_changes=self.stats.remote_changes,
             store=self.store.snapshot(),
             shared=self.shared.snapshot() if self.shared is not None else None,
             bus=self.bus.snapshot(),

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     bus_ping_interval: float = Field(
         5.0, gt=0, description="Seconds between health checks of the bus's listening connection."
     )
+    bus_max_changes_bytes: int = Field(
+        65_536,
+        ge=0,
+        description="Largest bus message that carries a commit's changed rows (past it, the "
+        "revisions go alone and other processes rebuild); 0 sends no rows.",
+    )
     probe: Literal["always", "interval"] | None = Field(
         None,
         description="How revisions are learned: 'always' reads them on every read; 'interval' "

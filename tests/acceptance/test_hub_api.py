@@ -165,6 +165,7 @@ async def test_stats_and_index(hub: HubClient) -> None:
         "remote_revisions",
         "probe_errors",
         "unattributed_writes",
+        "remote_changes",
         "store",
         "shared",
         "bus",

@@ -1,6 +1,6 @@
-"""The hub's ``core`` section applies a commit's changed rows (a delta) instead of rebuilding,
-and what it serves equals a rebuild: after every step of random sequences of creates,
-updates, deletes and moves, through the hub's API and the same ORM code, on a real SQLite
+"""The hub's ``core`` and ``progress`` sections apply a commit's changed rows (a delta) instead
+of rebuilding, and what they serve equals a rebuild: after every step of random sequences of
+creates, updates, deletes and moves, through the hub's API and the same ORM code, on a real SQLite
 database with the hub's triggers installed.
 
 ``generated_at`` is the one field compared by nothing: it is the time of the last rebuild or
@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from freshkeep.demo.models import (
     Label,
     Member,
     Milestone,
+    ProgressEvent,
     SessionFile,
     Task,
     TaskLabel,
@@ -35,7 +37,7 @@ from freshkeep.demo.models import (
     Workstream,
     utcnow,
 )
-from freshkeep.demo.summary import SummaryBuilders
+from freshkeep.demo.summary import RECENT_PROGRESS, SummaryBuilders
 from freshkeep.demo.summary_delta import Encoded
 from freshkeep.integrations.sqlalchemy import SQLITE_BEGIN
 from tests.acceptance.conftest import HubClient, running_hub
@@ -60,6 +62,7 @@ api_steps = st.one_of(
     ),
     st.tuples(st.just("delete"), st.integers(0, 500)),
     st.tuples(st.just("decision"), st.integers(0, 50), st.booleans(), st.booleans()),
+    st.tuples(st.just("progress"), st.integers(0, 500), st.booleans()),
 )
 orm_steps = st.one_of(
     st.tuples(st.just("decide"), st.integers(0, 500)),
@@ -72,6 +75,13 @@ orm_steps = st.one_of(
     st.tuples(st.just("file"), st.integers(0, 50), st.booleans(), st.integers(0, 10**6)),
     st.tuples(st.just("export"), st.integers(0, 50), st.sampled_from(["ready", "failed"])),
     st.tuples(st.just("bulk"), st.integers(0, 500)),
+    # progress events: edited (moved in time, to another task), deleted; topics renamed
+    st.tuples(st.just("event"), st.integers(0, 10**6), st.integers(-3, 3), st.booleans()),
+    st.tuples(st.just("event_delete"), st.integers(0, 10**6)),
+    st.tuples(st.just("rename"), st.integers(0, 50), st.integers(0, 10**6)),
+    st.tuples(
+        st.just("event_task"), st.integers(0, 50), st.sampled_from(["todo", "blocked", "done"])
+    ),
 )
 steps = st.lists(st.one_of(api_steps, orm_steps), min_size=1, max_size=14)
 
@@ -117,6 +127,21 @@ async def _api(hub: HubClient, step: tuple[Any, ...]) -> None:
         if tasks:
             r = await http.delete(f"/tasks/{_pick(tasks, step[1])}")
             assert r.status_code == 204, r.text
+    elif kind == "progress":  # on a task (of its topic) or on the topic only
+        tasks = await _ids(hub, Task)
+        body = {"event_type": "note", "summary": f"E {next(NAMES)}", "author": "a"}
+        if tasks and step[2]:
+            task = _pick(tasks, step[1])
+            async with hub.hub.sessionmaker() as session:
+                topic = await session.scalar(
+                    select(Workstream.topic_id)
+                    .join(Task, Task.workstream_id == Workstream.id)
+                    .where(Task.id == task)
+                )
+            body |= {"topic_id": topic, "task_id": task}
+        else:
+            body["topic_id"] = _pick(await _ids(hub, Topic), step[1])
+        await hub.post("/progress", body)
     elif kind == "decision":
         topics = await _ids(hub, Topic)
         body = {"topic_id": _pick(topics, step[1]), "title": "D", "blocking": step[2]}
@@ -178,6 +203,46 @@ async def _orm(hub: HubClient, step: tuple[Any, ...]) -> None:
             )
         elif kind == "export":
             session.add(Export(topic_id=_pick(topics, step[1]), status=step[2]))
+        elif kind in ("event", "event_delete"):
+            # the newest events (in the window, or just past it), or any
+            events = list(
+                await session.scalars(
+                    select(ProgressEvent).order_by(
+                        ProgressEvent.created_at.desc(), ProgressEvent.id.desc()
+                    )
+                )
+            )
+            if events:
+                near = events[: RECENT_PROGRESS + 3]
+                ev = near[step[1] % len(near)] if step[1] % 2 else events[step[1] % len(events)]
+                if kind == "event_delete":
+                    await session.delete(ev)
+                else:
+                    # next to another event near the window's end (ties by id at 0)
+                    other = near[(step[1] // 2 + RECENT_PROGRESS) % len(near)]
+                    ev.created_at = other.created_at + timedelta(microseconds=step[2])
+                    ev.summary = f"edited {next(NAMES)}"
+                    if step[3] and tasks:
+                        ev.task_id = _pick(tasks, step[1])
+        elif kind == "event_task":  # the task a recent event shows changes
+            shown = list(
+                await session.scalars(
+                    select(ProgressEvent.task_id)
+                    .where(ProgressEvent.task_id.is_not(None))
+                    .order_by(ProgressEvent.created_at.desc(), ProgressEvent.id.desc())
+                    .limit(RECENT_PROGRESS)
+                )
+            )
+            task_row = await session.get(Task, _pick(shown, step[1])) if shown else None
+            if task_row is not None:
+                task_row.status = step[2]
+                if step[1] % 3 == 0:
+                    task_row.title = f"Retitled {next(NAMES)}"
+                task_row.updated_at = utcnow()
+        elif kind == "rename":
+            topic = await session.get(Topic, _pick(topics, step[1]))
+            assert topic is not None
+            topic.name = f"Renamed {step[2]} {next(NAMES)}"
         elif kind == "bulk" and tasks:
             # A bulk UPDATE: its rows are not known, the core is rebuilt.
             await session.execute(
@@ -188,7 +253,9 @@ async def _orm(hub: HubClient, step: tuple[Any, ...]) -> None:
 async def _check(hub: HubClient) -> None:
     read = await hub.hub.summary.get()
     served = orjson.loads(read.body)
-    rebuilt = orjson.loads(orjson.dumps(await SummaryBuilders(hub.hub.sessionmaker).core(None)))  # type: ignore[arg-type]
+    builders = SummaryBuilders(hub.hub.sessionmaker)
+    rebuilt = orjson.loads(orjson.dumps(await builders.core(None)))  # type: ignore[arg-type]
+    rebuilt |= orjson.loads(orjson.dumps(await builders.progress(None)))  # type: ignore[arg-type]
     for key, value in rebuilt.items():
         if key != "generated_at":
             assert served[key] == value, key
@@ -198,6 +265,21 @@ async def _check(hub: HubClient) -> None:
 async def small_hub(tmp_path: Path) -> AsyncIterator[HubClient]:
     """One hub for every example: the state the steps leave grows from one to the next."""
     async with running_hub(tmp_path / "hub.db", seed_tasks=SEED) as client:
+        # more events than the progress window lists: what leaves it is not known to it
+        async with client.hub.sessionmaker() as session, session.begin():
+            await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+            topics = list(await session.scalars(select(Topic.id).order_by(Topic.id)))
+            at = utcnow()
+            for k in range(RECENT_PROGRESS + 10):
+                session.add(
+                    ProgressEvent(
+                        topic_id=_pick(topics, k),
+                        event_type="note",
+                        summary=f"extra {k}",
+                        author="a",
+                        created_at=at - timedelta(seconds=k % 7, microseconds=k),
+                    )
+                )
         yield client
 
 
@@ -215,7 +297,7 @@ async def test_delta_equals_a_rebuild(
     hub = small_hub
     await _check(hub)
     for step in sequence:
-        if step[0] in ("topic", "workstream", "task", "patch", "delete", "decision"):
+        if step[0] in ("topic", "workstream", "task", "patch", "delete", "decision", "progress"):
             await _api(hub, step)
         else:
             await _orm(hub, step)
@@ -223,6 +305,7 @@ async def test_delta_equals_a_rebuild(
     # Not vacuous: the hub brought the core up to date by deltas, and fell back when it must.
     stats = hub.hub.summary.stats
     TOTAL["deltas"] = stats.deltas.get("core", 0)
+    TOTAL["progress"] = stats.deltas.get("progress", 0)
     TOTAL["fallbacks"] = sum(stats.delta_fallbacks.values())
     REASONS.update(stats.delta_fallbacks)
 
@@ -236,7 +319,7 @@ def test_the_property_applied_deltas_and_fell_back() -> None:
     UPDATE, a move to another topic) were rebuilt instead."""
     if not TOTAL:
         pytest.skip("run with test_delta_equals_a_rebuild")
-    assert TOTAL["deltas"] > 10 and TOTAL["fallbacks"] > 0
+    assert TOTAL["deltas"] > 10 and TOTAL["progress"] > 10 and TOTAL["fallbacks"] > 0
     # a bulk UPDATE's rows are unknown; a move to another topic cannot be applied
     assert {"unknown", "apply"} <= REASONS.keys(), REASONS
 

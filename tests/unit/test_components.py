@@ -205,6 +205,7 @@ KEEPER_KEYS = {
     "remote_revisions",
     "probe_errors",
     "unattributed_writes",
+    "remote_changes",
     "store",
     "shared",
     "bus",

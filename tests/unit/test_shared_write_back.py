@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from freshkeep import BuildContext, BuildError, Keeper, Section
+from freshkeep.core.changes import Change
 from freshkeep.core.entry import Entry
 from freshkeep.stores.memory_shared import MemorySharedStore
 from freshkeep.testing import MemoryRevisions
@@ -85,3 +86,55 @@ async def test_a_look_that_raises_lets_go_of_the_lock_it_took() -> None:
     with pytest.raises(BuildError, match="the shared store broke"):
         await view.get()
     assert not lock.held and calls == []
+
+
+class Counting(MemorySharedStore):
+    """A shared store that counts its looks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    async def get(self, key: str) -> Entry | None:
+        self.gets += 1
+        return await super().get(key)
+
+
+async def test_a_delta_needs_no_shared_look_or_lock_and_is_stored_in_the_background() -> None:
+    revs, shared = MemoryRevisions(), Counting()
+    lock = shared.lock()
+    grabs: list[str] = []
+    acquire = lock.acquire
+
+    async def counted(name: str, lease: float) -> str | None:
+        grabs.append(name)
+        return await acquire(name, lease)
+
+    lock.acquire = counted  # type: ignore[method-assign]
+    builds: list[int] = []
+
+    async def build(ctx: BuildContext) -> dict[str, Any]:
+        builds.append(1)
+        return {"n": 0}
+
+    def apply(value: dict[str, Any], changes: Any) -> dict[str, Any]:
+        return {"n": value["n"] + len(changes)}
+
+    keeper = Keeper(revs, probe="interval", shared=shared, lock=lock)
+    view = keeper.view("v", sections={"s": Section(build, ["table:a"], apply=apply)})
+    keeper.changes.follow(["table:a"])
+    await view.get()
+    await keeper.wait_idle()
+    gets, acquired = shared.gets, len(grabs)
+    for n in (1, 2):  # two commits of this process, their rows known
+        committed = await revs.bump(["table:a"])
+        keeper.changes.record(committed, [Change("table:a", "insert", None, {})], ())
+        keeper.committed(committed)
+        read = await view.get()
+        assert read.reason == "delta" and read.value == {"n": n}
+    assert builds == [1] and (shared.gets, len(grabs)) == (gets, acquired)
+    await keeper.wait_idle()  # both stored, in order: another instance takes the last
+    other = Keeper(revs, probe="interval", shared=shared, lock=lock)
+    other_view = other.view("v", sections={"s": Section(build, ["table:a"], apply=apply)})
+    await other.resync()
+    assert (await other_view.get()).value == {"n": 2} and builds == [1]

@@ -168,6 +168,9 @@ def test_a_commit_owns_the_revisions_its_triggers_bumped() -> None:
     assert log.between([ROWS], [2], [5]) == ([], None)
     assert log.between(["table:other"], [7], [9]) == (None, "gap")
     assert log.between([ROWS], [1], [5]) == (None, "gap")
+    # a value built at one of them (a trigger's message told it) may hold the whole commit
+    assert log.between([ROWS], [3], [5]) == (None, "gap")
+    assert log.between([ROWS], [5], [5]) == ([], None)
 
 
 def test_a_commit_of_too_many_rows_is_unknown() -> None:

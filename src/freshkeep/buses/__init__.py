@@ -56,6 +56,7 @@ def bus_from_url(url: str, *, channel: str | None = None, settings: Settings | N
         "publish_timeout": settings.bus_publish_timeout,
         "connect_timeout": settings.bus_connect_timeout,
         "ping_interval": settings.bus_ping_interval,
+        "max_changes_bytes": settings.bus_max_changes_bytes,
     }
     channel = channel or settings.bus_channel
     if scheme in _REDIS:

@@ -14,11 +14,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from freshkeep.buses.messages import BusStats, decode_message, encode
+from freshkeep.buses.messages import MAX_CHANGES_BYTES, BusStats, decode_full, encode
 from freshkeep.core.backoff import Backoff
+from freshkeep.core.change_wire import CommitChanges
 from freshkeep.core.component import Kind
 from freshkeep.core.revision import Revision
-from freshkeep.ports import Bus, ConnectCallback, Listener, RemoteBusSnapshot
+from freshkeep.ports import Bus, ChangesListener, ConnectCallback, Listener, RemoteBusSnapshot
 
 log = logging.getLogger("freshkeep.bus")
 
@@ -31,6 +32,11 @@ class RemoteBus(Bus):
     :meth:`on_connect` run after every successful (re)subscribe: wire ``keeper.resync`` to it,
     so that revisions published during an outage (pub/sub is at-most-once) are read again.
     Publishing never raises: a failure is logged and counted in :meth:`snapshot`.
+
+    :meth:`publish_commit` sends a commit's known changed rows with its revisions, when they
+    fit in ``max_changes_bytes`` (and can be carried exactly); the receivers' :meth:`on_changes`
+    listeners get them before the revisions are delivered. A message without them (too large,
+    a trigger's, an older publisher's) is a gap to the receivers' delta sections: a rebuild.
     """
 
     kind: ClassVar[Kind] = "bus"
@@ -46,6 +52,7 @@ class RemoteBus(Bus):
         publish_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         max_pending: int = 10_000,
+        max_changes_bytes: int = MAX_CHANGES_BYTES,
     ) -> None:
         self.name = self.backend
         self.channel = channel
@@ -55,7 +62,10 @@ class RemoteBus(Bus):
         self.connect_timeout = connect_timeout
         self.stats = BusStats()
         self._max_pending = max_pending
+        self.max_changes_bytes = max_changes_bytes
+        """The largest message that carries a commit's changed rows (past it, none)."""
         self._listeners: list[Listener] = []
+        self._change_listeners: list[ChangesListener] = []
         self._callbacks: list[ConnectCallback] = []
         self._down_callbacks: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,8 +89,13 @@ class RemoteBus(Bus):
     async def _close_backend(self) -> None:
         """Close the publishing side's connections (and clients the bus created)."""
 
-    def _payloads(self, revisions: Mapping[str, Revision], origin: str) -> list[bytes]:
-        return [encode(revisions, origin)]
+    def _payloads(
+        self,
+        revisions: Mapping[str, Revision],
+        origin: str,
+        changes: CommitChanges | None = None,
+    ) -> list[bytes]:
+        return [encode(revisions, origin, changes, limit=self.max_changes_bytes)]
 
     # -- the Bus protocol ------------------------------------------------------------------
 
@@ -96,8 +111,24 @@ class RemoteBus(Bus):
 
     async def publish(self, revisions: Mapping[str, Revision], *, origin: str = "") -> None:
         """Send ``revisions`` to every subscribed process (this one included); never raises."""
+        await self._publish(revisions, origin, None)
+
+    async def publish_commit(
+        self, revisions: Mapping[str, Revision], changes: CommitChanges, *, origin: str = ""
+    ) -> None:
+        """:meth:`publish` with the commit's known changed rows (when they fit)."""
+        await self._publish(revisions, origin, changes)
+
+    async def _publish(
+        self, revisions: Mapping[str, Revision], origin: str, changes: CommitChanges | None
+    ) -> None:
         if revisions:
-            for payload in self._payloads(revisions, origin):
+            try:
+                payloads = self._payloads(revisions, origin, changes)
+            except Exception as exc:  # revisions that cannot be encoded
+                self._error(exc, "publish failed")
+                return
+            for payload in payloads:
                 await self._send_counted(payload)
 
     def publish_nowait(self, revisions: Mapping[str, Revision], *, origin: str = "") -> None:
@@ -105,6 +136,17 @@ class RemoteBus(Bus):
 
         Dropped (and counted) when the bus is not started or too many are pending.
         """
+        self._publish_nowait(revisions, origin, None)
+
+    def publish_commit_nowait(
+        self, revisions: Mapping[str, Revision], changes: CommitChanges, *, origin: str = ""
+    ) -> None:
+        """:meth:`publish_nowait` with the commit's known changed rows (when they fit)."""
+        self._publish_nowait(revisions, origin, changes)
+
+    def _publish_nowait(
+        self, revisions: Mapping[str, Revision], origin: str, changes: CommitChanges | None
+    ) -> None:
         if not revisions:
             return
         loop, queue = self._loop, self._queue
@@ -112,11 +154,22 @@ class RemoteBus(Bus):
             self.stats.dropped += 1
             return
         try:
-            payloads = self._payloads(revisions, origin)
+            payloads = self._payloads(revisions, origin, changes)
             loop.call_soon_threadsafe(self._enqueue, queue, payloads)
         except Exception as exc:  # a closed loop, or revisions that cannot be encoded
             self.stats.dropped += 1
             self._error(exc, "publish_nowait failed")
+
+    def on_changes(self, listener: ChangesListener) -> Callable[[], None]:
+        """Call ``listener`` with the changed rows of each message that carries them, before
+        the revisions are delivered; return a remover."""
+        self._change_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._change_listeners:
+                self._change_listeners.remove(listener)
+
+        return remove
 
     def on_connect(self, callback: ConnectCallback) -> Callable[[], None]:
         """Call ``callback`` after every successful (re)subscribe; return a remover."""
@@ -293,7 +346,7 @@ class RemoteBus(Bus):
     def _deliver(self, payload: bytes | str) -> None:
         """Decode one message and call every listener (on the event loop's thread)."""
         try:
-            revisions, origin, sent = decode_message(payload)
+            revisions, origin, sent, changes = decode_full(payload)
         except ValueError as exc:
             self.stats.malformed += 1
             self._error(exc, f"malformed message {payload[:200]!r}")
@@ -303,6 +356,12 @@ class RemoteBus(Bus):
             self.stats.last_delivery_s = time.time() - sent
         if not revisions:
             return
+        if changes is not None:
+            for on_changes in tuple(self._change_listeners):
+                try:
+                    on_changes(revisions, origin, changes)
+                except Exception as exc:
+                    self._error(exc, f"changes listener {on_changes!r} failed")
         for listener in tuple(self._listeners):
             try:
                 listener(revisions, origin)

@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 
 from freshkeep.buses.base import RemoteBus
+from freshkeep.buses.messages import encode
+from freshkeep.core.change_wire import CommitChanges
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, missing_extra
 
@@ -41,7 +43,9 @@ class PostgresBus(RemoteBus):
     listening (``application_name`` ``freshkeep-listen:<channel>``; a ``SELECT 1`` every
     ``ping_interval`` seconds, answered within ``connect_timeout``, detects a dead one) and
     one notifying (``freshkeep-notify:<channel>``), each reconnected when lost. Messages
-    larger than :data:`MAX_PAYLOAD` bytes are split into several notifications.
+    larger than :data:`MAX_PAYLOAD` bytes are split into several notifications; a commit's
+    changed rows are carried only when the whole message fits in one (else the receivers
+    rebuild).
     Notifications of the change-capture triggers (:mod:`freshkeep.sql.triggers`) on
     the same channel are delivered like any other, with the origin ``"trigger"``.
 
@@ -102,7 +106,16 @@ class PostgresBus(RemoteBus):
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self._deliver(payload)
 
-    def _payloads(self, revisions: Mapping[str, Revision], origin: str) -> list[bytes]:
+    def _payloads(
+        self,
+        revisions: Mapping[str, Revision],
+        origin: str,
+        changes: CommitChanges | None = None,
+    ) -> list[bytes]:
+        if changes is not None:  # with the changed rows only when they fit one notification
+            one = encode(revisions, origin, changes, limit=min(self.max_changes_bytes, MAX_PAYLOAD))
+            if len(one) <= MAX_PAYLOAD:
+                return [one]
         sent = time.time()
         head = orjson.dumps({"o": origin, "r": {}, "t": sent})
         out: list[bytes] = []

@@ -164,6 +164,11 @@ class ChangeLog:
                 continue
             if not isinstance(old, int) or not isinstance(new, int) or new < old:
                 return None, "revision"
+            inside = self._by_rev.get((source, old))
+            if inside is not None and inside.revisions.get(source) != old:
+                # Built at a revision inside a commit (a trigger's message, sent at its
+                # commit): the value may hold all of that commit, or none of it.
+                return None, "gap"
             for rev in range(old + 1, new + 1):
                 commit = self._by_rev.get((source, rev))
                 if commit is None:

@@ -8,6 +8,9 @@ Two sections, merged into one JSON object:
 - ``progress`` reads ``progress_events`` joined to ``tasks`` and ``topics``: ``recent_progress``,
   the 20 newest events, each with its topic's name and its task's *current* title and status.
   So posting an event rebuilds only this section, while a change to a task rebuilds both.
+
+Both sections apply a commit's changed rows when they are known (``summary_delta``,
+``progress_delta``), this process's or another's (carried by the bus), and rebuild otherwise.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from freshkeep.demo.models import (
     task_labels,
     utcnow,
 )
+from freshkeep.demo.progress_delta import ProgressDelta
 from freshkeep.demo.summary_delta import CoreDelta, CoreIndex, workload
 from freshkeep.keeper import Keeper
 from freshkeep.sql.revisions import table_source
@@ -86,6 +90,8 @@ class SummaryBuilders:
         self.sessionmaker = sessionmaker
         self.delta = CoreDelta(sessionmaker)
         """Applies a commit's changed rows to the ``core`` value (its ``apply``)."""
+        self.progress_delta = ProgressDelta(sessionmaker, RECENT_PROGRESS)
+        """Applies a commit's changed rows to the ``progress`` value (its ``apply``)."""
 
     async def core(self, ctx: BuildContext) -> dict[str, Any]:
         """Counts of everything but the progress tail."""
@@ -270,7 +276,12 @@ def register_summary(
         name,
         sections={
             "core": Section(builders.core, CORE_SOURCES, apply=builders.delta.apply, encoded=True),
-            "progress": Section(builders.progress, PROGRESS_SOURCES, policy=PROGRESS_POLICY),
+            "progress": Section(
+                builders.progress,
+                PROGRESS_SOURCES,
+                policy=PROGRESS_POLICY,
+                apply=builders.progress_delta.apply,
+            ),
         },
         policy=policy,
         public=True,

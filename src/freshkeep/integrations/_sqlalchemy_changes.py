@@ -13,17 +13,19 @@ default), or a flush inside a savepoint (which a rollback of the savepoint would
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from freshkeep.core.changes import Change, Op
+from freshkeep.core.change_wire import CommitChanges
+from freshkeep.core.changes import Change, ChangeLog, Op
 from freshkeep.core.partitions import split_source
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import missing_extra
 from freshkeep.sql.revisions import bump_counters
+from freshkeep.sql.schema import revisions_table
 
 try:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, select, text
     from sqlalchemy.orm import Session
     from sqlalchemy.orm.state import InstanceState
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
@@ -54,6 +56,23 @@ def note_unknown(session: Session, keeper: Keeper, sources: Collection[str]) -> 
     found = {s for s in bare_tables(sources) if s in followed}
     if found:
         cast(set[str], session.info.setdefault(_UNKNOWN, set())).update(found)
+
+
+def commit_changes(
+    log: ChangeLog,
+    revisions: Mapping[str, Revision],
+    changes: Sequence[Change],
+    unknown: Collection[str],
+    since: Mapping[str, Revision],
+) -> CommitChanges | None:
+    """What a commit's message tells the other processes of its changed rows: the followed
+    sources it moved whose changes are all known, those changes and the revisions its
+    triggers bumped (``None``: none known)."""
+    known = frozenset(s for s in revisions if log.wants(s) and s not in unknown)
+    if not known:
+        return None
+    own = {s: r for s, r in since.items() if s in known and isinstance(r, int)}
+    return CommitChanges(known, tuple(c for c in changes if c.table in known), own)
 
 
 class ChangeHooks:
@@ -131,6 +150,33 @@ class ChangeHooks:
             return
         for s, rev in bump_counters(conn, new).items():
             since[s] = rev - 1 if isinstance(rev, int) else rev
+
+    def changes_written(self, session: Session, conn: Connection, sources: Collection[str]) -> None:
+        """PostgreSQL, after a statement of the transaction wrote ``sources``: the revisions
+        its change-capture triggers bumped in it. A trigger bumps (and locks until the commit)
+        the counter row of its table at each statement: from the first such bump on, every
+        revision of the table up to the commit's is this transaction's. The first statement
+        that writes a followed table reads the counter, and keeps it only when this
+        transaction wrote the row (no trigger: the commit's bump is its one revision). The
+        bumps of a statement the driver ran several times are not all claimed, only the last:
+        the others are a gap (a rebuild), never a claim on another transaction's revision."""
+        log = self.keeper.changes
+        if not log.followed or conn.dialect.name != "postgresql":
+            return
+        since = cast(dict[str, Revision | None], session.info.setdefault(_SINCE, {}))
+        new = sorted(s for s in bare_tables(sources) if log.wants(s) and s not in since)
+        if not new or session.in_nested_transaction() or not self._revisions_ready(conn):
+            return
+        for s in new:
+            since[s] = None  # looked at once per transaction
+        t = revisions_table
+        rows = conn.execute(
+            select(t.c.source, t.c.revision).where(
+                t.c.source.in_(new), text("xmin::text = (txid_current() % 4294967296)::text")
+            )
+        )
+        for source, rev in rows:
+            since[source] = rev - 1 if isinstance(rev, int) else None
 
     def _revisions_ready(self, conn: Connection) -> bool:  # pragma: no cover - Tracking's
         raise NotImplementedError

@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from freshkeep.core.change_wire import CommitChanges
 from freshkeep.core.partitions import split_source, with_every
 from freshkeep.core.revision import Revision
 from freshkeep.exceptions import ConfigurationError, missing_extra
@@ -41,7 +42,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
-from freshkeep.integrations._sqlalchemy_changes import ChangeHooks, note_unknown
+from freshkeep.integrations._sqlalchemy_changes import ChangeHooks, commit_changes, note_unknown
 from freshkeep.integrations._sqlalchemy_partitions import (
     _BUMPED,
     _FLUSH_UNKNOWN,
@@ -293,6 +294,7 @@ class Tracking(PartitionHooks, ChangeHooks):
             if getattr(clause, "is_dml", False):  # its table was marked by _before_execute
                 flushing = session if session.info.get(_IN_FLUSH) else None
                 _mark(session, self.partitions_of(clause, context, flushing))
+                self.changes_written(session, conn, self.sources_of(getattr(clause, "table", None)))
             elif compiled.ctes:
                 sources = self.sources_of_ctes(compiled)
                 note_unknown(session, self.keeper, sources)
@@ -374,16 +376,20 @@ class Tracking(PartitionHooks, ChangeHooks):
         if not revs:
             return
         session.info[_COMMITTED] = dict(revs)
-        if self.keeper.changes.followed:  # before the revisions: a read may follow at once
-            self.keeper.changes.record(revs, changes, unknown, since=since)
-        # Keeper.publish applies the revisions first (read-your-writes), then publishes. The
-        # commit stands whatever the bus does (rule 7): a failed publish is counted and
-        # logged, never raised from commit().
+        sent: CommitChanges | None = None
+        log_ = self.keeper.changes
+        if log_.followed:  # before the revisions: a read may follow at once
+            log_.record(revs, changes, unknown, since=since)
+            sent = commit_changes(log_, revs, changes, unknown, since)
+        # Keeper.publish applies the revisions first (read-your-writes), then publishes (with
+        # the known changed rows, for the other processes' delta sections). The commit
+        # stands whatever the bus does (rule 7): a failed publish is counted and logged,
+        # never raised from commit().
         try:
             if in_greenlet():  # an AsyncSession: await the publish inside its commit
-                await_only(self.keeper.publish(revs))
+                await_only(self.keeper.publish(revs, sent))
             else:
-                self.keeper.publish_nowait(revs)
+                self.keeper.publish_nowait(revs, sent)
         except Exception:
             self.publish_errors += 1
             log.exception(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from freshkeep.ports._bus import Bus as Bus
 from freshkeep.ports._bus import BusSnapshot as BusSnapshot
+from freshkeep.ports._bus import ChangesListener as ChangesListener
 from freshkeep.ports._bus import ConnectCallback as ConnectCallback
 from freshkeep.ports._bus import Listener as Listener
 from freshkeep.ports._bus import RemoteBusSnapshot as RemoteBusSnapshot
@@ -51,6 +52,7 @@ from freshkeep.ports._store import SharedStoreSnapshot as SharedStoreSnapshot
 __all__ = [
     "Bus",
     "BusSnapshot",
+    "ChangesListener",
     "ConnectCallback",
     "DedupScope",
     "EnqueueResult",

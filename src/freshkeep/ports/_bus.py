@@ -7,12 +7,17 @@ from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
+from freshkeep.core.change_wire import CommitChanges
 from freshkeep.core.component import Component, Kind, Snapshot
 from freshkeep.core.revision import Revision
 
 Listener = Callable[[Mapping[str, Revision], str], None]
 """Called with the revisions of one published commit and the id of the keeper that published
 it (so a keeper can skip its own)."""
+
+ChangesListener = Callable[[Mapping[str, Revision], str, CommitChanges], None]
+"""Called, before the :data:`Listener` s, with the revisions, origin and known changed rows of a
+published commit whose message carried them (:meth:`Bus.on_changes`)."""
 
 ConnectCallback = Callable[[], Awaitable[Any] | None]
 """Called after each successful (re)subscribe, e.g. ``keeper.resync`` (sync or async)."""
@@ -79,6 +84,25 @@ class Bus(Component):
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Register ``listener``; return a function that unsubscribes it."""
 
+    async def publish_commit(
+        self, revisions: Mapping[str, Revision], changes: CommitChanges, *, origin: str = ""
+    ) -> None:
+        """:meth:`publish` a commit with its known changed rows, for the buses that carry
+        them to other processes (the base publishes the revisions only)."""
+        await self.publish(revisions, origin=origin)
+
+    def publish_commit_nowait(
+        self, revisions: Mapping[str, Revision], changes: CommitChanges, *, origin: str = ""
+    ) -> None:
+        """:meth:`publish_commit` from synchronous code, best effort."""
+        self.publish_nowait(revisions, origin=origin)
+
+    def on_changes(self, listener: ChangesListener) -> Callable[[], None]:
+        """Call ``listener`` with the changed rows of each message that carries them, before
+        the revisions are delivered; return a remover. The base carries none, so it registers
+        nothing: a receiver rebuilds what another process changed."""
+        return _nothing
+
     async def start(self) -> bool:
         """Connect (a network bus); return whether it is connected. A bus that cannot connect
         yet keeps trying in the background. The base is always connected."""
@@ -103,4 +127,11 @@ class Bus(Component):
         return BusSnapshot(name=self.name, kind=type(self).__name__)
 
 
-__all__ = ["Bus", "BusSnapshot", "ConnectCallback", "Listener", "RemoteBusSnapshot"]
+__all__ = [
+    "Bus",
+    "BusSnapshot",
+    "ChangesListener",
+    "ConnectCallback",
+    "Listener",
+    "RemoteBusSnapshot",
+]
