@@ -7,8 +7,13 @@ becomes a :class:`~freshkeep.core.changes.Change` when every mapped column's old
 values are known (loaded). Anything else a transaction does to a followed table makes that
 table's changes in the commit *unknown*: a bulk or Core DML statement, raw SQL, ``bump()``, a
 statement of the flush that no flushed object stands for (an association table written
-through a relationship), an object whose images are incomplete (an unloaded column, a server
-default), or a flush inside a savepoint (which a rollback of the savepoint would undo).
+through a relationship), a row whose images cannot be read back (no primary key, not one
+table, gone), or a flush inside a savepoint (which a rollback of the savepoint would undo).
+
+The images are read from the database (:mod:`._sqlalchemy_images`), never taken from the ORM's
+state: the before images of the rows a flush updates or deletes at its first statement on their
+table (PostgreSQL: ``FOR UPDATE``, so they stay as read until the commit; SQLite: once the
+transaction holds the write lock), the after images of the rows it inserts or updates after it.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from freshkeep.sql.schema import revisions_table
 
 try:
     from sqlalchemy import Connection, select, text
-    from sqlalchemy.orm import Session
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Mapper, Session
     from sqlalchemy.orm.state import InstanceState
 except ImportError as exc:  # pragma: no cover - exercised by the no-extras import test
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
+
+from freshkeep.integrations._sqlalchemy_images import Image, Key, read_images
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
@@ -39,8 +47,8 @@ _UNKNOWN = "freshkeep.unknown-changes"
 _NEW = "freshkeep.new-states"
 _FLUSH_TABLES = "freshkeep.flush-tables"
 _SINCE = "freshkeep.changes-since"
-
-_MISSING: Any = object()
+_OLD_KEYS = "freshkeep.old-keys"
+_BEFORE = "freshkeep.before-images"
 
 
 def bare_tables(sources: Iterable[str]) -> set[str]:
@@ -84,9 +92,26 @@ class ChangeHooks:
         raise NotImplementedError
 
     def changes_begin_flush(self, session: Session) -> None:
-        """A flush starts: remember which objects it inserts."""
-        if self.keeper.changes.followed:
-            session.info[_NEW] = {id(s) for s in (_state(o) for o in session.new)}
+        """A flush starts: remember which objects it inserts, and the identities of the rows of
+        followed tables it may update or delete (their before images are read at its first
+        statement on their table)."""
+        log = self.keeper.changes
+        if not log.followed:
+            return
+        info = session.info
+        info[_NEW] = {id(s) for s in (_state(o) for o in session.new)}
+        if session.in_nested_transaction():
+            return
+        olds: dict[str, tuple[Mapper[Any], dict[int, Key]]] = {}
+        for obj in (*session.dirty, *session.deleted):
+            state = _state(obj)
+            tables = state.mapper.tables
+            if state.key is None or len(tables) != 1:
+                continue
+            src = self.source_of(tables[0])
+            if src is not None and log.wants(src):
+                olds.setdefault(src, (state.mapper, {}))[1][id(state)] = state.key[1]
+        info[_OLD_KEYS] = olds
 
     def changes_statement(
         self, session: Session, conn: Connection, sources: Collection[str]
@@ -99,7 +124,9 @@ class ChangeHooks:
         if conn.dialect.name == "sqlite":
             self._read_since(session, conn, sources)
         if session.info.get("freshkeep.in-flush"):
-            session.info.setdefault(_FLUSH_TABLES, set()).update(bare_tables(sources))
+            written = bare_tables(sources)
+            session.info.setdefault(_FLUSH_TABLES, set()).update(written)
+            self._read_before(session, conn, written)
         else:
             note_unknown(session, self.keeper, sources)
 
@@ -114,7 +141,10 @@ class ChangeHooks:
         nested = session.in_nested_transaction()
         changes = cast(list[Change], info.setdefault(_CHANGES, []))
         unknown = cast(set[str], info.setdefault(_UNKNOWN, set()))
+        olds: dict[str, tuple[Mapper[Any], dict[int, Key]]] = info.pop(_OLD_KEYS, {})
+        befores: dict[str, dict[Key, Image] | None] = info.pop(_BEFORE, {})
         seen: set[str] = set()
+        rows: dict[str, list[tuple[InstanceState[Any], Op]]] = {}
         for state, (isdelete, listonly) in getattr(flush_context, "states", {}).items():
             if listonly:
                 continue
@@ -128,13 +158,36 @@ class ChangeHooks:
                 unknown |= followed
                 continue
             (src,) = followed
-            op: Op = "delete" if isdelete else "insert" if id(state) in new else "update"
-            change = _change(src, op, state)
-            if change is None:
+            if src in written:  # no statement on its table: the flush wrote none of its rows
+                op: Op = "delete" if isdelete else "insert" if id(state) in new else "update"
+                rows.setdefault(src, []).append((state, op))
+        for src, written_rows in rows.items():
+            if src in unknown:
+                continue
+            found = self._images(session, src, written_rows, olds.get(src), befores.get(src))
+            if found is None:
                 unknown.add(src)
-            elif op != "update" or change.before != change.after:
-                changes.append(change)
+            else:
+                changes.extend(found)
         unknown |= {s for s in written - seen if log.wants(s)}
+
+    def _read_before(self, session: Session, conn: Connection, written: set[str]) -> None:
+        """The before images of the rows of ``written`` the flush may update or delete, read
+        before its first statement on their table writes them (``None``: not known)."""
+        olds: dict[str, tuple[Mapper[Any], dict[int, Key]]] = session.info.get(_OLD_KEYS, {})
+        before = cast(dict[str, dict[Key, Image] | None], session.info.setdefault(_BEFORE, {}))
+        sqlite = conn.dialect.name == "sqlite"
+        for src in written:
+            if src not in olds or src in before:
+                continue
+            if sqlite and src not in session.info.get(_SINCE, {}):
+                before[src] = None  # the write lock is not known to be held: no exact read
+                continue
+            mapper, keys = olds[src]
+            try:
+                before[src] = read_images(conn, mapper, keys.values(), lock=not sqlite)
+            except SQLAlchemyError:
+                before[src] = None
 
     def _read_since(self, session: Session, conn: Connection, sources: Collection[str]) -> None:
         """SQLite: the revisions of the followed ``sources`` before this transaction first
@@ -178,6 +231,53 @@ class ChangeHooks:
         for source, rev in rows:
             since[source] = rev - 1 if isinstance(rev, int) else None
 
+    @staticmethod
+    def _images(
+        session: Session,
+        src: str,
+        written: list[tuple[InstanceState[Any], Op]],
+        olds: tuple[Mapper[Any], dict[int, Key]] | None,
+        befores: dict[Key, Image] | None,
+    ) -> list[Change] | None:
+        """The changes of the rows of ``src`` a flush wrote, their after images read back now;
+        ``None`` when one of them cannot be known."""
+        mapper = written[0][0].mapper
+        new_keys: dict[int, Key] = {}
+        for state, op in written:
+            if op != "delete":
+                obj = state.obj()
+                if obj is None:
+                    return None
+                key = tuple(mapper.primary_key_from_instance(obj))
+                if any(k is None for k in key):
+                    return None
+                new_keys[id(state)] = key
+        afters: dict[Key, Image] = {}
+        if new_keys:
+            try:
+                conn = session.connection(bind_arguments={"mapper": mapper})
+                read = read_images(conn, mapper, new_keys.values(), lock=False)
+            except SQLAlchemyError:
+                return None
+            if read is None:
+                return None
+            afters = read
+        out: list[Change] = []
+        for state, op in written:
+            before: Image | None = None
+            if op != "insert":
+                old_key = olds[1].get(id(state)) if olds is not None else None
+                if old_key is None or befores is None:
+                    return None
+                before = befores.get(old_key)
+            after = afters.get(new_keys[id(state)]) if op != "delete" else None
+            change = _change(src, op, before, after)
+            if change is None:
+                return None  # a row gone, or not read
+            if op != "update" or change.before != change.after:
+                out.append(change)
+        return out
+
     def _revisions_ready(self, conn: Connection) -> bool:  # pragma: no cover - Tracking's
         raise NotImplementedError
 
@@ -190,7 +290,7 @@ class ChangeHooks:
 
     @staticmethod
     def forget_changes(session: Session) -> None:
-        for name in (_CHANGES, _UNKNOWN, _NEW, _FLUSH_TABLES, _SINCE):
+        for name in (_CHANGES, _UNKNOWN, _NEW, _FLUSH_TABLES, _SINCE, _OLD_KEYS, _BEFORE):
             session.info.pop(name, None)
 
 
@@ -200,43 +300,10 @@ def _state(obj: Any) -> InstanceState[Any]:
     return cast(InstanceState[Any], inspect(obj))
 
 
-def _null_when_unset(column: Any) -> bool:
-    """Whether a column an INSERT did not set is ``NULL`` (no default of the database's)."""
-    return (
-        getattr(column, "server_default", None) is None
-        and not getattr(column, "primary_key", True)
-        and getattr(column, "computed", None) is None
-        and getattr(column, "identity", None) is None
-        and getattr(column, "nullable", False)
-    )
-
-
-def _change(source: str, op: Op, state: InstanceState[Any]) -> Change | None:
-    """The change ``state`` stands for, or ``None`` when an image is incomplete."""
-    before: dict[str, Any] | None = None if op == "insert" else {}
-    after: dict[str, Any] | None = None if op == "delete" else {}
-    attrs = state.attrs
-    for prop in state.mapper.column_attrs:
-        column = prop.columns[0]
-        name = getattr(column, "name", prop.key)
-        history = attrs[prop.key].history
-        if op == "insert":
-            value = state.dict.get(prop.key, _MISSING)
-            if value is _MISSING:
-                if not _null_when_unset(column):
-                    return None
-                value = None  # the INSERT left it to the column's default: NULL
-            assert after is not None
-            after[name] = value
-            continue
-        if history.deleted:
-            old = history.deleted[0]
-        elif history.unchanged:
-            old = history.unchanged[0]
-        else:
-            return None  # not loaded, or set without its old value
-        assert before is not None
-        before[name] = old
-        if after is not None:
-            after[name] = history.added[0] if history.added else old
-    return Change(source, op, before, after)
+def _change(
+    source: str, op: Op, before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> Change | None:
+    """The change of a row with these images, or ``None`` when one it needs is unknown."""
+    if (op != "insert" and before is None) or (op != "delete" and after is None):
+        return None
+    return Change(source, op, before if op != "insert" else None, after if op != "delete" else None)
