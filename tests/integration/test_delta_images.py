@@ -4,6 +4,7 @@ before another commit, a value the flush generated, a value stored other than as
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -254,6 +255,31 @@ async def test_numeric_after_image_is_rounded_as_stored() -> None:
             s.add(Item(id=1, amount=Decimal("1.005")))
         read, rebuilt = await t.served_and_rebuilt(view)
         assert read.reason == "delta" and read.value == rebuilt.value == {"total": "1.010"}
+
+
+@pytest.mark.postgres
+async def test_concurrent_writers_of_the_same_rows_apply_what_each_wrote() -> None:
+    async with (
+        pg_database("fk_img_conc") as url,
+        tracked(create_async_engine(url, pool_size=8), Item) as t,
+    ):
+        async with t.maker() as s, s.begin():
+            s.add_all([Item(id=i, amount=Decimal(1)) for i in range(1, 4)])
+        view = t.view("amount", "table:items")
+        await view.get()
+
+        async def writer(n: int) -> None:
+            for step in range(6):
+                async with t.maker() as s, s.begin():
+                    items = (await s.scalars(select(Item).order_by(Item.id))).all()
+                    await asyncio.sleep(0)  # let the others load the same rows
+                    for item in items:
+                        if (item.id + step + n) % 2:
+                            item.amount = Decimal(n * 10 + step)
+
+        await asyncio.gather(*(writer(n) for n in range(6)))
+        read, rebuilt = await t.served_and_rebuilt(view)
+        assert read.reason == "delta" and read.value == rebuilt.value
 
 
 @pytest.fixture

@@ -60,8 +60,8 @@ def read_images(
         chunk = wanted[i : i + _CHUNK]
         where = pk[0].in_([k[0] for k in chunk]) if len(pk) == 1 else tuple_(*pk).in_(chunk)
         stmt = select(*unique).where(where)
-        if lock:
-            stmt = stmt.with_for_update()
+        if lock:  # in primary key order, as the flush writes them: no lock-order deadlock
+            stmt = stmt.order_by(*pk).with_for_update()
         for row in conn.execute(stmt):
             found[tuple(row[j] for j in at)] = {n: row[index[id(c)]] for n, c in cols}
     return found
