@@ -131,7 +131,8 @@ def test_the_page_follows_a_write_live(demo: Demo) -> None:
                 expect(page.locator('tr[data-processor="evidence"]')).to_have_count(1)
                 expect(page.locator("#updated")).to_have_text(re.compile(r"ago"))
 
-                # A write over HTTP, then a read: the progress section is rebuilt.
+                # A write over HTTP, then a read: the progress section applies the new row (a
+                # delta, not a build).
                 topic = http.get("/topics").json()[0]["id"]
                 progress = {
                     "topic_id": topic,
@@ -142,12 +143,13 @@ def test_the_page_follows_a_write_live(demo: Demo) -> None:
                 assert http.post("/progress", json=progress).status_code == 201
                 read = http.get("/state/summary")
                 assert read.headers["x-freshkeep-cache"] == "section"
+                assert read.headers["x-freshkeep-reason"] == "delta"
                 after = read.headers["x-freshkeep-revision"]
                 assert after != before
 
                 expect(revision).to_have_text(after)
                 expect(reads.locator('[data-status="section"]')).to_have_text("section 1")
-                expect(row.locator('td[data-field="builds"]')).to_contain_text("progress 2")
+                expect(row.locator('td[data-field="builds"]')).to_contain_text("progress 1")
                 shot = ARTIFACTS / "dashboard.png"
                 page.screenshot(path=str(shot), full_page=True)
                 print(f"dashboard screenshot: {shot}")
