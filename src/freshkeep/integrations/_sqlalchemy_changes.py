@@ -3,8 +3,8 @@
 before and after images, for the tables a delta section reads.
 
 Only an ORM unit-of-work flush shows whole rows: each object it inserted, updated or deleted
-becomes a :class:`~freshkeep.core.changes.Change` when every mapped column's old and new
-values are known (loaded). Anything else a transaction does to a followed table makes that
+becomes a :class:`~freshkeep.core.changes.Change` when its row's images can be read. Anything
+else a transaction does to a followed table makes that
 table's changes in the commit *unknown*: a bulk or Core DML statement, raw SQL, ``bump()``, a
 statement of the flush that no flushed object stands for (an association table written
 through a relationship), a row whose images cannot be read back (no primary key, not one
@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-extras impo
     raise missing_extra("sqlalchemy", "sqlalchemy") from exc
 
 from freshkeep.integrations._sqlalchemy_images import Image, Key, read_images
+from freshkeep.integrations._sqlalchemy_partitions import _IN_FLUSH
 
 if TYPE_CHECKING:
     from freshkeep.keeper import Keeper
@@ -123,7 +124,7 @@ class ChangeHooks:
             return
         if conn.dialect.name == "sqlite":
             self._read_since(session, conn, sources)
-        if session.info.get("freshkeep.in-flush"):
+        if session.info.get(_IN_FLUSH):
             written = bare_tables(sources)
             session.info.setdefault(_FLUSH_TABLES, set()).update(written)
             self._read_before(session, conn, written)
@@ -197,12 +198,17 @@ class ChangeHooks:
         write lock the way the statement would have: waiting for it, not failing on a read
         snapshot another commit outdated), and the revision before that bump is kept."""
         since = cast(dict[str, Revision], session.info.setdefault(_SINCE, {}))
-        log = self.keeper.changes
-        new = sorted(s for s in bare_tables(sources) if log.wants(s) and s not in since)
+        new = self._first_writes(since, sources)
         if not new or not self._revisions_ready(conn):
             return
         for s, rev in bump_counters(conn, new).items():
             since[s] = rev - 1 if isinstance(rev, int) else rev
+
+    def _first_writes(self, since: Mapping[str, object], sources: Collection[str]) -> list[str]:
+        """The followed tables of ``sources`` the transaction writes for the first time (not in
+        ``since``), sorted."""
+        log = self.keeper.changes
+        return sorted(s for s in bare_tables(sources) if log.wants(s) and s not in since)
 
     def changes_written(self, session: Session, conn: Connection, sources: Collection[str]) -> None:
         """PostgreSQL, after a statement of the transaction wrote ``sources``: the revisions
@@ -217,7 +223,7 @@ class ChangeHooks:
         if not log.followed or conn.dialect.name != "postgresql":
             return
         since = cast(dict[str, Revision | None], session.info.setdefault(_SINCE, {}))
-        new = sorted(s for s in bare_tables(sources) if log.wants(s) and s not in since)
+        new = self._first_writes(since, sources)
         if not new or session.in_nested_transaction() or not self._revisions_ready(conn):
             return
         for s in new:
